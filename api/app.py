@@ -1,0 +1,113 @@
+"""The HTTP face: one endpoint, `/`, speaking the EC2 Query protocol (POST form or GET query)."""
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from emulator.catalogue import REGIONS
+from emulator.errors import EC2Error
+from emulator.service import Cloud
+
+from . import model, protocol
+from .auth import AuthError, verify_request
+
+log = logging.getLogger("ec2emu.api")
+XML = "text/xml;charset=UTF-8"
+_HOST_REGION = re.compile(r"^ec2\.([a-z0-9-]+)\.")
+
+
+def _region_from_host(host: str) -> str | None:
+    m = _HOST_REGION.match(host)
+    return m.group(1) if m and m.group(1) in REGIONS else None
+
+
+class Api:
+    def __init__(self, cloud: Cloud):
+        self.cloud = cloud
+        self.config = cloud.config
+
+    def authenticate(self, request: Request, raw_query: str, body: bytes, params: dict) -> tuple[str, str]:
+        """-> (account id, region)."""
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        host = headers.get("host", "")
+        if self.config.auth:
+            def secret_for(key: str) -> str | None:
+                cred = self.config.account_for(key)
+                return cred.secret_key if cred else None
+            principal = verify_request(request.method, host, request.url.path, raw_query, headers,
+                                       body, params, secret_for)
+            account = self.config.account_for(principal.access_key).account_id
+            region = principal.region
+        else:  # relaxed mode: trust whatever key is named, default account otherwise
+            key = params.get("AWSAccessKeyId") or _key_in_header(headers.get("authorization", ""))
+            cred = self.config.account_for(key or "") or self.config.credentials[0]
+            account, region = cred.account_id, _scope_region(headers.get("authorization", ""))
+        region = region or _region_from_host(host) or self.config.default_region
+        if region not in REGIONS:
+            raise EC2Error(f"Credential should be scoped to a valid region, not '{region}'.",
+                           "AuthFailure", 401)
+        return account, region
+
+    def handle(self, request: Request, raw_query: str, body: bytes, request_id: str) -> tuple[int, bytes]:
+        params = dict(parse_qsl(raw_query, keep_blank_values=True))
+        if body and "form-urlencoded" in request.headers.get("content-type", "application/x-www-form-urlencoded"):
+            params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        try:
+            try:
+                account, region = self.authenticate(request, raw_query, body, params)
+            except AuthError as exc:
+                raise EC2Error(exc.message, exc.code, exc.status) from None
+            action = params.get("Action")
+            if not action:
+                raise EC2Error("The request must contain the parameter Action", "MissingAction")
+            op = model.operation(action)
+            if op is None:
+                raise EC2Error(f"The action {action} is not valid for this web service.", "InvalidAction")
+            inputs = protocol.parse_input(op.input_shape, params)
+            if inputs.get("DryRun") and action in self.cloud.handlers:
+                raise EC2Error("Request would have succeeded, but DryRun flag is set.", "DryRunOperation", 412)
+            result = self.cloud.call(action, inputs, account, region, request_id)
+            return 200, protocol.render_output(action, op.output_shape, result, request_id)
+        except EC2Error as exc:
+            return exc.status, protocol.render_error(exc.code, exc.message, request_id)
+        except Exception:  # never a traceback on the wire
+            log.exception("request %s failed", request_id)
+            return 500, protocol.render_error(
+                "InternalError", "An internal error has occurred. The request was not applied "
+                "unless a later describe shows it was.", request_id)
+
+
+def _key_in_header(auth: str) -> str | None:
+    m = re.search(r"Credential=([^/,\s]+)", auth)
+    return m.group(1) if m else None
+
+
+def _scope_region(auth: str) -> str | None:
+    m = re.search(r"Credential=[^/]+/\d{8}/([^/]+)/", auth)
+    return m.group(1) if m else None
+
+
+def create_app(cloud: Cloud) -> FastAPI:
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    api = Api(cloud)
+
+    @app.api_route("/", methods=["GET", "POST"])
+    async def ec2(request: Request) -> Response:
+        body = await request.body()
+        request_id = str(uuid.uuid4())
+        raw_query = request.scope.get("query_string", b"").decode("latin-1")
+        status, payload = await run_in_threadpool(api.handle, request, raw_query, body, request_id)
+        return Response(payload, status_code=status, media_type=XML,
+                        headers={"x-amzn-requestid": request_id})
+
+    @app.on_event("shutdown")
+    def _close() -> None:
+        cloud.close()
+
+    return app

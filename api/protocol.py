@@ -1,0 +1,249 @@
+"""The EC2 Query protocol, both directions, driven by botocore's shapes.
+
+Input: flat `Name.N.Member` parameters -> a dict keyed by model member names, typed and
+validated (unknown names, missing required members, bad numbers/booleans/enums are AWS's
+client errors). Output: a handler's dict -> the XML AWS sends, element names from
+`locationName`, lists as <item>, booleans lower-case, times ISO-8601 with milliseconds.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+from datetime import datetime, timezone
+from xml.sax.saxutils import escape
+
+from botocore.model import Shape
+
+from emulator.errors import EC2Error
+
+from .model import XMLNS
+
+# Parameters of the protocol itself, not of any operation.
+PROTOCOL_PARAMS = frozenset({
+    "Action", "Version", "AWSAccessKeyId", "Signature", "SignatureMethod", "SignatureVersion",
+    "Timestamp", "Expires", "SecurityToken", "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date",
+    "X-Amz-Expires", "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token",
+})
+
+
+# ---------------------------------------------------------------------------------------- input
+
+@functools.cache
+def _input_members(shape: Shape) -> dict[str, tuple[str, Shape]]:
+    """wire name -> (member name, member shape), as botocore's EC2 serializer names them."""
+    out = {}
+    for name, member in shape.members.items():
+        ser = member.serialization
+        if "queryName" in ser:
+            wire = ser["queryName"]
+        elif "name" in ser:
+            wire = ser["name"][0].upper() + ser["name"][1:]
+        else:
+            wire = name
+        out[wire] = (name, member)
+    return out
+
+
+def _tree(params: dict[str, str]) -> dict:
+    root: dict = {}
+    for key, value in params.items():
+        if key in PROTOCOL_PARAMS:
+            continue
+        node = root
+        parts = key.split(".")
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = node[part] = {} if nxt is None else {"": nxt}
+            node = nxt
+        last = parts[-1]
+        if isinstance(node.get(last), dict):
+            node[last][""] = value
+        else:
+            node[last] = value
+    return root
+
+
+def _bad(path: str, value, why: str = "") -> EC2Error:
+    shown = value if isinstance(value, str) else "(structure)"
+    return EC2Error(f"Invalid value '{shown}' for {path}.{(' ' + why) if why else ''}",
+                    "InvalidParameterValue")
+
+
+def _read(shape: Shape, node, path: str):
+    kind = shape.type_name
+    if kind == "structure":
+        if not isinstance(node, dict):
+            raise _bad(path, node, "Expected a structure.")
+        members = _input_members(shape)
+        out = {}
+        for wire, child in node.items():
+            found = members.get(wire)
+            if found is None:
+                where = f"{path}.{wire}" if path else wire
+                raise EC2Error(f"The parameter {where} is not recognized", "UnknownParameter")
+            name, mshape = found
+            out[name] = _read(mshape, child, f"{path}.{wire}" if path else wire)
+        for req in shape.required_members:
+            if req not in out:
+                wire = next(w for w, (n, _) in members.items() if n == req)
+                raise EC2Error(f"The request must contain the parameter {path + '.' if path else ''}{wire}",
+                               "MissingParameter")
+        return out
+    if kind == "list":
+        if not isinstance(node, dict):
+            raise _bad(path, node, "Expected a list as Name.N.")
+        items = []
+        for index, child in node.items():
+            if not index.isdigit() or int(index) < 1:
+                raise EC2Error(f"The parameter {path}.{index} is not recognized", "UnknownParameter")
+            items.append((int(index), child))
+        items.sort(key=lambda p: p[0])
+        return [_read(shape.member, child, f"{path}.{i}") for i, child in items]
+    if kind == "map":
+        entries = node.get("entry", node) if isinstance(node, dict) else None
+        if not isinstance(entries, dict):
+            raise _bad(path, node)
+        out = {}
+        for _, entry in sorted(entries.items(), key=lambda p: int(p[0]) if p[0].isdigit() else 0):
+            if not isinstance(entry, dict) or "key" not in entry:
+                raise _bad(path, entry)
+            out[entry.get("key", entry.get("Key"))] = _read(shape.value, entry.get("value", entry.get("Value", "")), path)
+        return out
+    if isinstance(node, dict):
+        if "" in node and len(node) == 1:
+            node = node[""]
+        else:
+            raise _bad(path, node)
+    return _scalar(shape, node, path)
+
+
+def _scalar(shape: Shape, value: str, path: str):
+    kind = shape.type_name
+    if kind == "string":
+        enum = shape.enum
+        if enum and value not in enum:
+            raise EC2Error(f"Invalid value '{value}' for {path}. Valid values: {', '.join(enum)}",
+                           "InvalidParameterValue")
+        return value
+    if kind in ("integer", "long"):
+        try:
+            number = int(value)
+        except ValueError:
+            raise EC2Error(f"Invalid value '{value}' for {path}. Expected an integer.",
+                           "InvalidParameterValue") from None
+        if kind == "integer" and not -2**31 <= number < 2**31:
+            raise _bad(path, value, "Out of range.")
+        return number
+    if kind == "boolean":
+        lowered = value.lower()
+        if lowered not in ("true", "false"):
+            raise EC2Error(f"Invalid value '{value}' for {path}. Expected true or false.",
+                           "InvalidParameterValue")
+        return lowered == "true"
+    if kind in ("double", "float"):
+        try:
+            return float(value)
+        except ValueError:
+            raise _bad(path, value, "Expected a number.") from None
+    if kind == "timestamp":
+        try:
+            stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            try:
+                stamp = datetime.fromtimestamp(float(value), timezone.utc)
+            except ValueError:
+                raise _bad(path, value, "Expected an ISO 8601 time.") from None
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+    if kind == "blob":
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise _bad(path, value, "Expected base64.") from None
+    return value
+
+
+def parse_input(shape: Shape | None, params: dict[str, str]) -> dict:
+    tree = _tree(params)
+    if shape is None:
+        if tree:
+            raise EC2Error(f"The parameter {next(iter(tree))} is not recognized", "UnknownParameter")
+        return {}
+    return _read(shape, tree, "")
+
+
+# --------------------------------------------------------------------------------------- output
+
+@functools.cache
+def _output_members(shape: Shape) -> tuple[tuple[str, str, Shape], ...]:
+    return tuple((name, member.serialization.get("name", name), member)
+                 for name, member in shape.members.items())
+
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _write(out: list, shape: Shape, value) -> None:
+    kind = shape.type_name
+    if kind == "structure":
+        for name, tag, member in _output_members(shape):
+            child = value.get(name)
+            if child is None:
+                continue
+            mkind = member.type_name
+            if mkind == "list" and member.serialization.get("flattened"):
+                item_tag = member.member.serialization.get("name", tag)
+                for element in child:
+                    out.append(f"<{item_tag}>")
+                    _write(out, member.member, element)
+                    out.append(f"</{item_tag}>")
+                continue
+            out.append(f"<{tag}>")
+            _write(out, member, child)
+            out.append(f"</{tag}>")
+    elif kind == "list":
+        item_tag = shape.member.serialization.get("name", "member")
+        open_tag, close_tag = f"<{item_tag}>", f"</{item_tag}>"
+        for element in value:
+            out.append(open_tag)
+            _write(out, shape.member, element)
+            out.append(close_tag)
+    elif kind == "string":
+        out.append(escape(value))
+    elif kind == "boolean":
+        out.append("true" if value else "false")
+    elif kind == "timestamp":
+        out.append(_iso(value) if isinstance(value, datetime) else escape(str(value)))
+    elif kind == "blob":
+        out.append(base64.b64encode(value).decode() if isinstance(value, bytes) else escape(value))
+    elif kind == "map":
+        for k, v in value.items():
+            out.append("<entry><key>")
+            out.append(escape(str(k)))
+            out.append("</key><value>")
+            _write(out, shape.value, v)
+            out.append("</value></entry>")
+    else:
+        out.append(escape(str(value)))
+
+
+def render_output(action: str, shape: Shape | None, result: dict | None, request_id: str) -> bytes:
+    out = [f'<?xml version="1.0" encoding="UTF-8"?>\n<{action}Response xmlns="{XMLNS}">',
+           f"<requestId>{request_id}</requestId>"]
+    if shape is None:
+        out.append("<return>true</return>")
+    else:
+        _write(out, shape, result or {})
+    out.append(f"</{action}Response>")
+    return "".join(out).encode()
+
+
+def render_error(code: str, message: str, request_id: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{escape(code)}</Code>'
+            f"<Message>{escape(message)}</Message></Error></Errors>"
+            f"<RequestID>{request_id}</RequestID></Response>").encode()

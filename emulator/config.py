@@ -1,0 +1,95 @@
+"""Configuration: built-in defaults < TOML file < EC2EMU_* environment < command-line flags.
+
+One frozen object is built at start and handed down; nothing else reads the environment.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# AWS's documentation example credentials: what a CI user types without thinking.
+DEFAULT_ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
+DEFAULT_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+DEFAULT_ACCOUNT = "123456789012"
+
+
+@dataclass(frozen=True)
+class Credential:
+    access_key: str
+    secret_key: str
+    account_id: str
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8773
+    state_dir: str = "/var/lib/ec2emu"
+    database_url: str = ""  # empty: SQLite file in state_dir
+    hypervisor: str = "none"  # 'libvirt' or 'none'
+    default_region: str = "us-east-1"
+    credentials: tuple[Credential, ...] = field(
+        default_factory=lambda: (Credential(DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, DEFAULT_ACCOUNT),))
+    auth: bool = True  # False accepts any signature (throwaway CI only)
+    # Seconds the `none` driver takes to "boot"/"stop": it reports transitions asynchronously,
+    # as a real hypervisor does, so clients observe pending before running.
+    none_transition_seconds: float = 0.2
+    # How long terminated instances stay visible (AWS: about an hour).
+    terminated_retention_seconds: int = 3600
+    max_instances: int = 5000
+    # Public addresses handed to instances in subnets that map public IPs ("the internet" side).
+    public_ip_pool: str = "100.64.0.0/16"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.state_dir) / 'ec2emu.sqlite'}"
+
+    def account_for(self, access_key: str) -> Credential | None:
+        for c in self.credentials:
+            if c.access_key == access_key:
+                return c
+        return None
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _coerce(name: str, value):
+    kind = _FIELDS[name].type
+    if name == "credentials":
+        if isinstance(value, str):  # env: "KEY:SECRET:ACCOUNT,KEY:SECRET:ACCOUNT"
+            value = [dict(zip(("access_key", "secret_key", "account_id"), item.split(":", 2)))
+                     for item in value.split(",") if item]
+        return tuple(Credential(**c) for c in value)
+    if kind == "bool" and isinstance(value, str):
+        return value.lower() in ("1", "true", "yes", "on")
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    return value
+
+
+def load_config(config_file: str | None = None, overrides: dict | None = None) -> Config:
+    values: dict = {}
+    path = config_file or os.environ.get("EC2EMU_CONFIG")
+    if path:
+        with open(path, "rb") as f:
+            for k, v in tomllib.load(f).items():
+                k = k.replace("-", "_")
+                if k not in _FIELDS:
+                    raise SystemExit(f"unknown setting {k!r} in {path}")
+                values[k] = _coerce(k, v)
+    for k in _FIELDS:
+        env = os.environ.get("EC2EMU_" + k.upper())
+        if env is not None:
+            values[k] = _coerce(k, env)
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            values[k] = _coerce(k, v)
+    return Config(**values)

@@ -1,0 +1,3 @@
+"""(being written)"""
+def register_public_images(ctx):
+    pass

@@ -1,0 +1,5 @@
+"""(being written)"""
+def reconcile(cloud):
+    pass
+def apply_hypervisor_event(session, config, instance_id, state):
+    pass

@@ -1,0 +1,170 @@
+"""SQLAlchemy tables: one per resource kind, plus tags.
+
+Columns hold what handlers filter or join on; nested AWS structures that are only ever read back
+whole (block device mappings, metadata options) are JSON. Every resource row carries the
+account and region that own it: queries always scope by both.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Owned:
+    """Mixin: scoped to an account and a region."""
+    account_id: Mapped[str] = mapped_column(String(12), index=True)
+    region: Mapped[str] = mapped_column(String(32), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RegionState(Base):
+    """Marks an (account, region) whose defaults (default VPC, subnets, group) exist.
+
+    account_id '' marks region-wide defaults (the public images)."""
+    __tablename__ = "region_state"
+    account_id: Mapped[str] = mapped_column(String(12), primary_key=True)
+    region: Mapped[str] = mapped_column(String(32), primary_key=True)
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)  # e.g. ebs encryption by default
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+    resource_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256), default="")
+    resource_type: Mapped[str] = mapped_column(String(32))
+    account_id: Mapped[str] = mapped_column(String(12))
+    region: Mapped[str] = mapped_column(String(32))
+    __table_args__ = (Index("ix_tags_scope", "account_id", "region", "resource_type"),)
+
+
+class KeyPair(Owned, Base):
+    __tablename__ = "key_pairs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    key_type: Mapped[str] = mapped_column(String(16))
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    public_key: Mapped[str] = mapped_column(Text)
+    __table_args__ = (UniqueConstraint("account_id", "region", "name", name="uq_key_pairs_name"),)
+
+
+class Vpc(Owned, Base):
+    __tablename__ = "vpcs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cidr_block: Mapped[str] = mapped_column(String(43))
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(16), default="available")
+    instance_tenancy: Mapped[str] = mapped_column(String(16), default="default")
+    dhcp_options_id: Mapped[str] = mapped_column(String(32), default="default")
+    enable_dns_support: Mapped[bool] = mapped_column(Boolean, default=True)
+    enable_dns_hostnames: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Subnet(Owned, Base):
+    __tablename__ = "subnets"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    vpc_id: Mapped[str] = mapped_column(String(32), index=True)
+    cidr_block: Mapped[str] = mapped_column(String(43))
+    availability_zone: Mapped[str] = mapped_column(String(32))
+    default_for_az: Mapped[bool] = mapped_column(Boolean, default=False)
+    map_public_ip_on_launch: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(16), default="available")
+
+
+class SecurityGroup(Owned, Base):
+    __tablename__ = "security_groups"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    vpc_id: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(String(255))
+    __table_args__ = (UniqueConstraint("vpc_id", "name", name="uq_security_groups_name"),)
+
+
+class SecurityGroupRule(Owned, Base):
+    __tablename__ = "security_group_rules"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(32), index=True)
+    is_egress: Mapped[bool] = mapped_column(Boolean)
+    ip_protocol: Mapped[str] = mapped_column(String(16))  # '-1', 'tcp', 'udp', 'icmp', or a number
+    from_port: Mapped[int] = mapped_column(Integer)  # -1 when not applicable
+    to_port: Mapped[int] = mapped_column(Integer)
+    cidr_ipv4: Mapped[str | None] = mapped_column(String(43), nullable=True)
+    cidr_ipv6: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    prefix_list_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    referenced_group_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    referenced_user_id: Mapped[str | None] = mapped_column(String(12), nullable=True)
+    description: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class Image(Owned, Base):
+    """An AMI, or a kernel (aki-) / ramdisk (ari-) image."""
+    __tablename__ = "images"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    image_type: Mapped[str] = mapped_column(String(16), default="machine")  # machine|kernel|ramdisk
+    state: Mapped[str] = mapped_column(String(16), default="available")
+    architecture: Mapped[str] = mapped_column(String(16), default="x86_64")
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    owner_alias: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    kernel_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    ramdisk_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    root_device_type: Mapped[str] = mapped_column(String(16), default="ebs")
+    root_device_name: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    virtualization_type: Mapped[str] = mapped_column(String(16), default="hvm")
+    platform_details: Mapped[str] = mapped_column(String(64), default="Linux/UNIX")
+    image_location: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    block_device_mappings: Mapped[list] = mapped_column(JSON, default=list)
+    launch_permissions: Mapped[list] = mapped_column(JSON, default=list)  # [{"UserId"|"Group": ...}]
+    attributes: Mapped[dict] = mapped_column(JSON, default=dict)  # ena, sriov, boot mode, imds...
+    disk_path: Mapped[str | None] = mapped_column(Text, nullable=True)  # host file behind it
+
+
+class Instance(Owned, Base):
+    __tablename__ = "instances"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    reservation_id: Mapped[str] = mapped_column(String(32), index=True)
+    launch_index: Mapped[int] = mapped_column(Integer, default=0)
+    image_id: Mapped[str] = mapped_column(String(32))
+    instance_type: Mapped[str] = mapped_column(String(32))
+    kernel_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    ramdisk_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    state_transition_reason: Mapped[str] = mapped_column(String(255), default="")
+    state_reason_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    state_reason_message: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    key_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    vpc_id: Mapped[str] = mapped_column(String(32))
+    subnet_id: Mapped[str] = mapped_column(String(32))
+    availability_zone: Mapped[str] = mapped_column(String(32))
+    private_ip: Mapped[str | None] = mapped_column(String(15), nullable=True)
+    public_ip: Mapped[str | None] = mapped_column(String(15), nullable=True, unique=True)
+    mac_address: Mapped[str] = mapped_column(String(17))
+    network_interface_id: Mapped[str] = mapped_column(String(32))
+    security_group_ids: Mapped[list] = mapped_column(JSON, default=list)
+    launch_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    terminated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    client_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_data: Mapped[str | None] = mapped_column(Text, nullable=True)  # base64, as sent
+    architecture: Mapped[str] = mapped_column(String(16), default="x86_64")
+    root_device_name: Mapped[str] = mapped_column(String(32), default="/dev/xvda")
+    root_device_type: Mapped[str] = mapped_column(String(16), default="ebs")
+    block_device_mappings: Mapped[list] = mapped_column(JSON, default=list)
+    monitoring: Mapped[str] = mapped_column(String(16), default="disabled")
+    metadata_options: Mapped[dict] = mapped_column(JSON, default=dict)
+    attributes: Mapped[dict] = mapped_column(JSON, default=dict)  # disableApiTermination, ...
+    __table_args__ = (
+        UniqueConstraint("subnet_id", "private_ip", name="uq_instances_private_ip"),
+        Index("ix_instances_client_token", "account_id", "region", "client_token"),
+    )

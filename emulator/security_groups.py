@@ -1,0 +1,3 @@
+"""(being written)"""
+def create_default_group(ctx, vpc_id):
+    pass

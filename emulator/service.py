@@ -1,0 +1,93 @@
+"""The cloud: database, driver and handlers wired together. The API layer calls `Cloud.call`."""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError
+
+from hypervisor import make_driver
+
+from . import db
+from .config import Config
+from .errors import EC2Error
+from .registry import HANDLERS, Context
+
+# Importing a resource module registers its handlers.
+from . import regions, keypairs, tags, instance_types, vpcs, security_groups, images, instances  # noqa: E402,F401
+
+log = logging.getLogger("ec2emu")
+
+
+class Cloud:
+    handlers = HANDLERS
+
+    def __init__(self, config: Config):
+        self.config = config
+        if not config.database_url:
+            Path(config.state_dir).mkdir(parents=True, exist_ok=True)
+        url = config.effective_database_url
+        db.migrate(url)
+        self.engine = db.make_engine(url)
+        self.Session = db.session_factory(self.engine)
+        self.driver = make_driver(config, self.on_hypervisor_event)
+        self._ready: set[tuple[str, str]] = set()  # positive memo only: defaults never vanish
+        self._ready_lock = threading.Lock()
+        instances.reconcile(self)
+
+    def close(self) -> None:
+        self.driver.close()
+        self.engine.dispose()
+
+    def context(self, session, account_id: str, region: str, request_id: str) -> Context:
+        return Context(account_id, region, request_id, session, self.config, self.driver)
+
+    def ensure_defaults(self, account_id: str, region: str) -> None:
+        """The default VPC, subnets, group and public images of an (account, region), created once."""
+        if (account_id, region) in self._ready:
+            return
+        with self._ready_lock:
+            if (account_id, region) in self._ready:
+                return
+            for attempt in range(3):
+                with self.Session() as session:
+                    ctx = self.context(session, account_id, region, "bootstrap")
+                    try:
+                        regions.ensure_region_defaults(ctx)
+                        session.commit()
+                        break
+                    except IntegrityError:  # another worker made them first
+                        session.rollback()
+            self._ready.add((account_id, region))
+
+    def call(self, action: str, params: dict, account_id: str, region: str, request_id: str) -> dict | None:
+        handler = HANDLERS.get(action)
+        if handler is None:
+            raise EC2Error(f"The action {action} is not implemented by this emulator yet "
+                           f"(see `ec2emu coverage`).", "InvalidAction")
+        self.ensure_defaults(account_id, region)
+        with self.Session() as session:
+            ctx = self.context(session, account_id, region, request_id)
+            try:
+                result = handler(ctx, params)
+                session.commit()
+            except EC2Error:
+                session.rollback()
+                raise
+            except IntegrityError as exc:
+                session.rollback()
+                log.warning("conflict in %s: %s", action, exc)
+                raise EC2Error("The request conflicted with a concurrent change; retry it.",
+                               "IncorrectState") from None
+        for fn in ctx.after_commit:
+            fn()
+        return result
+
+    def on_hypervisor_event(self, instance_id: str, state: str) -> None:
+        try:
+            with self.Session() as session:
+                instances.apply_hypervisor_event(session, self.config, instance_id, state)
+                session.commit()
+        except Exception:  # a listener must never kill the driver's thread
+            log.exception("applying hypervisor event %s %s", instance_id, state)

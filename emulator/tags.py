@@ -1,0 +1,181 @@
+"""Tags on every resource: CreateTags, DeleteTags, DescribeTags, and TagSpecifications on create."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+
+from .errors import EC2Error
+from .models import Image, Instance, KeyPair, SecurityGroup, Subnet, Tag, Vpc
+from .query import apply_filters, paginate
+from .registry import Context, action
+
+
+@dataclass(frozen=True)
+class Kind:
+    resource_type: str
+    model: type
+    not_found: str  # AWS's error code when an id of this kind does not exist
+
+
+# id prefix -> kind. AWS's resource-type names (the ResourceType enum).
+KINDS: dict[str, Kind] = {
+    "i": Kind("instance", Instance, "InvalidInstanceID.NotFound"),
+    "ami": Kind("image", Image, "InvalidAMIID.NotFound"),
+    "aki": Kind("image", Image, "InvalidAMIID.NotFound"),
+    "ari": Kind("image", Image, "InvalidAMIID.NotFound"),
+    "key": Kind("key-pair", KeyPair, "InvalidKeyPair.NotFound"),
+    "sg": Kind("security-group", SecurityGroup, "InvalidGroup.NotFound"),
+    "vpc": Kind("vpc", Vpc, "InvalidVpcID.NotFound"),
+    "subnet": Kind("subnet", Subnet, "InvalidSubnetID.NotFound"),
+}
+
+MAX_TAGS = 50
+
+
+def kind_of(resource_id: str) -> Kind | None:
+    return KINDS.get(resource_id.rsplit("-", 1)[0]) if "-" in resource_id else None
+
+
+def tags_for(ctx: Context, ids) -> dict[str, dict[str, str]]:
+    """resource id -> {key: value}, one query for any number of ids."""
+    ids = list(ids)
+    out: dict[str, dict[str, str]] = defaultdict(dict)
+    if not ids:
+        return out
+    q = select(Tag.resource_id, Tag.key, Tag.value).where(
+        Tag.account_id == ctx.account_id, Tag.region == ctx.region)
+    if len(ids) <= 500:
+        q = q.where(Tag.resource_id.in_(ids))
+    else:  # one scan beats a giant IN list
+        q = q.where(Tag.resource_type == kind_of(ids[0]).resource_type)
+    for rid, key, value in ctx.session.execute(q):
+        out[rid][key] = value
+    return out
+
+
+def tag_list(tags: dict[str, str]) -> list[dict] | None:
+    return [{"Key": k, "Value": v} for k, v in tags.items()] or None
+
+
+def _check(tags: list[dict]) -> None:
+    for t in tags:
+        key = t.get("Key")
+        if key is None:
+            raise EC2Error("The request must contain the parameter Tag.Key", "MissingParameter")
+        if not 1 <= len(key) <= 128:
+            raise EC2Error(f"Tag key exceeds the maximum length of 128 characters", "InvalidParameterValue")
+        if len(t.get("Value") or "") > 256:
+            raise EC2Error(f"Tag value exceeds the maximum length of 256 characters", "InvalidParameterValue")
+        if key.lower().startswith("aws:"):
+            raise EC2Error("Tag keys starting with 'aws:' are reserved for internal use",
+                           "InvalidParameterValue")
+
+
+def set_tags(ctx: Context, resource_id: str, tags: list[dict]) -> None:
+    _check(tags)
+    kind = kind_of(resource_id)
+    existing = ctx.session.scalars(select(Tag).where(Tag.resource_id == resource_id,
+                                                     Tag.account_id == ctx.account_id)).all()
+    current = {t.key: t for t in existing}
+    new_keys = {t["Key"] for t in tags} - current.keys()
+    if len(current) + len(new_keys) > MAX_TAGS:
+        raise EC2Error(f"The maximum number of tags ({MAX_TAGS}) for resource '{resource_id}' was exceeded",
+                       "TagLimitExceeded")
+    for t in tags:
+        row = current.get(t["Key"])
+        if row is None:
+            ctx.session.add(Tag(resource_id=resource_id, key=t["Key"], value=t.get("Value") or "",
+                                resource_type=kind.resource_type, account_id=ctx.account_id,
+                                region=ctx.region))
+        else:
+            row.value = t.get("Value") or ""
+
+
+def tag_specifications(ctx: Context, specs: list[dict] | None, resource_type: str) -> list[dict]:
+    """The tags a create call asked for on resources of this type; other types are refused as AWS does."""
+    tags: list[dict] = []
+    for spec in specs or []:
+        rtype = spec.get("ResourceType")
+        if rtype is None:
+            raise EC2Error("The request must contain the parameter TagSpecification.N.ResourceType",
+                           "MissingParameter")
+        if rtype == resource_type:
+            tags.extend(spec.get("Tags") or [])
+    _check(tags)
+    return tags
+
+
+def refuse_other_tag_types(specs: list[dict] | None, allowed: set[str]) -> None:
+    for spec in specs or []:
+        if spec.get("ResourceType") not in allowed:
+            raise EC2Error(f"'{spec.get('ResourceType')}' is not a valid taggable resource type for this operation.",
+                           "InvalidParameterValue")
+
+
+def delete_all_tags(ctx: Context, resource_id: str) -> None:
+    ctx.session.execute(delete(Tag).where(Tag.resource_id == resource_id, Tag.account_id == ctx.account_id))
+
+
+def _require_resources(ctx: Context, ids: list[str]) -> None:
+    for rid in ids:
+        kind = kind_of(rid)
+        if kind is None:
+            raise EC2Error(f"Invalid id: \"{rid}\"", "InvalidID")
+        row = ctx.session.get(kind.model, rid)
+        visible = row is not None and row.region == ctx.region and (
+            row.account_id == ctx.account_id)
+        if not visible:
+            raise EC2Error(f"The ID '{rid}' does not exist", kind.not_found)
+
+
+@action("CreateTags")
+def create_tags(ctx: Context, p: dict) -> dict:
+    ids, tags = p["Resources"], p["Tags"]
+    _require_resources(ctx, ids)
+    for rid in ids:
+        set_tags(ctx, rid, tags)
+    return {"Return": True}
+
+
+@action("DeleteTags")
+def delete_tags(ctx: Context, p: dict) -> dict:
+    ids = p["Resources"]
+    _require_resources(ctx, ids)
+    for rid in ids:
+        for t in p.get("Tags") or [None]:
+            q = delete(Tag).where(Tag.resource_id == rid, Tag.account_id == ctx.account_id)
+            if t is not None:
+                q = q.where(Tag.key == t["Key"])
+                if t.get("Value") is not None:  # a value given must match, as AWS does
+                    q = q.where(Tag.value == t["Value"])
+            ctx.session.execute(q)
+    return {"Return": True}
+
+
+TAG_FILTERS = {
+    "key": lambda t: t.key,
+    "value": lambda t: t.value,
+    "resource-id": lambda t: t.resource_id,
+    "resource-type": lambda t: t.resource_type,
+}
+
+
+@action("DescribeTags")
+def describe_tags(ctx: Context, p: dict) -> dict:
+    rows = ctx.session.scalars(select(Tag).where(Tag.account_id == ctx.account_id, Tag.region == ctx.region)
+                               .order_by(Tag.resource_id, Tag.key)).all()
+    filters = []
+    for f in p.get("Filters") or []:
+        if f.get("Name", "").startswith("tag:"):  # tag:Key here means key == Key and value in Values
+            key = f["Name"][4:]
+            filters.append({"Name": "key", "Values": [key]})
+            filters.append({"Name": "value", "Values": f.get("Values") or []})
+        else:
+            filters.append(f)
+    rows = apply_filters(rows, filters, TAG_FILTERS)
+    page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"),
+                           key=lambda t: f"{t.resource_id}\x00{t.key}", highest=1000)
+    return {"Tags": [{"ResourceId": t.resource_id, "ResourceType": t.resource_type,
+                      "Key": t.key, "Value": t.value} for t in page], "NextToken": token}

@@ -1,0 +1,57 @@
+"""The narrow interface between the emulator and the host.
+
+The emulator says what should exist; a driver makes it so and reports back through the
+listener when a guest really changed state ('running', 'stopped', 'terminated'), so that
+instance states follow the hypervisor, not timers in the emulator.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Listener = Callable[[str, str], None]  # (instance id, new state)
+
+
+@dataclass
+class InstanceSpec:
+    """Everything a driver needs to bring up one instance."""
+    instance_id: str
+    vcpus: int
+    memory_mib: int
+    image_path: str | None = None
+    kernel_path: str | None = None
+    ramdisk_path: str | None = None
+    mac_address: str = ""
+    vpc_id: str = ""
+    subnet_id: str = ""
+    private_ip: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class Driver:
+    name = "base"
+
+    def __init__(self, listener: Listener):
+        self.listener = listener
+
+    def start(self, spec: InstanceSpec) -> None:
+        raise NotImplementedError
+
+    def stop(self, instance_id: str, force: bool = False) -> None:
+        raise NotImplementedError
+
+    def reboot(self, instance_id: str) -> None:
+        raise NotImplementedError
+
+    def terminate(self, instance_id: str) -> None:
+        raise NotImplementedError
+
+    def state(self, instance_id: str) -> str | None:
+        """'running', 'stopped', or None if the host has no such guest (for the reconciler)."""
+        raise NotImplementedError
+
+    def console_output(self, instance_id: str) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,377 @@
+"""Unit tests for api.auth: requests are signed by botocore's own signers and
+fed to verify_request the way the HTTP layer would."""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+from unittest import mock
+from urllib.parse import parse_qsl, urlsplit
+
+import botocore.auth
+import pytest
+from botocore.auth import SigV2Auth, SigV4Auth, SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from api.auth import AuthError, Principal, verify_request
+
+AK = "AKIAIOSFODNN7EXAMPLE"
+SK = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+URL = "http://127.0.0.1:8773/"
+FORM = {"Action": "DescribeRegions", "Version": "2016-11-15"}
+GET_PARAMS = {
+    "Action": "DescribeInstances",
+    "Version": "2016-11-15",
+    "Filter.1.Name": "tag:Name",
+    "Filter.1.Value.1": "a b+c~d/e*f=g&h",
+    "Filter.2.Name": "description",
+    "Filter.2.Value.1": "caf\u00e9 \u2713",
+}
+CREDS = Credentials(AK, SK)
+WRONG = Credentials(AK, "not-the-right-secret-key/AAAAAAAAAAAAAAAAAAAA")
+UNKNOWN = Credentials("AKIAUNKNOWNUNKNOWN00", SK)
+
+
+def secret_for(access_key: str) -> str | None:
+    return {AK: SK}.get(access_key)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class SigV2SHA1Auth(SigV2Auth):
+    """botocore's SigV2 signer, but with SignatureMethod=HmacSHA1 (as libcloud/boto2 may use)."""
+
+    def calc_signature(self, request, params):
+        params["SignatureMethod"] = "HmacSHA1"
+        with mock.patch.object(botocore.auth, "sha256", hashlib.sha1):
+            return super().calc_signature(request, params)
+
+
+def post_request(data=None, headers=None) -> AWSRequest:
+    return AWSRequest(
+        method="POST", url=URL, data=dict(FORM if data is None else data),
+        headers=dict({"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+                     **(headers or {})))
+
+
+def get_request(params=None) -> AWSRequest:
+    return AWSRequest(method="GET", url=URL, params=dict(GET_PARAMS if params is None else params))
+
+
+def v4(req, creds=CREDS, region="us-east-1"):
+    SigV4Auth(creds, "ec2", region).add_auth(req)
+    return req.prepare()
+
+
+def v4q(req, creds=CREDS, region="us-east-1", expires=300):
+    SigV4QueryAuth(creds, "ec2", region, expires=expires).add_auth(req)
+    return req.prepare()
+
+
+def v2(req, creds=CREDS, signer=SigV2Auth):
+    signer(creds).add_auth(req)
+    return req.prepare()
+
+
+def wire(prepared):
+    """What the HTTP layer hands to verify_request for a prepared botocore request."""
+    split = urlsplit(prepared.url)
+    headers = {k.lower(): v for k, v in prepared.headers.items()}
+    body = prepared.body or b""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    form = dict(parse_qsl(split.query, keep_blank_values=True))
+    if body and headers.get("content-type", "").startswith("application/x-www-form-urlencoded") \
+            or (prepared.method == "POST" and body and "content-type" not in headers):
+        form.update(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    return dict(method=prepared.method, host=headers.get("host", split.netloc),
+                path=split.path or "/", raw_query=split.query, headers=headers,
+                body=body, form=form)
+
+
+def verify(prepared, now=None, **override):
+    args = wire(prepared)
+    args.update(override)
+    return verify_request(secret_for=secret_for, now=now or utcnow(), **args)
+
+
+def expect(code, status, prepared, **kw):
+    with pytest.raises(AuthError) as ei:
+        verify(prepared, **kw)
+    assert ei.value.code == code, (ei.value.code, ei.value.message)
+    assert ei.value.status == status
+    return ei.value
+
+
+# ----------------------------------------------------------------------------- SigV4 header
+
+def test_v4_header_post_valid():
+    p = v4(post_request())
+    assert "Authorization" in p.headers
+    assert verify(p) == Principal(AK, "us-east-1")
+
+
+def test_v4_header_get_with_query_valid():
+    p = v4(get_request())
+    assert "+" in urlsplit(p.url).query  # botocore puts spaces on the wire as '+'
+    assert verify(p) == Principal(AK, "us-east-1")
+
+
+def test_v4_region_from_scope():
+    assert verify(v4(post_request(), region="eu-west-1")).region == "eu-west-1"
+    assert verify(v4(get_request(), region="ap-southeast-2")).region == "ap-southeast-2"
+
+
+def test_v4_unsigned_payload_header():
+    req = post_request()
+    req.context["payload_signing_enabled"] = False
+    p = v4(req)
+    assert p.headers["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD"
+    assert verify(p) == Principal(AK, "us-east-1")
+
+
+def test_v4_declared_content_sha256_must_match_body():
+    body = b"Action=DescribeRegions&Version=2016-11-15"
+    p = v4(post_request(headers={"X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()}))
+    assert verify(p) == Principal(AK, "us-east-1")
+    expect("SignatureDoesNotMatch", 403, p, body=b"Action=TerminateInstances&Version=2016-11-15")
+
+
+def test_v4_date_header_instead_of_x_amz_date():
+    p = v4(post_request(headers={"Date": "placeholder"}))
+    assert "X-Amz-Date" not in p.headers and "Date" in p.headers
+    assert verify(p) == Principal(AK, "us-east-1")
+
+
+def test_v4_signed_header_whitespace_is_trimmed():
+    p = v4(post_request(headers={"X-Custom": "  a   b\t c  "}))
+    assert "x-custom" in p.headers["Authorization"]
+    assert verify(p) == Principal(AK, "us-east-1")
+    expect("SignatureDoesNotMatch", 403, p,
+           headers={**wire(p)["headers"], "x-custom": "a b d"})
+
+
+def test_v4_wrong_secret():
+    expect("SignatureDoesNotMatch", 403, v4(post_request(), creds=WRONG))
+
+
+def test_v4_unknown_key():
+    err = expect("AuthFailure", 401, v4(post_request(), creds=UNKNOWN))
+    assert err.message == "AWS was not able to validate the provided access credentials"
+
+
+def test_v4_tampered_body():
+    p = v4(post_request())
+    expect("SignatureDoesNotMatch", 403, p, body=b"Action=DescribeRegions&Version=2016-11-16")
+
+
+def test_v4_tampered_query_path_method_host():
+    p = v4(get_request())
+    q = wire(p)["raw_query"]
+    expect("SignatureDoesNotMatch", 403, p, raw_query=q.replace("tag%3AName", "tag%3AOwner"))
+    expect("SignatureDoesNotMatch", 403, p, raw_query=q + "&DryRun=true")
+    expect("SignatureDoesNotMatch", 403, p, path="/other")
+    expect("SignatureDoesNotMatch", 403, p, method="POST")
+    expect("SignatureDoesNotMatch", 403, p, host="127.0.0.1:9999")
+
+
+def test_v4_host_argument_used_when_header_dict_lacks_host():
+    p = v4(post_request())
+    args = wire(p)
+    assert "host" not in args["headers"]
+    assert verify(p, host="127.0.0.1:8773") == Principal(AK, "us-east-1")
+
+
+def test_v4_stale_and_future_date():
+    p = v4(post_request())
+    err = expect("RequestExpired", 400, p, now=utcnow() + timedelta(minutes=20))
+    assert err.message == "Request has expired."
+    expect("RequestExpired", 400, p, now=utcnow() - timedelta(minutes=20))
+    assert verify(p, now=utcnow() + timedelta(minutes=14)) == Principal(AK, "us-east-1")
+
+
+@pytest.mark.parametrize("auth, fragment", [
+    ("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/ec2/aws4_request, "
+     "SignedHeaders=host;x-amz-date", "Signature"),
+    ("AWS4-HMAC-SHA256 SignedHeaders=host;x-amz-date, Signature=abcd", "Credential"),
+    ("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/us-east-1/aws4_request, "
+     "SignedHeaders=host;x-amz-date, Signature=abcd", "5 slash-delimited"),
+    ("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/{d}/us-east-1/s3/aws4_request, "
+     "SignedHeaders=host;x-amz-date, Signature=abcd", "service"),
+    ("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/{d}/us-east-1/ec2/aws5_request, "
+     "SignedHeaders=host;x-amz-date, Signature=abcd", "terminator"),
+    ("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/19990101/us-east-1/ec2/aws4_request, "
+     "SignedHeaders=host;x-amz-date, Signature=abcd", "Date in Credential scope"),
+    ("AWS AKIAIOSFODNN7EXAMPLE:c2lnbmF0dXJl", "Unsupported Authorization Type"),
+    ("AWS4-HMAC-SHA256 garbage", "name=value"),
+])
+def test_v4_malformed_authorization(auth, fragment):
+    p = v4(post_request())
+    headers = wire(p)["headers"]
+    headers["authorization"] = auth.format(d=headers["x-amz-date"][:8])
+    err = expect("IncompleteSignature", 400, p, headers=headers)
+    assert fragment in err.message
+
+
+def test_v4_missing_date_header():
+    p = v4(post_request())
+    headers = {k: v for k, v in wire(p)["headers"].items() if k != "x-amz-date"}
+    err = expect("IncompleteSignature", 400, p, headers=headers)
+    assert "X-Amz-Date" in err.message
+
+
+# ----------------------------------------------------------------------------- SigV4 presigned
+
+def test_v4_presigned_get_valid():
+    p = v4q(get_request(), expires=300)
+    assert "X-Amz-Signature=" in p.url and "Authorization" not in p.headers
+    assert verify(p) == Principal(AK, "us-east-1")
+
+
+def test_v4_presigned_post_form_moved_to_query_valid():
+    p = v4q(post_request(), region="eu-west-1")
+    assert "Action=DescribeRegions" in urlsplit(p.url).query
+    assert verify(p) == Principal(AK, "eu-west-1")
+
+
+def test_v4_presigned_expiry():
+    p = v4q(get_request(), expires=60)
+    assert verify(p, now=utcnow() + timedelta(seconds=30)).access_key == AK
+    err = expect("RequestExpired", 400, p, now=utcnow() + timedelta(minutes=2))
+    assert err.message == "Request has expired."
+    # A long-lived presign stays valid beyond the 15 minute header skew window.
+    long = v4q(get_request(), expires=3600)
+    assert verify(long, now=utcnow() + timedelta(minutes=30)).access_key == AK
+    expect("RequestExpired", 400, long, now=utcnow() + timedelta(minutes=61))
+    expect("RequestExpired", 400, long, now=utcnow() - timedelta(minutes=20))
+
+
+def test_v4_presigned_wrong_secret_unknown_key_tamper():
+    expect("SignatureDoesNotMatch", 403, v4q(get_request(), creds=WRONG))
+    expect("AuthFailure", 401, v4q(get_request(), creds=UNKNOWN))
+    p = v4q(get_request())
+    q = wire(p)["raw_query"]
+    expect("SignatureDoesNotMatch", 403, p, raw_query=q.replace("DescribeInstances", "RunInstances"))
+    expect("SignatureDoesNotMatch", 403, p, raw_query=q.replace("X-Amz-Expires=300", "X-Amz-Expires=900"))
+
+
+def test_v4_presigned_malformed():
+    p = v4q(get_request())
+    q = wire(p)["raw_query"]
+    no_sig = "&".join(x for x in q.split("&") if not x.startswith("X-Amz-Signature="))
+    assert "X-Amz-Signature" in expect("IncompleteSignature", 400, p, raw_query=no_sig).message
+    bad_cred = q.replace("%2Fec2%2F", "%2Fs3%2F")
+    expect("IncompleteSignature", 400, p, raw_query=bad_cred)
+
+
+def test_v4_presigned_literal_plus_in_query():
+    """A client that sends a literal, unescaped '+' (signed as %2B) is still accepted."""
+    p = v4q(get_request({"Action": "DescribeInstances", "Version": "2016-11-15",
+                         "Filter.1.Name": "tag:K", "Filter.1.Value.1": "a+b"}))
+    q = wire(p)["raw_query"]
+    assert "a%2Bb" in q
+    assert verify(p, raw_query=q.replace("a%2Bb", "a+b")).access_key == AK
+
+
+# ----------------------------------------------------------------------------- SigV2
+
+@pytest.mark.parametrize("signer, method", [(SigV2Auth, "HmacSHA256"), (SigV2SHA1Auth, "HmacSHA1")])
+def test_v2_post_valid(signer, method):
+    p = v2(post_request(), signer=signer)
+    args = wire(p)
+    assert args["form"]["SignatureMethod"] == method and args["form"]["SignatureVersion"] == "2"
+    assert verify(p) == Principal(AK, None)
+
+
+@pytest.mark.parametrize("signer", [SigV2Auth, SigV2SHA1Auth])
+def test_v2_get_valid(signer):
+    p = v2(get_request(), signer=signer)
+    assert "Signature=" in p.url
+    assert verify(p) == Principal(AK, None)
+
+
+@pytest.mark.parametrize("signer", [SigV2Auth, SigV2SHA1Auth])
+def test_v2_wrong_secret_unknown_key(signer):
+    expect("SignatureDoesNotMatch", 403, v2(post_request(), creds=WRONG, signer=signer))
+    expect("AuthFailure", 401, v2(post_request(), creds=UNKNOWN, signer=signer))
+
+
+def test_v2_tampered_params_host_path():
+    p = v2(post_request())
+    args = wire(p)
+    expect("SignatureDoesNotMatch", 403, p, form={**args["form"], "Version": "2014-01-01"})
+    expect("SignatureDoesNotMatch", 403, p, form={**args["form"], "DryRun": "true"})
+    expect("SignatureDoesNotMatch", 403, p, host="127.0.0.1:9999")
+    expect("SignatureDoesNotMatch", 403, p, path="/services/Eucalyptus")
+    expect("SignatureDoesNotMatch", 403, p, method="GET")
+    # Host comparison is case-insensitive (lower-cased host in the string to sign).
+    assert verify(p, host="127.0.0.1:8773".upper()).access_key == AK
+
+
+def test_v2_stale_timestamp():
+    p = v2(post_request())
+    err = expect("RequestExpired", 400, p, now=utcnow() + timedelta(minutes=20))
+    assert err.message == "Request has expired."
+    expect("RequestExpired", 400, p, now=utcnow() - timedelta(minutes=20))
+
+
+def _v2_custom(params: dict, creds=CREDS, path="/"):
+    """Sign arbitrary SigV2 params (e.g. other Timestamp spellings) with botocore's calc_signature."""
+    req = AWSRequest(method="GET", url="http://127.0.0.1:8773" + path)
+    params = {"AWSAccessKeyId": creds.access_key, "SignatureVersion": "2",
+              "SignatureMethod": "HmacSHA256", **params}
+    _, sig = SigV2Auth(creds).calc_signature(req, params)
+    params["Signature"] = sig
+    req.params = params
+    return req.prepare()
+
+
+@pytest.mark.parametrize("fmt", ["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.000Z",
+                                 "%Y-%m-%dT%H:%M:%S+00:00"])
+def test_v2_timestamp_formats(fmt):
+    p = _v2_custom({**FORM, "Timestamp": utcnow().strftime(fmt)})
+    assert verify(p) == Principal(AK, None)
+    expect("RequestExpired", 400, p, now=utcnow() + timedelta(minutes=20))
+
+
+def test_v2_expires_param():
+    future = (utcnow() + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    p = _v2_custom({**FORM, "Expires": future})
+    assert verify(p) == Principal(AK, None)
+    expect("RequestExpired", 400, p, now=utcnow() + timedelta(minutes=6))
+    past = (utcnow() - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expect("RequestExpired", 400, _v2_custom({**FORM, "Expires": past}))
+
+
+def test_v2_eucalyptus_style_path():
+    p = _v2_custom({**FORM, "Timestamp": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")},
+                   path="/services/Eucalyptus")
+    assert wire(p)["path"] == "/services/Eucalyptus"
+    assert verify(p) == Principal(AK, None)
+
+
+def test_v2_signature_version_must_be_2():
+    ts = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+    p = _v2_custom({**FORM, "Timestamp": ts, "SignatureVersion": "1"})
+    err = expect("AuthFailure", 401, p)
+    assert "SignatureVersion" in err.message
+
+
+# ----------------------------------------------------------------------------- no auth
+
+def test_no_auth_at_all():
+    req = post_request()
+    p = req.prepare()
+    err = expect("MissingAuthenticationToken", 401, p)
+    assert err.message == ("The request must contain either a valid (registered) AWS access "
+                           "key ID or X.509 certificate.")
+    expect("MissingAuthenticationToken", 401, get_request().prepare())
+
+
+def test_two_mechanisms_rejected():
+    p = v4(post_request())
+    args = wire(p)
+    expect("IncompleteSignature", 400, p,
+           form={**args["form"], "AWSAccessKeyId": AK, "Signature": "x"})
