@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -48,6 +49,7 @@ _MSG_MISMATCH = ("The request signature we calculated does not match the signatu
 _MSG_EXPIRED = "Request has expired."
 
 _RFC3986_SAFE = "-_.~"
+_UNRESERVED_ONLY = re.compile(r"[A-Za-z0-9\-_.~]*").fullmatch
 
 
 class AuthError(Exception):
@@ -130,10 +132,16 @@ def _aws_quote(value: str) -> str:
 def _canonical_query_v4(pairs: list[tuple[str, str]], plus_is_space: bool) -> str:
     encoded = []
     for k, v in pairs:
-        dk = _decode_component(k, plus_is_space)
-        if dk == "X-Amz-Signature":
+        if k == "X-Amz-Signature":
             continue
-        encoded.append((_aws_quote(dk), _aws_quote(_decode_component(v, plus_is_space))))
+        # Components made only of unreserved characters are already canonical.
+        if not _UNRESERVED_ONLY(k):
+            k = _aws_quote(_decode_component(k, plus_is_space))
+            if k == "X-Amz-Signature":
+                continue
+        if not _UNRESERVED_ONLY(v):
+            v = _aws_quote(_decode_component(v, plus_is_space))
+        encoded.append((k, v))
     encoded.sort()
     return "&".join(f"{k}={v}" for k, v in encoded)
 

@@ -164,6 +164,7 @@ _FAMILIES: dict[str, dict] = {
 #  default ENA queues/ENI,
 #  EBS-optimized (baseline Mbps, baseline IOPS, max Mbps, max IOPS) or None,
 #  instance store (disk count, GB per disk, 'hdd'|'ssd') or None.
+# fmt: off
 _ROWS: tuple[tuple, ...] = (
     ('t1.micro',         1, 1, 1, None,            627, 'Very Low',           2,  2,  0,  0.07, 0.28, 1, None,                       None),
     ('m1.small',         1, 1, 1, None,           1740, 'Low',                2,  4,  0,   0.3,  1.2, 1, None,                       (1, 160, 'hdd')),
@@ -227,6 +228,7 @@ _ROWS: tuple[tuple, ...] = (
     ('r5.xlarge',        4, 2, 2, (2,),          32768, 'Up to 10 Gigabit',   4, 15, 15,  1.25, 10.0, 8, (1150, 6000, 4750, 18750),  None),
     ('r6g.medium',       1, 1, 1, None,           8192, 'Up to 10 Gigabit',   2,  4,  4,   0.5, 10.0, 8, (315, 2500, 4750, 20000),   None),
 )
+# fmt: on
 
 FREE_TIER_ELIGIBLE: frozenset[str] = frozenset(
     {"t3.micro", "t3.small", "t4g.micro", "t4g.small", "c7i-flex.large", "m7i-flex.large"}

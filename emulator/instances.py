@@ -1,5 +1,855 @@
-"""(being written)"""
-def reconcile(cloud):
-    pass
-def apply_hypervisor_event(session, config, instance_id, state):
-    pass
+"""Instances: run, describe, start/stop/reboot/terminate, attributes, metadata options, console.
+
+States follow AWS's machine (pending -> running -> stopping -> stopped -> ... -> shutting-down ->
+terminated). A handler writes the intended state to the database; after the commit the driver is
+told to act; the driver's events (`apply_hypervisor_event`) move the state on. Nothing waits on
+a timer here.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+import secrets
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from hypervisor import InstanceSpec
+
+from . import images, keypairs, security_groups, vpcs
+from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
+from .config import Config
+from .errors import EC2Error
+from .ids import new_id, well_formed
+from .models import Instance, Subnet, Tag, utcnow
+from .query import apply_filters, paginate
+from .registry import Context, action
+from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
+
+STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48,
+               "stopping": 64, "stopped": 80}
+LIVE = ("pending", "running", "stopping", "stopped", "shutting-down")
+DEFAULT_METADATA_OPTIONS = {"HttpTokens": "optional", "HttpPutResponseHopLimit": 1,
+                            "HttpEndpoint": "enabled", "HttpProtocolIpv6": "disabled",
+                            "InstanceMetadataTags": "disabled"}
+MAX_USER_DATA = 16 * 1024
+
+
+def _state(name: str) -> dict:
+    return {"Code": STATE_CODES[name], "Name": name}
+
+
+def _gmt(now: datetime) -> str:
+    return now.strftime("%Y-%m-%d %H:%M:%S GMT")
+
+
+# ------------------------------------------------------------------------------------ naming
+
+def private_dns_name(region: str, ip: str | None) -> str:
+    if not ip:
+        return ""
+    host = "ip-" + ip.replace(".", "-")
+    # AWS: us-east-1 keeps its historic ec2.internal domain; every other region <region>.compute.internal.
+    return f"{host}.ec2.internal" if region == "us-east-1" else f"{host}.{region}.compute.internal"
+
+
+def public_dns_name(region: str, ip: str | None) -> str:
+    if not ip:
+        return ""
+    host = "ec2-" + ip.replace(".", "-")
+    return (f"{host}.compute-1.amazonaws.com" if region == "us-east-1"
+            else f"{host}.{region}.compute.amazonaws.com")
+
+
+def _new_mac() -> str:
+    # Locally administered, unicast: the first octet's low bits are 10.
+    octets = [0x0A] + list(secrets.token_bytes(5))
+    return ":".join(f"{o:02x}" for o in octets)
+
+
+# ------------------------------------------------------------------------------- addresses
+
+def _allocate_private_ips(ctx: Context, subnet: Subnet, count: int, wanted: str | None) -> list[str]:
+    net = ipaddress.ip_network(subnet.cidr_block)
+    used = set(ctx.session.scalars(select(Instance.private_ip).where(
+        Instance.subnet_id == subnet.id, Instance.private_ip.is_not(None))))
+    first, last = int(net.network_address) + 4, int(net.broadcast_address) - 1  # AWS reserves 5
+    if wanted:
+        try:
+            addr = ipaddress.ip_address(wanted)
+        except ValueError:
+            raise EC2Error(f"Invalid value '{wanted}' for PrivateIpAddress", "InvalidParameterValue") from None
+        if addr not in net or not first <= int(addr) <= last:
+            raise EC2Error(f"Address {wanted} does not fall within the subnet's address range",
+                           "InvalidParameterValue")
+        if wanted in used:
+            raise EC2Error(f"Address {wanted} is in use.", "InvalidIPAddress.InUse")
+        return [wanted]
+    out = []
+    n = first
+    while n <= last and len(out) < count:
+        ip = str(ipaddress.IPv4Address(n))
+        if ip not in used:
+            out.append(ip)
+        n += 1
+    return out
+
+
+def _allocate_public_ip(ctx: Context, taken: set[str]) -> str:
+    pool = ipaddress.ip_network(ctx.config.public_ip_pool)
+    used = set(ctx.session.scalars(select(Instance.public_ip).where(Instance.public_ip.is_not(None)))) | taken
+    for _ in range(64):  # random probing keeps allocation O(1) in a sparse pool
+        n = int(pool.network_address) + 1 + secrets.randbelow(pool.num_addresses - 2)
+        ip = str(ipaddress.IPv4Address(n))
+        if ip not in used:
+            return ip
+    for addr in pool.hosts():
+        if str(addr) not in used:
+            return str(addr)
+    raise EC2Error("There are not enough free public addresses to launch the instance.",
+                   "InsufficientAddressCapacity")
+
+
+# ----------------------------------------------------------------------------------- lookup
+
+def _check_ids(ids: list[str]) -> None:
+    for i in ids:
+        if not well_formed(i, "i"):
+            raise EC2Error(f'Invalid id: "{i}"', "InvalidInstanceID.Malformed")
+
+
+def _purge_expired(ctx: Context) -> None:
+    """Terminated instances stay visible for a while, then vanish, as on AWS."""
+    cutoff = utcnow() - timedelta(seconds=ctx.config.terminated_retention_seconds)
+    old = list(ctx.session.scalars(select(Instance.id).where(
+        Instance.account_id == ctx.account_id, Instance.region == ctx.region,
+        Instance.state == "terminated", Instance.terminated_at < cutoff)))
+    if old:
+        ctx.session.execute(delete(Tag).where(Tag.resource_id.in_(old)))
+        ctx.session.execute(delete(Instance).where(Instance.id.in_(old)))
+
+
+def get_instances(ctx: Context, ids: list[str]) -> list[Instance]:
+    _check_ids(ids)
+    rows = ctx.session.scalars(select(Instance).where(
+        Instance.account_id == ctx.account_id, Instance.region == ctx.region, Instance.id.in_(ids))).all()
+    found = {r.id: r for r in rows}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        if len(missing) == 1:
+            raise EC2Error(f"The instance ID '{missing[0]}' does not exist", "InvalidInstanceID.NotFound")
+        raise EC2Error(f"The instance IDs '{', '.join(missing)}' do not exist", "InvalidInstanceID.NotFound")
+    return [found[i] for i in dict.fromkeys(ids)]
+
+
+def get_instance(ctx: Context, instance_id: str) -> Instance:
+    return get_instances(ctx, [instance_id])[0]
+
+
+# ---------------------------------------------------------------------------------- output
+
+def _describe(row: Instance, tags: dict, groups: dict[str, str]) -> dict:
+    region = row.region
+    alive = row.state != "terminated"
+    public_dns = public_dns_name(region, row.public_ip)
+    private_dns = private_dns_name(region, row.private_ip)
+    sgs = [{"GroupId": g, "GroupName": groups.get(g, "")} for g in row.security_group_ids]
+    attrs = row.attributes or {}
+    zone_id = next((z.zone_id for z in REGIONS[region].zones if z.name == row.availability_zone), None)
+    out = {
+        "InstanceId": row.id, "ImageId": row.image_id, "State": _state(row.state),
+        "PrivateDnsName": private_dns, "PublicDnsName": public_dns,
+        "StateTransitionReason": row.state_transition_reason, "KeyName": row.key_name,
+        "AmiLaunchIndex": row.launch_index, "ProductCodes": [], "InstanceType": row.instance_type,
+        "LaunchTime": row.launch_time,
+        "Placement": {"AvailabilityZone": row.availability_zone, "AvailabilityZoneId": zone_id,
+                      "GroupName": "", "Tenancy": "default"},
+        "KernelId": row.kernel_id, "RamdiskId": row.ramdisk_id,
+        "Monitoring": {"State": row.monitoring},
+        "SubnetId": row.subnet_id if alive else None, "VpcId": row.vpc_id if alive else None,
+        "PrivateIpAddress": row.private_ip, "PublicIpAddress": row.public_ip,
+        "Architecture": row.architecture, "RootDeviceType": row.root_device_type,
+        "RootDeviceName": row.root_device_name, "BlockDeviceMappings": row.block_device_mappings or [],
+        "VirtualizationType": "hvm", "ClientToken": row.client_token or "",
+        "Tags": tag_list(tags), "SecurityGroups": sgs,
+        "SourceDestCheck": attrs.get("SourceDestCheck", True) if alive else None,
+        "Hypervisor": "xen", "EbsOptimized": attrs.get("EbsOptimized", False),
+        "EnaSupport": attrs.get("EnaSupport", True),
+        "CpuOptions": _cpu_options(row.instance_type),
+        "CapacityReservationSpecification": {"CapacityReservationPreference": "open"},
+        "HibernationOptions": {"Configured": False},
+        "MetadataOptions": {"State": "applied", **DEFAULT_METADATA_OPTIONS, **(row.metadata_options or {})},
+        "EnclaveOptions": {"Enabled": False},
+        "PlatformDetails": "Linux/UNIX", "UsageOperation": "RunInstances",
+        "UsageOperationUpdateTime": row.launch_time,
+        "PrivateDnsNameOptions": {"HostnameType": "ip-name", "EnableResourceNameDnsARecord": False,
+                                  "EnableResourceNameDnsAAAARecord": False},
+        "MaintenanceOptions": {"AutoRecovery": "default"},
+        "CurrentInstanceBootMode": "legacy-bios", "BootMode": "legacy-bios",
+    }
+    if row.state_reason_code:
+        out["StateReason"] = {"Code": row.state_reason_code, "Message": row.state_reason_message}
+    if alive and row.private_ip:
+        association = ({"PublicIp": row.public_ip, "PublicDnsName": public_dns, "IpOwnerId": "amazon"}
+                       if row.public_ip else None)
+        out["NetworkInterfaces"] = [{
+            "NetworkInterfaceId": row.network_interface_id, "SubnetId": row.subnet_id, "VpcId": row.vpc_id,
+            "Description": "", "OwnerId": row.account_id, "Status": "in-use", "MacAddress": row.mac_address,
+            "PrivateIpAddress": row.private_ip, "PrivateDnsName": private_dns,
+            "SourceDestCheck": attrs.get("SourceDestCheck", True), "Groups": sgs, "InterfaceType": "interface",
+            "Attachment": {"AttachmentId": "eni-attach-" + row.network_interface_id[4:],
+                           "DeviceIndex": 0, "NetworkCardIndex": 0, "Status": "attached",
+                           "AttachTime": row.launch_time, "DeleteOnTermination": True},
+            "Association": association, "Ipv6Addresses": [],
+            "PrivateIpAddresses": [{"PrivateIpAddress": row.private_ip, "PrivateDnsName": private_dns,
+                                    "Primary": True, "Association": association}],
+        }]
+    else:
+        out["NetworkInterfaces"] = []
+    return out
+
+
+def _cpu_options(instance_type: str) -> dict:
+    vcpu = INSTANCE_TYPES.get(instance_type, {}).get("VCpuInfo", {})
+    return {"CoreCount": vcpu.get("DefaultCores", 1), "ThreadsPerCore": vcpu.get("DefaultThreadsPerCore", 1)}
+
+
+def describe_rows(ctx: Context, rows: list[Instance]) -> list[dict]:
+    tags = tags_for(ctx, [r.id for r in rows])
+    group_ids = {g for r in rows for g in r.security_group_ids}
+    names = security_groups.group_names(ctx, group_ids)
+    return [_describe(r, tags.get(r.id, {}), names) for r in rows]
+
+
+def _reservations(ctx: Context, rows: list[Instance]) -> list[dict]:
+    out: dict[str, dict] = {}
+    for row, desc in zip(rows, describe_rows(ctx, rows)):
+        res = out.get(row.reservation_id)
+        if res is None:
+            res = out[row.reservation_id] = {"ReservationId": row.reservation_id, "OwnerId": row.account_id,
+                                             "Groups": [], "Instances": []}
+        res["Instances"].append(desc)
+    return list(out.values())
+
+
+# ------------------------------------------------------------------------------------- run
+
+def _digest(p: dict) -> str:
+    material = {k: v for k, v in p.items() if k not in ("ClientToken", "DryRun")}
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _spec(ctx: Context, row: Instance) -> InstanceSpec:
+    vcpus, memory = vcpus_and_memory(row.instance_type)
+    image = images.image_by_id(ctx, row.image_id)
+    kernel = images.image_by_id(ctx, row.kernel_id) if row.kernel_id else None
+    ramdisk = images.image_by_id(ctx, row.ramdisk_id) if row.ramdisk_id else None
+    return InstanceSpec(instance_id=row.id, vcpus=vcpus, memory_mib=memory,
+                        image_path=image.disk_path if image else None,
+                        kernel_path=kernel.disk_path if kernel else None,
+                        ramdisk_path=ramdisk.disk_path if ramdisk else None,
+                        mac_address=row.mac_address, vpc_id=row.vpc_id, subnet_id=row.subnet_id,
+                        private_ip=row.private_ip or "")
+
+
+def _validate_user_data(data: str | None) -> None:
+    if data is None:
+        return
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except ValueError:
+        raise EC2Error("Invalid BASE64 encoding of user data.", "InvalidUserData.Malformed") from None
+    if len(raw) > MAX_USER_DATA:
+        raise EC2Error(f"User data is limited to {MAX_USER_DATA} bytes", "InvalidParameterValue")
+
+
+def _network(ctx: Context, p: dict) -> tuple[Subnet, list[str] | None, list[str] | None, str | None, bool | None]:
+    """-> subnet, group ids, group names, wanted private ip, associate-public-ip override."""
+    group_ids, group_names = p.get("SecurityGroupIds"), p.get("SecurityGroups")
+    wanted_ip, public = p.get("PrivateIpAddress"), None
+    subnet_id = p.get("SubnetId")
+    nics = p.get("NetworkInterfaces") or []
+    if nics:
+        if len(nics) > 1:
+            raise EC2Error("Only one network interface per instance is supported by this emulator yet.",
+                           "Unsupported")
+        nic = nics[0]
+        if subnet_id or group_ids or group_names:
+            raise EC2Error("Network interfaces and an instance-level security groups or subnet "
+                           "may not be specified on the same request", "InvalidParameterCombination")
+        subnet_id = nic.get("SubnetId")
+        group_ids = nic.get("Groups")
+        wanted_ip = nic.get("PrivateIpAddress") or wanted_ip
+        public = nic.get("AssociatePublicIpAddress")
+    zone = (p.get("Placement") or {}).get("AvailabilityZone")
+    if zone and zone not in {z.name for z in REGIONS[ctx.region].zones}:
+        raise EC2Error(f"Invalid availability zone: [{zone}]", "InvalidParameterValue")
+    if subnet_id:
+        subnet = vpcs.get_subnet(ctx, subnet_id)
+        if zone and zone != subnet.availability_zone:
+            raise EC2Error(f"The specified availability zone {zone} and subnet {subnet_id} "
+                           f"are in different availability zones", "InvalidParameterValue")
+    else:
+        subnet = vpcs.default_subnet(ctx, zone)
+    return subnet, group_ids, group_names, wanted_ip, public
+
+
+@action("RunInstances")
+def run_instances(ctx: Context, p: dict) -> dict:
+    min_count, max_count = p["MinCount"], p["MaxCount"]
+    if min_count < 1:
+        raise EC2Error(f"Invalid value '{min_count}' for minCount. Must be at least 1.", "InvalidParameterValue")
+    if max_count < min_count:
+        raise EC2Error("MinCount must be less than or equal to MaxCount", "InvalidParameterValue")
+    token = p.get("ClientToken")
+    digest = _digest(p)
+    if token:
+        if len(token) > 64:
+            raise EC2Error("The client token must be 64 characters or fewer", "InvalidParameterValue")
+        prior = ctx.session.scalars(select(Instance).where(
+            Instance.account_id == ctx.account_id, Instance.region == ctx.region,
+            Instance.client_token == token).order_by(Instance.launch_index)).all()
+        if prior:
+            if prior[0].request_digest != digest:
+                raise EC2Error(f"Arguments on this idempotent request are inconsistent with arguments "
+                               f"used in previous request(s).", "IdempotentParameterMismatch")
+            return _reservations(ctx, prior)[0]
+    if not p.get("ImageId"):
+        if p.get("LaunchTemplate"):
+            raise EC2Error("Launch templates are not supported by this emulator yet.", "Unsupported")
+        raise EC2Error("The request must contain the parameter ImageId", "MissingParameter")
+    image = images.launchable_image(ctx, p["ImageId"])
+    instance_type = p.get("InstanceType") or DEFAULT_INSTANCE_TYPE
+    type_info = INSTANCE_TYPES.get(instance_type)
+    if type_info is None:
+        raise EC2Error(f"The requested configuration is currently not supported: instance type "
+                       f"{instance_type} is not in this emulator's catalogue.", "Unsupported")
+    arches = type_info["ProcessorInfo"]["SupportedArchitectures"]
+    if image.architecture not in arches:
+        raise EC2Error(f"The instance type '{instance_type}' does not support the architecture "
+                       f"'{image.architecture}' of the specified AMI.", "InvalidParameterValue")
+    kernel_id = p.get("KernelId") or image.kernel_id
+    ramdisk_id = p.get("RamdiskId") or image.ramdisk_id
+    for ident, kind in ((kernel_id, "kernel"), (ramdisk_id, "ramdisk")):
+        if ident and (images.image_by_id(ctx, ident) is None or images.image_by_id(ctx, ident).image_type != kind):
+            code = "InvalidAKIID.NotFound" if kind == "kernel" else "InvalidARIID.NotFound"
+            raise EC2Error(f"The {kind} image id '[{ident}]' does not exist", code)
+    key_name = p.get("KeyName")
+    if key_name:
+        keypairs.get_by_name(ctx, key_name)
+    _validate_user_data(p.get("UserData"))
+    refuse_other_tag_types(p.get("TagSpecifications"), {"instance", "volume", "network-interface"})
+    tags = tag_specifications(ctx, p.get("TagSpecifications"), "instance")
+    subnet, group_ids, group_names, wanted_ip, public = _network(ctx, p)
+    groups = security_groups.resolve_groups(ctx, subnet.vpc_id, group_ids, group_names)
+    if wanted_ip and max_count > 1:
+        raise EC2Error("The parameter PrivateIpAddress cannot be used with MaxCount greater than 1",
+                       "InvalidParameterCombination")
+    behaviour = p.get("InstanceInitiatedShutdownBehavior") or "stop"
+    metadata = _metadata_options({}, p.get("MetadataOptions") or {})
+
+    live = ctx.session.scalar(select(func.count()).select_from(Instance).where(
+        Instance.account_id == ctx.account_id, Instance.region == ctx.region,
+        Instance.state != "terminated"))
+    room = ctx.config.max_instances - live
+    if room < min_count:
+        raise EC2Error(f"You have requested more instances ({min_count}) than your current instance limit "
+                       f"of {ctx.config.max_instances} allows for the specified instance type.",
+                       "InstanceLimitExceeded")
+    addresses = _allocate_private_ips(ctx, subnet, min(max_count, room), wanted_ip)
+    if len(addresses) < min_count:
+        raise EC2Error(f"Insufficient free IP addresses in subnet {subnet.id} to launch {min_count} "
+                       f"instance(s).", "InsufficientFreeAddressesInSubnet")
+    with_public = subnet.map_public_ip_on_launch if public is None else public
+    reservation = new_id("r")
+    now = utcnow()
+    rows, taken = [], set()
+    for index, ip in enumerate(addresses):
+        public_ip = None
+        if with_public:
+            public_ip = _allocate_public_ip(ctx, taken)
+            taken.add(public_ip)
+        row = Instance(
+            id=new_id("i"), account_id=ctx.account_id, region=ctx.region, reservation_id=reservation,
+            launch_index=index, image_id=image.id, instance_type=instance_type, kernel_id=kernel_id,
+            ramdisk_id=ramdisk_id, state="pending", state_transition_reason="",
+            state_reason_code="pending", state_reason_message="pending", key_name=key_name,
+            vpc_id=subnet.vpc_id, subnet_id=subnet.id, availability_zone=subnet.availability_zone,
+            private_ip=ip, public_ip=public_ip, mac_address=_new_mac(), network_interface_id=new_id("eni"),
+            security_group_ids=[g.id for g in groups], launch_time=now, client_token=token,
+            request_digest=digest, user_data=p.get("UserData"), architecture=image.architecture,
+            root_device_name=image.root_device_name or "/dev/xvda", root_device_type=image.root_device_type,
+            block_device_mappings=[],
+            monitoring="enabled" if (p.get("Monitoring") or {}).get("Enabled") else "disabled",
+            metadata_options=metadata,
+            attributes={"DisableApiTermination": bool(p.get("DisableApiTermination")),
+                        "DisableApiStop": bool(p.get("DisableApiStop")),
+                        "InstanceInitiatedShutdownBehavior": behaviour,
+                        "EbsOptimized": bool(p.get("EbsOptimized")), "SourceDestCheck": True,
+                        "EnaSupport": True},
+        )
+        ctx.session.add(row)
+        rows.append(row)
+    ctx.session.flush()
+    for row in rows:
+        if tags:
+            set_tags(ctx, row.id, tags)
+    specs = [_spec(ctx, r) for r in rows]
+    ctx.then(lambda: [ctx.driver.start(s) for s in specs])
+    return _reservations(ctx, rows)[0]
+
+
+# ------------------------------------------------------------------------------- describe
+
+INSTANCE_FILTERS = {
+    "instance-id": lambda r: r.id,
+    "instance-state-name": lambda r: r.state,
+    "instance-state-code": lambda r: STATE_CODES[r.state],
+    "instance-type": lambda r: r.instance_type,
+    "image-id": lambda r: r.image_id,
+    "kernel-id": lambda r: r.kernel_id,
+    "ramdisk-id": lambda r: r.ramdisk_id,
+    "key-name": lambda r: r.key_name,
+    "availability-zone": lambda r: r.availability_zone,
+    "subnet-id": lambda r: r.subnet_id,
+    "vpc-id": lambda r: r.vpc_id,
+    "private-ip-address": lambda r: r.private_ip,
+    "ip-address": lambda r: r.public_ip,
+    "private-dns-name": lambda r: private_dns_name(r.region, r.private_ip),
+    "dns-name": lambda r: public_dns_name(r.region, r.public_ip),
+    "reservation-id": lambda r: r.reservation_id,
+    "owner-id": lambda r: r.account_id,
+    "launch-index": lambda r: r.launch_index,
+    "ami-launch-index": lambda r: r.launch_index,
+    "launch-time": lambda r: r.launch_time,
+    "architecture": lambda r: r.architecture,
+    "root-device-type": lambda r: r.root_device_type,
+    "root-device-name": lambda r: r.root_device_name,
+    "client-token": lambda r: r.client_token,
+    "monitoring-state": lambda r: r.monitoring,
+    "hypervisor": lambda r: "xen",
+    "virtualization-type": lambda r: "hvm",
+    "tenancy": lambda r: "default",
+    "instance-lifecycle": lambda r: None,
+    "platform-details": lambda r: "Linux/UNIX",
+    "state-reason-code": lambda r: r.state_reason_code,
+    "state-reason-message": lambda r: r.state_reason_message,
+    "instance.group-id": lambda r: r.security_group_ids,
+    "group-id": lambda r: r.security_group_ids,
+    "network-interface.network-interface-id": lambda r: r.network_interface_id,
+    "network-interface.mac-address": lambda r: r.mac_address,
+    "network-interface.addresses.private-ip-address": lambda r: r.private_ip,
+    "network-interface.subnet-id": lambda r: r.subnet_id,
+    "network-interface.vpc-id": lambda r: r.vpc_id,
+    "metadata-options.http-tokens": lambda r: {**DEFAULT_METADATA_OPTIONS, **(r.metadata_options or {})}["HttpTokens"],
+    "metadata-options.http-endpoint": lambda r: {**DEFAULT_METADATA_OPTIONS, **(r.metadata_options or {})}["HttpEndpoint"],
+}
+
+
+def _group_name_filter(ctx: Context):
+    def get(r):
+        names = security_groups.group_names(ctx, r.security_group_ids)
+        return list(names.values())
+    return get
+
+
+@action("DescribeInstances")
+def describe_instances(ctx: Context, p: dict) -> dict:
+    ids = p.get("InstanceIds")
+    if ids and p.get("MaxResults") is not None:
+        raise EC2Error("The parameter instancesSet cannot be used with the parameter maxResults",
+                       "InvalidParameterCombination")
+    _purge_expired(ctx)
+    if ids:
+        rows = sorted(get_instances(ctx, ids), key=lambda r: r.id)
+    else:
+        rows = list(ctx.session.scalars(select(Instance).where(
+            Instance.account_id == ctx.account_id, Instance.region == ctx.region).order_by(Instance.id)))
+    if p.get("Filters"):
+        tags = tags_for(ctx, [r.id for r in rows])
+        spec = dict(INSTANCE_FILTERS, **{"instance.group-name": _group_name_filter(ctx),
+                                         "group-name": _group_name_filter(ctx)})
+        rows = apply_filters(rows, p["Filters"], spec, lambda r: tags.get(r.id, {}))
+    page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"), lowest=5, highest=1000)
+    return {"Reservations": _reservations(ctx, page), "NextToken": token}
+
+
+STATUS_FILTERS = {
+    "availability-zone": lambda r: r.availability_zone,
+    "instance-state-name": lambda r: r.state,
+    "instance-state-code": lambda r: STATE_CODES[r.state],
+    "instance-status.status": lambda r: _health(r)["Status"],
+    "instance-status.reachability": lambda r: _health(r)["Details"][0]["Status"],
+    "system-status.status": lambda r: _health(r)["Status"],
+    "system-status.reachability": lambda r: _health(r)["Details"][0]["Status"],
+}
+
+
+def _health(row: Instance) -> dict:
+    if row.state == "running":
+        return {"Status": "ok", "Details": [{"Name": "reachability", "Status": "passed"}]}
+    if row.state == "pending":
+        return {"Status": "initializing", "Details": [{"Name": "reachability", "Status": "initializing"}]}
+    return {"Status": "not-applicable", "Details": [{"Name": "reachability", "Status": "not-applicable"}]}
+
+
+@action("DescribeInstanceStatus")
+def describe_instance_status(ctx: Context, p: dict) -> dict:
+    ids = p.get("InstanceIds")
+    if ids and p.get("MaxResults") is not None:
+        raise EC2Error("The parameter instancesSet cannot be used with the parameter maxResults",
+                       "InvalidParameterCombination")
+    if ids:
+        rows = sorted(get_instances(ctx, ids), key=lambda r: r.id)
+    else:
+        rows = list(ctx.session.scalars(select(Instance).where(
+            Instance.account_id == ctx.account_id, Instance.region == ctx.region).order_by(Instance.id)))
+    if not p.get("IncludeAllInstances"):
+        rows = [r for r in rows if r.state == "running"]
+    rows = apply_filters(rows, p.get("Filters"), STATUS_FILTERS)
+    page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"), lowest=5, highest=1000)
+    zone_ids = {z.name: z.zone_id for z in REGIONS[ctx.region].zones}
+    return {"InstanceStatuses": [{
+        "InstanceId": r.id, "AvailabilityZone": r.availability_zone,
+        "AvailabilityZoneId": zone_ids.get(r.availability_zone), "InstanceState": _state(r.state),
+        "InstanceStatus": _health(r), "SystemStatus": _health(r),
+        "AttachedEbsStatus": _health(r), "Events": [],
+    } for r in page], "NextToken": token}
+
+
+# ----------------------------------------------------------------------------- lifecycle
+
+def _change(row: Instance, previous: str) -> dict:
+    return {"InstanceId": row.id, "CurrentState": _state(row.state), "PreviousState": _state(previous)}
+
+
+@action("StartInstances")
+def start_instances(ctx: Context, p: dict) -> dict:
+    rows = get_instances(ctx, p["InstanceIds"])
+    for row in rows:
+        if row.state in ("stopping", "shutting-down", "terminated"):
+            raise EC2Error(f"The instance '{row.id}' is not in a state from which it can be started.",
+                           "IncorrectInstanceState")
+    changes, to_start = [], []
+    taken: set[str] = set()
+    for row in rows:
+        previous = row.state
+        if row.state == "stopped":
+            row.state = "pending"
+            row.state_transition_reason = ""
+            row.state_reason_code = row.state_reason_message = None
+            subnet = ctx.session.get(Subnet, row.subnet_id)
+            if subnet is not None and subnet.map_public_ip_on_launch and not row.public_ip:
+                row.public_ip = _allocate_public_ip(ctx, taken)  # AWS gives a new one at each start
+                taken.add(row.public_ip)
+            to_start.append(row)
+        changes.append(_change(row, previous))
+    ctx.session.flush()
+    specs = [_spec(ctx, r) for r in to_start]
+    ctx.then(lambda: [ctx.driver.start(s) for s in specs])
+    return {"StartingInstances": changes}
+
+
+@action("StopInstances")
+def stop_instances(ctx: Context, p: dict) -> dict:
+    rows = get_instances(ctx, p["InstanceIds"])
+    for row in rows:
+        if row.state in ("shutting-down", "terminated"):
+            raise EC2Error(f"This instance '{row.id}' is not in a state from which it can be stopped.",
+                           "IncorrectInstanceState")
+        if (row.attributes or {}).get("DisableApiStop") and row.state in ("pending", "running"):
+            raise EC2Error(f"The instance '{row.id}' may not be stopped. Modify its 'disableApiStop' "
+                           f"instance attribute and try again.", "OperationNotPermitted")
+    now = utcnow()
+    changes, to_stop = [], []
+    for row in rows:
+        previous = row.state
+        if row.state in ("pending", "running"):
+            row.state = "stopping"
+            row.state_transition_reason = f"User initiated ({_gmt(now)})"
+            row.state_reason_code = "Client.UserInitiatedShutdown"
+            row.state_reason_message = "Client.UserInitiatedShutdown: User initiated shutdown"
+            to_stop.append(row.id)
+        changes.append(_change(row, previous))
+    force = bool(p.get("Force"))
+    ctx.then(lambda: [ctx.driver.stop(i, force) for i in to_stop])
+    return {"StoppingInstances": changes}
+
+
+@action("RebootInstances")
+def reboot_instances(ctx: Context, p: dict) -> None:
+    rows = get_instances(ctx, p["InstanceIds"])
+    for row in rows:
+        if row.state in ("shutting-down", "terminated"):
+            raise EC2Error(f"The instance '{row.id}' is not in a state from which it can be rebooted.",
+                           "IncorrectInstanceState")
+    running = [r.id for r in rows if r.state == "running"]
+    ctx.then(lambda: [ctx.driver.reboot(i) for i in running])
+    return None
+
+
+@action("TerminateInstances")
+def terminate_instances(ctx: Context, p: dict) -> dict:
+    rows = get_instances(ctx, p["InstanceIds"])
+    for row in rows:
+        if row.state != "terminated" and (row.attributes or {}).get("DisableApiTermination"):
+            raise EC2Error(f"The instance '{row.id}' may not be terminated. Modify its 'disableApiTermination' "
+                           f"instance attribute and try again.", "OperationNotPermitted")
+    now = utcnow()
+    changes, to_end = [], []
+    for row in rows:
+        previous = row.state
+        if row.state != "terminated" and row.state != "shutting-down":
+            row.state = "shutting-down"
+            row.state_transition_reason = f"User initiated ({_gmt(now)})"
+            row.state_reason_code = "Client.UserInitiatedShutdown"
+            row.state_reason_message = "Client.UserInitiatedShutdown: User initiated shutdown"
+            to_end.append(row.id)
+        changes.append(_change(row, previous))
+    ctx.then(lambda: [ctx.driver.terminate(i) for i in to_end])
+    return {"TerminatingInstances": changes}
+
+
+def apply_hypervisor_event(session: Session, config: Config, instance_id: str, state: str) -> None:
+    """Move an instance on from what the host really did."""
+    row = session.get(Instance, instance_id, with_for_update=True)
+    if row is None or row.state == "terminated":
+        return
+    now = utcnow()
+    if state == "running" and row.state == "pending":
+        row.state = "running"
+        row.state_reason_code = row.state_reason_message = None
+    elif state == "stopped" and row.state in ("pending", "running", "stopping"):
+        if row.state != "stopping":  # the guest powered itself off
+            behaviour = (row.attributes or {}).get("InstanceInitiatedShutdownBehavior", "stop")
+            row.state_transition_reason = f"User initiated ({_gmt(now)})"
+            row.state_reason_code = "Client.InstanceInitiatedShutdown"
+            row.state_reason_message = "Client.InstanceInitiatedShutdown: Instance initiated shutdown"
+            if behaviour == "terminate":
+                _terminated(row, now)
+                return
+        row.state = "stopped"
+        row.public_ip = None  # AWS releases the public address of a stopped instance
+    elif state == "terminated":
+        _terminated(row, now)
+    elif state == "vanished":  # the host lost the guest: AWS reports an internal error
+        row.state_reason_code = "Server.InternalError"
+        row.state_reason_message = "Server.InternalError: Internal error on launch"
+        row.state_transition_reason = f"Server.InternalError ({_gmt(now)})"
+        _terminated(row, now)
+
+
+def _terminated(row: Instance, now: datetime) -> None:
+    row.state = "terminated"
+    row.terminated_at = now
+    row.private_ip = None
+    row.public_ip = None
+
+
+def reconcile(cloud) -> None:
+    """After a start or crash: compare each live instance with the host and finish what was begun
+    (write intent, act, record: an intent with no result is acted on again)."""
+    with cloud.Session() as session:
+        rows = session.scalars(select(Instance).where(Instance.state.in_(LIVE))).all()
+        pending_actions = []
+        for row in rows:
+            host = cloud.driver.reconcile_state(row.id, row.state)
+            if row.state in ("pending", "running") and host == "running":
+                if row.state == "pending":
+                    apply_hypervisor_event(session, cloud.config, row.id, "running")
+            elif row.state == "pending":
+                pending_actions.append(("start", row))
+            elif row.state == "stopping":
+                if host == "running":
+                    pending_actions.append(("stop", row))
+                else:
+                    apply_hypervisor_event(session, cloud.config, row.id, "stopped")
+            elif row.state == "shutting-down":
+                if host is None:
+                    apply_hypervisor_event(session, cloud.config, row.id, "terminated")
+                else:
+                    pending_actions.append(("terminate", row))
+            elif row.state == "running" and host != "running":
+                apply_hypervisor_event(session, cloud.config, row.id,
+                                       "stopped" if host == "stopped" else "vanished")
+        session.commit()
+        for what, row in pending_actions:
+            if what == "start":
+                ctx = cloud.context(session, row.account_id, row.region, "reconcile")
+                cloud.driver.start(_spec(ctx, row))
+            elif what == "stop":
+                cloud.driver.stop(row.id, False)
+            else:
+                cloud.driver.terminate(row.id)
+
+
+# ---------------------------------------------------------------------------- attributes
+
+_NEEDS_STOPPED = {"instanceType", "kernel", "ramdisk", "userData", "enaSupport", "sriovNetSupport"}
+
+
+@action("DescribeInstanceAttribute")
+def describe_instance_attribute(ctx: Context, p: dict) -> dict:
+    row = get_instance(ctx, p["InstanceId"])
+    attr = p["Attribute"]
+    a = row.attributes or {}
+    out: dict = {"InstanceId": row.id}
+    value = {
+        "instanceType": ("InstanceType", {"Value": row.instance_type}),
+        "kernel": ("KernelId", {"Value": row.kernel_id} if row.kernel_id else {}),
+        "ramdisk": ("RamdiskId", {"Value": row.ramdisk_id} if row.ramdisk_id else {}),
+        "userData": ("UserData", {"Value": row.user_data} if row.user_data else {}),
+        "disableApiTermination": ("DisableApiTermination", {"Value": a.get("DisableApiTermination", False)}),
+        "disableApiStop": ("DisableApiStop", {"Value": a.get("DisableApiStop", False)}),
+        "instanceInitiatedShutdownBehavior": ("InstanceInitiatedShutdownBehavior",
+                                              {"Value": a.get("InstanceInitiatedShutdownBehavior", "stop")}),
+        "rootDeviceName": ("RootDeviceName", {"Value": row.root_device_name}),
+        "blockDeviceMapping": ("BlockDeviceMappings", row.block_device_mappings or []),
+        "productCodes": ("ProductCodes", []),
+        "sourceDestCheck": ("SourceDestCheck", {"Value": a.get("SourceDestCheck", True)}),
+        "groupSet": ("Groups", [{"GroupId": g, "GroupName": n} for g, n in
+                                security_groups.group_names(ctx, row.security_group_ids).items()]),
+        "ebsOptimized": ("EbsOptimized", {"Value": a.get("EbsOptimized", False)}),
+        "sriovNetSupport": ("SriovNetSupport", {"Value": "simple"}),
+        "enaSupport": ("EnaSupport", {"Value": a.get("EnaSupport", True)}),
+        "enclaveOptions": ("EnclaveOptions", {"Enabled": False}),
+    }.get(attr)
+    if value is None:
+        raise EC2Error(f"Value ({attr}) for parameter attribute is invalid.", "InvalidParameterValue")
+    out[value[0]] = value[1]
+    return out
+
+
+@action("ModifyInstanceAttribute")
+def modify_instance_attribute(ctx: Context, p: dict) -> None:
+    row = get_instance(ctx, p["InstanceId"])
+    changes: dict[str, object] = {}
+    legacy = p.get("Attribute")
+    if legacy:  # the old form: Attribute=name&Value=v
+        if "Value" not in p:
+            raise EC2Error("The request must contain the parameter Value", "MissingParameter")
+        changes[legacy] = p["Value"]
+    for member, attr in (("InstanceType", "instanceType"), ("Kernel", "kernel"), ("Ramdisk", "ramdisk"),
+                         ("UserData", "userData"), ("DisableApiTermination", "disableApiTermination"),
+                         ("DisableApiStop", "disableApiStop"), ("SourceDestCheck", "sourceDestCheck"),
+                         ("InstanceInitiatedShutdownBehavior", "instanceInitiatedShutdownBehavior"),
+                         ("EbsOptimized", "ebsOptimized"), ("EnaSupport", "enaSupport"),
+                         ("SriovNetSupport", "sriovNetSupport")):
+        if p.get(member) is not None:
+            changes[attr] = p[member].get("Value")
+    if p.get("Groups") is not None:
+        changes["groupSet"] = p["Groups"]
+    if not changes:
+        raise EC2Error("No attributes specified.", "MissingParameter")
+    if len(changes) > 1:
+        raise EC2Error("Only one attribute may be modified per request", "InvalidParameterCombination")
+    (attr, value), = changes.items()
+    if attr in _NEEDS_STOPPED and row.state != "stopped":
+        raise EC2Error(f"The instance '{row.id}' is not in the 'stopped' state.", "IncorrectInstanceState")
+    if row.state == "terminated":
+        raise EC2Error(f"The instance '{row.id}' is terminated.", "IncorrectInstanceState")
+    attrs = dict(row.attributes or {})
+
+    def flag(v) -> bool:
+        return v if isinstance(v, bool) else str(v).lower() == "true"
+
+    if attr == "instanceType":
+        if value not in INSTANCE_TYPES:
+            raise EC2Error(f"Invalid value '{value}' for InstanceType.", "InvalidParameterValue")
+        if row.architecture not in INSTANCE_TYPES[value]["ProcessorInfo"]["SupportedArchitectures"]:
+            raise EC2Error(f"The instance type '{value}' does not support the instance's architecture.",
+                           "InvalidParameterValue")
+        row.instance_type = value
+    elif attr in ("kernel", "ramdisk"):
+        image = images.image_by_id(ctx, value)
+        if image is None or image.image_type != attr:
+            raise EC2Error(f"The {attr} image id '[{value}]' does not exist",
+                           "InvalidAKIID.NotFound" if attr == "kernel" else "InvalidARIID.NotFound")
+        setattr(row, f"{attr}_id", value)
+    elif attr == "userData":
+        raw = value if isinstance(value, bytes) else str(value).encode()
+        if len(raw) > MAX_USER_DATA:
+            raise EC2Error(f"User data is limited to {MAX_USER_DATA} bytes", "InvalidParameterValue")
+        row.user_data = base64.b64encode(raw).decode()
+    elif attr == "groupSet":
+        groups = security_groups.resolve_groups(ctx, row.vpc_id, list(value), None)
+        row.security_group_ids = [g.id for g in groups]
+    elif attr == "instanceInitiatedShutdownBehavior":
+        if value not in ("stop", "terminate"):
+            raise EC2Error(f"Value ({value}) for parameter InstanceInitiatedShutdownBehavior is invalid.",
+                           "InvalidParameterValue")
+        attrs["InstanceInitiatedShutdownBehavior"] = value
+    elif attr in ("disableApiTermination", "disableApiStop", "sourceDestCheck", "ebsOptimized", "enaSupport"):
+        attrs[attr[0].upper() + attr[1:]] = flag(value)
+    elif attr == "sriovNetSupport":
+        pass  # always 'simple' here
+    else:
+        raise EC2Error(f"Value ({attr}) for parameter attribute is invalid.", "InvalidParameterValue")
+    row.attributes = attrs
+    return None
+
+
+@action("ResetInstanceAttribute")
+def reset_instance_attribute(ctx: Context, p: dict) -> None:
+    row = get_instance(ctx, p["InstanceId"])
+    attr = p["Attribute"]
+    if attr in ("kernel", "ramdisk"):
+        if row.state != "stopped":
+            raise EC2Error(f"The instance '{row.id}' is not in the 'stopped' state.", "IncorrectInstanceState")
+        image = images.image_by_id(ctx, row.image_id)
+        setattr(row, f"{attr}_id", getattr(image, f"{attr}_id") if image else None)
+    elif attr == "sourceDestCheck":
+        row.attributes = {**(row.attributes or {}), "SourceDestCheck": True}
+    else:
+        raise EC2Error(f"Value ({attr}) for parameter attribute is invalid.", "InvalidParameterValue")
+    return None
+
+
+def _metadata_options(current: dict, p: dict) -> dict:
+    out = dict(current)
+    for key in DEFAULT_METADATA_OPTIONS:
+        if p.get(key) is not None:
+            out[key] = p[key]
+    hops = out.get("HttpPutResponseHopLimit")
+    if hops is not None and not 1 <= hops <= 64:
+        raise EC2Error(f"Value ({hops}) for parameter HttpPutResponseHopLimit is invalid. "
+                       f"Expecting a value between 1 and 64.", "InvalidParameterValue")
+    return out
+
+
+@action("ModifyInstanceMetadataOptions")
+def modify_instance_metadata_options(ctx: Context, p: dict) -> dict:
+    row = get_instance(ctx, p["InstanceId"])
+    if row.state == "terminated":
+        raise EC2Error(f"The instance '{row.id}' is terminated.", "IncorrectInstanceState")
+    row.metadata_options = _metadata_options(row.metadata_options or {}, p)
+    return {"InstanceId": row.id, "InstanceMetadataOptions": {
+        "State": "pending", **DEFAULT_METADATA_OPTIONS, **row.metadata_options}}
+
+
+@action("GetConsoleOutput")
+def get_console_output(ctx: Context, p: dict) -> dict:
+    row = get_instance(ctx, p["InstanceId"])
+    data = ctx.driver.console_output(row.id)[-64 * 1024:]
+    return {"InstanceId": row.id, "Timestamp": utcnow(),
+            "Output": base64.b64encode(data).decode() if data else None}
+
+
+def _monitor(ctx: Context, p: dict, state: str, shown: str) -> dict:
+    rows = get_instances(ctx, p["InstanceIds"])
+    for row in rows:
+        row.monitoring = state
+    return {"InstanceMonitorings": [{"InstanceId": r.id, "Monitoring": {"State": shown}} for r in rows]}
+
+
+@action("MonitorInstances")
+def monitor_instances(ctx: Context, p: dict) -> dict:
+    return _monitor(ctx, p, "enabled", "pending")
+
+
+@action("UnmonitorInstances")
+def unmonitor_instances(ctx: Context, p: dict) -> dict:
+    return _monitor(ctx, p, "disabled", "disabling")

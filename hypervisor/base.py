@@ -50,6 +50,11 @@ class Driver:
         """'running', 'stopped', or None if the host has no such guest (for the reconciler)."""
         raise NotImplementedError
 
+    def reconcile_state(self, instance_id: str, recorded: str) -> str | None:
+        """After a restart: what the host really has for an instance the database says is
+        `recorded` ('running', 'stopped', or None when the guest is gone)."""
+        return self.state(instance_id)
+
     def console_output(self, instance_id: str) -> bytes:
         return b""
 

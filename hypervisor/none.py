@@ -48,6 +48,16 @@ class NoneDriver(Driver):
         with self._lock:
             return "running" if instance_id in self._running else None
 
+    def reconcile_state(self, instance_id: str, recorded: str) -> str | None:
+        # Nothing real exists, so nothing can have vanished: the host "finished" whatever was
+        # under way when the server went down.
+        host = {"pending": "running", "running": "running", "stopping": "stopped",
+                "stopped": "stopped"}.get(recorded)
+        if host == "running":
+            with self._lock:
+                self._running.add(instance_id)
+        return host
+
     def console_output(self, instance_id: str) -> bytes:
         return b""
 

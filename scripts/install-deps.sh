@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what ec2emu and its tests need on a Debian 12 machine, as root. Idempotent.
+#   scripts/install-deps.sh          the emulator
+#   scripts/install-deps.sh --test   and what the tests need (PostgreSQL, awscli, libcloud...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+
+debs=(python3 python3-pip python3-venv)
+[ "${1:-}" = "--test" ] && debs+=(postgresql)
+missing=()
+for d in "${debs[@]}"; do dpkg -s "$d" >/dev/null 2>&1 || missing+=("$d"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=$(command -v python3)
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+# Debian's own python3 refuses system-wide pip installs (PEP 668): then use a venv in .venv.
+managed=$("$PY" -c 'import os, sysconfig; print(int(os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))))')
+if [ "$managed" = 0 ] && [ ! -d .venv ]; then
+  "$PY" -m pip install -q -e ".${extras}"
+else
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/pip install -q -e ".${extras}"
+fi
