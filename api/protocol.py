@@ -11,13 +11,23 @@ import base64
 import binascii
 import functools
 from datetime import datetime, timezone
-from xml.sax.saxutils import escape
+import re
+from xml.sax.saxutils import escape as _xml_escape
 
 from botocore.model import Shape
 
 from emulator.errors import EC2Error
 
 from .model import XMLNS
+
+# Characters XML 1.0 cannot carry at all (not even escaped): shown as U+FFFD.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def escape(text: str) -> str:
+    text = _xml_escape(text)
+    return _NOT_XML.sub("\ufffd", text) if _NOT_XML.search(text) else text
+
 
 # Parameters of the protocol itself, not of any operation.
 PROTOCOL_PARAMS = frozenset({

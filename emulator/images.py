@@ -1,3 +1,606 @@
-"""(being written)"""
-def register_public_images(ctx):
-    pass
+"""AMIs, kernel images (aki-) and ramdisk images (ari-): the emulator's public images, then
+RegisterImage, DescribeImages, DescribeImageAttribute, ModifyImageAttribute,
+ResetImageAttribute and DeregisterImage, in the order of an image's life.
+
+Who sees an image (in its own region only, as on AWS): its owner; everyone when it is public
+(launch permission group 'all', kept in the `public` column); accounts named in its launch
+permissions (`launch_permissions`: [{"UserId": ...}, {"OrganizationArn": ...}, ...]).
+
+The public images belong to the emulator's own owner id (EMULATOR_OWNER_ID, alias 'ec2emu'),
+never to the requesting account. Their ids are derived from (region, name), so they are stable
+across restarts and databases and differ from region to region (see `public_image_id`).
+Their `disk_path` is where the image builder (`PUBLIC_IMAGES[...].file`) is to put the file:
+<state dir>/images/<file>, shared by every region; registering the record never creates it.
+
+For RunInstances: `launchable_image` (the AMI a caller may launch, or AWS's error) and
+`image_by_id` (kernel/ramdisk lookups).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+
+from .errors import EC2Error
+from .ids import new_id, well_formed
+from .models import Image, utcnow
+from .query import apply_filters, paginate
+from .registry import Context, action
+from .tags import delete_all_tags, refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
+
+EMULATOR_OWNER_ID = "000000000001"
+EMULATOR_OWNER_ALIAS = "ec2emu"
+# Owner aliases DescribeImages accepts in Owners (AWS's, plus ours).
+OWNER_ALIASES = frozenset({EMULATOR_OWNER_ALIAS, "amazon", "aws-marketplace", "aws-backup-vault"})
+IMAGE_PREFIXES = ("ami", "aki", "ari")
+_TYPE_OF_PREFIX = {"ami": "machine", "aki": "kernel", "ari": "ramdisk"}
+
+
+# ------------------------------------------------------------------------------ public images
+
+@dataclass(frozen=True)
+class PublicImage:
+    name: str
+    image_type: str  # machine | kernel | ramdisk
+    file: str  # under <state dir>/images/, built by the image builder
+    description: str
+    root_size_gib: int | None = None  # machine images: the root EBS volume
+    login_user: str | None = None
+
+
+KERNEL_NAME = "ec2emu-kernel-debian-6.1-cloud-amd64"
+RAMDISK_NAME = "ec2emu-initrd-debian-6.1-cloud-amd64"
+TINY_NAME = "ec2emu-tiny-busybox-2026.11-x86_64"
+DEBIAN_NAME = "debian-12-cloudinit-amd64-2026.11"
+
+PUBLIC_IMAGES: tuple[PublicImage, ...] = (
+    PublicImage(KERNEL_NAME, "kernel", KERNEL_NAME + ".vmlinuz",
+                "Linux 6.1 cloud kernel (Debian linux-image-cloud-amd64) for direct kernel boot"),
+    PublicImage(RAMDISK_NAME, "ramdisk", RAMDISK_NAME + ".initrd.img",
+                "Initial ramdisk for the Debian 6.1 cloud kernel"),
+    PublicImage(TINY_NAME, "machine", TINY_NAME + ".qcow2",
+                "ec2emu tiny image: BusyBox userland on the Debian 6.1 cloud kernel, x86_64. "
+                "Login user: ec2-user", root_size_gib=1, login_user="ec2-user"),
+    PublicImage(DEBIAN_NAME, "machine", DEBIAN_NAME + ".qcow2",
+                "Debian 12 (bookworm) with cloud-init on the Debian 6.1 cloud kernel, x86_64. "
+                "Login user: admin", root_size_gib=2, login_user="admin"),
+)
+PUBLIC_CREATION_DATE = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def public_image_id(region: str, name: str) -> str:
+    """The id a public image has in a region: prefix + 17 hex of sha256('<region>/<name>')."""
+    kind = next(i.image_type for i in PUBLIC_IMAGES if i.name == name)
+    prefix = {v: k for k, v in _TYPE_OF_PREFIX.items()}[kind]
+    return f"{prefix}-{hashlib.sha256(f'{region}/{name}'.encode()).hexdigest()[:17]}"
+
+
+def image_file(state_dir: str, file: str) -> str:
+    return os.path.join(os.path.abspath(state_dir), "images", file)
+
+
+def register_public_images(ctx: Context) -> None:
+    """Create the emulator's public images in ctx.region (idempotent; owner EMULATOR_OWNER_ID)."""
+    kernel_id = public_image_id(ctx.region, KERNEL_NAME)
+    ramdisk_id = public_image_id(ctx.region, RAMDISK_NAME)
+    for spec in PUBLIC_IMAGES:
+        image_id = public_image_id(ctx.region, spec.name)
+        if ctx.session.get(Image, image_id) is not None:
+            continue
+        machine = spec.image_type == "machine"
+        img = Image(
+            id=image_id, account_id=EMULATOR_OWNER_ID, region=ctx.region, created_at=PUBLIC_CREATION_DATE,
+            name=spec.name, description=spec.description, image_type=spec.image_type,
+            state="available", architecture="x86_64", public=True, owner_alias=EMULATOR_OWNER_ALIAS,
+            kernel_id=kernel_id if machine else None, ramdisk_id=ramdisk_id if machine else None,
+            root_device_type="ebs" if machine else "instance-store",
+            root_device_name="/dev/xvda" if machine else None,
+            virtualization_type="hvm" if machine else "paravirtual",
+            platform_details="Linux/UNIX", image_location=f"{EMULATOR_OWNER_ALIAS}/{spec.name}",
+            block_device_mappings=[{
+                "DeviceName": "/dev/xvda",
+                "Ebs": {"DeleteOnTermination": True, "VolumeSize": spec.root_size_gib,
+                        "VolumeType": "gp3", "Iops": 3000, "Throughput": 125, "Encrypted": False},
+            }] if machine else [],
+            launch_permissions=[],
+            attributes={"EnaSupport": True, "SriovNetSupport": "simple", "BootMode": "legacy-bios",
+                        "LoginUser": spec.login_user} if machine else {},
+            disk_path=image_file(ctx.config.state_dir, spec.file),
+        )
+        ctx.session.add(img)
+    ctx.session.flush()
+
+
+# ------------------------------------------------------------------------------- lookups
+
+def _malformed(image_id: str, expecting: str = "ami") -> EC2Error:
+    return EC2Error(f'Invalid id: "{image_id}" (expecting "{expecting}-...")', "InvalidAMIID.Malformed")
+
+
+def _not_found(ids: list[str]) -> EC2Error:
+    if len(ids) == 1:
+        return EC2Error(f"The image id '[{ids[0]}]' does not exist", "InvalidAMIID.NotFound")
+    return EC2Error(f"The image ids '[{', '.join(ids)}]' do not exist", "InvalidAMIID.NotFound")
+
+
+def _not_authorized(image_id: str) -> EC2Error:
+    return EC2Error(f"Not authorized for image:{image_id}", "AuthFailure")
+
+
+def _check_id(image_id: str, prefixes=IMAGE_PREFIXES) -> None:
+    if not any(well_formed(image_id, p) for p in prefixes):
+        raise _malformed(image_id, prefixes[0])
+
+
+def _shared_with(img: Image, account_id: str) -> bool:
+    return any(lp.get("UserId") == account_id for lp in img.launch_permissions or [])
+
+
+def _visible(ctx: Context, img: Image | None) -> bool:
+    return img is not None and img.region == ctx.region and (
+        img.public or img.account_id == ctx.account_id or _shared_with(img, ctx.account_id))
+
+
+def image_by_id(ctx: Context, image_id: str, *, any_owner: bool = False) -> Image | None:
+    """The image (any type) with this id in ctx.region, or None. By default only if the caller
+    may see it (its own, public or shared with it); any_owner=True skips that check, for the
+    kernel/ramdisk an AMI names (the AMI's owner chose them, the launcher need not see them)."""
+    img = ctx.session.get(Image, image_id) if image_id else None
+    if img is None or img.region != ctx.region:
+        return None
+    return img if any_owner or _visible(ctx, img) else None
+
+
+def launchable_image(ctx: Context, image_id: str) -> Image:
+    """The AMI RunInstances may launch for the caller, or AWS's error."""
+    if not well_formed(image_id or "", "ami"):
+        raise _malformed(image_id)
+    img = image_by_id(ctx, image_id)
+    if img is None or img.image_type != "machine":
+        raise _not_found([image_id])
+    if img.state != "available":
+        raise EC2Error(f"Image {image_id} is not available (state: {img.state}).",
+                       "InvalidAMIID.Unavailable")
+    return img
+
+
+def note_launch(ctx: Context, img: Image) -> None:
+    """Record a launch (DescribeImageAttribute lastLaunchedTime)."""
+    img.attributes = {**(img.attributes or {}), "LastLaunchedTime": _iso(utcnow())}
+
+
+def _owned(ctx: Context, image_id: str) -> Image:
+    """An image the caller owns, for changes: NotFound if invisible, AuthFailure if not its own."""
+    _check_id(image_id)
+    img = image_by_id(ctx, image_id)
+    if img is None:
+        raise _not_found([image_id])
+    if img.account_id != ctx.account_id:
+        raise _not_authorized(image_id)
+    return img
+
+
+# ------------------------------------------------------------------------------- RegisterImage
+
+_NAME = re.compile(r"[A-Za-z0-9()\[\] ./\-'@_]{3,128}\Z")
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name or ""):
+        raise EC2Error("AMI names must be between 3 and 128 characters long, and may contain letters, "
+                       "numbers, '(', ')', '.', '-', '/' and '_'", "InvalidAMIName.Malformed")
+
+
+def _named(ctx: Context, name: str) -> Image | None:
+    return ctx.session.scalars(select(Image).where(Image.account_id == ctx.account_id,
+                                                   Image.region == ctx.region, Image.name == name)).first()
+
+
+def _check_attached_image(ctx: Context, image_id: str | None, prefix: str, code: str) -> None:
+    if image_id is None:
+        return
+    if not well_formed(image_id, prefix):
+        raise EC2Error(f'Invalid id: "{image_id}" (expecting "{prefix}-...")', code)
+    if image_by_id(ctx, image_id) is None:
+        raise _not_found([image_id])
+
+
+def _mappings(raw: list[dict] | None) -> list[dict]:
+    out = []
+    for m in raw or []:
+        device = m.get("DeviceName")
+        if not device:
+            raise EC2Error("The request must contain the parameter BlockDeviceMapping.DeviceName",
+                           "MissingParameter")
+        item: dict = {"DeviceName": device}
+        if m.get("NoDevice") is not None:
+            item["NoDevice"] = ""
+        elif m.get("VirtualName"):
+            item["VirtualName"] = m["VirtualName"]
+        elif m.get("Ebs") is not None:
+            ebs = m["Ebs"]
+            snap = ebs.get("SnapshotId")
+            if snap is not None and not well_formed(snap, "snap"):
+                raise EC2Error(f'Invalid id: "{snap}" (expecting "snap-...")', "InvalidSnapshotID.Malformed")
+            size = ebs.get("VolumeSize")
+            if size is not None and not 1 <= size <= 65536:
+                raise EC2Error(f"Volume of size {size}GB is not valid.", "InvalidParameterValue")
+            vtype = ebs.get("VolumeType") or "gp2"
+            item["Ebs"] = {k: v for k, v in {
+                "DeleteOnTermination": ebs.get("DeleteOnTermination", True), "SnapshotId": snap,
+                "VolumeSize": size, "VolumeType": vtype, "Iops": ebs.get("Iops"),
+                "Throughput": ebs.get("Throughput"), "Encrypted": ebs.get("Encrypted", False),
+                "KmsKeyId": ebs.get("KmsKeyId"),
+            }.items() if v is not None}
+        out.append(item)
+    return out
+
+
+@action("RegisterImage")
+def register_image(ctx: Context, p: dict) -> dict:
+    name = p["Name"]
+    _check_name(name)
+    refuse_other_tag_types(p.get("TagSpecifications"), {"image"})
+    tags = tag_specifications(ctx, p.get("TagSpecifications"), "image")
+    location, root = p.get("ImageLocation"), p.get("RootDeviceName")
+    if not location and not root:
+        raise EC2Error("The request must contain the parameter ImageLocation or RootDeviceName",
+                       "MissingParameter")
+    mappings = _mappings(p.get("BlockDeviceMappings"))
+    if root and not location and not any(m["DeviceName"] == root and "Ebs" in m for m in mappings):
+        raise EC2Error(f"The root device name {root} must be mapped to an EBS volume in the block "
+                       "device mapping", "InvalidBlockDeviceMapping")
+    if len(p.get("Description") or "") > 255:
+        raise EC2Error("Value for parameter description is too long: at most 255 characters.",
+                       "InvalidParameterValue")
+    virtualization = p.get("VirtualizationType") or "paravirtual"  # AWS's documented default
+    if virtualization not in ("hvm", "paravirtual"):
+        raise EC2Error(f"Value ({virtualization}) for parameter virtualizationType is invalid. "
+                       "Valid values: hvm, paravirtual", "InvalidParameterValue")
+    sriov = p.get("SriovNetSupport")
+    if sriov is not None and sriov != "simple":
+        raise EC2Error(f"Value ({sriov}) for parameter sriovNetSupport is invalid. Valid values: simple",
+                       "InvalidParameterValue")
+    _check_attached_image(ctx, p.get("KernelId"), "aki", "InvalidKernelId.Malformed")
+    _check_attached_image(ctx, p.get("RamdiskId"), "ari", "InvalidRamDiskId.Malformed")
+    existing = _named(ctx, name)
+    if existing is not None:
+        raise EC2Error(f"AMI name {name} is already in use by AMI {existing.id}", "InvalidAMIName.Duplicate")
+    attributes = {k: v for k, v in {
+        "EnaSupport": p.get("EnaSupport"), "SriovNetSupport": sriov, "BootMode": p.get("BootMode"),
+        "TpmSupport": p.get("TpmSupport"), "UefiData": p.get("UefiData"), "ImdsSupport": p.get("ImdsSupport"),
+        "ProductCodes": [{"ProductCodeId": c, "ProductCodeType": "marketplace"}
+                         for c in p.get("BillingProducts") or []] or None,
+    }.items() if v is not None}
+    img = Image(
+        id=new_id("ami"), account_id=ctx.account_id, region=ctx.region, name=name,
+        description=p.get("Description"), image_type="machine", state="available",
+        architecture=p.get("Architecture") or "i386",  # AWS's documented default for EBS-backed
+        public=False, owner_alias=None, kernel_id=p.get("KernelId"), ramdisk_id=p.get("RamdiskId"),
+        root_device_type="instance-store" if location else "ebs",
+        root_device_name=root or ("/dev/sda1" if location else None),
+        virtualization_type=virtualization, platform_details="Linux/UNIX",
+        image_location=location or f"{ctx.account_id}/{name}",
+        block_device_mappings=mappings, launch_permissions=[], attributes=attributes, disk_path=None,
+    )
+    ctx.session.add(img)
+    ctx.session.flush()
+    if tags:
+        set_tags(ctx, img.id, tags)
+    return {"ImageId": img.id}
+
+
+# ------------------------------------------------------------------------------ DescribeImages
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:  # SQLite hands back naive UTC
+        value = value.replace(tzinfo=timezone.utc)
+    value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _ebs_values(img: Image, key: str) -> list:
+    return [m["Ebs"].get(key) for m in img.block_device_mappings or [] if "Ebs" in m]
+
+
+def _attr(img: Image, key: str):
+    return (img.attributes or {}).get(key)
+
+
+IMAGE_FILTERS = {
+    "architecture": lambda i: i.architecture,
+    "block-device-mapping.delete-on-termination": lambda i: _ebs_values(i, "DeleteOnTermination"),
+    "block-device-mapping.device-name": lambda i: [m["DeviceName"] for m in i.block_device_mappings or []],
+    "block-device-mapping.snapshot-id": lambda i: _ebs_values(i, "SnapshotId"),
+    "block-device-mapping.volume-size": lambda i: _ebs_values(i, "VolumeSize"),
+    "block-device-mapping.volume-type": lambda i: _ebs_values(i, "VolumeType"),
+    "block-device-mapping.encrypted": lambda i: _ebs_values(i, "Encrypted"),
+    "creation-date": lambda i: _iso(i.created_at),
+    "deprecation-time": lambda i: _attr(i, "DeprecationTime"),
+    "description": lambda i: i.description,
+    "ena-support": lambda i: bool(_attr(i, "EnaSupport")),
+    "free-tier-eligible": lambda i: False,
+    "hypervisor": lambda i: "xen",
+    "image-allowed": lambda i: True,
+    "image-id": lambda i: i.id,
+    "image-type": lambda i: i.image_type,
+    "imds-support": lambda i: _attr(i, "ImdsSupport"),
+    "is-public": lambda i: i.public,
+    "kernel-id": lambda i: i.kernel_id,
+    "manifest-location": lambda i: i.image_location,
+    "name": lambda i: i.name,
+    "owner-alias": lambda i: i.owner_alias,
+    "owner-id": lambda i: i.account_id,
+    "platform": lambda i: None,  # 'windows' only; ours are all Linux/UNIX
+    "platform-details": lambda i: i.platform_details,
+    "product-code": lambda i: [c["ProductCodeId"] for c in _attr(i, "ProductCodes") or []],
+    "product-code.type": lambda i: [c["ProductCodeType"] for c in _attr(i, "ProductCodes") or []],
+    "ramdisk-id": lambda i: i.ramdisk_id,
+    "root-device-name": lambda i: i.root_device_name,
+    "root-device-type": lambda i: i.root_device_type,
+    "source-image-id": lambda i: None,
+    "source-image-region": lambda i: None,
+    "source-instance-id": lambda i: _attr(i, "SourceInstanceId"),
+    "sriov-net-support": lambda i: _attr(i, "SriovNetSupport"),
+    "state": lambda i: i.state,
+    "state-reason-code": lambda i: None,
+    "state-reason-message": lambda i: None,
+    "usage-operation": lambda i: "RunInstances",
+    "virtualization-type": lambda i: i.virtualization_type,
+}
+
+
+def _mapping_out(m: dict) -> dict:
+    return {k: v for k, v in m.items()}
+
+
+def _image_out(img: Image, tags: dict) -> dict:
+    a = img.attributes or {}
+    return {
+        "ImageId": img.id, "ImageLocation": img.image_location, "State": img.state,
+        "OwnerId": img.account_id, "CreationDate": _iso(img.created_at), "Public": img.public,
+        "ProductCodes": a.get("ProductCodes"), "Architecture": img.architecture,
+        "ImageType": img.image_type, "KernelId": img.kernel_id, "RamdiskId": img.ramdisk_id,
+        "ImageOwnerAlias": img.owner_alias, "Name": img.name, "Description": img.description,
+        "RootDeviceType": img.root_device_type, "RootDeviceName": img.root_device_name,
+        "BlockDeviceMappings": [_mapping_out(m) for m in img.block_device_mappings or []],
+        "VirtualizationType": img.virtualization_type, "Hypervisor": "xen",
+        "EnaSupport": a.get("EnaSupport"), "SriovNetSupport": a.get("SriovNetSupport"),
+        "BootMode": a.get("BootMode"), "TpmSupport": a.get("TpmSupport"),
+        "ImdsSupport": a.get("ImdsSupport"), "DeprecationTime": a.get("DeprecationTime"),
+        "SourceInstanceId": a.get("SourceInstanceId"), "LastLaunchedTime": a.get("LastLaunchedTime"),
+        "PlatformDetails": img.platform_details, "UsageOperation": "RunInstances",
+        "Tags": tag_list(tags),
+    }
+
+
+def _owner_matcher(ctx: Context, owners: list[str]):
+    tests = []
+    for o in owners:
+        if o == "self":
+            tests.append(lambda i: i.account_id == ctx.account_id)
+        elif re.fullmatch(r"\d{12}", o):
+            tests.append(lambda i, o=o: i.account_id == o)
+        elif o in OWNER_ALIASES:
+            tests.append(lambda i, o=o: i.owner_alias == o)
+        else:
+            raise EC2Error(f'Invalid user id: "{o}"', "InvalidUserID.Malformed")
+    return lambda i: any(t(i) for t in tests)
+
+
+def _executable_matcher(ctx: Context, users: list[str]):
+    tests = []
+    for u in users:
+        if u == "all":
+            tests.append(lambda i: i.public)
+        elif u == "self" or re.fullmatch(r"\d{12}", u):
+            who = ctx.account_id if u == "self" else u
+            tests.append(lambda i, who=who: _shared_with(i, who))
+        else:
+            raise EC2Error(f'Invalid user id: "{u}"', "InvalidUserID.Malformed")
+    return lambda i: any(t(i) for t in tests)
+
+
+def _deprecated(img: Image, now: str) -> bool:
+    when = _attr(img, "DeprecationTime")
+    return bool(when) and when <= now
+
+
+@action("DescribeImages")
+def describe_images(ctx: Context, p: dict) -> dict:
+    rows = [i for i in ctx.session.scalars(select(Image).where(Image.region == ctx.region).order_by(Image.id))
+            if _visible(ctx, i)]
+    ids = p.get("ImageIds")
+    if ids:
+        for i in ids:
+            _check_id(i)
+        have = {r.id for r in rows}
+        missing = [i for i in dict.fromkeys(ids) if i not in have]
+        if missing:
+            raise _not_found(missing)
+        wanted = set(ids)
+        rows = [r for r in rows if r.id in wanted]
+    if p.get("Owners"):
+        owned_by = _owner_matcher(ctx, p["Owners"])
+        rows = [r for r in rows if owned_by(r)]
+    if p.get("ExecutableUsers"):
+        executable = _executable_matcher(ctx, p["ExecutableUsers"])
+        rows = [r for r in rows if executable(r)]
+    if not p.get("IncludeDisabled"):
+        rows = [r for r in rows if r.state != "disabled"]
+    if not p.get("IncludeDeprecated") and not ids:
+        now = _iso(utcnow())  # owners always see their deprecated images
+        rows = [r for r in rows if r.account_id == ctx.account_id or not _deprecated(r, now)]
+    tags = tags_for(ctx, [r.id for r in rows])
+    rows = apply_filters(rows, p.get("Filters"), IMAGE_FILTERS, lambda r: tags[r.id])
+    page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"))
+    return {"Images": [_image_out(i, tags[i.id]) for i in page], "NextToken": token}
+
+
+# ------------------------------------------------------------------------------ attributes
+
+def _value(v) -> dict:
+    return {"Value": v} if v is not None else {}
+
+
+def _launch_permissions(img: Image) -> list[dict]:
+    return ([{"Group": "all"}] if img.public else []) + [dict(lp) for lp in img.launch_permissions or []]
+
+
+@action("DescribeImageAttribute")
+def describe_image_attribute(ctx: Context, p: dict) -> dict:
+    image_id, attr = p["ImageId"], p["Attribute"]
+    _check_id(image_id)
+    img = image_by_id(ctx, image_id)
+    if img is None:
+        raise _not_found([image_id])
+    mine = img.account_id == ctx.account_id
+    out: dict = {"ImageId": img.id}
+    if attr in ("launchPermission", "blockDeviceMapping") and not mine:
+        raise _not_authorized(image_id)
+    a = img.attributes or {}
+    if attr == "launchPermission":
+        out["LaunchPermissions"] = _launch_permissions(img)
+    elif attr == "blockDeviceMapping":
+        out["BlockDeviceMappings"] = [_mapping_out(m) for m in img.block_device_mappings or []]
+    elif attr == "productCodes":
+        out["ProductCodes"] = a.get("ProductCodes") or []
+    elif attr == "description":
+        out["Description"] = _value(img.description)
+    elif attr == "kernel":
+        out["KernelId"] = _value(img.kernel_id)
+    elif attr == "ramdisk":
+        out["RamdiskId"] = _value(img.ramdisk_id)
+    elif attr == "sriovNetSupport":
+        out["SriovNetSupport"] = _value(a.get("SriovNetSupport"))
+    elif attr == "bootMode":
+        out["BootMode"] = _value(a.get("BootMode"))
+    elif attr == "tpmSupport":
+        out["TpmSupport"] = _value(a.get("TpmSupport"))
+    elif attr == "uefiData":
+        out["UefiData"] = _value(a.get("UefiData"))
+    elif attr == "imdsSupport":
+        out["ImdsSupport"] = _value(a.get("ImdsSupport"))
+    elif attr == "lastLaunchedTime":
+        out["LastLaunchedTime"] = _value(a.get("LastLaunchedTime"))
+    elif attr == "deregistrationProtection":
+        out["DeregistrationProtection"] = _value(a.get("DeregistrationProtection", "disabled"))
+    return out
+
+
+def _bad_item(value: str, kind: str) -> EC2Error:
+    return EC2Error(f'Invalid attribute item value "{value}" for {kind} item type.',
+                    "InvalidAMIAttributeItemValue")
+
+
+def _permission_changes(p: dict) -> tuple[list[dict], list[dict]] | None:
+    """(add, remove) launch permissions from either request form, or None if none asked."""
+    if p.get("LaunchPermission") is not None:
+        lp = p["LaunchPermission"]
+        return list(lp.get("Add") or []), list(lp.get("Remove") or [])
+    listed = ([{"UserId": u} for u in p.get("UserIds") or []]
+              + [{"Group": g} for g in p.get("UserGroups") or []]
+              + [{"OrganizationArn": a} for a in p.get("OrganizationArns") or []]
+              + [{"OrganizationalUnitArn": a} for a in p.get("OrganizationalUnitArns") or []])
+    if p.get("Attribute") != "launchPermission" and not listed:
+        return None
+    op = p.get("OperationType")
+    if op is None:
+        raise EC2Error("The request must contain the parameter OperationType", "MissingParameter")
+    if not listed:
+        raise EC2Error("The request must contain the parameter UserId or UserGroup", "MissingParameter")
+    return (listed, []) if op == "add" else ([], listed)
+
+
+def _apply_permissions(img: Image, add: list[dict], remove: list[dict]) -> None:
+    for item in add + remove:
+        if item.get("UserId") is not None and not re.fullmatch(r"\d{12}", item["UserId"]):
+            raise _bad_item(item["UserId"], "userId")
+        if item.get("Group") is not None and item["Group"] != "all":
+            raise _bad_item(item["Group"], "group")
+        if not any(item.get(k) for k in ("UserId", "Group", "OrganizationArn", "OrganizationalUnitArn")):
+            raise EC2Error("A launch permission must name a UserId, Group, OrganizationArn or "
+                           "OrganizationalUnitArn", "InvalidParameterValue")
+    current = [dict(lp) for lp in img.launch_permissions or []]
+    for item in remove:
+        if item.get("Group") == "all":
+            img.public = False
+        entry = {k: v for k, v in item.items() if k != "Group" and v is not None}
+        if entry:
+            current = [lp for lp in current if lp != entry]
+    for item in add:
+        if item.get("Group") == "all":
+            img.public = True
+        entry = {k: v for k, v in item.items() if k != "Group" and v is not None}
+        if entry and entry not in current:
+            current.append(entry)
+    img.launch_permissions = current
+
+
+@action("ModifyImageAttribute")
+def modify_image_attribute(ctx: Context, p: dict) -> dict:
+    img = _owned(ctx, p["ImageId"])
+    attr = p.get("Attribute")
+    known = {"launchPermission", "description", "productCodes", "imdsSupport"}
+    if attr is not None and attr not in known:
+        raise EC2Error(f"Value ({attr}) for parameter attribute is invalid. Unknown attribute.",
+                       "InvalidParameterValue")
+    changed = False
+    perms = _permission_changes(p)
+    if perms is not None:
+        _apply_permissions(img, *perms)
+        changed = True
+    description = (p.get("Description") or {}).get("Value") if p.get("Description") is not None else (
+        p.get("Value") if attr == "description" else None)
+    if description is not None or attr == "description":
+        if len(description or "") > 255:
+            raise EC2Error("Value for parameter description is too long: at most 255 characters.",
+                           "InvalidParameterValue")
+        img.description = description or ""
+        changed = True
+    imds = (p.get("ImdsSupport") or {}).get("Value") if p.get("ImdsSupport") is not None else (
+        p.get("Value") if attr == "imdsSupport" else None)
+    if imds is not None or attr == "imdsSupport":
+        if imds != "v2.0":
+            raise EC2Error(f"Value ({imds}) for parameter imdsSupport is invalid. Valid values: v2.0",
+                           "InvalidParameterValue")
+        img.attributes = {**(img.attributes or {}), "ImdsSupport": "v2.0"}
+        changed = True
+    if p.get("ProductCodes") or attr == "productCodes":
+        codes = p.get("ProductCodes") or []
+        if not codes:
+            raise EC2Error("The request must contain the parameter ProductCode", "MissingParameter")
+        have = list((img.attributes or {}).get("ProductCodes") or [])
+        for c in codes:
+            if not any(h["ProductCodeId"] == c for h in have):
+                have.append({"ProductCodeId": c, "ProductCodeType": "marketplace"})
+        img.attributes = {**(img.attributes or {}), "ProductCodes": have}
+        changed = True
+    if not changed:
+        raise EC2Error("No attributes specified.", "InvalidParameterCombination")
+    return {"Return": True}
+
+
+@action("ResetImageAttribute")
+def reset_image_attribute(ctx: Context, p: dict) -> dict:
+    img = _owned(ctx, p["ImageId"])
+    if p["Attribute"] == "launchPermission":
+        img.public = False
+        img.launch_permissions = []
+    return {"Return": True}
+
+
+# ------------------------------------------------------------------------------ DeregisterImage
+
+@action("DeregisterImage")
+def deregister_image(ctx: Context, p: dict) -> dict:
+    img = _owned(ctx, p["ImageId"])
+    if (img.attributes or {}).get("DeregistrationProtection", "disabled") != "disabled":
+        raise EC2Error(f"Image {img.id} has deregistration protection enabled.", "InvalidParameterValue")
+    delete_all_tags(ctx, img.id)
+    ctx.session.delete(img)
+    return {"Return": True}

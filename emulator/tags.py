@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 
 from .errors import EC2Error
-from .models import Image, Instance, KeyPair, SecurityGroup, Subnet, Tag, Vpc
+from .models import Image, Instance, KeyPair, SecurityGroup, SecurityGroupRule, Subnet, Tag, Vpc
 from .query import apply_filters, paginate
 from .registry import Context, action
 
@@ -27,6 +27,7 @@ KINDS: dict[str, Kind] = {
     "ari": Kind("image", Image, "InvalidAMIID.NotFound"),
     "key": Kind("key-pair", KeyPair, "InvalidKeyPair.NotFound"),
     "sg": Kind("security-group", SecurityGroup, "InvalidGroup.NotFound"),
+    "sgr": Kind("security-group-rule", SecurityGroupRule, "InvalidSecurityGroupRuleId.NotFound"),
     "vpc": Kind("vpc", Vpc, "InvalidVpcID.NotFound"),
     "subnet": Kind("subnet", Subnet, "InvalidSubnetID.NotFound"),
 }
