@@ -97,7 +97,8 @@ def create_app(cloud: Cloud) -> FastAPI:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     api = Api(cloud)
 
-    @app.api_route("/", methods=["GET", "POST"])
+    # Any path: AWS serves "/", Eucalyptus-era clients (libcloud, euca2ools) post to /services/Eucalyptus.
+    @app.api_route("/{path:path}", methods=["GET", "POST"])
     async def ec2(request: Request) -> Response:
         body = await request.body()
         request_id = str(uuid.uuid4())

@@ -15,7 +15,8 @@ from .errors import EC2Error
 from .registry import HANDLERS, Context
 
 # Importing a resource module registers its handlers.
-from . import regions, keypairs, tags, instance_types, vpcs, security_groups, images, instances  # noqa: E402,F401
+from . import (addresses, images, instance_types, instances, keypairs, regions,  # noqa: E402,F401
+               security_groups, tags, vpcs)
 
 log = logging.getLogger("ec2emu")
 
