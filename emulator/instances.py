@@ -322,6 +322,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
             raise EC2Error("Launch templates are not supported by this emulator yet.", "Unsupported")
         raise EC2Error("The request must contain the parameter ImageId", "MissingParameter")
     image = images.launchable_image(ctx, p["ImageId"])
+    images.note_launch(ctx, image)
     instance_type = p.get("InstanceType") or DEFAULT_INSTANCE_TYPE
     type_info = INSTANCE_TYPES.get(instance_type)
     if type_info is None:
@@ -344,7 +345,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
     refuse_other_tag_types(p.get("TagSpecifications"), {"instance", "volume", "network-interface"})
     tags = tag_specifications(ctx, p.get("TagSpecifications"), "instance")
     subnet, group_ids, group_names, wanted_ip, public = _network(ctx, p)
-    groups = security_groups.resolve_groups(ctx, subnet.vpc_id, group_ids, group_names)
+    groups = security_groups.resolve_groups(ctx, subnet.vpc_id, group_ids, group_names, subnet_id=subnet.id)
     if wanted_ip and max_count > 1:
         raise EC2Error("The parameter PrivateIpAddress cannot be used with MaxCount greater than 1",
                        "InvalidParameterCombination")

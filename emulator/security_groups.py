@@ -16,12 +16,13 @@ import ipaddress
 import re
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from datetime import timedelta
 
 from sqlalchemy import delete, select
 
 from .errors import EC2Error
 from .ids import new_id, well_formed
-from .models import Instance, SecurityGroup, SecurityGroupRule, Tag, Vpc
+from .models import Instance, SecurityGroup, SecurityGroupRule, Tag, Vpc, utcnow
 from .query import apply_filters, paginate
 from .registry import Context, action
 from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
@@ -307,8 +308,11 @@ def _spec_of_request(ctx: Context, target: SecurityGroup, req: dict) -> Spec:
     return _specs(ctx, target, [perm])[0]
 
 
-def _new_rule(ctx: Context, group: SecurityGroup, egress: bool, spec: Spec) -> SecurityGroupRule:
+def _new_rule(ctx: Context, group: SecurityGroup, egress: bool, spec: Spec, seq: int = 0) -> SecurityGroupRule:
+    """seq orders the rules one call makes (created_at is the order rules are listed in; a whole
+    batch can fall in one microsecond)."""
     row = SecurityGroupRule(id=new_id("sgr"), account_id=group.account_id, region=group.region,
+                            created_at=utcnow() + timedelta(microseconds=seq),
                             group_id=group.id, is_egress=egress, ip_protocol=spec.ip_protocol,
                             from_port=spec.from_port, to_port=spec.to_port, cidr_ipv4=spec.cidr_ipv4,
                             cidr_ipv6=spec.cidr_ipv6, prefix_list_id=spec.prefix_list_id,
@@ -364,7 +368,7 @@ def _create(ctx: Context, vpc_id: str, name: str, description: str) -> SecurityG
 def create_default_group(ctx: Context, vpc_id: str) -> SecurityGroup:
     """A VPC's 'default' group: its members talk freely to each other and send anywhere."""
     g = _create(ctx, vpc_id, DEFAULT_NAME, DEFAULT_DESCRIPTION)
-    _new_rule(ctx, g, False, Spec("-1", referenced_group_id=g.id, referenced_user_id=ctx.account_id))
+    _new_rule(ctx, g, False, Spec("-1", referenced_group_id=g.id, referenced_user_id=ctx.account_id), 1)
     ctx.session.flush()
     return g
 
@@ -507,7 +511,7 @@ def _authorize(ctx: Context, p: dict, egress: bool) -> dict:
     if v4 > MAX_RULES or v6 > MAX_RULES:
         raise EC2Error("The maximum number of rules per security group has been reached.",
                        "RulesPerSecurityGroupLimitExceeded")
-    rows = [_new_rule(ctx, group, egress, s) for s in specs]
+    rows = [_new_rule(ctx, group, egress, s, seq) for seq, s in enumerate(specs)]
     ctx.session.flush()
     for r in rows:
         if tags:

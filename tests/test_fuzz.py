@@ -75,13 +75,13 @@ def hexid(n: int) -> st.SearchStrategy[str]:
     return st.text("0123456789abcdef", min_size=n, max_size=n)
 
 
-def id_strategy(prefix: str | None, known: dict) -> st.SearchStrategy[str]:
+def id_strategy(prefix: str | None, known: dict, dirty: bool) -> st.SearchStrategy[str]:
     prefixes = st.just(prefix) if prefix else st.sampled_from(ANY_PREFIXES)
     fresh = st.builds(lambda p, h: f"{p}-{h}", prefixes, st.one_of(hexid(17), hexid(8)))
     wrong = st.builds(lambda p, h: f"{p}-{h}", prefixes,
                       st.one_of(st.text("0123456789abcdefABCDEFxyz-", max_size=20), TEXT))
     pool = known.get(prefix) if prefix else known.get("*")
-    options = [fresh, fresh, wrong, junk()]
+    options = [fresh, fresh, wrong, junk()] if dirty else [fresh]
     if pool:
         options = [st.sampled_from(sorted(pool))] * 3 + options
     return st.one_of(*options)
@@ -119,6 +119,9 @@ class Gen:
     def __init__(self, data, known: dict):
         self.data = data
         self.known = known
+        # Clean requests (well-typed, valid enums, no junk keys) reach the handlers; dirty ones
+        # probe the parser.
+        self.dirty = self.chance(60)
 
     def draw(self, strategy):
         return self.data.draw(strategy)
@@ -126,13 +129,17 @@ class Gen:
     def chance(self, percent: int) -> bool:
         return self.draw(st.integers(0, 99)) < percent
 
+    def mess(self, percent: int) -> bool:
+        """Whether to break the model here (never in a clean request)."""
+        return self.dirty and self.chance(percent)
+
     def structure(self, shape, depth: int):
-        if self.chance(4):  # wrong type: a scalar where a structure belongs
+        if self.mess(4):  # wrong type: a scalar where a structure belongs
             return self.draw(junk())
         members = shape.members
         required = set(shape.required_members)
         optional = sorted(n for n in members if n not in required)
-        chosen = [n for n in sorted(required) if not self.chance(8)]
+        chosen = [n for n in sorted(required) if not self.mess(8)]
         if optional and depth < 4:
             limit = min(len(optional), 5 if depth == 0 else 2)
             chosen += self.draw(st.lists(st.sampled_from(optional), max_size=limit, unique=True))
@@ -140,15 +147,15 @@ class Gen:
         for name in chosen:
             member = members[name]
             key = wire_name(name, member)
-            if self.chance(3):  # wrong spelling of a real member
+            if self.mess(3):  # wrong spelling of a real member
                 key = self.draw(st.sampled_from([name, key.lower(), member.serialization.get("name", name)]))
             out[key] = self.value(member, name, shape.name, depth + 1)
         return out
 
     def list(self, shape, name: str, parent: str, depth: int):
-        if self.chance(4):  # a bare scalar where Name.N belongs
+        if self.mess(4):  # a bare scalar where Name.N belongs
             return self.draw(junk())
-        if self.chance(80):
+        if not self.mess(20):
             indices = [str(i) for i in range(1, self.draw(st.integers(0, 3)) + 1)]
         else:  # odd N: gaps, zero, negative, huge, not a number
             indices = self.draw(st.lists(st.sampled_from(
@@ -164,19 +171,23 @@ class Gen:
             return self.list(shape, name, parent, depth)
         if kind == "map":  # not in today's EC2 input model; kept for completeness
             return {"entry": {"1": {"key": self.draw(TEXT), "value": self.scalar(shape.value, name, parent)}}}
-        if self.chance(3):  # a structure where a scalar belongs
+        if self.mess(3):  # a structure where a scalar belongs
             return {self.draw(st.sampled_from(["1", "Name", "", "Value"])): self.draw(junk())}
         return self.scalar(shape, name, parent)
 
     def scalar(self, shape, name: str, parent: str) -> str:
         kind = shape.type_name
-        if self.chance(10):
+        if self.mess(10):
             return self.draw(junk())
         if kind == "boolean":
-            return self.draw(st.sampled_from(["true", "false", "true", "false", "TRUE", "False", "1", "yes", ""]))
+            if self.mess(30):
+                return self.draw(st.sampled_from(["TRUE", "False", "1", "yes", ""]))
+            return self.draw(st.sampled_from(["true", "false"]))
         if kind in ("integer", "long"):
             if name in ("MinCount", "MaxCount"):  # keep RunInstances' fleet small and the run bounded
                 return str(self.draw(st.integers(-1, 3)))
+            if not self.dirty:
+                return str(self.draw(st.integers(0, 1000)))
             return str(self.draw(st.one_of(
                 st.integers(-3, 1001),
                 st.sampled_from([0, -1, 5, 1000, 2**31 - 1, 2**31, -2**31 - 1, 2**63 - 1, 2**63, 2**64, 10**30]))))
@@ -193,19 +204,19 @@ class Gen:
                                        st.sampled_from(["!!!", "YQ", "="])))
         enum = shape.enum
         if enum:
-            return self.draw(st.one_of(st.sampled_from(enum), st.sampled_from(enum), junk()))
+            return self.draw(junk()) if self.mess(30) else self.draw(st.sampled_from(enum))
         if parent == "Filter" and name == "Name":
             return self.draw(st.one_of(st.sampled_from(FILTER_NAMES), TEXT))
         is_id, prefix = id_prefix(shape.name, name)
         if is_id:
-            return self.draw(id_strategy(prefix, self.known))
+            return self.draw(id_strategy(prefix, self.known, self.dirty))
         if "KeyName" in name and self.known.get("key-name"):
-            return self.draw(st.one_of(st.sampled_from(sorted(self.known["key-name"])), junk()))
+            return self.draw(st.one_of(st.sampled_from(sorted(self.known["key-name"])), TEXT))
         if "Cidr" in name:
             return self.draw(st.sampled_from(["10.0.0.0/16", "172.31.0.0/20", "10.0.0.0/33", "::/0", "300.1.1.1/8"]))
         if name in ("AvailabilityZone", "ZoneName", "RegionName", "RegionNames", "ZoneNames"):
             return self.draw(st.sampled_from([REGION, REGION + "a", REGION + "z", "us-east-1a", "mars-1a"]))
-        return self.draw(junk())
+        return self.draw(junk() if self.dirty else st.one_of(SPECIAL, TEXT))
 
 
 def flatten(tree, prefix: str = "") -> list[tuple[str, str]]:
@@ -232,10 +243,10 @@ def build_request(data, known: dict, operation: str | None = None) -> list[tuple
     shape = SERVICE.operation_model(operation).input_shape
     params = flatten(gen.structure(shape, 0) if shape is not None else {})
     params = [(k, v) for k, v in params if k]
-    if gen.chance(15):
+    if gen.mess(25):
         params += data.draw(st.lists(st.tuples(JUNK_KEYS, junk()), min_size=1, max_size=3), label="junk keys")
     head = [("Action", operation)]
-    if not gen.chance(5):
+    if not gen.mess(5):
         head.append(("Version", data.draw(st.sampled_from(["2016-11-15"] * 9 + ["2014-01-01"]))))
     return head + params
 
@@ -349,29 +360,84 @@ def test_dry_run_never_succeeds(server, known, data):
         assert 400 <= status < 500, f"{action} DryRun=true: HTTP {status} {code}"
 
 
+PUBLIC_KEY = base64.b64encode(
+    b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl fuzz").decode()
+NUL = "a\x00b"
+
+
+def sample(shape, name: str, known: dict, poison: bool = False):
+    """A plausible wire tree for a shape: required members only (all scalar members of a
+    structure that requires none); free-text leaves are NUL-poisoned if asked."""
+    kind = shape.type_name
+    if kind == "structure":
+        names = shape.required_members or [n for n, m in shape.members.items()
+                                            if m.type_name not in ("structure", "list")][:4]
+        return {wire_name(n, shape.members[n]): sample(shape.members[n], n, known, poison) for n in names}
+    if kind == "list":
+        return {"1": sample(shape.member, name, known, poison)}
+    if kind == "boolean":
+        return "false"
+    if kind in ("integer", "long"):
+        return "1"
+    if kind in ("double", "float"):
+        return "1.0"
+    if kind == "timestamp":
+        return "2030-01-01T00:00:00Z"
+    if kind == "blob":
+        return PUBLIC_KEY
+    if shape.enum:
+        return shape.enum[0]
+    if poison:
+        return NUL
+    is_id, prefix = id_prefix(shape.name, name)
+    if is_id:
+        pool = sorted(known.get(prefix or "*", ()))
+        return pool[0] if pool else f"{prefix or 'i'}-0123456789abcdef0"
+    return {"ImageId": sorted(known.get("ami", ["ami-00000000"]))[0]}.get(name, "fuzz-" + name.lower())
+
+
+def minimal_params(action: str, known: dict, **extra) -> list[tuple[str, str]]:
+    shape = SERVICE.operation_model(action).input_shape
+    tree = sample(shape, "", known) if shape is not None else {}
+    for name, value in extra.items():
+        tree[wire_name(name, shape.members[name])] = value
+    return [("Action", action), ("Version", "2016-11-15")] + flatten(tree)
+
+
 def test_dry_run_of_each_implemented_operation(server, known):
     """With only its required members, plausibly filled, each implemented op answers 412 on DryRun."""
-    tiny = sorted(known.get("ami", ()))
-    plausible = {"ImageId": tiny[0] if tiny else "ami-00000000", "MinCount": "1", "MaxCount": "1",
-                 "KeyName": "fuzz-dry-run-key", "PublicKeyMaterial": base64.b64encode(
-                     b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl x").decode()}
     for action in IMPLEMENTED:
         shape = SERVICE.operation_model(action).input_shape
         if shape is None or "DryRun" not in shape.members:
             continue
-        params = [("Action", action), ("Version", "2016-11-15"), ("DryRun", "true")]
-        for req in shape.required_members:
-            member = shape.members[req]
-            value = plausible.get(req)
-            if value is None:
-                value = "x"
-                if member.type_name == "list":
-                    is_id, prefix = id_prefix(member.member.name, req)
-                    pool = sorted(known.get(prefix or "*", ())) if is_id else []
-                    params.append((f"{wire_name(req, member)}.1", pool[0] if pool else "x"))
-                    continue
-            params.append((wire_name(req, member), value))
+        params = minimal_params(action, known, DryRun="true")
         status, payload = signed_post(server.endpoint, params)
         code = check_response(action, status, payload, lambda: log_tail(server))
         assert status != 200, f"{action} DryRun=true answered 200"
         assert (status, code) == (412, "DryRunOperation") or 400 <= status < 500, (action, status, code)
+
+
+def test_nul_and_control_characters_in_every_text_member(server, known):
+    """Each free-text member of each implemented op, set to 'a\\x00b' (PostgreSQL refuses NUL in
+    text; XML 1.0 cannot carry it): a client error or a success, never a 500 or broken XML."""
+    failures = []
+    for action in IMPLEMENTED:
+        shape = SERVICE.operation_model(action).input_shape
+        if shape is None:
+            continue
+        for name, member in shape.members.items():
+            if name == "DryRun":
+                continue
+            poisoned = flatten({wire_name(name, member): sample(member, name, known, poison=True)})
+            if not any(v == NUL for _, v in poisoned):
+                continue
+            keys = {k for k, _ in poisoned}
+            params = [(k, v) for k, v in minimal_params(action, known) if k not in keys
+                      and not any(k.startswith(p + ".") for p in keys)] + poisoned
+            status, payload = signed_post(server.endpoint, params)
+            try:
+                check_response(action, status, payload)
+            except AssertionError as exc:
+                failures.append(f"{params!r}\n    {str(exc)[:300]}")
+    assert not failures, (f"{len(failures)} requests failed:\n" + "\n".join(failures[:20])
+                          + f"\n--- server log tail:\n{log_tail(server)}")
