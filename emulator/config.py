@@ -40,6 +40,14 @@ class Config:
     # How long terminated instances stay visible (AWS: about an hour).
     terminated_retention_seconds: int = 3600
     max_instances: int = 5000
+    # libvirt driver
+    libvirt_uri: str = "qemu:///system"
+    domain_type: str = "auto"  # 'kvm', 'qemu' (TCG), or 'auto': try KVM once, fall back to TCG
+    memory_scale: float = 0.125  # guest RAM = instance type's RAM x this (a t2.micro gets 128 MiB)
+    min_memory_mib: int = 128
+    max_vcpus: int = 2
+    tcg_tb_cache_mib: int = 32  # TCG translation cache: QEMU's default (1 GiB) balloons RSS
+    stop_timeout_seconds: int = 60  # ACPI shutdown, then forced off
     # Public addresses handed to instances in subnets that map public IPs ("the internet" side).
     public_ip_pool: str = "100.64.0.0/16"
 

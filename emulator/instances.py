@@ -244,15 +244,19 @@ def _digest(p: dict) -> str:
 
 def _spec(ctx: Context, row: Instance) -> InstanceSpec:
     vcpus, memory = vcpus_and_memory(row.instance_type)
-    image = images.image_by_id(ctx, row.image_id)
-    kernel = images.image_by_id(ctx, row.kernel_id) if row.kernel_id else None
-    ramdisk = images.image_by_id(ctx, row.ramdisk_id) if row.ramdisk_id else None
+    image = images.image_by_id(ctx, row.image_id, any_owner=True)
+    kernel = images.image_by_id(ctx, row.kernel_id, any_owner=True) if row.kernel_id else None
+    ramdisk = images.image_by_id(ctx, row.ramdisk_id, any_owner=True) if row.ramdisk_id else None
+    subnets = ctx.session.execute(select(Subnet.id, Subnet.cidr_block).where(
+        Subnet.vpc_id == row.vpc_id).order_by(Subnet.id)).all()
     return InstanceSpec(instance_id=row.id, vcpus=vcpus, memory_mib=memory,
                         image_path=image.disk_path if image else None,
                         kernel_path=kernel.disk_path if kernel else None,
                         ramdisk_path=ramdisk.disk_path if ramdisk else None,
                         mac_address=row.mac_address, vpc_id=row.vpc_id, subnet_id=row.subnet_id,
-                        private_ip=row.private_ip or "")
+                        private_ip=row.private_ip or "", public_ip=row.public_ip,
+                        hostname=private_dns_name(row.region, row.private_ip), region=row.region,
+                        instance_type=row.instance_type, vpc_subnets=[tuple(s) for s in subnets])
 
 
 def _validate_user_data(data: str | None) -> None:

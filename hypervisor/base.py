@@ -25,7 +25,11 @@ class InstanceSpec:
     vpc_id: str = ""
     subnet_id: str = ""
     private_ip: str = ""
-    extra: dict = field(default_factory=dict)
+    public_ip: str | None = None
+    hostname: str = ""  # the private DNS name, served by the VPC's DNS
+    region: str = ""
+    instance_type: str = ""
+    vpc_subnets: list[tuple[str, str]] = field(default_factory=list)  # (subnet id, cidr) of its VPC
 
 
 class Driver:

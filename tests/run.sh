@@ -7,7 +7,7 @@ bash scripts/install-deps.sh --test
 source scripts/python.sh
 
 echo "== tests against SQLite"
-"$PY" -m pytest -q "$@"
+"$PY" -m pytest "$@"
 
 echo "== tests against PostgreSQL"
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
@@ -19,4 +19,4 @@ runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/log" -w \
   -o "-c listen_addresses=127.0.0.1 -p $PGPORT -k $PGDATA -c fsync=on" start >/dev/null
 trap 'runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null; rm -rf "$PGDATA"' EXIT
 EC2EMU_TEST_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:$PGPORT/postgres" \
-  "$PY" -m pytest -q "$@"
+  "$PY" -m pytest "$@"

@@ -7,6 +7,8 @@ import subprocess
 import uuid
 
 import pytest
+
+from .helpers import tiny_image
 from botocore.exceptions import ClientError
 
 from .conftest import OTHER_ACCESS_KEY, OTHER_ACCOUNT, OTHER_SECRET_KEY
@@ -583,7 +585,7 @@ def test_aws_cli_describe(server, ec2, group):
 
 
 def test_group_used_by_an_instance_cannot_be_deleted(ec2, group):
-    image = next(i["ImageId"] for i in ec2.describe_images()["Images"] if i["ImageId"].startswith("ami-"))
+    image = tiny_image(ec2)
     iid = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro",
                             SecurityGroupIds=[group])["Instances"][0]["InstanceId"]
     with pytest.raises(ClientError) as e:
