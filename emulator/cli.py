@@ -53,6 +53,129 @@ def _coverage(args) -> int:
     return 0
 
 
+def _config(args):
+    from emulator.config import load_config
+    return load_config(getattr(args, "config", None), {
+        "state_dir": getattr(args, "state_dir", None), "image_dir": getattr(args, "image_dir", None)})
+
+
+def _images_build(args) -> int:
+    from pathlib import Path
+
+    from hypervisor.imagebuild import build
+
+    config = _config(args)
+    images_dir = config.effective_image_dir
+    which = {"tiny"} | ({"debian"} if args.debian else set())
+    out = build(images_dir, which, progress=lambda line: print(f"ec2emu images: {line}", flush=True))
+    if args.debian:
+        from hypervisor.debian_image import build_debian
+        from emulator.images import DEBIAN_NAME
+        target = Path(images_dir) / f"{DEBIAN_NAME}.qcow2"
+        if target.exists() and not args.force:
+            print(f"ec2emu images: {target.name} is built (cached)")
+        else:
+            build_debian(target, progress=lambda line: print(f"ec2emu images: {line}", flush=True))
+        out[target.name] = str(target)
+    for name, path in sorted(out.items()):
+        print(f"ec2emu images: ready {path}")
+    return 0
+
+
+def _client(args):
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    from emulator.config import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
+    return boto3.client("ec2", endpoint_url=args.endpoint, region_name=args.region,
+                        aws_access_key_id=args.access_key or DEFAULT_ACCESS_KEY,
+                        aws_secret_access_key=args.secret_key or DEFAULT_SECRET_KEY,
+                        config=BotoConfig(retries={"max_attempts": 2}))
+
+
+def _guest(args) -> tuple[str, str, str]:
+    """-> (namespace, private ip, login user) of a running instance, asked of the API."""
+    from hypervisor.network import Network
+
+    ec2 = _client(args)
+    inst = ec2.describe_instances(InstanceIds=[args.instance_id])["Reservations"][0]["Instances"][0]
+    if inst["State"]["Name"] != "running" or not inst.get("PrivateIpAddress"):
+        raise SystemExit(f"{args.instance_id} is {inst['State']['Name']}, not running")
+    user = "ec2-user"
+    images = ec2.describe_images(ImageIds=[inst["ImageId"]]).get("Images") or []
+    if images and "Login user: " in (images[0].get("Description") or ""):
+        user = images[0]["Description"].split("Login user: ")[1].split()[0]
+    namespace = Network(str(_config(args).state_dir) + "/network").namespace_of(inst["VpcId"])
+    return namespace, inst["PrivateIpAddress"], user
+
+
+def _ssh(args) -> int:
+    """ssh into a guest from inside its VPC's namespace: the host is never on a guest network."""
+    import os
+    namespace, ip, user = _guest(args)
+    cmd = ["ip", "netns", "exec", namespace, "ssh", "-o", "StrictHostKeyChecking=no",
+           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+    if args.identity:
+        cmd += ["-i", args.identity]
+    cmd += [f"{args.login or user}@{ip}", *args.command]
+    os.execvp(cmd[0], cmd)
+
+
+def _port_forward(args) -> int:
+    """127.0.0.1:LOCAL on the host -> the guest's PORT, connecting from inside the VPC namespace."""
+    import socket
+    import threading
+
+    from hypervisor.host import socket_in
+
+    namespace, ip, _ = _guest(args)
+    local, _, remote = args.ports.partition(":")
+    remote = remote or local
+    listener = socket.create_server(("127.0.0.1", int(local)))
+    print(f"ec2emu: 127.0.0.1:{local} -> {args.instance_id} {ip}:{remote} (Ctrl-C to stop)", flush=True)
+
+    def pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve(client):
+        upstream = socket_in(namespace)
+        try:
+            upstream.connect((ip, int(remote)))
+        except OSError as exc:
+            print(f"ec2emu: cannot reach {ip}:{remote}: {exc}", flush=True)
+            client.close()
+            return
+        threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+        pipe(upstream, client)
+
+    try:
+        while True:
+            client, _ = listener.accept()
+            threading.Thread(target=serve, args=(client,), daemon=True).start()
+    except KeyboardInterrupt:
+        return 0
+
+
+def _add_client_args(p) -> None:
+    p.add_argument("instance_id")
+    p.add_argument("--endpoint", default="http://127.0.0.1:8773")
+    p.add_argument("--region", default="us-east-1")
+    p.add_argument("--access-key")
+    p.add_argument("--secret-key")
+    p.add_argument("--state-dir")
+    p.add_argument("--config")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ec2emu", description="A local EC2 emulator")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +192,24 @@ def main(argv: list[str] | None = None) -> int:
     cov.add_argument("--all", action="store_true", help="list unimplemented operations too")
     cov.add_argument("--tier1", help="a file of operation names (one a line) to mark and count")
     cov.set_defaults(fn=_coverage)
+    images = sub.add_parser("images", help="the default images").add_subparsers(dest="images", required=True)
+    build = images.add_parser("build", help="build the default images from Debian packages (cached)")
+    build.add_argument("--state-dir")
+    build.add_argument("--image-dir")
+    build.add_argument("--config")
+    build.add_argument("--debian", action="store_true", help="also the Debian 12 + cloud-init image (minutes)")
+    build.add_argument("--force", action="store_true", help="rebuild the Debian image even if present")
+    build.set_defaults(fn=_images_build)
+    ssh = sub.add_parser("ssh", help="ssh into an instance (from inside its VPC)")
+    _add_client_args(ssh)
+    ssh.add_argument("-i", "--identity", help="private key file (the PEM CreateKeyPair returned)")
+    ssh.add_argument("-l", "--login", help="user (default: the image's login user)")
+    ssh.add_argument("command", nargs="*")
+    ssh.set_defaults(fn=_ssh)
+    fwd = sub.add_parser("port-forward", help="forward 127.0.0.1:LOCAL to an instance's port")
+    _add_client_args(fwd)
+    fwd.add_argument("ports", help="LOCAL[:REMOTE], e.g. 2222:22")
+    fwd.set_defaults(fn=_port_forward)
     args = parser.parse_args(argv)
     return args.fn(args)
 

@@ -40,6 +40,7 @@ class Config:
     # How long terminated instances stay visible (AWS: about an hour).
     terminated_retention_seconds: int = 3600
     max_instances: int = 5000
+    image_dir: str = ""  # where the default images are built; empty: <state_dir>/images
     # libvirt driver
     libvirt_uri: str = "qemu:///system"
     domain_type: str = "auto"  # 'kvm', 'qemu' (TCG), or 'auto': try KVM once, fall back to TCG
@@ -48,6 +49,7 @@ class Config:
     max_vcpus: int = 2
     tcg_tb_cache_mib: int = 32  # TCG translation cache: QEMU's default (1 GiB) balloons RSS
     stop_timeout_seconds: int = 60  # ACPI shutdown, then forced off
+    network_prefix: str = "ec2emu"  # names of our namespaces; one emulator per prefix per host
     # Public addresses handed to instances in subnets that map public IPs ("the internet" side).
     public_ip_pool: str = "100.64.0.0/16"
 
@@ -56,6 +58,10 @@ class Config:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{Path(self.state_dir) / 'ec2emu.sqlite'}"
+
+    @property
+    def effective_image_dir(self) -> str:
+        return self.image_dir or str(Path(self.state_dir) / "images")
 
     def account_for(self, access_key: str) -> Credential | None:
         for c in self.credentials:

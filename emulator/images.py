@@ -10,7 +10,7 @@ The public images belong to the emulator's own owner id (EMULATOR_OWNER_ID, alia
 never to the requesting account. Their ids are derived from (region, name), so they are stable
 across restarts and databases and differ from region to region (see `public_image_id`).
 Their `disk_path` is where the image builder (`PUBLIC_IMAGES[...].file`) is to put the file:
-<state dir>/images/<file>, shared by every region; registering the record never creates it.
+<image dir>/<file> (config image_dir, default <state dir>/images), shared by every region; registering the record never creates it.
 
 For RunInstances: `launchable_image` (the AMI a caller may launch, or AWS's error) and
 `image_by_id` (kernel/ramdisk lookups).
@@ -79,8 +79,8 @@ def public_image_id(region: str, name: str) -> str:
     return f"{prefix}-{hashlib.sha256(f'{region}/{name}'.encode()).hexdigest()[:17]}"
 
 
-def image_file(state_dir: str, file: str) -> str:
-    return os.path.join(os.path.abspath(state_dir), "images", file)
+def image_file(images_dir: str, file: str) -> str:
+    return os.path.join(os.path.abspath(images_dir), file)
 
 
 def register_public_images(ctx: Context) -> None:
@@ -109,7 +109,7 @@ def register_public_images(ctx: Context) -> None:
             launch_permissions=[],
             attributes={"EnaSupport": True, "SriovNetSupport": "simple", "BootMode": "legacy-bios",
                         "LoginUser": spec.login_user} if machine else {},
-            disk_path=image_file(ctx.config.state_dir, spec.file),
+            disk_path=image_file(ctx.config.effective_image_dir, spec.file),
         )
         ctx.session.add(img)
     ctx.session.flush()

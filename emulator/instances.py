@@ -659,6 +659,9 @@ def reconcile(cloud) -> None:
     (write intent, act, record: an intent with no result is acted on again)."""
     with cloud.Session() as session:
         rows = session.scalars(select(Instance).where(Instance.state.in_(LIVE))).all()
+        wired = [cloud.context(session, r.account_id, r.region, "reconcile") for r in rows]
+        cloud.driver.reconcile_host([_spec(ctx, r) for ctx, r in zip(wired, rows)
+                                     if r.state in ("pending", "running", "stopping", "shutting-down")])
         pending_actions = []
         for row in rows:
             host = cloud.driver.reconcile_state(row.id, row.state)

@@ -32,12 +32,21 @@ class Cloud:
         db.migrate(url)
         self.engine = db.make_engine(url)
         self.Session = db.session_factory(self.engine)
-        self.driver = make_driver(config, self.on_hypervisor_event)
+        self.metadata = None
+        if config.hypervisor == "libvirt":
+            # Guests read their metadata from a listener opened inside each VPC's namespace as
+            # the driver brings the namespace up.
+            from metadata.server import MetadataServer
+            self.metadata = MetadataServer(self.Session, config.state_dir)
+        self.driver = make_driver(config, self.on_hypervisor_event,
+                                  vpc_ready=self.metadata.listen if self.metadata else None)
         self._ready: set[tuple[str, str]] = set()  # positive memo only: defaults never vanish
         self._ready_lock = threading.Lock()
         instances.reconcile(self)
 
     def close(self) -> None:
+        if self.metadata:
+            self.metadata.close_all()
         self.driver.close()
         self.engine.dispose()
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 from .base import Driver, InstanceSpec, Listener
 
 
-def make_driver(config, listener: Listener) -> Driver:
+def make_driver(config, listener: Listener, vpc_ready=None) -> Driver:
     if config.hypervisor == "none":
         from .none import NoneDriver
         return NoneDriver(listener, config.none_transition_seconds)
     if config.hypervisor == "libvirt":
-        from .libvirt import LibvirtDriver  # noqa: F401  (next issue)
-        return LibvirtDriver(listener, config)
+        from .libvirt import LibvirtDriver
+        return LibvirtDriver(listener, config, vpc_ready=vpc_ready)
     raise SystemExit(f"unknown hypervisor driver {config.hypervisor!r} (libvirt or none)")
 
 

@@ -59,6 +59,10 @@ class Driver:
         `recorded` ('running', 'stopped', or None when the guest is gone)."""
         return self.state(instance_id)
 
+    def reconcile_host(self, specs: list[InstanceSpec]) -> None:
+        """After a restart or crash: make the host's plumbing (networks, ...) match the guests
+        that should be up, removing what is ours and no longer wanted."""
+
     def console_output(self, instance_id: str) -> bytes:
         return b""
 

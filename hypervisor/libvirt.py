@@ -19,7 +19,7 @@ from xml.sax.saxutils import escape, quoteattr
 import libvirt
 
 from .base import Driver, InstanceSpec, Listener
-from .network import Network
+from .network import Desired, Network, PortSpec, VpcSpec
 
 log = logging.getLogger("ec2emu.libvirt")
 
@@ -84,7 +84,7 @@ class LibvirtDriver(Driver):
         self.config = config
         self.root = Path(config.state_dir).resolve() / "instances"
         self.root.mkdir(parents=True, exist_ok=True)
-        self.network = Network(str(Path(config.state_dir).resolve() / "network"))
+        self.network = Network(str(Path(config.state_dir).resolve() / "network"), prefix=config.network_prefix)
         self.vpc_ready = vpc_ready  # called (vpc id, namespace) once a VPC's namespace exists
         self._domain_type: str | None = None if config.domain_type == "auto" else config.domain_type
         self._terminating: set[str] = set()
@@ -275,6 +275,15 @@ class LibvirtDriver(Driver):
             log.exception("handling libvirt event %s for %s", event, instance_id)
 
     # ------------------------------------------------------------------------------ state
+
+    def reconcile_host(self, specs: list[InstanceSpec]) -> None:
+        vpcs = {s.vpc_id: VpcSpec(s.vpc_id, s.region, tuple(s.vpc_subnets)) for s in specs}
+        ports = [PortSpec(s.instance_id, s.vpc_id, s.subnet_id, s.mac_address, s.private_ip, s.hostname,
+                          s.public_ip) for s in specs]
+        self.network.sync(Desired(vpcs=list(vpcs.values()), ports=ports))
+        if self.vpc_ready:
+            for vpc_id in vpcs:
+                self.vpc_ready(vpc_id, self.network.namespace_of(vpc_id))
 
     def state(self, instance_id: str) -> str | None:
         dom = self._domain(instance_id)

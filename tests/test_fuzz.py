@@ -328,10 +328,8 @@ FUZZ_SETTINGS = dict(deadline=None, database=None, derandomize=False, print_blob
                                             HealthCheck.filter_too_much, HealthCheck.large_base_example])
 
 
-@settings(max_examples=300, **FUZZ_SETTINGS)
-@given(data=st.data())
-def test_fuzzed_requests_never_500_and_are_well_formed(server, known, data):
-    params = build_request(data, known)
+def fuzz_once(server, known, data, operation: str | None = None) -> None:
+    params = build_request(data, known, operation)
     note(f"params: {params!r}"[:4000])
     status, payload = signed_post(server.endpoint, params)
     action = params[0][1]
@@ -340,6 +338,21 @@ def test_fuzzed_requests_never_500_and_are_well_formed(server, known, data):
     if action in HANDLERS and dry and dry[-1].lower() == "true":
         assert status != 200, f"DryRun=true answered 200: {payload[:500]!r}"
         assert code != "DryRunOperation" or status == 412, f"DryRunOperation with HTTP {status}"
+
+
+@settings(max_examples=300, **FUZZ_SETTINGS)
+@given(data=st.data())
+def test_fuzzed_requests_never_500_and_are_well_formed(server, known, data):
+    """Any operation of the model, 80% of the time an implemented one."""
+    fuzz_once(server, known, data)
+
+
+@pytest.mark.parametrize("operation", IMPLEMENTED)
+@settings(max_examples=6, **FUZZ_SETTINGS)
+@given(data=st.data())
+def test_fuzzed_requests_to_each_implemented_operation(server, known, operation, data):
+    """Hypothesis does not sample operations evenly: this makes every handler see a few."""
+    fuzz_once(server, known, data, operation)
 
 
 @settings(max_examples=80, **FUZZ_SETTINGS)
