@@ -22,11 +22,13 @@ from .model import XMLNS
 
 # Characters XML 1.0 cannot carry at all (not even escaped): shown as U+FFFD.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+_SPECIAL = re.compile("[&<>\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 
 def escape(text: str) -> str:
-    text = _xml_escape(text)
-    return _NOT_XML.sub("\ufffd", text) if _NOT_XML.search(text) else text
+    if _SPECIAL.search(text) is None:  # the common case: nothing to do
+        return text
+    return _NOT_XML.sub("\ufffd", _xml_escape(text))
 
 
 # Parameters of the protocol itself, not of any operation.
@@ -131,6 +133,8 @@ def _read(shape: Shape, node, path: str):
 
 def _scalar(shape: Shape, value: str, path: str):
     kind = shape.type_name
+    if "\x00" in value:  # no AWS string may hold NUL (and PostgreSQL text cannot)
+        raise EC2Error(f"Invalid value for {path}: NUL characters are not allowed.", "InvalidParameterValue")
     if kind == "string":
         enum = shape.enum
         if enum and value not in enum:
@@ -185,61 +189,103 @@ def parse_input(shape: Shape | None, params: dict[str, str]) -> dict:
 
 # --------------------------------------------------------------------------------------- output
 
-@functools.cache
-def _output_members(shape: Shape) -> tuple[tuple[str, str, Shape], ...]:
-    return tuple((name, member.serialization.get("name", name), member)
-                 for name, member in shape.members.items())
+# Each output shape gets a writer function, built once: rendering 1000 instances is a hot path.
+_SCALAR, _BOOL, _NUMBER, _NESTED, _FLAT = range(5)
+_WRITERS: dict[str, object] = {}
 
 
 def _iso(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if value.tzinfo is not timezone.utc:
+        value = (value.replace(tzinfo=timezone.utc) if value.tzinfo is None
+                 else value.astimezone(timezone.utc))
+    return value.isoformat(timespec="milliseconds")[:23] + "Z"
 
 
-def _write(out: list, shape: Shape, value) -> None:
+def _scalar_text(shape: Shape):
+    kind = shape.type_name
+    if kind == "timestamp":
+        return lambda v: _iso(v) if isinstance(v, datetime) else escape(str(v))
+    if kind == "blob":
+        return lambda v: base64.b64encode(v).decode() if isinstance(v, bytes) else escape(v)
+    return lambda v: escape(v) if isinstance(v, str) else escape(str(v))
+
+
+def _writer(shape: Shape):
+    """A function (out, value) appending the XML of `value` as `shape` to the list `out`."""
+    found = _WRITERS.get(shape.name)
+    if found is not None:
+        return found
     kind = shape.type_name
     if kind == "structure":
-        for name, tag, member in _output_members(shape):
-            child = value.get(name)
-            if child is None:
-                continue
+        fields: list = []
+
+        def write_structure(out: list, value: dict) -> None:
+            get = value.get
+            for name, open_tag, close_tag, how, child_writer in fields:
+                child = get(name)
+                if child is None:
+                    continue
+                if how is _SCALAR:
+                    out.append(open_tag + child_writer(child) + close_tag)
+                elif how is _BOOL:
+                    out.append(open_tag + ("true" if child else "false") + close_tag)
+                elif how is _NUMBER:
+                    out.append(f"{open_tag}{child}{close_tag}")
+                elif how is _NESTED:
+                    out.append(open_tag)
+                    child_writer(out, child)
+                    out.append(close_tag)
+                else:  # a flattened list: its items carry the member's own name
+                    for element in child:
+                        out.append(open_tag)
+                        child_writer(out, element)
+                        out.append(close_tag)
+
+        _WRITERS[shape.name] = write_structure  # before the members: shapes may recurse
+        for name, member in shape.members.items():
+            tag = member.serialization.get("name", name)
             mkind = member.type_name
             if mkind == "list" and member.serialization.get("flattened"):
-                item_tag = member.member.serialization.get("name", tag)
-                for element in child:
-                    out.append(f"<{item_tag}>")
-                    _write(out, member.member, element)
-                    out.append(f"</{item_tag}>")
-                continue
-            out.append(f"<{tag}>")
-            _write(out, member, child)
-            out.append(f"</{tag}>")
-    elif kind == "list":
-        item_tag = shape.member.serialization.get("name", "member")
-        open_tag, close_tag = f"<{item_tag}>", f"</{item_tag}>"
-        for element in value:
-            out.append(open_tag)
-            _write(out, shape.member, element)
-            out.append(close_tag)
-    elif kind == "string":
-        out.append(escape(value))
-    elif kind == "boolean":
-        out.append("true" if value else "false")
-    elif kind == "timestamp":
-        out.append(_iso(value) if isinstance(value, datetime) else escape(str(value)))
-    elif kind == "blob":
-        out.append(base64.b64encode(value).decode() if isinstance(value, bytes) else escape(value))
-    elif kind == "map":
-        for k, v in value.items():
-            out.append("<entry><key>")
-            out.append(escape(str(k)))
-            out.append("</key><value>")
-            _write(out, shape.value, v)
-            out.append("</value></entry>")
+                tag = member.member.serialization.get("name", tag)
+                fields.append((name, f"<{tag}>", f"</{tag}>", _FLAT, _writer(member.member)))
+            elif mkind == "boolean":
+                fields.append((name, f"<{tag}>", f"</{tag}>", _BOOL, None))
+            elif mkind in ("integer", "long", "double", "float"):
+                fields.append((name, f"<{tag}>", f"</{tag}>", _NUMBER, None))
+            elif mkind in ("structure", "list", "map"):
+                fields.append((name, f"<{tag}>", f"</{tag}>", _NESTED, _writer(member)))
+            else:
+                fields.append((name, f"<{tag}>", f"</{tag}>", _SCALAR, _scalar_text(member)))
+        return write_structure
+    if kind == "list":
+        item = shape.member.serialization.get("name", "member")
+        open_tag, close_tag = f"<{item}>", f"</{item}>"
+        element_writer = _writer(shape.member)
+
+        def write_list(out: list, value) -> None:
+            for element in value:
+                out.append(open_tag)
+                element_writer(out, element)
+                out.append(close_tag)
+        _WRITERS[shape.name] = write_list
+        return write_list
+    if kind == "map":
+        value_writer = _writer(shape.value)
+
+        def write_map(out: list, value: dict) -> None:
+            for k, v in value.items():
+                out.append(f"<entry><key>{escape(str(k))}</key><value>")
+                value_writer(out, v)
+                out.append("</value></entry>")
+        _WRITERS[shape.name] = write_map
+        return write_map
+    if kind == "boolean":
+        write = lambda out, v: out.append("true" if v else "false")  # noqa: E731
     else:
-        out.append(escape(str(value)))
+        text = _scalar_text(shape)
+        write = lambda out, v: out.append(text(v))  # noqa: E731
+    _WRITERS[shape.name] = write
+    return write
 
 
 def render_output(action: str, shape: Shape | None, result: dict | None, request_id: str) -> bytes:
@@ -248,7 +294,7 @@ def render_output(action: str, shape: Shape | None, result: dict | None, request
     if shape is None:
         out.append("<return>true</return>")
     else:
-        _write(out, shape, result or {})
+        _writer(shape)(out, result or {})
     out.append(f"</{action}Response>")
     return "".join(out).encode()
 

@@ -14,7 +14,7 @@ import json
 import secrets
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from hypervisor import InstanceSpec
@@ -121,27 +121,60 @@ def _check_ids(ids: list[str]) -> None:
             raise EC2Error(f'Invalid id: "{i}"', "InvalidInstanceID.Malformed")
 
 
-def _purge_expired(ctx: Context) -> None:
-    """Terminated instances stay visible for a while, then vanish, as on AWS."""
+def _aware(stamp: datetime) -> datetime:
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+
+
+def _unexpired(ctx: Context, rows: list) -> list:
+    """Terminated instances stay visible for a while, then vanish, as on AWS: expired rows met
+    here are hidden and deleted (no query of its own on the describe path)."""
     cutoff = utcnow() - timedelta(seconds=ctx.config.terminated_retention_seconds)
-    old = list(ctx.session.scalars(select(Instance.id).where(
-        Instance.account_id == ctx.account_id, Instance.region == ctx.region,
-        Instance.state == "terminated", Instance.terminated_at < cutoff)))
-    if old:
-        ctx.session.execute(delete(Tag).where(Tag.resource_id.in_(old)))
-        ctx.session.execute(delete(Instance).where(Instance.id.in_(old)))
+    expired = {r.id for r in rows if r.state == "terminated" and r.terminated_at is not None
+               and _aware(r.terminated_at) < cutoff}
+    if not expired:
+        return rows
+    ctx.session.execute(delete(Tag).where(Tag.resource_id.in_(expired)))
+    ctx.session.execute(delete(Instance).where(Instance.id.in_(expired)))
+    return [r for r in rows if r.id not in expired]
+
+
+# Built once, run with parameters (statement construction costs more than a small query).
+_ALL = select(*Instance.__table__.c).where(
+    Instance.account_id == bindparam("account"), Instance.region == bindparam("region"))
+_BY_IDS = _ALL.where(Instance.id.in_(bindparam("ids", expanding=True))).order_by(Instance.id)
+_ALL = _ALL.order_by(Instance.id)
+
+
+def _rows(ctx: Context, ids: list[str] | None = None) -> list:
+    """Plain rows (read-only, no ORM bookkeeping: describing 1000 instances is a hot path),
+    in id order; with ids, every one must exist."""
+    scope = {"account": ctx.account_id, "region": ctx.region}
+    if ids is not None:
+        _check_ids(ids)
+        result = ctx.session.execute(_BY_IDS, dict(scope, ids=ids))
+    else:
+        result = ctx.session.execute(_ALL, scope)
+    rows = _unexpired(ctx, result.all())
+    if ids is not None:
+        _require_all(ids, {r.id for r in rows})
+    return rows
+
+
+def _require_all(ids: list[str], found) -> None:
+    missing = [i for i in dict.fromkeys(ids) if i not in found]
+    if len(missing) == 1:
+        raise EC2Error(f"The instance ID '{missing[0]}' does not exist", "InvalidInstanceID.NotFound")
+    if missing:
+        raise EC2Error(f"The instance IDs '{', '.join(missing)}' do not exist", "InvalidInstanceID.NotFound")
 
 
 def get_instances(ctx: Context, ids: list[str]) -> list[Instance]:
+    """The instances, as ORM objects to change, in the order asked; every one must exist."""
     _check_ids(ids)
     rows = ctx.session.scalars(select(Instance).where(
         Instance.account_id == ctx.account_id, Instance.region == ctx.region, Instance.id.in_(ids))).all()
     found = {r.id: r for r in rows}
-    missing = [i for i in ids if i not in found]
-    if missing:
-        if len(missing) == 1:
-            raise EC2Error(f"The instance ID '{missing[0]}' does not exist", "InvalidInstanceID.NotFound")
-        raise EC2Error(f"The instance IDs '{', '.join(missing)}' do not exist", "InvalidInstanceID.NotFound")
+    _require_all(ids, found)
     return [found[i] for i in dict.fromkeys(ids)]
 
 
@@ -467,12 +500,7 @@ def describe_instances(ctx: Context, p: dict) -> dict:
     if ids and p.get("MaxResults") is not None:
         raise EC2Error("The parameter instancesSet cannot be used with the parameter maxResults",
                        "InvalidParameterCombination")
-    _purge_expired(ctx)
-    if ids:
-        rows = sorted(get_instances(ctx, ids), key=lambda r: r.id)
-    else:
-        rows = list(ctx.session.scalars(select(Instance).where(
-            Instance.account_id == ctx.account_id, Instance.region == ctx.region).order_by(Instance.id)))
+    rows = _rows(ctx, ids or None)
     if p.get("Filters"):
         tags = tags_for(ctx, [r.id for r in rows])
         spec = dict(INSTANCE_FILTERS, **{"instance.group-name": _group_name_filter(ctx),
@@ -507,11 +535,7 @@ def describe_instance_status(ctx: Context, p: dict) -> dict:
     if ids and p.get("MaxResults") is not None:
         raise EC2Error("The parameter instancesSet cannot be used with the parameter maxResults",
                        "InvalidParameterCombination")
-    if ids:
-        rows = sorted(get_instances(ctx, ids), key=lambda r: r.id)
-    else:
-        rows = list(ctx.session.scalars(select(Instance).where(
-            Instance.account_id == ctx.account_id, Instance.region == ctx.region).order_by(Instance.id)))
+    rows = _rows(ctx, ids or None)
     if not p.get("IncludeAllInstances"):
         rows = [r for r in rows if r.state == "running"]
     rows = apply_filters(rows, p.get("Filters"), STATUS_FILTERS)

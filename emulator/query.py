@@ -75,8 +75,10 @@ def paginate(rows: list, max_results: int | None, next_token: str | None,
     start = 0
     if next_token:
         try:
-            last = base64.urlsafe_b64decode(next_token.encode()).decode()
+            marker, _, last = base64.urlsafe_b64decode(next_token.encode()).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError, ValueError):
+            marker = ""
+        if marker != "ec2emu1":
             raise EC2Error(f"Invalid NextToken value: {next_token}", "InvalidNextToken") from None
         start = next((i for i, r in enumerate(rows) if key(r) > last), len(rows))
     if max_results is None:
@@ -86,5 +88,5 @@ def paginate(rows: list, max_results: int | None, next_token: str | None,
                        f"Expecting a value between {lowest} and {highest}.", "InvalidParameterValue")
     page = rows[start:start + max_results]
     if start + max_results < len(rows):
-        return page, base64.urlsafe_b64encode(key(page[-1]).encode()).decode()
+        return page, base64.urlsafe_b64encode(f"ec2emu1:{key(page[-1])}".encode()).decode()
     return page, None

@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from .errors import EC2Error
 from .ids import new_id, well_formed
@@ -416,12 +416,15 @@ def create_security_group(ctx: Context, p: dict) -> dict:
             "SecurityGroupArn": _arn(g)}
 
 
+_NAMES = select(SecurityGroup.id, SecurityGroup.name).where(
+    SecurityGroup.id.in_(bindparam("ids", expanding=True)))  # built once: a hot path
+
+
 def _group_names_of(ctx: Context, ids) -> dict[str, str]:
     ids = list(set(ids))
     if not ids:
         return {}
-    return dict(ctx.session.execute(select(SecurityGroup.id, SecurityGroup.name)
-                                    .where(SecurityGroup.id.in_(ids))).all())
+    return dict(ctx.session.execute(_NAMES, {"ids": ids}).all())
 
 
 def _group_filters(rules: dict[str, list], names: dict[str, str]) -> dict:

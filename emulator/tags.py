@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from .errors import EC2Error
 from .models import Image, Instance, KeyPair, SecurityGroup, SecurityGroupRule, Subnet, Tag, Vpc
@@ -39,19 +39,25 @@ def kind_of(resource_id: str) -> Kind | None:
     return KINDS.get(resource_id.rsplit("-", 1)[0]) if "-" in resource_id else None
 
 
+# Built once, run with parameters: constructing statements per call costs more than running them.
+_TAGS = select(Tag.resource_id, Tag.key, Tag.value).where(
+    Tag.account_id == bindparam("account"), Tag.region == bindparam("region"))
+_TAGS_OF_IDS = _TAGS.where(Tag.resource_id.in_(bindparam("ids", expanding=True)))
+_TAGS_OF_TYPE = _TAGS.where(Tag.resource_type == bindparam("rtype"))
+
+
 def tags_for(ctx: Context, ids) -> dict[str, dict[str, str]]:
     """resource id -> {key: value}, one query for any number of ids."""
     ids = list(ids)
     out: dict[str, dict[str, str]] = defaultdict(dict)
     if not ids:
         return out
-    q = select(Tag.resource_id, Tag.key, Tag.value).where(
-        Tag.account_id == ctx.account_id, Tag.region == ctx.region)
+    scope = {"account": ctx.account_id, "region": ctx.region}
     if len(ids) <= 500:
-        q = q.where(Tag.resource_id.in_(ids))
+        result = ctx.session.execute(_TAGS_OF_IDS, dict(scope, ids=ids))
     else:  # one scan beats a giant IN list
-        q = q.where(Tag.resource_type == kind_of(ids[0]).resource_type)
-    for rid, key, value in ctx.session.execute(q):
+        result = ctx.session.execute(_TAGS_OF_TYPE, dict(scope, rtype=kind_of(ids[0]).resource_type))
+    for rid, key, value in result:
         out[rid][key] = value
     return out
 

@@ -325,9 +325,7 @@ class Builder:
     """One build run: a scratch directory, the resolved packages, and lazily unpacked pieces
     that several outputs share (the kernel package, busybox)."""
 
-    def __init__(self, images_dir: Path, work: Path, packages: dict[str, Package],
-                 progress: Progress):
-        self.images_dir = images_dir
+    def __init__(self, work: Path, packages: dict[str, Package], progress: Progress):
         self.work = work
         self.packages = packages
         self.progress = progress
@@ -534,7 +532,7 @@ def build(images_dir: str, which: set[str] = frozenset({"tiny"}),
             needed = {p for t in todo for p in t.packages}
             download([packages[n] for n in sorted(needed)], outdir / ".debs", progress)
             with tempfile.TemporaryDirectory(prefix="ec2emu-imagebuild-") as work:
-                builder = Builder(outdir, Path(work), packages, progress)
+                builder = Builder(Path(work), packages, progress)
                 for t in todo:
                     _build_one(builder, t, outdir, _inputs(t, packages))
             progress(f"built {len(todo)} image file(s) in {time.monotonic() - started:.1f}s")

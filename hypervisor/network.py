@@ -528,6 +528,21 @@ class Network:
             self._save(st)
             self._apply(st)
 
+    def unmap_instance(self, instance_id: str) -> None:
+        """Drop every public mapping of an instance's private address (a stopped instance loses
+        its public IP on AWS); the port itself stays plugged. Idempotent."""
+        with self._locked():
+            for vpc_id in self._known_vpcs():
+                st = self._load(vpc_id)
+                port = (st or {}).get("ports", {}).get(instance_id)
+                if port is None:
+                    continue
+                nat = {p: v for p, v in st["nat"].items() if v != port["ip"]}
+                if nat != st["nat"]:
+                    st["nat"] = nat
+                    self._save(st)
+                    self._apply(st)
+
     # ------------------------------------------------------------------------------ rendering
 
     def _apply(self, st: dict) -> None:

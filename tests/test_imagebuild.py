@@ -52,28 +52,35 @@ def test_guest_scripts_parse_with_busybox_sh():
 
 
 def test_udhcpc_script_applies_option_121_and_ignores_router(tmp_path):
-    """The lease script, run on the host with a fake `ip` that records its arguments."""
-    fakebin = tmp_path / "bin"
-    fakebin.mkdir()
-    (fakebin / "ip").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/ip.log\n')
-    (fakebin / "ip").chmod(0o755)
+    """The lease script, run for real with busybox's own `ip` -- but inside a network namespace
+    of its own (unshare --net) on a veth named eth0, so the host's network is never touched
+    (busybox sh runs its own `ip` applet whatever PATH says: never run it on the host)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare for a private network namespace")
+    bb = _busybox()
     script = (GUEST / "tiny/etc/udhcpc/default.script").read_text()
-    # Keep it off the host's /etc and /dev/console.
-    script = (script.replace("PATH=/usr/sbin:/usr/bin:/sbin:/bin", f"PATH={fakebin}:$PATH")
-              .replace("/etc/resolv.conf", f"{tmp_path}/resolv.conf")
+    # Keep it off the host's /etc and /dev/console (the namespace has only its own network).
+    script = (script.replace("/etc/resolv.conf", f"{tmp_path}/resolv.conf")
               .replace("/dev/console", f"{tmp_path}/console"))
     (tmp_path / "script").write_text(script)
     env = dict(os.environ, interface="eth0", ip="172.31.0.10", mask="20",
                router="172.31.0.99", dns="172.31.0.2", domain="ec2.internal",
                staticroutes="169.254.169.254/32 172.31.0.1 0.0.0.0/0 172.31.0.1 "
                             "10.9.0.0/16 0.0.0.0")
-    subprocess.run([_busybox(), "sh", str(tmp_path / "script"), "bound"], env=env, check=True)
-    calls = (tmp_path / "ip.log").read_text()
-    assert "addr replace 172.31.0.10/20 dev eth0" in calls
-    assert "route replace 169.254.169.254/32 via 172.31.0.1 dev eth0 onlink" in calls
-    assert "route replace 0.0.0.0/0 via 172.31.0.1 dev eth0 onlink" in calls
-    assert "route replace 10.9.0.0/16 dev eth0" in calls
-    assert "172.31.0.99" not in calls  # RFC 3442: option 121 present -> router ignored
+    # First make sure we really are in an empty namespace (only lo), then build eth0.
+    inside = (f"set -e; test $(ip -o link show | wc -l) -eq 1; "
+              f"ip link add eth0 type veth peer name eth0p; ip link set eth0p up; "
+              f"{bb} sh {tmp_path}/script deconfig; {bb} sh {tmp_path}/script bound; "
+              f"ip -4 addr show dev eth0; ip -4 route")
+    proc = subprocess.run(["unshare", "--net", "sh", "-c", inside], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "inet 172.31.0.10/20" in out
+    assert "default via 172.31.0.1 dev eth0 onlink" in out
+    assert "169.254.169.254 via 172.31.0.1 dev eth0 onlink" in out
+    assert "10.9.0.0/16 dev eth0" in out
+    assert "172.31.0.99" not in out  # RFC 3442: option 121 present -> router option ignored
     assert (tmp_path / "resolv.conf").read_text() == "search ec2.internal\nnameserver 172.31.0.2\n"
 
 

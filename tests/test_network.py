@@ -255,9 +255,17 @@ def test_two_subnets_dhcp_dns_routing_spoofing_and_public_ip(make_network):
         assert not tcp_connect(g2.socket(), (INTERNET_ADDRESS, 9090), 1)
         net.unmap_public_ip(vpc, "172.31.0.10", "198.51.100.10")
         assert not tcp_connect(g1.socket(), (INTERNET_ADDRESS, 9090), 1)
+        net.map_public_ip(vpc, "172.31.0.10", "198.51.100.11")
+        assert tcp_connect(g1.socket(), (INTERNET_ADDRESS, 9090))
+        conn, peer = outside.accept()
+        conn.close()
+        assert peer[0] == "198.51.100.11"
+        net.unmap_instance(i1)  # the instance stopped: its public IP goes
+        net.unmap_instance(i1)
+        assert not tcp_connect(g1.socket(), (INTERNET_ADDRESS, 9090), 1)
     finally:
         outside.close()
-    assert "198.51.100.10" not in sh("ip", "-n", inet, "route").stdout
+    assert "198.51.100.1" not in sh("ip", "-n", inet, "route").stdout
 
     # unplug and remove_vpc leave nothing behind.
     net.unplug(i1)
