@@ -22,6 +22,9 @@ def _serve(args) -> int:
     cloud = Cloud(config)
     print(f"ec2emu: EC2 API on http://{config.host}:{config.port}/ "
           f"(driver {config.hypervisor}, database {config.effective_database_url.split('@')[-1]})", flush=True)
+    if cloud.metadata:
+        print(f"ec2emu: instance identity documents are signed by the certificate {cloud.metadata.cert_path}",
+              flush=True)
     for cred in config.credentials:
         print(f"ec2emu: access key {cred.access_key}  secret {cred.secret_key}  account {cred.account_id}",
               flush=True)
@@ -95,6 +98,8 @@ def _client(args):
 
 def _guest(args) -> tuple[str, str, str]:
     """-> (namespace, private ip, login user) of a running instance, asked of the API."""
+    from pathlib import Path
+
     from hypervisor.network import Network
 
     ec2 = _client(args)
@@ -105,7 +110,8 @@ def _guest(args) -> tuple[str, str, str]:
     images = ec2.describe_images(ImageIds=[inst["ImageId"]]).get("Images") or []
     if images and "Login user: " in (images[0].get("Description") or ""):
         user = images[0]["Description"].split("Login user: ")[1].split()[0]
-    namespace = Network(str(_config(args).state_dir) + "/network").namespace_of(inst["VpcId"])
+    config = _config(args)
+    namespace = Network(str(Path(config.state_dir) / "network"), prefix=config.network_prefix).namespace_of(inst["VpcId"])
     return namespace, inst["PrivateIpAddress"], user
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
@@ -40,11 +41,15 @@ class Cloud:
             self.metadata = MetadataServer(self.Session, config.state_dir)
         self.driver = make_driver(config, self.on_hypervisor_event,
                                   vpc_ready=self.metadata.listen if self.metadata else None)
+        # Host actions (boot, stop, plumbing) run after the commit, in order, off the request path:
+        # RunInstances answers 'pending' at once, as AWS does.
+        self._actions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="host-actions")
         self._ready: set[tuple[str, str]] = set()  # positive memo only: defaults never vanish
         self._ready_lock = threading.Lock()
         instances.reconcile(self)
 
     def close(self) -> None:
+        self._actions.shutdown(wait=True)
         if self.metadata:
             self.metadata.close_all()
         self.driver.close()
@@ -91,8 +96,15 @@ class Cloud:
                 raise EC2Error("The request conflicted with a concurrent change; retry it.",
                                "IncorrectState") from None
         for fn in ctx.after_commit:
-            fn()
+            self._actions.submit(self._act, fn)
         return result
+
+    @staticmethod
+    def _act(fn) -> None:
+        try:
+            fn()
+        except Exception:  # the driver reports failures as state events; log the rest
+            log.exception("host action failed")
 
     def on_hypervisor_event(self, instance_id: str, state: str) -> None:
         try:

@@ -162,23 +162,28 @@ def _kernel_from_metapackage(stanza: dict[str, str]) -> tuple[str, str]:
 
 
 def download(packages: list[Package], deb_dir: Path, progress: Progress) -> None:
-    """Sets each package's .deb, downloading those not already in deb_dir (older versions of
-    the same package there are removed)."""
+    """Sets each package's .deb, downloading (in one apt-get call) those not already in deb_dir;
+    older versions of the same packages there are removed."""
     deb_dir.mkdir(parents=True, exist_ok=True)
-    for pkg in packages:
+
+    def find(pkg: Package) -> Path | None:
         quoted = pkg.version.replace(":", "%3a")  # apt's file naming for epochs
         found = sorted(deb_dir.glob(f"{pkg.name}_{quoted}_*.deb"))
-        if not found:
-            progress(f"download {pkg.name} {pkg.version}")
+        return found[0] if found else None
+
+    missing = [pkg for pkg in packages if find(pkg) is None]
+    if missing:
+        progress(f"download {len(missing)} packages: {' '.join(p.name for p in missing)}")
+        for pkg in missing:
             for old in deb_dir.glob(f"{pkg.name}_*.deb"):
                 old.unlink()
-            # Sandbox user root: apt's _apt user may not write into a root-owned cache dir.
-            _run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root",
-                  f"{pkg.name}={pkg.version}"], cwd=deb_dir)
-            found = sorted(deb_dir.glob(f"{pkg.name}_{quoted}_*.deb"))
-            if not found:
-                raise BuildError(f"apt-get download {pkg.name}={pkg.version} left no .deb")
-        pkg.deb = found[0]
+        # Sandbox user root: apt's _apt user may not write into a root-owned cache dir.
+        _run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root",
+              *(f"{p.name}={p.version}" for p in missing)], cwd=deb_dir)
+    for pkg in packages:
+        pkg.deb = find(pkg)
+        if pkg.deb is None:
+            raise BuildError(f"apt-get download {pkg.name}={pkg.version} left no .deb")
 
 
 def unpack(debs: list[Path], dest: Path) -> Path:

@@ -14,12 +14,13 @@ import subprocess
 import threading
 import uuid
 from pathlib import Path
+from xml.etree import ElementTree
 from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
 from .base import Driver, InstanceSpec, Listener
-from .network import Desired, Network, PortSpec, VpcSpec
+from .network import Desired, Network, PortSpec, VpcSpec, disable_ipv6
 
 log = logging.getLogger("ec2emu.libvirt")
 
@@ -201,8 +202,17 @@ class LibvirtDriver(Driver):
             dom = self.conn.defineXML(self.domain_xml(spec, root, bridge))
         if not dom.isActive():
             dom.create()  # the STARTED event reports 'running'
+            self._quiet_tap(dom)
         else:
             self.listener(spec.instance_id, "running")
+
+    @staticmethod
+    def _quiet_tap(dom) -> None:
+        """The tap libvirt made lives in the root namespace: without this it would get an IPv6
+        link-local address and speak neighbour discovery onto the guest's link."""
+        for target in ElementTree.fromstring(dom.XMLDesc()).iterfind("devices/interface/target"):
+            if target.get("dev"):
+                disable_ipv6(target.get("dev"))
 
     def stop(self, instance_id: str, force: bool = False) -> None:
         dom = self._domain(instance_id)
