@@ -21,7 +21,7 @@ def _serve(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cloud = Cloud(config)
     print(f"ec2emu: EC2 API on http://{config.host}:{config.port}/ "
-          f"(driver {config.hypervisor}, database {config.effective_database_url.split('@')[-1]})", flush=True)
+          f"(driver {cloud.config.hypervisor}, database {config.effective_database_url.split('@')[-1]})", flush=True)
     if cloud.metadata:
         print(f"ec2emu: instance identity documents are signed by the certificate {cloud.metadata.cert_path}",
               flush=True)
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int)
     serve.add_argument("--state-dir")
     serve.add_argument("--database-url")
-    serve.add_argument("--hypervisor", choices=["libvirt", "none"])
+    serve.add_argument("--hypervisor", choices=["libvirt", "none", "auto"])
     serve.add_argument("--region", help="region for requests that do not name one (SigV2)")
     serve.add_argument("--config", help="TOML file with settings (see README)")
     serve.set_defaults(fn=_serve)
@@ -210,13 +210,22 @@ def main(argv: list[str] | None = None) -> int:
     _add_client_args(ssh)
     ssh.add_argument("-i", "--identity", help="private key file (the PEM CreateKeyPair returned)")
     ssh.add_argument("-l", "--login", help="user (default: the image's login user)")
-    ssh.add_argument("command", nargs="*")
+    ssh.add_argument("command", nargs="*", help="[-- COMMAND...] to run instead of a shell")
     ssh.set_defaults(fn=_ssh)
     fwd = sub.add_parser("port-forward", help="forward 127.0.0.1:LOCAL to an instance's port")
     _add_client_args(fwd)
     fwd.add_argument("ports", help="LOCAL[:REMOTE], e.g. 2222:22")
     fwd.set_defaults(fn=_port_forward)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    tail: list[str] = []
+    if "--" in argv:  # `ec2emu ssh ID [options] -- COMMAND...`
+        cut = argv.index("--")
+        argv, tail = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
+    if tail:
+        if not hasattr(args, "command"):
+            parser.error("'--' is only for `ec2emu ssh`")
+        args.command = args.command + tail
     return args.fn(args)
 
 

@@ -29,7 +29,7 @@ class Config:
     port: int = 8773
     state_dir: str = "/var/lib/ec2emu"
     database_url: str = ""  # empty: SQLite file in state_dir
-    hypervisor: str = "none"  # 'libvirt' or 'none'
+    hypervisor: str = "auto"  # 'libvirt', 'none', or 'auto': libvirt where its daemon answers
     default_region: str = "us-east-1"
     credentials: tuple[Credential, ...] = field(
         default_factory=lambda: (Credential(DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, DEFAULT_ACCOUNT),))

@@ -1,6 +1,7 @@
 """The cloud: database, driver and handlers wired together. The API layer calls `Cloud.call`."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 
-from hypervisor import make_driver
+from hypervisor import make_driver, resolve_kind
 
 from . import db
 from .config import Config
@@ -26,6 +27,7 @@ class Cloud:
     handlers = HANDLERS
 
     def __init__(self, config: Config):
+        config = dataclasses.replace(config, hypervisor=resolve_kind(config))
         self.config = config
         if not config.database_url:
             Path(config.state_dir).mkdir(parents=True, exist_ok=True)
@@ -40,7 +42,8 @@ class Cloud:
             from metadata.server import MetadataServer
             self.metadata = MetadataServer(self.Session, config.state_dir)
         self.driver = make_driver(config, self.on_hypervisor_event,
-                                  vpc_ready=self.metadata.listen if self.metadata else None)
+                                  vpc_ready=self.metadata.listen if self.metadata else None,
+                                  vpc_gone=self.metadata.close if self.metadata else None)
         # Host actions (boot, stop, plumbing) run after the commit, in order, off the request path:
         # RunInstances answers 'pending' at once, as AWS does.
         self._actions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="host-actions")

@@ -475,7 +475,10 @@ TARGETS = {
     "tiny": Target(TINY_FILE, TINY_PACKAGES, "tiny", "build_tiny"),
 }
 # What each name given to build() means: an AMI is useless without its kernel and ramdisk.
-SETS = {"kernel": ["kernel"], "initrd": ["initrd"], "tiny": ["kernel", "initrd", "tiny"]}
+# "debian": the Debian + cloud-init root disk is made by hypervisor/debian_image.py; here it
+# only brings the kernel and initramfs it boots with.
+SETS = {"kernel": ["kernel"], "initrd": ["initrd"], "tiny": ["kernel", "initrd", "tiny"],
+        "debian": ["kernel", "initrd"]}
 
 
 def default_images_dir() -> str:
@@ -510,8 +513,8 @@ def _up_to_date(out: Path, inputs: dict) -> bool:
 
 def build(images_dir: str, which: set[str] = frozenset({"tiny"}),
           progress: Progress = print) -> dict[str, str]:
-    """Builds the images named in `which` ("tiny" brings its kernel and initrd; "kernel" and
-    "initrd" alone are accepted too) into images_dir; returns {file name: path}. Outputs whose
+    """Builds the images named in `which` ("tiny" brings its kernel and initrd; "kernel",
+    "initrd" and "debian" -- its kernel and initrd only -- are accepted too) into images_dir; returns {file name: path}. Outputs whose
     recorded inputs are unchanged are kept as they are. Safe against a concurrent build of the
     same directory (a lock file)."""
     unknown = set(which) - SETS.keys()

@@ -80,13 +80,14 @@ def kvm_works(kernel: str | None, timeout: float = 15.0) -> bool:
 class LibvirtDriver(Driver):
     name = "libvirt"
 
-    def __init__(self, listener: Listener, config, vpc_ready=None):
+    def __init__(self, listener: Listener, config, vpc_ready=None, vpc_gone=None):
         super().__init__(listener)
         self.config = config
         self.root = Path(config.state_dir).resolve() / "instances"
         self.root.mkdir(parents=True, exist_ok=True)
         self.network = Network(str(Path(config.state_dir).resolve() / "network"), prefix=config.network_prefix)
         self.vpc_ready = vpc_ready  # called (vpc id, namespace) once a VPC's namespace exists
+        self.vpc_gone = vpc_gone  # called (vpc id) before a VPC's namespace is removed
         self._domain_type: str | None = None if config.domain_type == "auto" else config.domain_type
         self._terminating: set[str] = set()
         self._lock = threading.Lock()
@@ -255,7 +256,13 @@ class LibvirtDriver(Driver):
                 dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
             except libvirt.libvirtError:
                 dom.undefine()
-        self.network.unplug(instance_id)
+        vpc_id = self.network.unplug(instance_id)
+        if vpc_id and not self.network.ports_in(vpc_id):
+            # A VPC with no guests needs no namespace: nothing stays behind on the host. Its
+            # metadata listener goes first (an open socket keeps a deleted namespace alive).
+            if self.vpc_gone:
+                self.vpc_gone(vpc_id)
+            self.network.remove_vpc(vpc_id)
         shutil.rmtree(self._dir(instance_id), ignore_errors=True)
         with self._lock:
             self._terminating.discard(instance_id)

@@ -428,6 +428,8 @@ class Network:
         if host.netns_exists(self.internet_namespace):
             self._del_link(self.internet_namespace, internet_link_name(vpc_id))
         shutil.rmtree(self._vpc_dir(vpc_id), ignore_errors=True)
+        if not self._known_vpcs():  # the last VPC gone: nothing needs "the internet" any more
+            self._remove_ns(self.internet_namespace)
 
     # ------------------------------------------------------------------------------ ports
 
@@ -480,8 +482,10 @@ class Network:
         self._ip(None, "link", "set", q, "up")
         self._ip(ns, "link", "set", qp, "master", subnet_bridge_name(subnet_id), "up")
 
-    def unplug(self, instance_id: str) -> None:
-        """Remove an instance's root bridge, veth pair, DHCP entry and rules (idempotent)."""
+    def unplug(self, instance_id: str) -> str | None:
+        """Remove an instance's root bridge, veth pair, DHCP entry and rules (idempotent).
+        Returns the VPC it was plugged into, if any."""
+        found = None
         with self._locked():
             for vpc_id in self._known_vpcs():
                 st = self._load(vpc_id)
@@ -490,7 +494,13 @@ class Network:
                     self._save(st)
                     self._apply(st)
                     self._del_link(self.namespace_of(vpc_id), port_name(instance_id))
+                    found = vpc_id
             self._remove_root_devices(instance_id)
+        return found
+
+    def ports_in(self, vpc_id: str) -> list[str]:
+        """Instance ids plugged into a VPC."""
+        return sorted(((self._load(vpc_id) or {}).get("ports") or {}).keys())
 
     def _remove_root_devices(self, instance_id: str) -> None:
         links = self._links(None)

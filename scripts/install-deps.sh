@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# Installs what ec2emu and its tests need on a Debian 12 machine, as root. Idempotent.
-#   scripts/install-deps.sh          the emulator
-#   scripts/install-deps.sh --test   and what the tests need (PostgreSQL, awscli, libcloud...)
+# Installs what ec2emu needs on a Debian 12 machine, as root. Idempotent.
+#   scripts/install-deps.sh          the emulator: QEMU, libvirt, the network tools, the Python package
+#   scripts/install-deps.sh --test   and what the tests need (PostgreSQL, awscli, libcloud, hypothesis)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 
-debs=(python3 python3-pip python3-venv)
+debs=(python3 python3-pip python3-venv python3-dev gcc pkg-config
+      qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev   # guests
+      iproute2 dnsmasq-base nftables openssh-client                                  # VPC networks
+      busybox-static e2fsprogs cpio kmod mmdebstrap)                                 # image building
 [ "${1:-}" = "--test" ] && debs+=(postgresql)
 missing=()
 for d in "${debs[@]}"; do dpkg -s "$d" >/dev/null 2>&1 || missing+=("$d"); done
 if [ ${#missing[@]} -gt 0 ]; then
+  echo "ec2emu: installing Debian packages: ${missing[*]}"
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 PY=$(command -v python3)
-extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+extras="[libvirt]"
+[ "${1:-}" = "--test" ] && extras="[libvirt,test]"
 # Debian's own python3 refuses system-wide pip installs (PEP 668): then use a venv in .venv.
 managed=$("$PY" -c 'import os, sysconfig; print(int(os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))))')
 if [ "$managed" = 0 ] && [ ! -d .venv ]; then

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Runs the whole test suite twice: against SQLite, then against a real PostgreSQL started here
-# (Debian's package, a throwaway cluster on 127.0.0.1). Installs what it needs first.
+# (Debian's package, a throwaway cluster on 127.0.0.1). Installs what it needs first, starts
+# libvirt, and builds the default images once into the shared cache (EC2EMU_IMAGE_CACHE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --test
+bash scripts/start-libvirt.sh
 source scripts/python.sh
+export EC2EMU_IMAGE_CACHE=${EC2EMU_IMAGE_CACHE:-/var/cache/ec2emu/images}
+"$PY" -m emulator.cli images build --image-dir "$EC2EMU_IMAGE_CACHE" --debian
 
 echo "== tests against SQLite"
 "$PY" -m pytest "$@"
