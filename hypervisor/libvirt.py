@@ -60,7 +60,7 @@ def smbios_uuid(instance_id: str) -> str:
     return str(uuid.UUID("ec2" + digest[3:]))
 
 
-def kvm_works(kernel: str | None, timeout: float = 15.0) -> bool:
+def kvm_works(kernel: str | None, timeout: float = 8.0) -> bool:
     """Try it: boot the kernel under KVM and watch for its banner on the serial port. A /dev/kvm
     that exists is not proof (PVM-flavoured KVM hangs ordinary kernels; FACTS.md)."""
     if not os.path.exists("/dev/kvm") or not kernel or not os.path.exists(kernel):
@@ -90,6 +90,7 @@ class LibvirtDriver(Driver):
         self.vpc_gone = vpc_gone  # called (vpc id) before a VPC's namespace is removed
         self._domain_type: str | None = None if config.domain_type == "auto" else config.domain_type
         self._terminating: set[str] = set()
+        self._stop_timers: dict[str, threading.Timer] = {}
         self._lock = threading.Lock()
         _start_event_loop()
         self.conn = libvirt.open(config.libvirt_uri)
@@ -107,8 +108,14 @@ class LibvirtDriver(Driver):
             return None
 
     def domain_type(self, kernel: str | None) -> str:
+        """'kvm' if KVM really boots a kernel here, else 'qemu' (TCG); probed once per state dir."""
         if self._domain_type is None:
-            self._domain_type = "kvm" if kvm_works(kernel) else "qemu"
+            remembered = Path(self.config.state_dir) / "domain-type"
+            if remembered.exists():
+                self._domain_type = remembered.read_text().strip()
+            else:
+                self._domain_type = "kvm" if kvm_works(kernel) else "qemu"
+                remembered.write_text(self._domain_type + "\n")
             log.info("guests run with domain type %s", self._domain_type)
         return self._domain_type
 
@@ -233,7 +240,16 @@ class LibvirtDriver(Driver):
                 d.destroy()
         timer = threading.Timer(self.config.stop_timeout_seconds, force_off)
         timer.daemon = True
+        with self._lock:
+            self._stop_timers[instance_id] = timer
         timer.start()
+
+    def _cancel_force_off(self, instance_id: str) -> None:
+        """The guest stopped by itself: its force-off deadline must not hit a later boot."""
+        with self._lock:
+            timer = self._stop_timers.pop(instance_id, None)
+        if timer is not None:
+            timer.cancel()
 
     def reboot(self, instance_id: str) -> None:
         dom = self._domain(instance_id)
@@ -282,6 +298,7 @@ class LibvirtDriver(Driver):
             if event == libvirt.VIR_DOMAIN_EVENT_STARTED:
                 self.listener(instance_id, "running")
             elif event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
+                self._cancel_force_off(instance_id)
                 with self._lock:
                     ending = instance_id in self._terminating
                 if ending:

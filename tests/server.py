@@ -45,8 +45,10 @@ def fresh_database_url() -> str:
 class Server:
     """One emulator process. restart() keeps the same state (database and state dir)."""
 
-    def __init__(self, state_dir: Path, extra_env: dict | None = None, database_url: str | None = None):
+    def __init__(self, state_dir: Path, extra_env: dict | None = None, database_url: str | None = None,
+                 hypervisor: str = "none"):
         self.state_dir = state_dir
+        self.hypervisor = hypervisor
         self.port = free_port()
         self.database_url = fresh_database_url() if database_url is None else database_url
         self.env = dict(os.environ, **(extra_env or {}))
@@ -60,7 +62,7 @@ class Server:
     def start(self) -> "Server":
         self.state_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "emulator.cli", "serve", "--port", str(self.port),
-               "--state-dir", str(self.state_dir), "--hypervisor", "none"]
+               "--state-dir", str(self.state_dir), "--hypervisor", self.hypervisor]
         if self.database_url:
             cmd += ["--database-url", self.database_url]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=open(self.log, "ab"),

@@ -1,0 +1,294 @@
+"""Real guests: libvirt/QEMU domains booted from the default images, on their VPC's network, reading
+the metadata service. Everything checked is what the guest itself saw or did: its serial console
+(GetConsoleOutput), commands run over SSH from inside the VPC's namespace, the metadata request log.
+
+One libvirt-backed server for the module; guests are shared where a test allows (boots cost ~5 CPU-s).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .helpers import expect_error, tiny_image, unique
+from .server import ROOT, Server
+
+pytestmark = pytest.mark.slow
+
+IMAGE_CACHE = os.environ.get("EC2EMU_IMAGE_CACHE", "/var/cache/ec2emu/images")
+NEEDS = ("virsh", "qemu-system-x86_64", "dnsmasq", "nft", "ssh")
+
+
+def _requirements() -> str | None:
+    missing = [t for t in NEEDS if shutil.which(t) is None]
+    if missing:
+        return "missing " + ", ".join(missing)
+    if not Path(IMAGE_CACHE, "ec2emu-tiny-busybox-2026.11-x86_64.qcow2").exists():
+        return f"images not built in {IMAGE_CACHE} (ec2emu images build)"
+    if subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True).returncode:
+        return "libvirtd is not running"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    why = _requirements()
+    if why:
+        if os.environ.get("CI"):  # CI installs all of it: a skip there would hide a broken setup
+            pytest.fail(f"guest tests cannot run: {why}")
+        pytest.skip(why)
+    prefix = "e2e" + secrets.token_hex(3)
+    from .conftest import CREDENTIALS
+    srv = Server(tmp_path_factory.mktemp("guests"), hypervisor="libvirt", extra_env={
+        "EC2EMU_IMAGE_DIR": IMAGE_CACHE, "EC2EMU_NETWORK_PREFIX": prefix, "EC2EMU_CREDENTIALS": CREDENTIALS,
+        "EC2EMU_STOP_TIMEOUT_SECONDS": "30"}).start()
+    srv.prefix = prefix
+    yield srv
+    _terminate_everything(srv)
+    srv.stop()
+    from hypervisor.network import Network
+    Network(srv.state_dir / "network", prefix=prefix).teardown_all()
+
+
+def _terminate_everything(srv: Server) -> None:
+    from .conftest import OTHER_ACCESS_KEY, OTHER_SECRET_KEY
+    for client in (srv.client(), srv.client(access_key=OTHER_ACCESS_KEY, secret_key=OTHER_SECRET_KEY)):
+        ids = [i["InstanceId"] for r in client.describe_instances()["Reservations"] for i in r["Instances"]
+               if i["State"]["Name"] != "terminated"]
+        if ids:
+            client.terminate_instances(InstanceIds=ids)
+            fast_waiter(client, "instance_terminated")(InstanceIds=ids)
+
+
+def fast_waiter(ec2, name: str):
+    """boto3's waiter, polling often and long enough for guests booting under TCG."""
+    waiter = ec2.get_waiter(name)
+    return lambda **kw: waiter.wait(WaiterConfig={"Delay": 0.5, "MaxAttempts": 360}, **kw)
+
+
+def _key(ec2, srv: Server) -> tuple[str, Path]:
+    name = unique("key")
+    pem = srv.state_dir / f"{name}.pem"
+    pem.write_text(ec2.create_key_pair(KeyName=name)["KeyMaterial"])
+    pem.chmod(0o600)
+    return name, pem
+
+
+def _console(ec2, instance_id: str, pattern: str, timeout: float = 180) -> re.Match:
+    deadline = time.monotonic() + timeout
+    out = ""
+    while time.monotonic() < deadline:
+        out = ec2.get_console_output(InstanceId=instance_id).get("Output") or ""
+        m = re.search(pattern, out)
+        if m:
+            return m
+        time.sleep(1)
+    raise AssertionError(f"{pattern!r} never appeared on {instance_id}'s console:\n{out[-3000:]}")
+
+
+def _ssh(srv: Server, instance_id: str, pem: Path, command: str, timeout: float = 90, login=None) -> str:
+    """`ec2emu ssh`, retried until the guest's SSH server answers."""
+    cmd = [sys.executable, "-m", "emulator.cli", "ssh", instance_id, "--endpoint", srv.endpoint,
+           "--state-dir", str(srv.state_dir), "-i", str(pem)]
+    if login:
+        cmd += ["-l", login]
+    env = dict(os.environ, EC2EMU_NETWORK_PREFIX=srv.prefix)
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = subprocess.run(cmd + ["--", command], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=60)
+        if proc.returncode == 0 or time.monotonic() > deadline:
+            return proc.stdout if proc.returncode == 0 else pytest.fail(
+                f"ssh {instance_id} {command!r} failed ({proc.returncode}): {proc.stderr}")
+        time.sleep(2)
+
+
+def _metadata_log(srv: Server) -> list[dict]:
+    path = srv.state_dir / "metadata.log"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _domains() -> set[str]:
+    out = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
+                         capture_output=True, text=True).stdout
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def _namespaces(prefix: str) -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.startswith(prefix)}
+
+
+USER_DATA = """#!/bin/sh
+echo "ud-marker $(wget -qO- http://169.254.169.254/latest/meta-data/instance-id) \
+$(wget -qO- http://169.254.169.254/latest/meta-data/public-ipv4)"
+"""
+
+
+def test_instance_lifecycle_on_a_real_guest(cloud):
+    ec2 = cloud.client()
+    key, pem = _key(ec2, cloud)
+    res = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1, InstanceType="t2.micro",
+                            KeyName=key, UserData=USER_DATA)
+    iid = res["Instances"][0]["InstanceId"]
+    assert res["Instances"][0]["State"]["Name"] == "pending"
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+    desc = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+
+    # The guest read its own identity and public address from the metadata service.
+    m = _console(ec2, iid, r"ud-marker (\S+) (\S+)")
+    assert m.group(1) == iid and m.group(2) == desc["PublicIpAddress"]
+    seen = [r for r in _metadata_log(cloud) if r["instance"] == iid]
+    assert seen and seen[0]["source"] == desc["PrivateIpAddress"]
+    assert {"PUT", "GET"} <= {r["method"] for r in seen}  # the agent speaks IMDSv2
+
+    # SSH with the key pair's PEM, from inside the VPC; sudo as on Amazon Linux.
+    out = _ssh(cloud, iid, pem, "id -un; sudo id -u; hostname; ip -4 -o addr show eth0")
+    assert out.split()[:2] == ["ec2-user", "0"]
+    assert desc["PrivateIpAddress"] in out
+
+    # The public address is 1:1 NAT from the namespace playing the internet.
+    internet = f"{cloud.prefix}-internet"
+    proc = subprocess.run(["ip", "netns", "exec", internet, "ssh", "-i", str(pem), "-o", "StrictHostKeyChecking=no",
+                           "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
+                           f"ec2-user@{desc['PublicIpAddress']}", "echo via-public-ip"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "via-public-ip", proc.stderr
+
+    # IMDSv2 required, live: a token-less request is refused, one with a token answered.
+    ec2.modify_instance_metadata_options(InstanceId=iid, HttpTokens="required")
+    v1 = _ssh(cloud, iid, pem, "wget -qO- http://169.254.169.254/latest/meta-data/instance-id; echo rc=$?")
+    assert "rc=1" in v1 and iid not in v1
+    v2 = _ssh(cloud, iid, pem,
+              "T=$(printf 'PUT /latest/api/token HTTP/1.0\\r\\nX-aws-ec2-metadata-token-ttl-seconds: 60\\r\\n\\r\\n'"
+              " | nc 169.254.169.254 80 | tr -d '\\r' | sed '1,/^$/d');"
+              " wget -qO- --header \"X-aws-ec2-metadata-token: $T\" http://169.254.169.254/latest/meta-data/instance-id")
+    assert v2.strip() == iid
+    assert any(r["instance"] == iid and r["status"] == 401 for r in _metadata_log(cloud))
+
+    # Stop (ACPI, graceful), start again (a new public IP), reboot.
+    ec2.stop_instances(InstanceIds=[iid])
+    fast_waiter(ec2, "instance_stopped")(InstanceIds=[iid])
+    _console(ec2, iid, r"ec2emu: (shutting down|poweroff)|reboot: Power down")
+    assert iid in _domains()  # a stopped instance keeps its domain and disk
+    ec2.start_instances(InstanceIds=[iid])
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+    assert _ssh(cloud, iid, pem, "cat /etc/hostname; echo up").strip().endswith("up")
+    ec2.reboot_instances(InstanceIds=[iid])
+    time.sleep(3)
+    assert _ssh(cloud, iid, pem, "echo back", timeout=120).strip() == "back"
+    assert ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
+
+    # Terminate: nothing of it stays on the host.
+    ec2.terminate_instances(InstanceIds=[iid])
+    fast_waiter(ec2, "instance_terminated")(InstanceIds=[iid])
+    assert iid not in _domains()
+    assert not (cloud.state_dir / "instances" / iid).exists()
+    assert _namespaces(cloud.prefix) == set()  # its VPC had no other guest
+    dnsmasq = subprocess.run(["pgrep", "-af", "dnsmasq"], capture_output=True, text=True).stdout
+    assert cloud.prefix not in dnsmasq
+    expect_error("IncorrectInstanceState", ec2.start_instances, InstanceIds=[iid])
+
+
+def test_guests_see_only_their_own_metadata(cloud):
+    from .conftest import OTHER_ACCESS_KEY, OTHER_SECRET_KEY
+    mine = cloud.client()
+    theirs = cloud.client(access_key=OTHER_ACCESS_KEY, secret_key=OTHER_SECRET_KEY)
+    key, pem = _key(mine, cloud)
+    zone = mine.describe_availability_zones()["AvailabilityZones"][0]["ZoneName"]
+    a = mine.run_instances(ImageId=tiny_image(mine), MinCount=2, MaxCount=2, KeyName=key, UserData=USER_DATA,
+                           Placement={"AvailabilityZone": zone})["Instances"]
+    b = theirs.run_instances(ImageId=tiny_image(theirs), MinCount=1, MaxCount=1, UserData=USER_DATA,
+                             Placement={"AvailabilityZone": zone})["Instances"][0]
+    # Another account's default VPC overlaps: the same private address, a different VPC.
+    assert b["PrivateIpAddress"] == a[0]["PrivateIpAddress"] and b["VpcId"] != a[0]["VpcId"]
+    for client, inst in ((mine, a[0]), (mine, a[1]), (theirs, b)):
+        fast_waiter(client, "instance_running")(InstanceIds=[inst["InstanceId"]])
+        assert _console(client, inst["InstanceId"], r"ud-marker (\S+)").group(1) == inst["InstanceId"]
+
+    # A guest claiming its neighbour's address gets nothing: the port drops spoofed frames.
+    spoof = (f"sudo ip addr add {a[1]['PrivateIpAddress']}/32 dev eth0;"
+             f" printf 'GET /latest/meta-data/instance-id HTTP/1.0\\r\\n\\r\\n'"
+             f" | timeout 8 nc -s {a[1]['PrivateIpAddress']} 169.254.169.254 80; echo rc=$?;"
+             f" sudo ip addr del {a[1]['PrivateIpAddress']}/32 dev eth0")
+    before = len(_metadata_log(cloud))
+    out = _ssh(cloud, a[0]["InstanceId"], pem, spoof)
+    assert a[1]["InstanceId"] not in out and a[0]["InstanceId"] not in out
+    assert not [r for r in _metadata_log(cloud)[before:] if r["instance"] == a[1]["InstanceId"]]
+    mine.terminate_instances(InstanceIds=[i["InstanceId"] for i in a])
+    theirs.terminate_instances(InstanceIds=[b["InstanceId"]])
+    fast_waiter(mine, "instance_terminated")(InstanceIds=[i["InstanceId"] for i in a])
+    fast_waiter(theirs, "instance_terminated")(InstanceIds=[b["InstanceId"]])
+
+
+def test_server_killed_while_guests_run(cloud):
+    ec2 = cloud.client()
+    key, pem = _key(ec2, cloud)
+    ids = [i["InstanceId"] for i in ec2.run_instances(ImageId=tiny_image(ec2), MinCount=2, MaxCount=2,
+                                                      KeyName=key)["Instances"]]
+    fast_waiter(ec2, "instance_running")(InstanceIds=ids)
+    _ssh(cloud, ids[0], pem, "true")
+
+    cloud.stop(signal.SIGKILL)
+    # While the server is down, one guest's domain vanishes behind its back.
+    subprocess.run(["virsh", "-c", "qemu:///system", "destroy", ids[1]], capture_output=True)
+    subprocess.run(["virsh", "-c", "qemu:///system", "undefine", ids[1]], capture_output=True)
+    assert ids[0] in _domains()
+    cloud.start()
+    ec2 = cloud.client()
+
+    states = {i["InstanceId"]: i for r in ec2.describe_instances(InstanceIds=ids)["Reservations"]
+              for i in r["Instances"]}
+    assert states[ids[0]]["State"]["Name"] == "running"  # kept running through the crash
+    assert _ssh(cloud, ids[0], pem, "echo still-here").strip() == "still-here"
+    gone = states[ids[1]]
+    assert gone["State"]["Name"] == "terminated"
+    assert gone["StateReason"]["Code"] == "Server.InternalError"
+    ec2.terminate_instances(InstanceIds=[ids[0]])
+    fast_waiter(ec2, "instance_terminated")(InstanceIds=[ids[0]])
+
+
+CLOUD_INIT_USER_DATA = """Content-Type: multipart/mixed; boundary="XX"
+MIME-Version: 1.0
+
+--XX
+Content-Type: text/cloud-config; charset="us-ascii"
+
+#cloud-config
+runcmd:
+  - echo "cc-marker $(cloud-init query ds.meta_data.instance-id 2>/dev/null || true)" > /dev/console
+--XX
+Content-Type: text/x-shellscript; charset="us-ascii"
+
+#!/bin/sh
+echo "script-marker $(cat /var/lib/cloud/data/instance-id)" > /dev/console
+--XX--
+"""
+
+
+def test_cloud_init_image(cloud):
+    ec2 = cloud.client()
+    image = ec2.describe_images(Owners=["ec2emu"], Filters=[{"Name": "name", "Values": ["debian-12-cloudinit-*"]}])
+    ami = image["Images"][0]["ImageId"]
+    key, pem = _key(ec2, cloud)
+    # t3.medium: 4 GiB, scaled to 512 MiB, which a systemd guest needs.
+    iid = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.medium", KeyName=key,
+                            UserData=CLOUD_INIT_USER_DATA)["Instances"][0]["InstanceId"]
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+    assert _console(ec2, iid, r"script-marker (\S+)", timeout=400).group(1) == iid
+    _console(ec2, iid, r"cc-marker", timeout=120)
+    final = _console(ec2, iid, r"Cloud-init v\. \S+ finished at .*Datasource (\S+)", timeout=120)
+    assert final.group(1).startswith("DataSourceEc2")
+    out = _ssh(cloud, iid, pem, "id -un; sudo cat /run/cloud-init/result.json", login="admin", timeout=120)
+    assert out.split()[0] == "admin" and "DataSourceEc2" in out
+    ec2.terminate_instances(InstanceIds=[iid])
+    fast_waiter(ec2, "instance_terminated")(InstanceIds=[iid])
