@@ -7,5 +7,5 @@ cd "$(dirname "$0")"
 bash scripts/install-deps.sh
 bash scripts/start-libvirt.sh
 source scripts/python.sh
-"$PY" -m emulator.cli images build
+"$PY" -m emulator.cli images build --debian
 exec "$PY" -m emulator.cli serve --hypervisor libvirt "$@"
