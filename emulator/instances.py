@@ -551,6 +551,13 @@ def describe_instance_status(ctx: Context, p: dict) -> dict:
 
 # ----------------------------------------------------------------------------- lifecycle
 
+def _user_initiated(row: Instance, state: str, now: datetime) -> None:
+    row.state = state
+    row.state_transition_reason = f"User initiated ({_gmt(now)})"
+    row.state_reason_code = "Client.UserInitiatedShutdown"
+    row.state_reason_message = "Client.UserInitiatedShutdown: User initiated shutdown"
+
+
 def _change(row: Instance, previous: str) -> dict:
     return {"InstanceId": row.id, "CurrentState": _state(row.state), "PreviousState": _state(previous)}
 
@@ -597,10 +604,7 @@ def stop_instances(ctx: Context, p: dict) -> dict:
     for row in rows:
         previous = row.state
         if row.state in ("pending", "running"):
-            row.state = "stopping"
-            row.state_transition_reason = f"User initiated ({_gmt(now)})"
-            row.state_reason_code = "Client.UserInitiatedShutdown"
-            row.state_reason_message = "Client.UserInitiatedShutdown: User initiated shutdown"
+            _user_initiated(row, "stopping", now)
             to_stop.append(row.id)
         changes.append(_change(row, previous))
     force = bool(p.get("Force"))
@@ -631,11 +635,8 @@ def terminate_instances(ctx: Context, p: dict) -> dict:
     changes, to_end = [], []
     for row in rows:
         previous = row.state
-        if row.state != "terminated" and row.state != "shutting-down":
-            row.state = "shutting-down"
-            row.state_transition_reason = f"User initiated ({_gmt(now)})"
-            row.state_reason_code = "Client.UserInitiatedShutdown"
-            row.state_reason_message = "Client.UserInitiatedShutdown: User initiated shutdown"
+        if row.state not in ("shutting-down", "terminated"):
+            _user_initiated(row, "shutting-down", now)
             to_end.append(row.id)
         changes.append(_change(row, previous))
     ctx.then(lambda: [ctx.driver.terminate(i) for i in to_end])

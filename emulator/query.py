@@ -69,6 +69,19 @@ def apply_filters(rows: Iterable, filters: list[dict] | None, spec: dict[str, Ge
     return rows
 
 
+def only_ids(rows: list, ids: list[str] | None, missing: Callable[[str], Exception]) -> list:
+    """The rows whose id was asked for (all rows when none was); an id not among them raises
+    missing(id), AWS's NotFound for that resource."""
+    if not ids:
+        return rows
+    by_id = {r.id: r for r in rows}
+    for i in ids:
+        if i not in by_id:
+            raise missing(i)
+    wanted = set(ids)
+    return [r for r in rows if r.id in wanted]
+
+
 def paginate(rows: list, max_results: int | None, next_token: str | None,
              key: Getter = lambda r: r.id, lowest: int = 5, highest: int = 1000) -> tuple[list, str | None]:
     """Rows must already be in a stable order (by key). The token names the last key served."""

@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, delete, select
 from .errors import EC2Error
 from .ids import new_id, well_formed
 from .models import Instance, SecurityGroup, SecurityGroupRule, Tag, Vpc, utcnow
-from .query import apply_filters, paginate
+from .query import apply_filters, only_ids, paginate
 from .registry import Context, action
 from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
 from .vpcs import default_vpc, get_vpc
@@ -603,13 +603,7 @@ def describe_security_group_rules(ctx: Context, p: dict) -> dict:
     rows = list(ctx.session.scalars(select(SecurityGroupRule).where(
         SecurityGroupRule.account_id == ctx.account_id, SecurityGroupRule.region == ctx.region)
         .order_by(SecurityGroupRule.id)))
-    ids = p.get("SecurityGroupRuleIds")
-    if ids:
-        by_id = {r.id: r for r in rows}
-        for rid in ids:
-            if rid not in by_id:
-                raise _no_rule_id(rid)
-        rows = [r for r in rows if r.id in set(ids)]
+    rows = only_ids(rows, p.get("SecurityGroupRuleIds"), _no_rule_id)
     tags = tags_for(ctx, [r.id for r in rows])
     rows = apply_filters(rows, p.get("Filters"), RULE_FILTERS, lambda r: tags[r.id])
     page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"))

@@ -10,7 +10,7 @@ from .catalogue import REGIONS
 from .errors import EC2Error
 from .ids import new_id
 from .models import Instance, Subnet, Vpc
-from .query import apply_filters, paginate
+from .query import apply_filters, only_ids, paginate
 from .registry import Context, action
 from .tags import tag_list, tags_for
 
@@ -72,16 +72,6 @@ def available_ips(ctx: Context, subnet: Subnet, used: int) -> int:
     return ipaddress.ip_network(subnet.cidr_block).num_addresses - reserved(subnet.cidr_block) - used
 
 
-def _lookup(rows, ids, code, what):
-    if ids:
-        found = {r.id for r in rows}
-        for i in ids:
-            if i not in found:
-                raise EC2Error(f"The {what} ID '{i}' does not exist", code)
-        rows = [r for r in rows if r.id in set(ids)]
-    return rows
-
-
 VPC_FILTERS = {
     "vpc-id": lambda v: v.id,
     "cidr": lambda v: v.cidr_block,
@@ -108,7 +98,8 @@ def _vpc_out(v: Vpc, tags: dict) -> dict:
 def describe_vpcs(ctx: Context, p: dict) -> dict:
     rows = ctx.session.scalars(select(Vpc).where(Vpc.account_id == ctx.account_id, Vpc.region == ctx.region)
                                .order_by(Vpc.id)).all()
-    rows = _lookup(rows, p.get("VpcIds"), "InvalidVpcID.NotFound", "vpc")
+    rows = only_ids(rows, p.get("VpcIds"),
+                    lambda i: EC2Error(f"The vpc ID '{i}' does not exist", "InvalidVpcID.NotFound"))
     tags = tags_for(ctx, [r.id for r in rows])
     rows = apply_filters(rows, p.get("Filters"), VPC_FILTERS, lambda r: tags[r.id])
     page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"))
@@ -161,7 +152,8 @@ def used_ips(ctx: Context, subnet_ids) -> dict[str, int]:
 def describe_subnets(ctx: Context, p: dict) -> dict:
     rows = ctx.session.scalars(select(Subnet).where(Subnet.account_id == ctx.account_id,
                                                     Subnet.region == ctx.region).order_by(Subnet.id)).all()
-    rows = _lookup(rows, p.get("SubnetIds"), "InvalidSubnetID.NotFound", "subnet")
+    rows = only_ids(rows, p.get("SubnetIds"),
+                    lambda i: EC2Error(f"The subnet ID '{i}' does not exist", "InvalidSubnetID.NotFound"))
     tags = tags_for(ctx, [r.id for r in rows])
     rows = apply_filters(rows, p.get("Filters"), SUBNET_FILTERS, lambda r: tags[r.id])
     page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"))

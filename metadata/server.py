@@ -186,7 +186,9 @@ class MetadataServer:
 
     def record(self, vpc_id: str, source: str, instance_id: str | None, method: str, path: str,
                status: int) -> None:
-        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "vpc": vpc_id,
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+        entry = {"time": stamp, "vpc": vpc_id,
                  "source": source, "instance": instance_id, "method": method, "path": path,
                  "status": status}
         log.info("%s %s %s %s %s -> %s", vpc_id, source, instance_id or "-", method, path, status)
