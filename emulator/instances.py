@@ -643,24 +643,24 @@ def terminate_instances(ctx: Context, p: dict) -> dict:
     return {"TerminatingInstances": changes}
 
 
-def apply_hypervisor_event(session: Session, config: Config, instance_id: str, state: str) -> None:
-    """Move an instance on from what the host really did."""
+def apply_hypervisor_event(session: Session, config: Config, instance_id: str, state: str) -> str | None:
+    """Move an instance on from what the host really did. Returns 'terminate' when the host must
+    now tear the guest down (its own shutdown with behaviour 'terminate', or a lost guest)."""
     row = session.get(Instance, instance_id, with_for_update=True)
     if row is None or row.state == "terminated":
-        return
+        return None
     now = utcnow()
     if state == "running" and row.state == "pending":
         row.state = "running"
         row.state_reason_code = row.state_reason_message = None
     elif state == "stopped" and row.state in ("pending", "running", "stopping"):
         if row.state != "stopping":  # the guest powered itself off
-            behaviour = (row.attributes or {}).get("InstanceInitiatedShutdownBehavior", "stop")
             row.state_transition_reason = f"User initiated ({_gmt(now)})"
             row.state_reason_code = "Client.InstanceInitiatedShutdown"
             row.state_reason_message = "Client.InstanceInitiatedShutdown: Instance initiated shutdown"
-            if behaviour == "terminate":
-                _terminated(row, now)
-                return
+            if (row.attributes or {}).get("InstanceInitiatedShutdownBehavior", "stop") == "terminate":
+                row.state = "shutting-down"
+                return "terminate"
         row.state = "stopped"
         row.public_ip = None  # AWS releases the public address of a stopped instance
     elif state == "terminated":
@@ -669,7 +669,9 @@ def apply_hypervisor_event(session: Session, config: Config, instance_id: str, s
         row.state_reason_code = "Server.InternalError"
         row.state_reason_message = "Server.InternalError: Internal error on launch"
         row.state_transition_reason = f"Server.InternalError ({_gmt(now)})"
-        _terminated(row, now)
+        row.state = "shutting-down"
+        return "terminate"  # whatever is left of it on the host goes too
+    return None
 
 
 def _terminated(row: Instance, now: datetime) -> None:
@@ -706,8 +708,9 @@ def reconcile(cloud) -> None:
                 else:
                     pending_actions.append(("terminate", row))
             elif row.state == "running" and host != "running":
-                apply_hypervisor_event(session, cloud.config, row.id,
-                                       "stopped" if host == "stopped" else "vanished")
+                if apply_hypervisor_event(session, cloud.config, row.id,
+                                          "stopped" if host == "stopped" else "vanished") == "terminate":
+                    pending_actions.append(("terminate", row))
         session.commit()
         for what, row in pending_actions:
             if what == "start":

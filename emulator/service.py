@@ -112,7 +112,9 @@ class Cloud:
     def on_hypervisor_event(self, instance_id: str, state: str) -> None:
         try:
             with self.Session() as session:
-                instances.apply_hypervisor_event(session, self.config, instance_id, state)
+                follow_up = instances.apply_hypervisor_event(session, self.config, instance_id, state)
                 session.commit()
+            if follow_up == "terminate":
+                self._actions.submit(self._act, lambda: self.driver.terminate(instance_id))
         except Exception:  # a listener must never kill the driver's thread
             log.exception("applying hypervisor event %s %s", instance_id, state)

@@ -253,8 +253,14 @@ def test_server_killed_while_guests_run(cloud):
     gone = states[ids[1]]
     assert gone["State"]["Name"] == "terminated"
     assert gone["StateReason"]["Code"] == "Server.InternalError"
-    ec2.terminate_instances(InstanceIds=[ids[0]])
+
+    # The guest powers itself off, with shutdown behaviour 'terminate': AWS terminates it.
+    ec2.modify_instance_attribute(InstanceId=ids[0], InstanceInitiatedShutdownBehavior={"Value": "terminate"})
+    _ssh(cloud, ids[0], pem, "sudo poweroff")
     fast_waiter(ec2, "instance_terminated")(InstanceIds=[ids[0]])
+    ended = ec2.describe_instances(InstanceIds=[ids[0]])["Reservations"][0]["Instances"][0]
+    assert ended["StateReason"]["Code"] == "Client.InstanceInitiatedShutdown"
+    assert ids[0] not in _domains() and not (cloud.state_dir / "instances" / ids[0]).exists()
 
 
 CLOUD_INIT_USER_DATA = """Content-Type: multipart/mixed; boundary="XX"

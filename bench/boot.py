@@ -1,0 +1,450 @@
+"""Boot benchmark: ec2emu's libvirt driver against bare QEMU, on the tiny image, one run.
+
+    python bench/boot.py [--guests N] [--image-dir DIR]
+
+Prints, side by side:
+  1. bare `qemu-system-x86_64` (bench/boot_bare.py: a private namespace, no libvirt) from its start
+     to the guest's first metadata request: 3 boots, median;
+  2. ec2emu: RunInstances (the moment the boto3 call starts) to that instance's first request in
+     the server's metadata.log: 3 instances one after the other, each terminated after; median,
+     and the ratio to bare (target <= 1.2x);
+  3. VmRSS of a t2.micro guest's qemu process (128 MiB guest) once idle, 10 s after its first
+     metadata request (measured on the instances of 2; target <= 220 MiB);
+  4. N t2.micro instances (default 20) launched 4 per RunInstances, each batch waited for (its
+     first metadata requests, at most 180 s) before the next; then, after a minute idle: how many
+     reached it and still run, total and mean qemu RSS, MemAvailable before/after, 1-minute load,
+     the guests' CPU use while idle. All are then terminated (target >= 20 idle guests).
+
+Needs root, libvirtd (`bash scripts/start-libvirt.sh`) and the built images. Starts its own
+`ec2emu serve --hypervisor libvirt` (temp state dir, a network prefix of its own) after the bare
+boots, so each side has the machine to itself. Everything is bounded in time; at exit, on error or
+Ctrl-C the instances are terminated, the server stopped, leftover domains of ours destroyed, the
+prefix's namespaces torn down and the temp dir removed. Prints figures only; asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from unittest import mock
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import tests.server  # noqa: E402
+from boot_bare import bare_boot_seconds  # noqa: E402
+from tests.server import Server  # noqa: E402
+
+INSTANCE_TYPE = "t2.micro"
+BATCH = 4
+FIRST_REQUEST_TIMEOUT = 180.0   # per instance (section 2) and per batch (section 4)
+IDLE_AFTER_FIRST = 10.0         # section 3: RSS this long after the first metadata request
+IDLE_BEFORE_MEASURE = 60.0      # section 4: settle time before RSS / load / idle CPU
+IDLE_CPU_WINDOW = 10.0          # section 4: qemu CPU time sampled over this window
+TERMINATE_TIMEOUT = 180.0
+TARGET_RATIO, TARGET_RSS_MIB, TARGET_IDLE = 1.2, 220, 20
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------ host facts
+
+def mem_available_mib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def cpu_ticks(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def qemu_pids(instance_ids) -> dict[str, int]:
+    """instance id -> pid of the qemu process whose command line names that domain
+    (libvirt starts it with `-name guest=<domain name>,...`)."""
+    wanted = set(instance_ids)
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not args or b"qemu-system" not in os.path.basename(args[0]):
+            continue
+        for arg in args[1:]:
+            for part in arg.decode(errors="replace").split(","):
+                name = part.removeprefix("guest=")
+                if name in wanted:
+                    found[name] = int(entry.name)
+    return found
+
+
+# ------------------------------------------------------------------------------------ metadata log
+
+def parse_time(stamp: str) -> float:
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(stamp, fmt).replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            continue
+    raise ValueError(f"unrecognised time {stamp!r}")
+
+
+class MetadataLog:
+    """Follows <state_dir>/metadata.log; remembers each instance's first request time."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset, self.first = path, 0, {}
+        self.subsecond = None  # whether the log's times carry fractions of a second
+
+    def poll(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        complete = data[:data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        for line in complete.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            iid = entry.get("instance")
+            if iid and iid not in self.first:
+                self.first[iid] = parse_time(entry["time"])
+                if self.subsecond is None:
+                    self.subsecond = "." in entry["time"]
+
+    def wait(self, instance_ids, timeout: float) -> dict[str, float]:
+        """First-request times of those of `instance_ids` that made one within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.poll()
+            seen = {i: self.first[i] for i in instance_ids if i in self.first}
+            if len(seen) == len(instance_ids) or time.monotonic() > deadline:
+                return seen
+            time.sleep(0.02)
+
+
+# ------------------------------------------------------------------------------------ the emulator
+
+class BenchServer(Server):
+    def start(self) -> "BenchServer":
+        # The server in a session of its own: a Ctrl-C on the terminal reaches the bench alone,
+        # which then terminates the instances through the API before stopping the server.
+        popen = functools.partial(subprocess.Popen, start_new_session=True)
+        with mock.patch.object(tests.server.subprocess, "Popen", popen):
+            return super().start()
+
+
+class Emulator:
+    def __init__(self, image_dir: str):
+        self.tmp = Path(tempfile.mkdtemp(prefix="ec2emu-bootbench-"))
+        self.prefix = "eb" + secrets.token_hex(3)
+        self.server = BenchServer(self.tmp / "state", hypervisor="libvirt", extra_env={
+            "EC2EMU_IMAGE_DIR": image_dir, "EC2EMU_NETWORK_PREFIX": self.prefix})
+        self.launched: list[str] = []
+        self.ec2 = None
+        self.metadata = MetadataLog(self.server.state_dir / "metadata.log")
+
+    def start(self) -> "Emulator":
+        self.server.start()
+        self.ec2 = self.server.client(read_timeout=180, connect_timeout=10)
+        images = self.ec2.describe_images(Owners=["ec2emu"],
+                                          Filters=[{"Name": "name", "Values": ["ec2emu-tiny-*"]}])
+        self.image = images["Images"][0]["ImageId"]
+        return self
+
+    def run(self, count: int) -> tuple[float, list[str]]:
+        """-> (time.time() as the RunInstances call starts, the new instance ids)."""
+        started = time.time()
+        res = self.ec2.run_instances(ImageId=self.image, MinCount=count, MaxCount=count,
+                                     InstanceType=INSTANCE_TYPE)
+        ids = [i["InstanceId"] for i in res["Instances"]]
+        self.launched += ids
+        return started, ids
+
+    def terminate(self, ids: list[str], timeout: float = TERMINATE_TIMEOUT) -> list[str]:
+        """Terminates and waits; -> the ids not terminated within `timeout`."""
+        if not ids:
+            return []
+        self.ec2.terminate_instances(InstanceIds=ids)
+        deadline = time.monotonic() + timeout
+        left = list(ids)
+        while left and time.monotonic() < deadline:
+            time.sleep(0.5)
+            res = self.ec2.describe_instances(InstanceIds=left)
+            left = [i["InstanceId"] for r in res["Reservations"] for i in r["Instances"]
+                    if i["State"]["Name"] != "terminated"]
+        return left
+
+    def close(self) -> None:
+        """Everything of ours goes, each step tried whatever the previous one did."""
+        if self.ec2 is not None and self.server.proc and self.server.proc.poll() is None:
+            try:
+                res = self.ec2.describe_instances()
+                live = [i["InstanceId"] for r in res["Reservations"] for i in r["Instances"]
+                        if i["State"]["Name"] != "terminated"]
+                if live:
+                    log(f"cleanup: terminating {len(live)} instance(s)")
+                    left = self.terminate(live)
+                    if left:
+                        log(f"cleanup: not terminated in time: {' '.join(left)}")
+            except Exception as exc:  # noqa: BLE001
+                log(f"cleanup: terminating through the API failed: {exc}")
+        try:
+            self.server.stop()
+        except Exception as exc:  # noqa: BLE001
+            log(f"cleanup: stopping the server: {exc}")
+        self._destroy_leftover_domains()
+        try:
+            from hypervisor.network import Network
+            Network(self.server.state_dir / "network", prefix=self.prefix).teardown_all()
+        except Exception as exc:  # noqa: BLE001
+            log(f"cleanup: network teardown: {exc}")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _destroy_leftover_domains(self) -> None:
+        """Domains of instances this run launched that survived (the server died, say)."""
+        if not self.launched:
+            return
+        virsh = ["virsh", "-c", "qemu:///system"]
+        try:
+            out = subprocess.run(virsh + ["list", "--all", "--name"], capture_output=True, text=True,
+                                 timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return
+        for name in set(out.split()) & set(self.launched):
+            log(f"cleanup: destroying leftover domain {name}")
+            for cmd in (["destroy", name], ["undefine", name]):
+                try:
+                    subprocess.run(virsh + cmd, capture_output=True, timeout=30)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+
+
+# ------------------------------------------------------------------------------------ sections
+
+def section_bare(image_dir: str, out: dict) -> None:
+    out["bare"] = []
+    for run in range(3):
+        seconds = bare_boot_seconds(image_dir)
+        out["bare"].append(seconds)
+        log(f"bare qemu run {run + 1}: first metadata request after {seconds:.2f} s")
+
+
+def section_single(emu: Emulator, out: dict) -> None:
+    out["emu"], out["rss"], out["emu_missed"] = [], [], 0
+    for run in range(3):
+        started, (iid,) = emu.run(1)
+        seen = emu.metadata.wait([iid], FIRST_REQUEST_TIMEOUT)
+        if iid not in seen:
+            out["emu_missed"] += 1
+            log(f"ec2emu run {run + 1}: {iid} made no metadata request in {FIRST_REQUEST_TIMEOUT:.0f} s")
+        else:
+            seconds = seen[iid] - started
+            out["emu"].append(seconds)
+            time.sleep(max(0.0, seen[iid] + IDLE_AFTER_FIRST - time.time()))
+            pid = qemu_pids([iid]).get(iid)
+            kib = rss_kib(pid) if pid else None
+            if kib:
+                out["rss"].append(kib / 1024)
+            log(f"ec2emu run {run + 1}: {iid} first metadata request {seconds:.2f} s after RunInstances; "
+                f"qemu pid {pid} RSS {kib / 1024 if kib else float('nan'):.0f} MiB "
+                f"{IDLE_AFTER_FIRST:.0f} s later")
+        left = emu.terminate([iid])
+        if left:
+            log(f"ec2emu run {run + 1}: {iid} not terminated within {TERMINATE_TIMEOUT:.0f} s")
+
+
+def section_many(emu: Emulator, guests: int, out: dict) -> None:
+    out["many_asked"] = guests
+    out["mem_before"] = mem_available_mib()
+    out["load_before"] = os.getloadavg()[0]
+    launched, reached, note = [], {}, ""
+    t0 = time.monotonic()
+    while len(launched) < guests:
+        count = min(BATCH, guests - len(launched))
+        try:
+            started, ids = emu.run(count)
+        except Exception as exc:  # noqa: BLE001  (a refusal is a result: stop launching)
+            note = f"RunInstances failed after {len(launched)}: {exc}"
+            log(note)
+            break
+        launched += ids
+        seen = emu.metadata.wait(ids, FIRST_REQUEST_TIMEOUT)
+        reached.update(seen)
+        slowest = max(seen.values()) - started if seen else float("nan")
+        log(f"batch {len(launched) // BATCH + (len(launched) % BATCH > 0)}: {len(seen)}/{len(ids)} "
+            f"reached metadata (slowest {slowest:.1f} s after RunInstances); "
+            f"{len(reached)}/{len(launched)} so far; load {os.getloadavg()[0]:.2f}")
+        if not seen:
+            note = f"a batch made no metadata request within {FIRST_REQUEST_TIMEOUT:.0f} s: stopped launching"
+            log(note)
+            break
+    out["many_launch_wall"] = time.monotonic() - t0
+    out["many_launched"], out["many_reached"], out["many_note"] = len(launched), len(reached), note
+
+    log(f"idling {IDLE_BEFORE_MEASURE:.0f} s before measuring")
+    time.sleep(max(0.0, IDLE_BEFORE_MEASURE - IDLE_CPU_WINDOW))
+    pids = qemu_pids(launched)
+    before = {i: cpu_ticks(p) for i, p in pids.items()}
+    t_cpu = time.monotonic()
+    time.sleep(IDLE_CPU_WINDOW)
+    after = {i: cpu_ticks(p) for i, p in pids.items()}
+    window = time.monotonic() - t_cpu
+    hz = os.sysconf("SC_CLK_TCK")
+    ticks = sum(after[i] - before[i] for i in pids if before[i] is not None and after[i] is not None)
+    out["idle_cpu_pct"] = 100.0 * ticks / hz / window  # % of one CPU, all guests together
+    rss = [k / 1024 for k in (rss_kib(p) for p in pids.values()) if k]
+    out["many_alive"] = len(rss)
+    out["many_rss_total"] = sum(rss)
+    out["many_rss_mean"] = statistics.mean(rss) if rss else float("nan")
+    out["many_rss_range"] = (min(rss), max(rss)) if rss else (float("nan"), float("nan"))
+    out["mem_after"] = mem_available_mib()
+    out["load_after"] = os.getloadavg()[0]
+    log(f"{len(rss)} qemu processes alive: RSS total {out['many_rss_total']:.0f} MiB; "
+        f"MemAvailable {out['mem_after']:.0f} MiB; load {out['load_after']:.2f}")
+    t_term = time.monotonic()
+    left = emu.terminate(launched)
+    out["many_terminate"] = time.monotonic() - t_term
+    out["many_not_terminated"] = len(left)
+    log(f"terminated {len(launched) - len(left)}/{len(launched)} in {out['many_terminate']:.1f} s")
+
+
+# ------------------------------------------------------------------------------------ the table
+
+def fmt(value, spec: str) -> str:
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return "-"
+
+
+def med(values: list[float]):
+    return statistics.median(values) if values else None
+
+
+def table(out: dict) -> str:
+    bare, emu = med(out.get("bare", [])), med(out.get("emu", []))
+    ratio = emu / bare if bare and emu else None
+    runs = lambda xs: " ".join(f"{x:.2f}" for x in xs) or "-"  # noqa: E731
+    rss = med(out.get("rss", []))
+    verdict = lambda ok: "" if ok is None else (" (met)" if ok else " (NOT met)")  # noqa: E731
+    w = 58
+    lines = [f"{'':{w}}{'bare qemu':>11}{'ec2emu':>11}{'ratio':>8}   target",
+             f"{'1-2. start -> first metadata request, median of 3 (s)':{w}}{fmt(bare, '.2f'):>11}"
+             f"{fmt(emu, '.2f'):>11}{fmt(ratio, '.2f'):>8}   <= {TARGET_RATIO}x"
+             f"{verdict(None if ratio is None else ratio <= TARGET_RATIO)}",
+             f"{'     each run (s)':{w}}  bare {runs(out.get('bare', []))};  ec2emu {runs(out.get('emu', []))}"
+             + (f";  {out['emu_missed']} missed" if out.get("emu_missed") else "")]
+    lines.append(f"{'3. qemu RSS, t2.micro (128 MiB), idle ' + str(int(IDLE_AFTER_FIRST)) + ' s after 1st request (MiB)':{w}}"
+                 f"{'':>11}{fmt(rss, '.0f'):>11}{'':>8}   <= {TARGET_RSS_MIB}"
+                 f"{verdict(None if rss is None else rss <= TARGET_RSS_MIB)}")
+    lines.append(f"{'     each run (MiB)':{w}}  {' '.join(f'{x:.0f}' for x in out.get('rss', [])) or '-'}")
+    if "many_asked" in out:
+        alive = out.get("many_alive")
+        ok = None if alive is None else min(out["many_reached"], alive) >= TARGET_IDLE
+        lo, hi = out.get("many_rss_range", (None, None))
+        lines += [
+            f"4. {out['many_asked']} x {INSTANCE_TYPE}, {BATCH} per RunInstances, "
+            f"each batch <= {FIRST_REQUEST_TIMEOUT:.0f} s to its first requests:",
+            f"{'     launched / reached first metadata request':{w}}  {out['many_launched']} / "
+            f"{out['many_reached']}   (target >= {TARGET_IDLE} idle{verdict(ok)})",
+            f"{'     qemu processes alive ' + str(int(IDLE_BEFORE_MEASURE)) + ' s after the last batch':{w}}  {fmt(alive, 'd')}",
+            f"{'     launch wall time, all batches (s)':{w}}  {fmt(out.get('many_launch_wall'), '.1f')}",
+            f"{'     qemu RSS total / mean (min-max) (MiB)':{w}}  {fmt(out.get('many_rss_total'), '.0f')} / "
+            f"{fmt(out.get('many_rss_mean'), '.0f')} ({fmt(lo, '.0f')}-{fmt(hi, '.0f')})",
+            f"{'     host MemAvailable before / after (MiB)':{w}}  {fmt(out.get('mem_before'), '.0f')} / "
+            f"{fmt(out.get('mem_after'), '.0f')}  (used by the guests: "
+            f"{fmt(out.get('mem_before', 0) - out.get('mem_after', float('nan')), '.0f')})",
+            f"{'     1-minute load before / with all idle':{w}}  {fmt(out.get('load_before'), '.2f')} / "
+            f"{fmt(out.get('load_after'), '.2f')}  ({os.cpu_count()} CPUs)",
+            f"{'     idle guests CPU, all together (% of one CPU)':{w}}  {fmt(out.get('idle_cpu_pct'), '.1f')}",
+            f"{'     terminate all (s) / not terminated':{w}}  {fmt(out.get('many_terminate'), '.1f')} / "
+            f"{fmt(out.get('many_not_terminated'), 'd')}",
+        ]
+        if out.get("many_note"):
+            lines.append(f"     note: {out['many_note']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--guests", type=int, default=20, help="idle guests to launch in section 4 (default 20)")
+    parser.add_argument("--image-dir", default=os.environ.get("EC2EMU_IMAGE_DIR", "/var/cache/ec2emu/images"))
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("needs root (network namespaces, libvirt's system instance)")
+        return 1
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    out: dict = {}
+    emu = None
+    status = 0
+    try:
+        log(f"bare qemu, 3 boots ({args.image_dir})")
+        section_bare(args.image_dir, out)
+        emu = Emulator(args.image_dir)
+        log(f"starting ec2emu (libvirt, prefix {emu.prefix}, state {emu.server.state_dir})")
+        emu.start()
+        section_single(emu, out)
+        if out.get("emu") and emu.metadata.subsecond is False:
+            log("note: metadata.log times are whole seconds: section 2 is only accurate to 1 s")
+        section_many(emu, args.guests, out)
+    except KeyboardInterrupt:
+        log("interrupted")
+        status = 130
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:  # noqa: BLE001
+        log(f"failed: {type(exc).__name__}: {exc}")
+        status = 1
+    finally:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the clean-up is not interrupted
+        try:
+            if emu is not None:
+                log("cleaning up")
+                emu.close()
+        finally:
+            signal.signal(signal.SIGINT, old)
+    print(table(out), flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
