@@ -256,7 +256,7 @@ def test_server_killed_while_guests_run(cloud):
 
     # The guest powers itself off, with shutdown behaviour 'terminate': AWS terminates it.
     ec2.modify_instance_attribute(InstanceId=ids[0], InstanceInitiatedShutdownBehavior={"Value": "terminate"})
-    _ssh(cloud, ids[0], pem, "sudo poweroff")
+    _ssh(cloud, ids[0], pem, "sudo sh -c 'sleep 1; poweroff' </dev/null >/dev/null 2>&1 &")
     fast_waiter(ec2, "instance_terminated")(InstanceIds=[ids[0]])
     ended = ec2.describe_instances(InstanceIds=[ids[0]])["Reservations"][0]["Instances"][0]
     assert ended["StateReason"]["Code"] == "Client.InstanceInitiatedShutdown"
