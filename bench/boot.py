@@ -372,10 +372,10 @@ def table(out: dict) -> str:
              f"{verdict(None if ratio is None else ratio <= TARGET_RATIO)}",
              f"{'     each run (s)':{w}}  bare {runs(out.get('bare', []))};  ec2emu {runs(out.get('emu', []))}"
              + (f";  {out['emu_missed']} missed" if out.get("emu_missed") else "")]
-    lines.append(f"{'3. qemu RSS, t2.micro (128 MiB), idle ' + str(int(IDLE_AFTER_FIRST)) + ' s after 1st request (MiB)':{w}}"
+    lines.append(f"{'3. qemu VmRSS, t2.micro (128 MiB guest), idle (MiB)':{w}}"
                  f"{'':>11}{fmt(rss, '.0f'):>11}{'':>8}   <= {TARGET_RSS_MIB}"
                  f"{verdict(None if rss is None else rss <= TARGET_RSS_MIB)}")
-    lines.append(f"{'     each run (MiB)':{w}}  {' '.join(f'{x:.0f}' for x in out.get('rss', [])) or '-'}")
+    lines.append(f"{'     each run, ' + str(int(IDLE_AFTER_FIRST)) + ' s after its first request (MiB)':{w}}  {' '.join(f'{x:.0f}' for x in out.get('rss', [])) or '-'}")
     if "many_asked" in out:
         alive = out.get("many_alive")
         ok = None if alive is None else min(out["many_reached"], alive) >= TARGET_IDLE

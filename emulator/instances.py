@@ -151,9 +151,9 @@ def _rows(ctx: Context, ids: list[str] | None = None) -> list:
     scope = {"account": ctx.account_id, "region": ctx.region}
     if ids is not None:
         _check_ids(ids)
-        result = ctx.session.execute(_BY_IDS, dict(scope, ids=ids))
+        result = ctx.session.connection().execute(_BY_IDS, dict(scope, ids=ids))
     else:
-        result = ctx.session.execute(_ALL, scope)
+        result = ctx.session.connection().execute(_ALL, scope)
     rows = _unexpired(ctx, result.all())
     if ids is not None:
         _require_all(ids, {r.id for r in rows})

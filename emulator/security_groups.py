@@ -424,7 +424,7 @@ def _group_names_of(ctx: Context, ids) -> dict[str, str]:
     ids = list(set(ids))
     if not ids:
         return {}
-    return dict(ctx.session.execute(_NAMES, {"ids": ids}).all())
+    return dict(ctx.session.connection().execute(_NAMES, {"ids": ids}).all())
 
 
 def _group_filters(rules: dict[str, list], names: dict[str, str]) -> dict:

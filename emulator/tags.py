@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, delete, select
 
 from .errors import EC2Error
-from .models import Image, Instance, KeyPair, SecurityGroup, SecurityGroupRule, Subnet, Tag, Vpc
+from .models import Image, ImportImageTask, Instance, KeyPair, SecurityGroup, SecurityGroupRule, Subnet, Tag, Vpc
 from .query import apply_filters, paginate
 from .registry import Context, action
 
@@ -25,6 +25,7 @@ KINDS: dict[str, Kind] = {
     "ami": Kind("image", Image, "InvalidAMIID.NotFound"),
     "aki": Kind("image", Image, "InvalidAMIID.NotFound"),
     "ari": Kind("image", Image, "InvalidAMIID.NotFound"),
+    "import-ami": Kind("import-image-task", ImportImageTask, "InvalidConversionTaskId"),
     "key": Kind("key-pair", KeyPair, "InvalidKeyPair.NotFound"),
     "sg": Kind("security-group", SecurityGroup, "InvalidGroup.NotFound"),
     "sgr": Kind("security-group-rule", SecurityGroupRule, "InvalidSecurityGroupRuleId.NotFound"),
@@ -39,7 +40,8 @@ def kind_of(resource_id: str) -> Kind | None:
     return KINDS.get(resource_id.rsplit("-", 1)[0]) if "-" in resource_id else None
 
 
-# Built once, run with parameters: constructing statements per call costs more than running them.
+# Built once, run with parameters on the session's connection (Core, no ORM layer): on the
+# describe path, building statements and ORM bookkeeping cost more than the queries.
 _TAGS = select(Tag.resource_id, Tag.key, Tag.value).where(
     Tag.account_id == bindparam("account"), Tag.region == bindparam("region"))
 _TAGS_OF_IDS = _TAGS.where(Tag.resource_id.in_(bindparam("ids", expanding=True)))
@@ -54,9 +56,9 @@ def tags_for(ctx: Context, ids) -> dict[str, dict[str, str]]:
         return out
     scope = {"account": ctx.account_id, "region": ctx.region}
     if len(ids) <= 500:
-        result = ctx.session.execute(_TAGS_OF_IDS, dict(scope, ids=ids))
+        result = ctx.session.connection().execute(_TAGS_OF_IDS, dict(scope, ids=ids))
     else:  # one scan beats a giant IN list
-        result = ctx.session.execute(_TAGS_OF_TYPE, dict(scope, rtype=kind_of(ids[0]).resource_type))
+        result = ctx.session.connection().execute(_TAGS_OF_TYPE, dict(scope, rtype=kind_of(ids[0]).resource_type))
     for rid, key, value in result:
         out[rid][key] = value
     return out
