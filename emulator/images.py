@@ -12,6 +12,12 @@ across restarts and databases and differ from region to region (see `public_imag
 Their `disk_path` is where the image builder (`PUBLIC_IMAGES[...].file`) is to put the file:
 <image dir>/<file> (config image_dir, default <state dir>/images), shared by every region; registering the record never creates it.
 
+RegisterImage with an ImageLocation that is a host path or file:// URL registers the user's own
+file: a disk (qcow2, raw...) as an EBS-backed AMI, a Linux kernel as an aki-, an initramfs as an
+ari-, told apart by content; the image is 'pending' until its private copy is in place
+(image_import.py holds the file side, and ImportImage). Any other ImageLocation (S3-style
+'bucket/manifest.xml') is recorded only.
+
 For RunInstances: `launchable_image` (the AMI a caller may launch, or AWS's error) and
 `image_by_id` (kernel/ramdisk lookups).
 """
@@ -25,6 +31,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select
 
+from . import image_import as files
 from .errors import EC2Error
 from .ids import new_id, well_formed
 from .models import Image, utcnow
@@ -257,7 +264,15 @@ def register_image(ctx: Context, p: dict) -> dict:
     if len(p.get("Description") or "") > 255:
         raise EC2Error("Value for parameter description is too long: at most 255 characters.",
                        "InvalidParameterValue")
-    virtualization = p.get("VirtualizationType") or "paravirtual"  # AWS's documented default
+    try:
+        local = files.local_path(location) if location else None
+    except files.ImageFileError as exc:
+        raise EC2Error(exc.message, "InvalidParameterValue") from None
+    if local is not None and len(location) > 255:
+        raise EC2Error("Value for parameter ImageLocation is too long: at most 255 characters.",
+                       "InvalidParameterValue")
+    virtualization = p.get("VirtualizationType") or (
+        "hvm" if local else "paravirtual")  # AWS's documented default; files are whole disks
     if virtualization not in ("hvm", "paravirtual"):
         raise EC2Error(f"Value ({virtualization}) for parameter virtualizationType is invalid. "
                        "Valid values: hvm, paravirtual", "InvalidParameterValue")
@@ -276,6 +291,8 @@ def register_image(ctx: Context, p: dict) -> dict:
         "ProductCodes": [{"ProductCodeId": c, "ProductCodeType": "marketplace"}
                          for c in p.get("BillingProducts") or []] or None,
     }.items() if v is not None}
+    if local is not None:
+        return _register_file(ctx, p, local, virtualization, attributes, tags)
     img = Image(
         id=new_id("ami"), account_id=ctx.account_id, region=ctx.region, name=name,
         description=p.get("Description"), image_type="machine", state="available",
@@ -291,6 +308,56 @@ def register_image(ctx: Context, p: dict) -> dict:
     ctx.session.flush()
     if tags:
         set_tags(ctx, img.id, tags)
+    return {"ImageId": img.id}
+
+
+def _register_file(ctx: Context, p: dict, path: str, virtualization: str, attributes: dict,
+                   tags: list[dict]) -> dict:
+    """RegisterImage from a file on this host: an AMI, a kernel or a ramdisk by its content,
+    'pending' until the image's own copy of the file is in place."""
+    try:
+        probe = files.sniff(path)
+    except files.ImageFileError as exc:
+        raise EC2Error(f"ImageLocation {exc.message}", "InvalidParameterValue") from None
+    name, location = p["Name"], p["ImageLocation"]
+    architecture = p.get("Architecture") or "x86_64"
+    if probe.kind == "machine":
+        root = p.get("RootDeviceName") or "/dev/xvda"
+        mappings = _mappings(p.get("BlockDeviceMappings"))
+        mine = next((m for m in mappings if m["DeviceName"] == root), None)
+        if mine is None:
+            mappings.insert(0, files.root_mapping(root, probe.volume_gib))
+        elif "Ebs" not in mine:
+            raise EC2Error(f"The root device name {root} must be mapped to an EBS volume in the "
+                           "block device mapping", "InvalidBlockDeviceMapping")
+        elif mine["Ebs"].get("VolumeSize") is None:
+            mine["Ebs"]["VolumeSize"] = probe.volume_gib
+        elif mine["Ebs"]["VolumeSize"] < probe.volume_gib:
+            raise EC2Error(f"Volume of size {mine['Ebs']['VolumeSize']}GB is smaller than the disk "
+                           f"image {path}, expect size >= {probe.volume_gib}GB", "InvalidBlockDeviceMapping")
+        img = files.disk_image_row(
+            image_id=new_id("ami"), account_id=ctx.account_id, region=ctx.region, name=name,
+            description=p.get("Description"), location=location, architecture=architecture,
+            virtualization=virtualization, root_device=root, mappings=mappings,
+            kernel_id=p.get("KernelId"), ramdisk_id=p.get("RamdiskId"), attributes=attributes)
+    else:
+        extra = [k for k in ("KernelId", "RamdiskId", "BlockDeviceMappings", "RootDeviceName") if p.get(k)]
+        if extra:
+            raise EC2Error(f"{path} is a Linux {probe.kind}: {' and '.join(extra)} apply to machine "
+                           "images only", "InvalidParameterCombination")
+        img = Image(
+            id=new_id("aki" if probe.kind == "kernel" else "ari"), account_id=ctx.account_id,
+            region=ctx.region, name=name, description=p.get("Description"), image_type=probe.kind,
+            state="pending", architecture=architecture, public=False, owner_alias=None,
+            root_device_type="instance-store", root_device_name=None,
+            virtualization_type=p.get("VirtualizationType") or "paravirtual",
+            platform_details="Linux/UNIX", image_location=location, block_device_mappings=[],
+            launch_permissions=[], attributes={}, disk_path=None)
+    ctx.session.add(img)
+    ctx.session.flush()
+    if tags:
+        set_tags(ctx, img.id, tags)
+    files.copy_in_background(ctx, img.id, path, probe)
     return {"ImageId": img.id}
 
 
@@ -347,8 +414,8 @@ IMAGE_FILTERS = {
     "source-instance-id": lambda i: _attr(i, "SourceInstanceId"),
     "sriov-net-support": lambda i: _attr(i, "SriovNetSupport"),
     "state": lambda i: i.state,
-    "state-reason-code": lambda i: None,
-    "state-reason-message": lambda i: None,
+    "state-reason-code": lambda i: (_attr(i, "StateReason") or {}).get("Code"),
+    "state-reason-message": lambda i: (_attr(i, "StateReason") or {}).get("Message"),
     "usage-operation": lambda i: "RunInstances",
     "virtualization-type": lambda i: i.virtualization_type,
 }
@@ -362,6 +429,7 @@ def _image_out(img: Image, tags: dict) -> dict:
     a = img.attributes or {}
     return {
         "ImageId": img.id, "ImageLocation": img.image_location, "State": img.state,
+        "StateReason": a.get("StateReason"),
         "OwnerId": img.account_id, "CreationDate": _iso(img.created_at), "Public": img.public,
         "ProductCodes": a.get("ProductCodes"), "Architecture": img.architecture,
         "ImageType": img.image_type, "KernelId": img.kernel_id, "RamdiskId": img.ramdisk_id,
@@ -603,4 +671,7 @@ def deregister_image(ctx: Context, p: dict) -> dict:
         raise EC2Error(f"Image {img.id} has deregistration protection enabled.", "InvalidParameterValue")
     delete_all_tags(ctx, img.id)
     ctx.session.delete(img)
+    if img.disk_path and img.account_id != EMULATOR_OWNER_ID:  # a copy of a user's file
+        factory, config, image_id, path = files.session_factory(ctx), ctx.config, img.id, img.disk_path
+        ctx.then(lambda: files.retire(factory, config, image_id, path))
     return {"Return": True}

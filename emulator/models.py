@@ -168,3 +168,25 @@ class Instance(Owned, Base):
         UniqueConstraint("subnet_id", "private_ip", name="uq_instances_private_ip"),
         Index("ix_instances_client_token", "account_id", "region", "client_token"),
     )
+
+
+class ImportImageTask(Owned, Base):
+    """An ImportImage task (import-ami-): a disk fetched, converted to qcow2 and registered as an
+    AMI in the background. Status active -> completed (image_id set) or deleting -> deleted."""
+    __tablename__ = "import_image_tasks"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active|deleting|deleted|completed
+    status_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    progress: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    image_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    description: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    platform: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    architecture: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    license_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    boot_mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    usage_operation: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    client_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    source: Mapped[str] = mapped_column(Text)  # path, file:// or http(s):// URL of the disk
+    disk: Mapped[dict] = mapped_column(JSON, default=dict)  # Format, DiskImageSize, Description...
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)  # heartbeat
+    __table_args__ = (Index("ix_import_image_tasks_client_token", "account_id", "region", "client_token"),)

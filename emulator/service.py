@@ -17,8 +17,8 @@ from .errors import EC2Error
 from .registry import HANDLERS, Context
 
 # Importing a resource module registers its handlers.
-from . import (addresses, images, instance_types, instances, keypairs, regions,  # noqa: E402,F401
-               security_groups, tags, vpcs)
+from . import (addresses, image_import, images, instance_types, instances, keypairs,  # noqa: E402,F401
+               regions, security_groups, tags, vpcs)
 
 log = logging.getLogger("ec2emu")
 

@@ -1,14 +1,14 @@
 """initial schema
 
-Revision ID: 5d773033ee63
+Revision ID: bc532a19018c
 Revises: 
-Create Date: 2026-11-22 02:58:55.484103
+Create Date: 2026-11-22 04:18:40.222340
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '5d773033ee63'
+revision = 'bc532a19018c'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -44,6 +44,32 @@ def upgrade() -> None:
     with op.batch_alter_table('images', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_images_account_id'), ['account_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_images_region'), ['region'], unique=False)
+
+    op.create_table('import_image_tasks',
+    sa.Column('id', sa.String(length=32), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('status_message', sa.Text(), nullable=True),
+    sa.Column('progress', sa.String(length=8), nullable=True),
+    sa.Column('image_id', sa.String(length=32), nullable=True),
+    sa.Column('description', sa.String(length=255), nullable=True),
+    sa.Column('platform', sa.String(length=16), nullable=True),
+    sa.Column('architecture', sa.String(length=16), nullable=True),
+    sa.Column('license_type', sa.String(length=32), nullable=True),
+    sa.Column('boot_mode', sa.String(length=16), nullable=True),
+    sa.Column('usage_operation', sa.String(length=64), nullable=True),
+    sa.Column('client_token', sa.String(length=64), nullable=True),
+    sa.Column('source', sa.Text(), nullable=False),
+    sa.Column('disk', sa.JSON(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('account_id', sa.String(length=12), nullable=False),
+    sa.Column('region', sa.String(length=32), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('import_image_tasks', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_import_image_tasks_account_id'), ['account_id'], unique=False)
+        batch_op.create_index('ix_import_image_tasks_client_token', ['account_id', 'region', 'client_token'], unique=False)
+        batch_op.create_index(batch_op.f('ix_import_image_tasks_region'), ['region'], unique=False)
 
     op.create_table('instances',
     sa.Column('id', sa.String(length=32), nullable=False),
@@ -247,6 +273,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_instances_account_id'))
 
     op.drop_table('instances')
+    with op.batch_alter_table('import_image_tasks', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_import_image_tasks_region'))
+        batch_op.drop_index('ix_import_image_tasks_client_token')
+        batch_op.drop_index(batch_op.f('ix_import_image_tasks_account_id'))
+
+    op.drop_table('import_image_tasks')
     with op.batch_alter_table('images', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_images_region'))
         batch_op.drop_index(batch_op.f('ix_images_account_id'))
