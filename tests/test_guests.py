@@ -156,6 +156,22 @@ def test_instance_lifecycle_on_a_real_guest(cloud):
     assert out.split()[:2] == ["ec2-user", "0"]
     assert desc["PrivateIpAddress"] in out
 
+    # A port forward from the host's loopback reaches the guest's SSH server inside the VPC.
+    from .server import free_port
+    local = free_port()
+    fwd = subprocess.Popen([sys.executable, "-m", "emulator.cli", "port-forward", iid, f"{local}:22",
+                            "--endpoint", cloud.endpoint, "--state-dir", str(cloud.state_dir)],
+                           cwd=ROOT, env=dict(os.environ, EC2EMU_NETWORK_PREFIX=cloud.prefix),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "->" in fwd.stdout.readline()  # listening
+        import socket
+        with socket.create_connection(("127.0.0.1", local), timeout=10) as conn:
+            assert conn.recv(64).startswith(b"SSH-2.0-")
+    finally:
+        fwd.terminate()
+        fwd.wait(10)
+
     # The public address is 1:1 NAT from the namespace playing the internet.
     internet = f"{cloud.prefix}-internet"
     proc = subprocess.run(["ip", "netns", "exec", internet, "ssh", "-i", str(pem), "-o", "StrictHostKeyChecking=no",
