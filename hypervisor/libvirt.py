@@ -89,12 +89,14 @@ class LibvirtDriver(Driver):
         self.vpc_ready = vpc_ready  # called (vpc id, namespace) once a VPC's namespace exists
         self.vpc_gone = vpc_gone  # called (vpc id) before a VPC's namespace is removed
         self._domain_type: str | None = None if config.domain_type == "auto" else config.domain_type
+        self._probe_lock = threading.Lock()
         self._terminating: set[str] = set()
         self._stop_timers: dict[str, threading.Timer] = {}
         self._lock = threading.Lock()
         _start_event_loop()
         self.conn = libvirt.open(config.libvirt_uri)
         self.conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_event, None)
+        self._probe_early()
 
     # ------------------------------------------------------------------------------ helpers
 
@@ -109,15 +111,24 @@ class LibvirtDriver(Driver):
 
     def domain_type(self, kernel: str | None) -> str:
         """'kvm' if KVM really boots a kernel here, else 'qemu' (TCG); probed once per state dir."""
-        if self._domain_type is None:
-            remembered = Path(self.config.state_dir) / "domain-type"
-            if remembered.exists():
-                self._domain_type = remembered.read_text().strip()
-            else:
-                self._domain_type = "kvm" if kvm_works(kernel) else "qemu"
-                remembered.write_text(self._domain_type + "\n")
-            log.info("guests run with domain type %s", self._domain_type)
-        return self._domain_type
+        with self._probe_lock:
+            if self._domain_type is None:
+                remembered = Path(self.config.state_dir) / "domain-type"
+                if remembered.exists():
+                    self._domain_type = remembered.read_text().strip()
+                else:
+                    self._domain_type = "kvm" if kvm_works(kernel) else "qemu"
+                    remembered.write_text(self._domain_type + "\n")
+                log.info("guests run with domain type %s", self._domain_type)
+            return self._domain_type
+
+    def _probe_early(self) -> None:
+        """Probe at start, in the background, with any kernel in the image dir: the first
+        RunInstances then need not wait for it (up to 8 s where KVM hangs)."""
+        kernels = sorted(Path(self.config.effective_image_dir).glob("*.vmlinuz"))
+        if self._domain_type is None and kernels:
+            threading.Thread(target=self.domain_type, args=(str(kernels[0]),), daemon=True,
+                             name="kvm-probe").start()
 
     def _memory(self, spec: InstanceSpec) -> int:
         return max(self.config.min_memory_mib, int(spec.memory_mib * self.config.memory_scale))
