@@ -34,6 +34,7 @@ from botocore.awsrequest import AWSRequest  # noqa: E402
 from botocore.config import Config as BotoConfig  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
 
+from bench.procfs import rss_kib  # noqa: E402
 from tests.server import ACCESS_KEY, SECRET_KEY, Server, free_port  # noqa: E402
 
 REGION = "us-east-1"
@@ -42,16 +43,6 @@ HTTP_TIMEOUT = 120
 
 
 # ------------------------------------------------------------------------------------ servers
-
-def rss_kib(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
 
 def descendants(pid: int) -> list[int]:
     """pid and every process below it (from /proc's ppid links)."""

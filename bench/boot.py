@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import tests.server  # noqa: E402
 from boot_bare import bare_boot_seconds  # noqa: E402
+from procfs import rss_kib  # noqa: E402
 from tests.server import Server  # noqa: E402
 
 INSTANCE_TYPE = "t2.micro"
@@ -68,16 +69,6 @@ def mem_available_mib() -> float:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def rss_kib(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
 
 def cpu_ticks(pid: int) -> int | None:

@@ -351,8 +351,8 @@ def run_instances(ctx: Context, p: dict) -> dict:
             Instance.client_token == token).order_by(Instance.launch_index)).all()
         if prior:
             if prior[0].request_digest != digest:
-                raise EC2Error(f"Arguments on this idempotent request are inconsistent with arguments "
-                               f"used in previous request(s).", "IdempotentParameterMismatch")
+                raise EC2Error("Arguments on this idempotent request are inconsistent with arguments "
+                               "used in previous request(s).", "IdempotentParameterMismatch")
             return _reservations(ctx, prior)[0]
     if not p.get("ImageId"):
         if p.get("LaunchTemplate"):

@@ -74,9 +74,9 @@ def _check(tags: list[dict]) -> None:
         if key is None:
             raise EC2Error("The request must contain the parameter Tag.Key", "MissingParameter")
         if not 1 <= len(key) <= 128:
-            raise EC2Error(f"Tag key exceeds the maximum length of 128 characters", "InvalidParameterValue")
+            raise EC2Error("Tag key exceeds the maximum length of 128 characters", "InvalidParameterValue")
         if len(t.get("Value") or "") > 256:
-            raise EC2Error(f"Tag value exceeds the maximum length of 256 characters", "InvalidParameterValue")
+            raise EC2Error("Tag value exceeds the maximum length of 256 characters", "InvalidParameterValue")
         if key.lower().startswith("aws:"):
             raise EC2Error("Tag keys starting with 'aws:' are reserved for internal use",
                            "InvalidParameterValue")

@@ -13,6 +13,13 @@ def error_code(excinfo: pytest.ExceptionInfo) -> str:
     return excinfo.value.response["Error"]["Code"]
 
 
+def error_of(call, **kwargs) -> tuple[str, str]:
+    """(code, message) of the ClientError a call raises."""
+    with pytest.raises(ClientError) as exc:
+        call(**kwargs)
+    return exc.value.response["Error"]["Code"], exc.value.response["Error"]["Message"]
+
+
 def expect_error(code: str, fn, *args, **kwargs) -> ClientError:
     with pytest.raises(ClientError) as excinfo:
         fn(*args, **kwargs)

@@ -18,21 +18,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import ClientError
 
 from emulator.images import KERNEL_NAME, PUBLIC_IMAGES, RAMDISK_NAME
 
+from .helpers import error_of, unique
+
 PUBLIC_CACHE = Path("/var/cache/ec2emu/images")
-
-
-def unique(prefix: str = "file") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def error_of(call, **kwargs) -> tuple[str, str]:
-    with pytest.raises(ClientError) as exc:
-        call(**kwargs)
-    return exc.value.response["Error"]["Code"], exc.value.response["Error"]["Message"]
 
 
 def qemu_img(*args) -> None:
@@ -95,7 +86,7 @@ def raw_disk(path: Path, size: str = "64M") -> Path:
 def test_register_qcow2_copies_the_file(ec2, tmp_path, registered):
     disk = tmp_path / "x.qcow2"
     qemu_img("create", "-f", "qcow2", disk, "1G")
-    name = unique()
+    name = unique("file")
     image_id = ec2.register_image(Name=name, ImageLocation=str(disk), Description="mine")["ImageId"]
     assert image_id.startswith("ami-") and len(image_id) == 21
     copy = registered / f"{image_id}.qcow2"
@@ -123,13 +114,13 @@ def test_register_file_url_rounds_size_up_and_keeps_given_mappings(ec2, tmp_path
     disk = tmp_path / "big disk.qcow2"
     qemu_img("create", "-f", "qcow2", disk, "1536M")
     url = "file://" + str(disk).replace(" ", "%20")
-    image_id = ec2.register_image(Name=unique(), ImageLocation=url)["ImageId"]
+    image_id = ec2.register_image(Name=unique("file"), ImageLocation=url)["ImageId"]
     img = wait_image(ec2, image_id)
     assert img["State"] == "available" and img["ImageLocation"] == url
     assert img["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 2
 
     image_id = ec2.register_image(
-        Name=unique(), ImageLocation=str(disk), RootDeviceName="/dev/sda1", Architecture="x86_64",
+        Name=unique("file"), ImageLocation=str(disk), RootDeviceName="/dev/sda1", Architecture="x86_64",
         BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 8, "VolumeType": "gp3"}},
                              {"DeviceName": "/dev/sdb", "VirtualName": "ephemeral0"}])["ImageId"]
     img = wait_image(ec2, image_id)
@@ -139,14 +130,14 @@ def test_register_file_url_rounds_size_up_and_keeps_given_mappings(ec2, tmp_path
     assert by_device["/dev/sda1"]["Ebs"]["VolumeType"] == "gp3"
     assert by_device["/dev/sdb"]["VirtualName"] == "ephemeral0"
 
-    code, message = error_of(ec2.register_image, Name=unique(), ImageLocation=str(disk),
+    code, message = error_of(ec2.register_image, Name=unique("file"), ImageLocation=str(disk),
                              BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 1}}])
     assert code == "InvalidBlockDeviceMapping" and ">= 2GB" in message
 
 
 def test_register_raw_converts_to_qcow2(ec2, tmp_path, registered):
     disk = raw_disk(tmp_path / "disk.img")
-    image_id = ec2.register_image(Name=unique(), ImageLocation=str(disk))["ImageId"]
+    image_id = ec2.register_image(Name=unique("file"), ImageLocation=str(disk))["ImageId"]
     copy = registered / f"{image_id}.qcow2"
     img = wait_image(ec2, image_id, copy)
     assert img["State"] == "available"
@@ -155,7 +146,7 @@ def test_register_raw_converts_to_qcow2(ec2, tmp_path, registered):
     # A blank disk (all zeros, as `qemu-img create` makes it) is a disk too.
     blank = tmp_path / "blank.raw"
     qemu_img("create", "-f", "raw", blank, "2G")
-    img = wait_image(ec2, ec2.register_image(Name=unique(), ImageLocation=str(blank))["ImageId"])
+    img = wait_image(ec2, ec2.register_image(Name=unique("file"), ImageLocation=str(blank))["ImageId"])
     assert img["State"] == "available" and img["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 2
 
 
@@ -187,20 +178,20 @@ def test_register_kernel_and_ramdisk_then_an_ami_booting_them(ec2, other_account
 
         disk = tmp_path / "root.qcow2"
         qemu_img("create", "-f", "qcow2", disk, "1G")
-        ami = ec2.register_image(Name=unique(), ImageLocation=str(disk), KernelId=kernel_id,
+        ami = ec2.register_image(Name=unique("file"), ImageLocation=str(disk), KernelId=kernel_id,
                                  RamdiskId=ramdisk_id)["ImageId"]
         img = wait_image(ec2, ami)
         assert img["KernelId"] == kernel_id and img["RamdiskId"] == ramdisk_id
         assert ec2.describe_image_attribute(ImageId=ami, Attribute="kernel")["KernelId"] == {"Value": kernel_id}
 
         # Kernel/ramdisk options make no sense on a kernel; ids must be of the right kind and visible.
-        code, _ = error_of(ec2.register_image, Name=unique(), ImageLocation=str(kernel_file), KernelId=kernel_id)
+        code, _ = error_of(ec2.register_image, Name=unique("file"), ImageLocation=str(kernel_file), KernelId=kernel_id)
         assert code == "InvalidParameterCombination"
-        code, _ = error_of(ec2.register_image, Name=unique(), ImageLocation=str(disk), KernelId=ramdisk_id)
+        code, _ = error_of(ec2.register_image, Name=unique("file"), ImageLocation=str(disk), KernelId=ramdisk_id)
         assert code == "InvalidKernelId.Malformed"
-        code, _ = error_of(ec2.register_image, Name=unique(), ImageLocation=str(disk), RamdiskId=kernel_id)
+        code, _ = error_of(ec2.register_image, Name=unique("file"), ImageLocation=str(disk), RamdiskId=kernel_id)
         assert code == "InvalidRamDiskId.Malformed"
-        code, message = error_of(other_account.register_image, Name=unique(), ImageLocation=str(disk),
+        code, message = error_of(other_account.register_image, Name=unique("file"), ImageLocation=str(disk),
                                  KernelId=kernel_id)
         assert code == "InvalidAMIID.NotFound" and kernel_id in message
     finally:  # kernels of its own in the account would upset listings elsewhere
@@ -211,29 +202,29 @@ def test_register_kernel_and_ramdisk_then_an_ami_booting_them(ec2, other_account
 def test_register_refuses_what_is_not_an_image(ec2, tmp_path):
     junk = tmp_path / "junk.txt"
     junk.write_text("this is not a disk image\n" * 100)
-    code, message = error_of(ec2.register_image, Name=unique(), ImageLocation=str(junk))
+    code, message = error_of(ec2.register_image, Name=unique("file"), ImageLocation=str(junk))
     assert code == "InvalidParameterValue" and str(junk) in message and "not a disk image" in message
 
     missing = tmp_path / "missing.qcow2"
-    code, message = error_of(ec2.register_image, Name=unique(), ImageLocation=str(missing))
+    code, message = error_of(ec2.register_image, Name=unique("file"), ImageLocation=str(missing))
     assert code == "InvalidParameterValue" and message == f"ImageLocation {missing}: no such file"
-    code, message = error_of(ec2.register_image, Name=unique(), ImageLocation=f"file://{missing}")
+    code, message = error_of(ec2.register_image, Name=unique("file"), ImageLocation=f"file://{missing}")
     assert code == "InvalidParameterValue" and "no such file" in message
 
-    code, message = error_of(ec2.register_image, Name=unique(), ImageLocation=str(tmp_path))
+    code, message = error_of(ec2.register_image, Name=unique("file"), ImageLocation=str(tmp_path))
     assert code == "InvalidParameterValue" and "not a regular file" in message
-    code, message = error_of(ec2.register_image, Name=unique(), ImageLocation="file://elsewhere/x.qcow2")
+    code, message = error_of(ec2.register_image, Name=unique("file"), ImageLocation="file://elsewhere/x.qcow2")
     assert code == "InvalidParameterValue" and "on this host" in message
 
     gzipped = tmp_path / "disk.img.gz"
     gzipped.write_bytes(gzip.compress(b"\x00" * 4096))
-    code, message = error_of(ec2.register_image, Name=unique(), ImageLocation=str(gzipped))
+    code, message = error_of(ec2.register_image, Name=unique("file"), ImageLocation=str(gzipped))
     assert code == "InvalidParameterValue" and "decompress it first" in message
 
     unreadable = raw_disk(tmp_path / "secret.img", "1M")
     unreadable.chmod(0)
     if os.geteuid() != 0:  # root reads anything
-        code, message = error_of(ec2.register_image, Name=unique(), ImageLocation=str(unreadable))
+        code, message = error_of(ec2.register_image, Name=unique("file"), ImageLocation=str(unreadable))
         assert code == "InvalidParameterValue" and "cannot be read" in message
 
 
@@ -246,7 +237,7 @@ def test_s3_style_location_is_still_a_record_only_registration(ec2):
 def test_deregistered_copy_stays_while_an_instance_uses_it(ec2, tmp_path, registered):
     disk = tmp_path / "used.qcow2"
     qemu_img("create", "-f", "qcow2", disk, "1G")
-    image_id = ec2.register_image(Name=unique(), ImageLocation=str(disk))["ImageId"]
+    image_id = ec2.register_image(Name=unique("file"), ImageLocation=str(disk))["ImageId"]
     copy = registered / f"{image_id}.qcow2"
     wait_image(ec2, image_id, copy)
     [instance] = ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1,
@@ -258,7 +249,7 @@ def test_deregistered_copy_stays_while_an_instance_uses_it(ec2, tmp_path, regist
     ec2.get_waiter("instance_terminated").wait(InstanceIds=[instance["InstanceId"]],
                                                WaiterConfig={"Delay": 1, "MaxAttempts": 30})
     # The next clean-up (here: another deregistration) deletes it.
-    other = ec2.register_image(Name=unique(), ImageLocation=str(disk))["ImageId"]
+    other = ec2.register_image(Name=unique("file"), ImageLocation=str(disk))["ImageId"]
     wait_image(ec2, other)
     ec2.deregister_image(ImageId=other)
     wait_gone(copy)
@@ -267,7 +258,7 @@ def test_deregistered_copy_stays_while_an_instance_uses_it(ec2, tmp_path, regist
 
 def test_deregistering_a_pending_image_leaves_no_file(ec2, tmp_path, registered):
     disk = raw_disk(tmp_path / "quick.img")
-    image_id = ec2.register_image(Name=unique(), ImageLocation=str(disk))["ImageId"]
+    image_id = ec2.register_image(Name=unique("file"), ImageLocation=str(disk))["ImageId"]
     ec2.deregister_image(ImageId=image_id)  # maybe before the copy finished
     time.sleep(1)
     wait_gone(registered / f"{image_id}.qcow2")

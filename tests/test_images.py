@@ -3,32 +3,20 @@ DescribeImages (owners, executable users, filters, paging), attributes, sharing,
 from __future__ import annotations
 
 import re
-import uuid
 
-import pytest
-from botocore.exceptions import ClientError
 
 from emulator.images import (DEBIAN_NAME, EMULATOR_OWNER_ID, KERNEL_NAME, RAMDISK_NAME, TINY_NAME,
                              public_image_id)
 
 from .conftest import OTHER_ACCOUNT
+from .helpers import error_of, unique
 from .server import ACCOUNT
 
 PUBLIC_NAMES = {KERNEL_NAME, RAMDISK_NAME, TINY_NAME, DEBIAN_NAME}
 
 
-def unique(prefix: str = "img") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def error_of(call, **kwargs) -> tuple[str, str]:
-    with pytest.raises(ClientError) as exc:
-        call(**kwargs)
-    return exc.value.response["Error"]["Code"], exc.value.response["Error"]["Message"]
-
-
 def register(ec2, name: str | None = None, **extra) -> str:
-    params = dict(Name=name or unique(), Architecture="x86_64", VirtualizationType="hvm",
+    params = dict(Name=name or unique("img"), Architecture="x86_64", VirtualizationType="hvm",
                   RootDeviceName="/dev/xvda",
                   BlockDeviceMappings=[{"DeviceName": "/dev/xvda",
                                         "Ebs": {"VolumeSize": 1, "VolumeType": "gp3"}}])
@@ -195,7 +183,7 @@ def test_register_errors(ec2):
         code, _ = error_of(register, ec2=ec2, name=bad)
         assert code == "InvalidAMIName.Malformed", bad
     register(ec2, "ok (name) [v1] it's @ok_/.-")  # every allowed character
-    code, _ = error_of(ec2.register_image, Name=unique())
+    code, _ = error_of(ec2.register_image, Name=unique("img"))
     assert code == "MissingParameter"
     code, _ = error_of(register, ec2=ec2, KernelId="ami-12345678")
     assert code == "InvalidKernelId.Malformed"

@@ -3,7 +3,7 @@ import base64
 import hashlib
 import re
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 
 from .helpers import expect_error, unique
 
