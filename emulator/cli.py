@@ -62,6 +62,19 @@ def _config(args):
         "state_dir": getattr(args, "state_dir", None), "image_dir": getattr(args, "image_dir", None)})
 
 
+class _ImageProgress:
+    """A progress bar over the image files to make: each step's line shows how many are ready."""
+
+    def __init__(self, total: int):
+        self.total, self.done = total, 0
+
+    def __call__(self, line: str) -> None:
+        if line.startswith(("wrote ", "cached ")) or line.startswith("debian: ready"):
+            self.done = min(self.total, self.done + 1)
+        filled = round(20 * self.done / self.total)
+        print(f"ec2emu images [{'#' * filled}{'-' * (20 - filled)}] {self.done}/{self.total}  {line}", flush=True)
+
+
 def _images_build(args) -> int:
     from pathlib import Path
 
@@ -70,15 +83,15 @@ def _images_build(args) -> int:
     config = _config(args)
     images_dir = config.effective_image_dir
     which = {"tiny"} | ({"debian"} if args.debian else set())
-    out = build(images_dir, which, progress=lambda line: print(f"ec2emu images: {line}", flush=True))
+    progress = _ImageProgress(3 + (1 if args.debian else 0))  # kernel, ramdisk, tiny root (+ Debian root)
+    out = build(images_dir, which, progress=progress)
     if args.debian:
         from hypervisor.debian_image import build_debian
         from emulator.images import DEBIAN_NAME
         target = Path(images_dir) / f"{DEBIAN_NAME}.qcow2"
-        if target.exists() and not args.force:
-            print(f"ec2emu images: {target.name} is built (cached)")
-        else:
-            build_debian(target, progress=lambda line: print(f"ec2emu images: {line}", flush=True))
+        if not target.exists() or args.force:
+            build_debian(target, progress=progress)
+        progress(f"debian: ready {target.name}")
         out[target.name] = str(target)
     for name, path in sorted(out.items()):
         print(f"ec2emu images: ready {path}")
