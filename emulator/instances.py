@@ -8,6 +8,7 @@ a timer here.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 import json
@@ -372,7 +373,8 @@ def run_instances(ctx: Context, p: dict) -> dict:
     kernel_id = p.get("KernelId") or image.kernel_id
     ramdisk_id = p.get("RamdiskId") or image.ramdisk_id
     for ident, kind in ((kernel_id, "kernel"), (ramdisk_id, "ramdisk")):
-        if ident and (images.image_by_id(ctx, ident) is None or images.image_by_id(ctx, ident).image_type != kind):
+        found = images.image_by_id(ctx, ident) if ident else None
+        if ident and (found is None or found.image_type != kind):
             code = "InvalidAKIID.NotFound" if kind == "kernel" else "InvalidARIID.NotFound"
             raise EC2Error(f"The {kind} image id '[{ident}]' does not exist", code)
     key_name = p.get("KeyName")
@@ -487,11 +489,14 @@ INSTANCE_FILTERS = {
 }
 
 
-def _group_name_filter(ctx: Context):
-    def get(r):
-        names = security_groups.group_names(ctx, r.security_group_ids)
-        return list(names.values())
-    return get
+def _group_name_filter(ctx: Context, rows: list):
+    """Getter for the group-name filters: the names of every row's groups, looked up in one
+    query the first time a group-name filter is used (not one query per row)."""
+    @functools.cache
+    def names() -> dict[str, str]:
+        return security_groups.group_names(ctx, {g for r in rows for g in r.security_group_ids})
+
+    return lambda r: [names()[g] for g in r.security_group_ids if g in names()]
 
 
 @action("DescribeInstances")
@@ -503,8 +508,8 @@ def describe_instances(ctx: Context, p: dict) -> dict:
     rows = _rows(ctx, ids or None)
     if p.get("Filters"):
         tags = tags_for(ctx, [r.id for r in rows])
-        spec = dict(INSTANCE_FILTERS, **{"instance.group-name": _group_name_filter(ctx),
-                                         "group-name": _group_name_filter(ctx)})
+        by_name = _group_name_filter(ctx, rows)
+        spec = dict(INSTANCE_FILTERS, **{"instance.group-name": by_name, "group-name": by_name})
         rows = apply_filters(rows, p["Filters"], spec, lambda r: tags.get(r.id, {}))
     page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"), lowest=5, highest=1000)
     return {"Reservations": _reservations(ctx, page), "NextToken": token}

@@ -123,6 +123,10 @@ def test_placement_subnet_and_groups(ec2, image):
                 PrivateIpAddress=str(ipaddress.ip_network(subnet["CidrBlock"])[200]))["Instances"][0]
     assert inst2["SecurityGroups"] == [{"GroupId": group, "GroupName": inst2["SecurityGroups"][0]["GroupName"]}]
     assert inst2["PrivateIpAddress"].endswith(".200")
+    name = inst2["SecurityGroups"][0]["GroupName"]
+    for f in ("group-name", "instance.group-name"):
+        found = ec2.describe_instances(Filters=[{"Name": f, "Values": [name]}])["Reservations"]
+        assert [i["InstanceId"] for r in found for i in r["Instances"]] == [inst2["InstanceId"]]
     expect_error("InvalidIPAddress.InUse", run, ec2, image, SubnetId=subnet["SubnetId"],
                  PrivateIpAddress=inst2["PrivateIpAddress"])
     expect_error("DependencyViolation", ec2.delete_security_group, GroupId=group)
