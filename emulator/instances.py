@@ -18,16 +18,17 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
-from hypervisor import InstanceSpec
+from hypervisor import HostEvent, InstanceSpec
 
 from . import images, keypairs, security_groups, vpcs
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
-from .config import Config
 from .errors import EC2Error
 from .ids import new_id, well_formed
+from .host_tasks import enqueue, unfinished_resources
 from .models import Instance, Subnet, Tag, utcnow
+from .models import InstanceState as S
 from .query import apply_filters, paginate
-from .registry import Context, action
+from .registry import Context, Host, action, host_action
 from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
 
 STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48,
@@ -437,8 +438,9 @@ def run_instances(ctx: Context, p: dict) -> dict:
     for row in rows:
         if tags:
             set_tags(ctx, row.id, tags)
-    specs = [_spec(ctx, r) for r in rows]
-    ctx.then(lambda: [ctx.driver.start(s) for s in specs])
+    for row in rows:
+        ctx.host_task("instance.start", row.id, row.availability_zone)
+    ctx.session.flush()  # the describe below reads tags on the connection, past the ORM
     return _reservations(ctx, rows)[0]
 
 
@@ -588,9 +590,8 @@ def start_instances(ctx: Context, p: dict) -> dict:
                 taken.add(row.public_ip)
             to_start.append(row)
         changes.append(_change(row, previous))
-    ctx.session.flush()
-    specs = [_spec(ctx, r) for r in to_start]
-    ctx.then(lambda: [ctx.driver.start(s) for s in specs])
+    for row in to_start:
+        ctx.host_task("instance.start", row.id, row.availability_zone)
     return {"StartingInstances": changes}
 
 
@@ -605,15 +606,13 @@ def stop_instances(ctx: Context, p: dict) -> dict:
             raise EC2Error(f"The instance '{row.id}' may not be stopped. Modify its 'disableApiStop' "
                            f"instance attribute and try again.", "OperationNotPermitted")
     now = utcnow()
-    changes, to_stop = [], []
+    changes = []
     for row in rows:
         previous = row.state
         if row.state in ("pending", "running"):
             _user_initiated(row, "stopping", now)
-            to_stop.append(row.id)
+            ctx.host_task("instance.stop", row.id, row.availability_zone, force=bool(p.get("Force")))
         changes.append(_change(row, previous))
-    force = bool(p.get("Force"))
-    ctx.then(lambda: [ctx.driver.stop(i, force) for i in to_stop])
     return {"StoppingInstances": changes}
 
 
@@ -624,8 +623,9 @@ def reboot_instances(ctx: Context, p: dict) -> None:
         if row.state in ("shutting-down", "terminated"):
             raise EC2Error(f"The instance '{row.id}' is not in a state from which it can be rebooted.",
                            "IncorrectInstanceState")
-    running = [r.id for r in rows if r.state == "running"]
-    ctx.then(lambda: [ctx.driver.reboot(i) for i in running])
+    for row in rows:
+        if row.state == "running":
+            ctx.host_task("instance.reboot", row.id, row.availability_zone)
     return None
 
 
@@ -637,46 +637,48 @@ def terminate_instances(ctx: Context, p: dict) -> dict:
             raise EC2Error(f"The instance '{row.id}' may not be terminated. Modify its 'disableApiTermination' "
                            f"instance attribute and try again.", "OperationNotPermitted")
     now = utcnow()
-    changes, to_end = [], []
+    changes = []
     for row in rows:
         previous = row.state
         if row.state not in ("shutting-down", "terminated"):
             _user_initiated(row, "shutting-down", now)
-            to_end.append(row.id)
+            ctx.host_task("instance.terminate", row.id, row.availability_zone)
         changes.append(_change(row, previous))
-    ctx.then(lambda: [ctx.driver.terminate(i) for i in to_end])
     return {"TerminatingInstances": changes}
 
 
-def apply_hypervisor_event(session: Session, config: Config, instance_id: str, state: str) -> str | None:
-    """Move an instance on from what the host really did. Returns 'terminate' when the host must
-    now tear the guest down (its own shutdown with behaviour 'terminate', or a lost guest)."""
+def apply_hypervisor_event(session: Session, instance_id: str, state: str) -> bool:
+    """Move an instance on from what the host really did. When the host must now tear the guest
+    down (its own shutdown with behaviour 'terminate', or a lost guest), a terminate task joins
+    the same transaction; returns True then."""
     row = session.get(Instance, instance_id, with_for_update=True)
-    if row is None or row.state == "terminated":
-        return None
+    if row is None or row.state == S.TERMINATED:
+        return False
     now = utcnow()
-    if state == "running" and row.state == "pending":
-        row.state = "running"
+    if state == HostEvent.RUNNING and row.state == S.PENDING:
+        row.state = S.RUNNING
         row.state_reason_code = row.state_reason_message = None
-    elif state == "stopped" and row.state in ("pending", "running", "stopping"):
-        if row.state != "stopping":  # the guest powered itself off
+    elif state == HostEvent.STOPPED and row.state in (S.PENDING, S.RUNNING, S.STOPPING):
+        if row.state != S.STOPPING:  # the guest powered itself off
             row.state_transition_reason = f"User initiated ({_gmt(now)})"
             row.state_reason_code = "Client.InstanceInitiatedShutdown"
             row.state_reason_message = "Client.InstanceInitiatedShutdown: Instance initiated shutdown"
             if (row.attributes or {}).get("InstanceInitiatedShutdownBehavior", "stop") == "terminate":
-                row.state = "shutting-down"
-                return "terminate"
-        row.state = "stopped"
+                row.state = S.SHUTTING_DOWN
+                enqueue(session, "instance.terminate", row.id, row.availability_zone)
+                return True
+        row.state = S.STOPPED
         row.public_ip = None  # AWS releases the public address of a stopped instance
-    elif state == "terminated":
+    elif state == HostEvent.TERMINATED:
         _terminated(row, now)
-    elif state == "vanished":  # the host lost the guest: AWS reports an internal error
+    elif state == HostEvent.VANISHED:  # the host lost the guest: AWS reports an internal error
         row.state_reason_code = "Server.InternalError"
         row.state_reason_message = "Server.InternalError: Internal error on launch"
         row.state_transition_reason = f"Server.InternalError ({_gmt(now)})"
-        row.state = "shutting-down"
-        return "terminate"  # whatever is left of it on the host goes too
-    return None
+        row.state = S.SHUTTING_DOWN
+        enqueue(session, "instance.terminate", row.id, row.availability_zone)  # what is left goes too
+        return True
+    return False
 
 
 def _terminated(row: Instance, now: datetime) -> None:
@@ -686,45 +688,81 @@ def _terminated(row: Instance, now: datetime) -> None:
     row.public_ip = None
 
 
-def reconcile(cloud) -> None:
-    """After a start or crash: compare each live instance with the host and finish what was begun
-    (write intent, act, record: an intent with no result is acted on again)."""
-    with cloud.Session() as session:
+# ------------------------------------------------------------------------------- host side
+
+def _host_spec(host: Host, session: Session, row: Instance) -> InstanceSpec:
+    return _spec(host.context(session, row.account_id, row.region), row)
+
+
+@host_action("instance.start")
+def start_on_host(host: Host, instance_id: str) -> None:
+    """Boot the guest of a 'pending' instance (built from what the database says now: a start
+    overtaken by a terminate does nothing)."""
+    with host.Session() as session:
+        row = session.get(Instance, instance_id)
+        if row is None or row.state != S.PENDING:
+            return
+        spec = _host_spec(host, session, row)
+    host.driver.start(spec)
+
+
+@host_action("instance.stop")
+def stop_on_host(host: Host, instance_id: str, force: bool = False) -> None:
+    with host.Session() as session:
+        row = session.get(Instance, instance_id)
+        if row is None or row.state != S.STOPPING:
+            return
+    host.driver.stop(instance_id, force)
+
+
+@host_action("instance.reboot")
+def reboot_on_host(host: Host, instance_id: str) -> None:
+    with host.Session() as session:
+        row = session.get(Instance, instance_id)
+        if row is None or row.state != S.RUNNING:
+            return
+    host.driver.reboot(instance_id)
+
+
+@host_action("instance.terminate")
+def terminate_on_host(host: Host, instance_id: str) -> None:
+    host.driver.terminate(instance_id)  # idempotent: whatever is left of the guest goes
+
+
+def reconcile(host: Host) -> None:
+    """At start-up, before the host worker runs: rebuild the host's plumbing for the live
+    instances, then compare each with the host and ask for what is missing (write intent, act,
+    record: an intent with no result is acted on again). Instances with an unfinished task are
+    left to it."""
+    with host.Session() as session:
         rows = session.scalars(select(Instance).where(Instance.state.in_(LIVE))).all()
-        wired = [cloud.context(session, r.account_id, r.region, "reconcile") for r in rows]
-        cloud.driver.reconcile_host([_spec(ctx, r) for ctx, r in zip(wired, rows)
-                                     if r.state in ("pending", "running", "stopping", "shutting-down")])
-        pending_actions = []
+        host.driver.reconcile_host([_host_spec(host, session, r) for r in rows
+                                    if r.state in (S.PENDING, S.RUNNING, S.STOPPING, S.SHUTTING_DOWN)])
+        waiting = unfinished_resources(session)
         for row in rows:
-            host = cloud.driver.reconcile_state(row.id, row.state)
-            if row.state in ("pending", "running") and host == "running":
-                if row.state == "pending":
-                    apply_hypervisor_event(session, cloud.config, row.id, "running")
-            elif row.state == "pending":
-                pending_actions.append(("start", row))
-            elif row.state == "stopping":
-                if host == "running":
-                    pending_actions.append(("stop", row))
+            if row.id in waiting:
+                continue
+            found = host.driver.reconcile_state(row.id, row.state)
+            zone = row.availability_zone
+            if row.state in (S.PENDING, S.RUNNING) and found == HostEvent.RUNNING:
+                if row.state == S.PENDING:
+                    apply_hypervisor_event(session, row.id, HostEvent.RUNNING)
+            elif row.state == S.PENDING:
+                enqueue(session, "instance.start", row.id, zone)
+            elif row.state == S.STOPPING:
+                if found == HostEvent.RUNNING:
+                    enqueue(session, "instance.stop", row.id, zone)
                 else:
-                    apply_hypervisor_event(session, cloud.config, row.id, "stopped")
-            elif row.state == "shutting-down":
-                if host is None:
-                    apply_hypervisor_event(session, cloud.config, row.id, "terminated")
+                    apply_hypervisor_event(session, row.id, HostEvent.STOPPED)
+            elif row.state == S.SHUTTING_DOWN:
+                if found is None:
+                    apply_hypervisor_event(session, row.id, HostEvent.TERMINATED)
                 else:
-                    pending_actions.append(("terminate", row))
-            elif row.state == "running" and host != "running":
-                if apply_hypervisor_event(session, cloud.config, row.id,
-                                          "stopped" if host == "stopped" else "vanished") == "terminate":
-                    pending_actions.append(("terminate", row))
+                    enqueue(session, "instance.terminate", row.id, zone)
+            elif row.state == S.RUNNING:
+                apply_hypervisor_event(session, row.id,
+                                       HostEvent.STOPPED if found == HostEvent.STOPPED else HostEvent.VANISHED)
         session.commit()
-        for what, row in pending_actions:
-            if what == "start":
-                ctx = cloud.context(session, row.account_id, row.region, "reconcile")
-                cloud.driver.start(_spec(ctx, row))
-            elif what == "stop":
-                cloud.driver.stop(row.id, False)
-            else:
-                cloud.driver.terminate(row.id)
 
 
 # ---------------------------------------------------------------------------- attributes

@@ -7,6 +7,7 @@ account and region that own it: queries always scope by both.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from enum import StrEnum
 
 from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -130,6 +131,16 @@ class Image(Owned, Base):
     disk_path: Mapped[str | None] = mapped_column(Text, nullable=True)  # host file behind it
 
 
+class InstanceState(StrEnum):
+    """AWS's instance states (the column holds the value; a StrEnum compares equal to it)."""
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    SHUTTING_DOWN = "shutting-down"
+    TERMINATED = "terminated"
+
+
 class Instance(Owned, Base):
     __tablename__ = "instances"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -190,3 +201,31 @@ class ImportImageTask(Owned, Base):
     disk: Mapped[dict] = mapped_column(JSON, default=dict)  # Format, DiskImageSize, Description...
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)  # heartbeat
     __table_args__ = (Index("ix_import_image_tasks_client_token", "account_id", "region", "client_token"),)
+
+
+class HostTaskState(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class HostTask(Base):
+    """A host action the database has promised (boot, stop, tear down, ...), written in the same
+    transaction as the change that asks for it and consumed in id order by the host worker, which
+    marks it done. Unfinished rows after a crash are run again at start-up (host actions are
+    idempotent), so a crash between commit and action loses nothing.
+
+    `zone` names the availability zone whose host must act: one host agent per zone may later
+    consume only its own zone's tasks (DESIGN.md, scale beyond one machine)."""
+    __tablename__ = "host_tasks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str] = mapped_column(String(64), index=True)
+    zone: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    args: Mapped[dict] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default=HostTaskState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    __table_args__ = (Index("ix_host_tasks_state", "state", "id"),)

@@ -1,13 +1,30 @@
-"""Action name -> handler. Handlers register with @action("Name") in their resource module."""
+"""What handlers and host actions are, and where they are found.
+
+Action name -> handler: handlers register with @action("Name") in their resource module, and
+every resource module is listed in HANDLER_MODULES; `load_handlers` imports them and refuses to
+start when a module that registers handlers is missing from the list (it would otherwise answer
+InvalidAction for its operations without a word).
+
+Host actions (@host_action("instance.start")) are what the host worker runs for a durable host
+task (see host_tasks.py); they live beside the handlers that ask for them.
+"""
 from __future__ import annotations
 
+import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+
+from hypervisor import Driver
 
 from .config import Config
+
+# Every module of emulator/ that registers handlers, in no particular order.
+HANDLER_MODULES = ("addresses", "image_import", "images", "instance_types", "instances", "keypairs",
+                   "regions", "security_groups", "tags", "vpcs")
 
 
 @dataclass
@@ -18,16 +35,38 @@ class Context:
     request_id: str
     session: Session
     config: Config
-    driver: Any  # hypervisor driver
+    driver: Driver
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    wrote_tasks: bool = False
+
+    def host_task(self, kind: str, resource_id: str, zone: str | None = None, **args) -> None:
+        """Ask the host to act once this transaction is durable: a HostTask row in the same
+        transaction, run by the host worker after the commit (and after a crash, at start-up)."""
+        from .host_tasks import enqueue  # host_tasks imports this module
+        enqueue(self.session, kind, resource_id, zone, **args)
+        self.wrote_tasks = True
 
     def then(self, fn: Callable[[], None]) -> None:
-        """Run fn once the transaction is durable (write intent, then act)."""
+        """Run fn once the transaction is durable, in this process only (not durable: used by
+        image copies and imports until they become host tasks)."""
         self.after_commit.append(fn)
 
 
+@dataclass
+class Host:
+    """What a host action sees: its own short database sessions, the config and the driver."""
+    Session: sessionmaker
+    config: Config
+    driver: Driver
+
+    def context(self, session: Session, account_id: str, region: str) -> Context:
+        return Context(account_id, region, "host-task", session, self.config, self.driver)
+
+
 Handler = Callable[[Context, dict], dict | None]
+HostAction = Callable[..., None]  # (host, resource id, **task args)
 HANDLERS: dict[str, Handler] = {}
+HOST_ACTIONS: dict[str, HostAction] = {}
 
 
 def action(name: str) -> Callable[[Handler], Handler]:
@@ -37,3 +76,28 @@ def action(name: str) -> Callable[[Handler], Handler]:
         HANDLERS[name] = fn
         return fn
     return register
+
+
+def host_action(kind: str) -> Callable[[HostAction], HostAction]:
+    def register(fn: HostAction) -> HostAction:
+        if kind in HOST_ACTIONS:
+            raise RuntimeError(f"host action {kind} registered twice")
+        HOST_ACTIONS[kind] = fn
+        return fn
+    return register
+
+
+_REGISTERS = re.compile(r"^@(host_)?action\(", re.M)
+
+
+def load_handlers() -> None:
+    """Import every handler module; a module of emulator/ that registers handlers but is not
+    listed is a start-up error."""
+    here = Path(__file__).resolve().parent
+    unlisted = sorted(p.stem for p in here.glob("*.py")
+                      if p.stem not in HANDLER_MODULES and _REGISTERS.search(p.read_text()))
+    if unlisted:
+        raise RuntimeError(f"emulator modules {unlisted} register handlers but are not in "
+                           f"registry.HANDLER_MODULES")
+    for name in HANDLER_MODULES:
+        importlib.import_module(f"{__package__}.{name}")

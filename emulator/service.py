@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,14 +12,13 @@ from sqlalchemy.exc import IntegrityError
 
 from hypervisor import make_driver, resolve_kind
 
-from . import db
+from . import db, instances, regions
 from .config import Config
 from .errors import EC2Error
-from .registry import HANDLERS, Context
+from .host_tasks import HostWorker
+from .registry import HANDLERS, Context, Host, load_handlers
 
-# Importing a resource module registers its handlers.
-from . import (addresses, image_import, images, instance_types, instances, keypairs,  # noqa: E402,F401
-               regions, security_groups, tags, vpcs)
+load_handlers()
 
 log = logging.getLogger("ec2emu")
 
@@ -41,17 +41,22 @@ class Cloud:
             # the driver brings the namespace up.
             from metadata.server import MetadataServer
             self.metadata = MetadataServer(self.Session, config.state_dir)
+        # Host actions (boot, stop, plumbing) are durable tasks run after the commit, in order,
+        # off the request path: RunInstances answers 'pending' at once, as AWS does.
+        self.worker = HostWorker(self.Session)
         self.driver = make_driver(config, self.on_hypervisor_event,
                                   vpc_ready=self.metadata.listen if self.metadata else None,
                                   vpc_gone=self.metadata.close if self.metadata else None)
-        # Host actions (boot, stop, plumbing) run after the commit, in order, off the request path:
-        # RunInstances answers 'pending' at once, as AWS does.
+        self.host = Host(self.Session, config, self.driver)
+        # Not yet durable: image copies and imports, until they become host tasks.
         self._actions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="host-actions")
         self._ready: set[tuple[str, str]] = set()  # positive memo only: defaults never vanish
         self._ready_lock = threading.Lock()
-        instances.reconcile(self)
+        instances.reconcile(self.host)
+        self.worker.start(self.host)  # after the reconciler: it runs what a crash left unfinished
 
     def close(self) -> None:
+        self.worker.close()
         self._actions.shutdown(wait=True)
         if self.metadata:
             self.metadata.close_all()
@@ -98,6 +103,10 @@ class Cloud:
                 log.warning("conflict in %s: %s", action, exc)
                 raise EC2Error("The request conflicted with a concurrent change; retry it.",
                                "IncorrectState") from None
+        if self.config.crash_after_commit == action:  # tests only: die before the host acts
+            os._exit(70)
+        if ctx.wrote_tasks:
+            self.worker.wake()
         for fn in ctx.after_commit:
             self._actions.submit(self._act, fn)
         return result
@@ -110,11 +119,12 @@ class Cloud:
             log.exception("host action failed")
 
     def on_hypervisor_event(self, instance_id: str, state: str) -> None:
+        """A driver's event (any thread): record it; host work it calls for is a task."""
         try:
             with self.Session() as session:
-                follow_up = instances.apply_hypervisor_event(session, self.config, instance_id, state)
+                follow_up = instances.apply_hypervisor_event(session, instance_id, state)
                 session.commit()
-            if follow_up == "terminate":
-                self._actions.submit(self._act, lambda: self.driver.terminate(instance_id))
+            if follow_up:
+                self.worker.wake()
         except Exception:  # a listener must never kill the driver's thread
             log.exception("applying hypervisor event %s %s", instance_id, state)

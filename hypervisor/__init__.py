@@ -1,7 +1,7 @@
 """What is real on the host. `make_driver` picks the configured driver."""
 from __future__ import annotations
 
-from .base import Driver, InstanceSpec, Listener
+from .base import Driver, HostEvent, InstanceSpec, Listener
 
 
 def resolve_kind(config) -> str:
@@ -27,4 +27,4 @@ def make_driver(config, listener: Listener, vpc_ready=None, vpc_gone=None) -> Dr
     raise SystemExit(f"unknown hypervisor driver {config.hypervisor!r} (libvirt or none)")
 
 
-__all__ = ["Driver", "InstanceSpec", "Listener", "make_driver", "resolve_kind"]
+__all__ = ["Driver", "HostEvent", "InstanceSpec", "Listener", "make_driver", "resolve_kind"]

@@ -8,8 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-Listener = Callable[[str, str], None]  # (instance id, new state)
+
+class HostEvent(StrEnum):
+    """What a driver reports about a guest (equal to the plain strings, too)."""
+    RUNNING = "running"
+    STOPPED = "stopped"
+    TERMINATED = "terminated"
+    VANISHED = "vanished"  # the host lost the guest (or could not bring it up)
+
+
+Listener = Callable[[str, HostEvent], None]  # (instance id, what happened)
 
 
 @dataclass

@@ -1,0 +1,104 @@
+"""Durable host tasks and the worker that runs them.
+
+A handler that needs the host to act (boot, stop, tear down...) does not act: it writes a
+`HostTask` row in its own transaction (`Context.host_task`). Once that commits, the host worker
+runs the task's host action (registered with `@host_action` in the resource's module), then marks
+the row done. So the database never promises what the host forgets: a crash between the commit
+and the action leaves a pending row, and the next start runs it (host actions are idempotent, so
+running one twice is harmless).
+
+Tasks run one at a time in id order, which orders every action on one resource (a VPC's teardown
+can never overtake the next instance's start in that VPC) — the reason driver events that need
+host work (a guest's own shutdown with behaviour 'terminate') enqueue a task too instead of
+acting on the driver's thread. Tasks carry their zone: one worker per zone, each on its own host,
+is the scale-out path (DESIGN.md); today one process runs the one worker.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import HostTask, HostTaskState, utcnow
+from .registry import HOST_ACTIONS, Host
+
+log = logging.getLogger("ec2emu.host")
+
+POLL_SECONDS = 2.0  # tasks written by another process (a second API worker) are found this late
+
+
+def enqueue(session: Session, kind: str, resource_id: str, zone: str | None = None, **args) -> HostTask:
+    """Add a task to the open transaction: it exists if and only if that transaction commits."""
+    if kind not in HOST_ACTIONS:
+        raise KeyError(f"no host action {kind!r} is registered")
+    task = HostTask(kind=kind, resource_id=resource_id, zone=zone, args=args, state=HostTaskState.PENDING)
+    session.add(task)
+    return task
+
+
+def unfinished_resources(session: Session) -> set[str]:
+    """Resources with a task not yet run: the reconciler leaves them to their task."""
+    return set(session.scalars(select(HostTask.resource_id).where(
+        HostTask.state == HostTaskState.PENDING)))
+
+
+class HostWorker:
+    """Runs pending host tasks in id order, one at a time, in its own thread."""
+
+    def __init__(self, Session: sessionmaker):
+        self.Session = Session
+        self.host: Host | None = None
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self, host: Host) -> None:
+        self.host = host
+        self._thread = threading.Thread(target=self._loop, name="host-worker", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        """Finish the task under way (if any) and stop; pending tasks stay for the next start."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=120)
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            try:
+                task = self._next()
+            except Exception:  # the database is away for a moment: try again later
+                log.exception("reading host tasks")
+                task = None
+            if task is None:
+                self._wake.wait(POLL_SECONDS)
+                self._wake.clear()
+                continue
+            self.run(task)
+
+    def _next(self) -> HostTask | None:
+        with self.Session() as session:
+            return session.scalars(select(HostTask).where(HostTask.state == HostTaskState.PENDING)
+                                   .order_by(HostTask.id).limit(1)).first()
+
+    def run(self, task: HostTask) -> None:
+        """Run one task's host action and record the outcome. A failing action is recorded as
+        failed with its error (the action itself reports what the user sees, e.g. a state reason)."""
+        action = HOST_ACTIONS[task.kind]
+        error = None
+        try:
+            action(self.host, task.resource_id, **(task.args or {}))
+        except Exception as exc:  # noqa: BLE001 (recorded, and the worker goes on)
+            log.exception("host task %s %s %s failed", task.id, task.kind, task.resource_id)
+            error = f"{type(exc).__name__}: {exc}"
+        with self.Session() as session:
+            session.execute(update(HostTask).where(HostTask.id == task.id).values(
+                state=HostTaskState.FAILED if error else HostTaskState.DONE, error=error,
+                attempts=HostTask.attempts + 1, finished_at=utcnow()))
+            session.commit()
