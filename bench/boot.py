@@ -47,6 +47,7 @@ import tests.server  # noqa: E402
 from boot_bare import bare_boot_seconds  # noqa: E402
 from procfs import rss_kib  # noqa: E402
 from tests.server import Server  # noqa: E402
+from hypervisor.imagebuild import default_images_dir  # noqa: E402
 
 INSTANCE_TYPE = "t2.micro"
 BATCH = 4
@@ -397,7 +398,7 @@ def table(out: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--guests", type=int, default=20, help="idle guests to launch in section 4 (default 20)")
-    parser.add_argument("--image-dir", default=os.environ.get("EC2EMU_IMAGE_DIR", "/var/cache/ec2emu/images"))
+    parser.add_argument("--image-dir", default=os.environ.get("EC2EMU_IMAGE_DIR") or default_images_dir())
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("needs root (network namespaces, libvirt's system instance)")

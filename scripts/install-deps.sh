@@ -10,7 +10,7 @@ debs=(python3 python3-pip python3-venv python3-dev gcc pkg-config
       qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev   # guests
       iproute2 dnsmasq-base nftables openssh-client                                  # VPC networks
       busybox-static e2fsprogs cpio kmod mmdebstrap)                                 # image building
-[ "${1:-}" = "--test" ] && debs+=(postgresql)
+[ "${1:-}" = "--test" ] && debs+=(postgresql putty-tools openssl)  # putty-tools: the PPK check
 missing=()
 for d in "${debs[@]}"; do dpkg -s "$d" >/dev/null 2>&1 || missing+=("$d"); done
 if [ ${#missing[@]} -gt 0 ]; then

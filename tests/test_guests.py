@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from hypervisor.imagebuild import default_images_dir
+
 from .helpers import expect_error, tiny_image, unique
 from .server import ROOT, Server
 
 pytestmark = pytest.mark.slow
 
-IMAGE_CACHE = os.environ.get("EC2EMU_IMAGE_CACHE", "/var/cache/ec2emu/images")
+IMAGE_CACHE = default_images_dir()
 NEEDS = ("virsh", "qemu-system-x86_64", "dnsmasq", "nft", "ssh")
 
 
@@ -43,9 +45,7 @@ def _requirements() -> str | None:
 def cloud(tmp_path_factory):
     why = _requirements()
     if why:
-        if os.environ.get("CI"):  # CI installs all of it: a skip there would hide a broken setup
-            pytest.fail(f"guest tests cannot run: {why}")
-        pytest.skip(why)
+        pytest.skip(why)  # a failure under CI (conftest)
     prefix = "e2e" + secrets.token_hex(3)
     from .conftest import CREDENTIALS
     srv = Server(tmp_path_factory.mktemp("guests"), hypervisor="libvirt", extra_env={

@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 
 from emulator.images import KERNEL_NAME, PUBLIC_IMAGES, RAMDISK_NAME
+from hypervisor.imagebuild import default_images_dir
 
 from .helpers import error_of, unique
 
-PUBLIC_CACHE = Path("/var/cache/ec2emu/images")
+PUBLIC_CACHE = Path(default_images_dir())
 
 
 def qemu_img(*args) -> None:
