@@ -694,34 +694,31 @@ def _host_spec(host: Host, session: Session, row: Instance) -> InstanceSpec:
     return _spec(host.context(session, row.account_id, row.region), row)
 
 
-@host_action("instance.start")
-def start_on_host(host: Host, instance_id: str) -> None:
-    """Boot the guest of a 'pending' instance (built from what the database says now: a start
-    overtaken by a terminate does nothing)."""
+def _spec_if(host: Host, instance_id: str, state: S) -> InstanceSpec | None:
+    """The instance's spec as the database says now, if it is still in `state` (an action that a
+    later request overtook, e.g. a start followed by a terminate, then does nothing)."""
     with host.Session() as session:
         row = session.get(Instance, instance_id)
-        if row is None or row.state != S.PENDING:
-            return
-        spec = _host_spec(host, session, row)
-    host.driver.start(spec)
+        return _host_spec(host, session, row) if row is not None and row.state == state else None
+
+
+@host_action("instance.start")
+def start_on_host(host: Host, instance_id: str) -> None:
+    spec = _spec_if(host, instance_id, S.PENDING)
+    if spec is not None:
+        host.driver.start(spec)
 
 
 @host_action("instance.stop")
 def stop_on_host(host: Host, instance_id: str, force: bool = False) -> None:
-    with host.Session() as session:
-        row = session.get(Instance, instance_id)
-        if row is None or row.state != S.STOPPING:
-            return
-    host.driver.stop(instance_id, force)
+    if _spec_if(host, instance_id, S.STOPPING) is not None:
+        host.driver.stop(instance_id, force)
 
 
 @host_action("instance.reboot")
 def reboot_on_host(host: Host, instance_id: str) -> None:
-    with host.Session() as session:
-        row = session.get(Instance, instance_id)
-        if row is None or row.state != S.RUNNING:
-            return
-    host.driver.reboot(instance_id)
+    if _spec_if(host, instance_id, S.RUNNING) is not None:
+        host.driver.reboot(instance_id)
 
 
 @host_action("instance.terminate")

@@ -69,22 +69,21 @@ HANDLERS: dict[str, Handler] = {}
 HOST_ACTIONS: dict[str, HostAction] = {}
 
 
-def action(name: str) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        if name in HANDLERS:
+def _registrar(table: dict, name: str) -> Callable:
+    def register(fn):
+        if name in table:
             raise RuntimeError(f"{name} registered twice")
-        HANDLERS[name] = fn
+        table[name] = fn
         return fn
     return register
+
+
+def action(name: str) -> Callable[[Handler], Handler]:
+    return _registrar(HANDLERS, name)
 
 
 def host_action(kind: str) -> Callable[[HostAction], HostAction]:
-    def register(fn: HostAction) -> HostAction:
-        if kind in HOST_ACTIONS:
-            raise RuntimeError(f"host action {kind} registered twice")
-        HOST_ACTIONS[kind] = fn
-        return fn
-    return register
+    return _registrar(HOST_ACTIONS, kind)
 
 
 _REGISTERS = re.compile(r"^@(host_)?action\(", re.M)
