@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import HostTask, HostTaskState, utcnow
-from .registry import HOST_ACTIONS, Host
+from .registry import HOST_ACTION_FAILED, HOST_ACTIONS, Host
 
 log = logging.getLogger("ec2emu.host")
 
 POLL_SECONDS = 2.0  # tasks written by another process (a second API worker) are found this late
+# A failing host action is tried again after these pauses (a libvirtd restart, a busy disk: host
+# hiccups heal in seconds), then recorded as failed and its resource told (HOST_ACTION_FAILED).
+RETRY_PAUSES = (0.5, 2.0, 5.0)
 
 
 def enqueue(session: Session, kind: str, resource_id: str, zone: str | None = None, **args) -> HostTask:
@@ -88,17 +92,33 @@ class HostWorker:
                                    .order_by(HostTask.id).limit(1)).first()
 
     def run(self, task: HostTask) -> None:
-        """Run one task's host action and record the outcome. A failing action is recorded as
-        failed with its error (the action itself reports what the user sees, e.g. a state reason)."""
+        """Run one task's host action, again after a pause while it fails (RETRY_PAUSES), and
+        record the outcome. Tasks behind it wait: order per resource is kept. When every attempt
+        failed, the kind's failure hook tells the resource (e.g. an instance's state reason)."""
         action = HOST_ACTIONS[task.kind]
-        error = None
-        try:
-            action(self.host, task.resource_id, **(task.args or {}))
-        except Exception as exc:  # noqa: BLE001 (recorded, and the worker goes on)
-            log.exception("host task %s %s %s failed", task.id, task.kind, task.resource_id)
-            error = f"{type(exc).__name__}: {exc}"
+        error, attempts = None, 0
+        for pause in (*RETRY_PAUSES, None):
+            attempts += 1
+            try:
+                action(self.host, task.resource_id, **(task.args or {}))
+                error = None
+                break
+            except Exception as exc:  # noqa: BLE001 (recorded, and the worker goes on)
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("host task %s %s %s failed (attempt %d): %s", task.id, task.kind,
+                            task.resource_id, attempts, error, exc_info=pause is None)
+                if pause is None:
+                    break
+                if self._stopping:
+                    return  # left pending: the next start runs it again
+                time.sleep(pause)
+        if error is not None and task.kind in HOST_ACTION_FAILED:
+            try:
+                HOST_ACTION_FAILED[task.kind](self.host, task.resource_id, error)
+            except Exception:  # noqa: BLE001
+                log.exception("reporting the failure of host task %s", task.id)
         with self.Session() as session:
             session.execute(update(HostTask).where(HostTask.id == task.id).values(
                 state=HostTaskState.FAILED if error else HostTaskState.DONE, error=error,
-                attempts=HostTask.attempts + 1, finished_at=utcnow()))
+                attempts=HostTask.attempts + attempts, finished_at=utcnow()))
             session.commit()

@@ -28,7 +28,7 @@ from .host_tasks import enqueue, unfinished_resources
 from .models import Instance, Subnet, Tag, utcnow
 from .models import InstanceState as S
 from .query import apply_filters, paginate
-from .registry import Context, Host, action, host_action
+from .registry import Context, Host, action, host_action, host_action_failed
 from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
 
 STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48,
@@ -707,6 +707,23 @@ def start_on_host(host: Host, instance_id: str) -> None:
     spec = _spec_if(host, instance_id, S.PENDING)
     if spec is not None:
         host.driver.start(spec)
+
+
+@host_action_failed("instance.start")
+def start_failed(host: Host, instance_id: str, error: str) -> None:
+    """A launch the host could not carry out, even after retries: as AWS reports a failed launch
+    (Server.InternalError), but with the real cause in the message, and the host cleaned."""
+    with host.Session() as session:
+        row = session.get(Instance, instance_id, with_for_update=True)
+        if row is None or row.state != S.PENDING:
+            return
+        now = utcnow()
+        row.state_reason_code = "Server.InternalError"
+        row.state_reason_message = f"Server.InternalError: the host could not start the instance: {error}"[:255]
+        row.state_transition_reason = f"Server.InternalError ({_gmt(now)})"
+        row.state = S.SHUTTING_DOWN
+        enqueue(session, "instance.terminate", row.id, row.availability_zone)
+        session.commit()
 
 
 @host_action("instance.stop")

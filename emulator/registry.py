@@ -67,6 +67,8 @@ Handler = Callable[[Context, dict], dict | None]
 HostAction = Callable[..., None]  # (host, resource id, **task args)
 HANDLERS: dict[str, Handler] = {}
 HOST_ACTIONS: dict[str, HostAction] = {}
+# kind -> what to record when every attempt of a host action failed: (host, resource id, error)
+HOST_ACTION_FAILED: dict[str, Callable[[Host, str, str], None]] = {}
 
 
 def _registrar(table: dict, name: str) -> Callable:
@@ -84,6 +86,11 @@ def action(name: str) -> Callable[[Handler], Handler]:
 
 def host_action(kind: str) -> Callable[[HostAction], HostAction]:
     return _registrar(HOST_ACTIONS, kind)
+
+
+def host_action_failed(kind: str) -> Callable:
+    """Registers what records the final failure of a host action (after its retries)."""
+    return _registrar(HOST_ACTION_FAILED, kind)
 
 
 _REGISTERS = re.compile(r"^@(host_)?action\(", re.M)
