@@ -20,7 +20,7 @@ from xml.sax.saxutils import escape, quoteattr
 import libvirt
 
 from .base import Driver, InstanceSpec, Listener
-from .network import Desired, Network, PortSpec, VpcSpec, disable_ipv6
+from .network import Desired, Network, PortSpec, disable_ipv6
 
 log = logging.getLogger("ec2emu.libvirt")
 
@@ -209,13 +209,13 @@ class LibvirtDriver(Driver):
             if not spec.image_path or not os.path.exists(spec.image_path):
                 raise RuntimeError(f"image disk {spec.image_path} is missing: run `ec2emu images build`")
             qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", spec.image_path, str(root))
-        namespace = self.network.ensure_vpc(spec.vpc_id, spec.region, spec.vpc_subnets)
+        namespace = self.network.ensure(spec.vpc())
         if self.vpc_ready:
             self.vpc_ready(spec.vpc_id, namespace)
         bridge = self.network.plug(spec.instance_id, spec.vpc_id, spec.subnet_id, spec.mac_address,
                                    spec.private_ip, spec.hostname)
         if spec.public_ip:
-            self.network.map_public_ip(spec.vpc_id, spec.private_ip, spec.public_ip)
+            self.network.map_public_ip(spec.vpc_id, spec.private_ip, spec.public_ip, spec.public_hostname)
         dom = self._domain(spec.instance_id)
         if dom is None:
             dom = self.conn.defineXML(self.domain_xml(spec, root, bridge))
@@ -322,9 +322,9 @@ class LibvirtDriver(Driver):
     # ------------------------------------------------------------------------------ state
 
     def reconcile_host(self, specs: list[InstanceSpec]) -> None:
-        vpcs = {s.vpc_id: VpcSpec(s.vpc_id, s.region, tuple(s.vpc_subnets)) for s in specs}
+        vpcs = {s.vpc_id: s.vpc() for s in specs}
         ports = [PortSpec(s.instance_id, s.vpc_id, s.subnet_id, s.mac_address, s.private_ip, s.hostname,
-                          s.public_ip) for s in specs]
+                          s.public_ip, s.public_hostname) for s in specs]
         self.network.sync(Desired(vpcs=list(vpcs.values()), ports=ports))
         if self.vpc_ready:
             for vpc_id in vpcs:

@@ -17,6 +17,7 @@ import json
 import os
 import threading
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from .base import (Driver, FirewallPort, HostEvent, InstanceSpec, Listener, SecurityGroupRules,
@@ -55,6 +56,13 @@ class NoneDriver(Driver):
         tmp = self._path.with_name(self._path.name + ".tmp")
         tmp.write_text(json.dumps(self.host, indent=1, sort_keys=True))
         os.replace(tmp, self._path)
+
+    @contextmanager
+    def _changing(self):
+        """Hold the lock over a change to the pretend host; save it if the change succeeds."""
+        with self._lock:
+            yield
+            self._save()
 
     def _later(self, instance_id: str, event: HostEvent, change=None) -> None:
         """After `delay`, from a timer thread: apply `change` to the host (if any), then report."""
@@ -98,10 +106,7 @@ class NoneDriver(Driver):
                         raise ValueError(f"subnet {spec.subnet_id} is not in VPC {spec.vpc_id}")
                     for other in self.host["vpcs"].values():  # one port per instance
                         other["ports"].pop(iid, None)
-                    vpc["ports"][iid] = {"ip": spec.private_ip, "mac": spec.mac_address.lower(),
-                                         "subnet_id": spec.subnet_id, "hostname": spec.hostname}
-                    if spec.public_ip:
-                        self.map_address(spec.vpc_id, spec.public_ip, spec.private_ip, spec.public_hostname)
+                    self._plug(spec)
                 guest = self.host["guests"].setdefault(iid, {"state": "stopped", "disks": []})
                 guest["vpc_id"] = spec.vpc_id
                 self._save()
@@ -111,13 +116,7 @@ class NoneDriver(Driver):
             if guest["state"] == "running":
                 self.report(iid, HostEvent.RUNNING)
                 return
-
-        def boot():
-            g = self.host["guests"].get(iid)
-            if g is None:
-                return False
-            g["state"] = "running"
-        self._later(iid, HostEvent.RUNNING, boot)
+        self._settle(iid, HostEvent.RUNNING)
 
     def stop(self, instance_id: str, force: bool = False) -> None:
         """See Driver.stop."""
@@ -128,13 +127,16 @@ class NoneDriver(Driver):
                 return
             self._unmap_instance(instance_id)
             self._save()
+        self._settle(instance_id, HostEvent.STOPPED)
 
-        def power_off():
-            g = self.host["guests"].get(instance_id)
-            if g is None:
+    def _settle(self, instance_id: str, event: HostEvent) -> None:
+        """The guest reaches state `event` after `delay` (unless terminated meanwhile)."""
+        def change():
+            guest = self.host["guests"].get(instance_id)
+            if guest is None:
                 return False
-            g["state"] = "stopped"
-        self._later(instance_id, HostEvent.STOPPED, power_off)
+            guest["state"] = event.value
+        self._later(instance_id, event, change)
 
     def reboot(self, instance_id: str) -> None:
         """See Driver.reboot: nothing runs, so nothing restarts; the instance stays running."""
@@ -185,12 +187,15 @@ class NoneDriver(Driver):
                 vpc["nat"], vpc["names"] = {}, {}
             for s in specs:
                 if s.vpc_id:
-                    self.host["vpcs"][s.vpc_id]["ports"][s.instance_id] = {
-                        "ip": s.private_ip, "mac": s.mac_address.lower(), "subnet_id": s.subnet_id,
-                        "hostname": s.hostname}
-                    if s.public_ip:
-                        self.map_address(s.vpc_id, s.public_ip, s.private_ip, s.public_hostname)
+                    self._plug(s)
             self._save()
+
+    def _plug(self, spec: InstanceSpec) -> None:
+        self.host["vpcs"][spec.vpc_id]["ports"][spec.instance_id] = {
+            "ip": spec.private_ip, "mac": spec.mac_address.lower(), "subnet_id": spec.subnet_id,
+            "hostname": spec.hostname}
+        if spec.public_ip:
+            self.map_address(spec.vpc_id, spec.public_ip, spec.private_ip, spec.public_hostname)
 
     def console_output(self, instance_id: str) -> bytes:
         return b""
@@ -334,40 +339,34 @@ class NoneDriver(Driver):
 
     def resize_disk(self, disk_id: str, size_gib: int, key: bytes | None = None) -> None:
         """See Driver.resize_disk."""
-        with self._lock:
+        with self._changing():
             disk = self._disk(disk_id)
             if size_gib < disk["size_gib"]:
                 raise ValueError(f"{disk_id} has {disk['size_gib']} GiB: disks only grow")
             disk["size_gib"] = size_gib
-            self._save()
 
     def attach_disk(self, instance_id: str, disk_id: str, key: bytes | None = None) -> None:
         """See Driver.attach_disk."""
-        with self._lock:
+        with self._changing():
             disk = self._disk(disk_id)
             if instance_id not in self.host["guests"]:
                 raise LookupError(f"no guest {instance_id}")
             if disk["attached_to"] not in (None, instance_id):
                 raise ValueError(f"{disk_id} is attached to {disk['attached_to']}")
             disk["attached_to"] = instance_id
-            self._save()
 
     def detach_disk(self, instance_id: str, disk_id: str) -> None:
         """See Driver.detach_disk."""
-        with self._lock:
-            disk = self.host["disks"].get(disk_id)
-            if disk is not None and disk["attached_to"] == instance_id:
-                disk["attached_to"] = None
-                self._save()
+        with self._changing():
+            if self.host["disks"].get(disk_id, {}).get("attached_to") == instance_id:
+                self.host["disks"][disk_id]["attached_to"] = None
 
     def snapshot_disk(self, disk_id: str, snapshot_id: str, key: bytes | None = None) -> None:
         """See Driver.snapshot_disk."""
-        with self._lock:
+        with self._changing():
             disk = self._disk(disk_id)
-            if snapshot_id not in self.host["snapshots"]:
-                self.host["snapshots"][snapshot_id] = {"size_gib": disk["size_gib"],
-                                                       "encrypted": disk["encrypted"], "deleted": False}
-                self._save()
+            self.host["snapshots"].setdefault(snapshot_id, {"size_gib": disk["size_gib"],
+                                                            "encrypted": disk["encrypted"], "deleted": False})
 
     def delete_disk(self, disk_id: str) -> None:
         """See Driver.delete_disk."""
