@@ -22,6 +22,7 @@ from hypervisor import HostEvent, InstanceSpec
 
 from . import images, keypairs, security_groups, vpcs
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
+from .dns import private_dns_domain, private_dns_name, public_dns_domain, public_dns_name
 from .errors import EC2Error
 from .ids import new_id, well_formed
 from .host_tasks import enqueue, unfinished_resources
@@ -49,22 +50,6 @@ def _gmt(now: datetime) -> str:
 
 
 # ------------------------------------------------------------------------------------ naming
-
-def private_dns_name(region: str, ip: str | None) -> str:
-    if not ip:
-        return ""
-    host = "ip-" + ip.replace(".", "-")
-    # AWS: us-east-1 keeps its historic ec2.internal domain; every other region <region>.compute.internal.
-    return f"{host}.ec2.internal" if region == "us-east-1" else f"{host}.{region}.compute.internal"
-
-
-def public_dns_name(region: str, ip: str | None) -> str:
-    if not ip:
-        return ""
-    host = "ec2-" + ip.replace(".", "-")
-    return (f"{host}.compute-1.amazonaws.com" if region == "us-east-1"
-            else f"{host}.{region}.compute.amazonaws.com")
-
 
 def _new_mac() -> str:
     # Locally administered, unicast: the first octet's low bits are 10.
@@ -291,6 +276,9 @@ def _spec(ctx: Context, row: Instance) -> InstanceSpec:
                         mac_address=row.mac_address, vpc_id=row.vpc_id, subnet_id=row.subnet_id,
                         private_ip=row.private_ip or "", public_ip=row.public_ip,
                         hostname=private_dns_name(row.region, row.private_ip), region=row.region,
+                        dns_domain=private_dns_domain(row.region),
+                        public_hostname=public_dns_name(row.region, row.public_ip),
+                        public_dns_domain=public_dns_domain(row.region),
                         instance_type=row.instance_type, vpc_subnets=[tuple(s) for s in subnets])
 
 
@@ -668,7 +656,12 @@ def apply_hypervisor_event(session: Session, instance_id: str, state: str) -> bo
                 enqueue(session, "instance.terminate", row.id, row.availability_zone)
                 return True
         row.state = S.STOPPED
-        row.public_ip = None  # AWS releases the public address of a stopped instance
+        if row.public_ip:  # AWS releases the public address of a stopped instance
+            # (a stop we asked for unmapped it already; a guest's own poweroff did not)
+            enqueue(session, "address.unmap", row.id, row.availability_zone, vpc_id=row.vpc_id,
+                    public_ip=row.public_ip, private_ip=row.private_ip)
+            row.public_ip = None
+            return True
     elif state == HostEvent.TERMINATED:
         _terminated(row, now)
     elif state == HostEvent.VANISHED:  # the host lost the guest: AWS reports an internal error
@@ -736,6 +729,11 @@ def stop_on_host(host: Host, instance_id: str, force: bool = False) -> None:
 def reboot_on_host(host: Host, instance_id: str) -> None:
     if _spec_if(host, instance_id, S.RUNNING) is not None:
         host.driver.reboot(instance_id)
+
+
+@host_action("address.unmap")
+def unmap_on_host(host: Host, instance_id: str, vpc_id: str, public_ip: str, private_ip: str) -> None:
+    host.driver.unmap_address(vpc_id, public_ip, private_ip)
 
 
 @host_action("instance.terminate")

@@ -1,7 +1,8 @@
 """What is real on the host. `make_driver` picks the configured driver."""
 from __future__ import annotations
 
-from .base import Driver, HostEvent, InstanceSpec, Listener
+from .base import (Driver, FirewallPort, HostEvent, InstanceSpec, Listener, Rule, SecurityGroupRules,
+                   VpcSpec)
 
 
 def resolve_kind(config) -> str:
@@ -20,11 +21,12 @@ def resolve_kind(config) -> str:
 def make_driver(config, listener: Listener, vpc_ready=None, vpc_gone=None) -> Driver:
     if config.hypervisor == "none":
         from .none import NoneDriver
-        return NoneDriver(listener, config.none_transition_seconds)
+        return NoneDriver(listener, config.none_transition_seconds, state_dir=config.state_dir)
     if config.hypervisor == "libvirt":
         from .libvirt import LibvirtDriver
         return LibvirtDriver(listener, config, vpc_ready=vpc_ready, vpc_gone=vpc_gone)
     raise SystemExit(f"unknown hypervisor driver {config.hypervisor!r} (libvirt or none)")
 
 
-__all__ = ["Driver", "HostEvent", "InstanceSpec", "Listener", "make_driver", "resolve_kind"]
+__all__ = ["Driver", "FirewallPort", "HostEvent", "InstanceSpec", "Listener", "Rule", "SecurityGroupRules",
+           "VpcSpec", "make_driver", "resolve_kind"]

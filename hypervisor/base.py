@@ -1,30 +1,53 @@
-"""The narrow interface between the emulator and the host.
+"""The narrow interface between the emulator and the host: the driver's vocabulary.
 
-The emulator says what should exist; a driver makes it so and reports back through the
-listener when a guest really changed state ('running', 'stopped', 'terminated'), so that
-instance states follow the hypervisor, not timers in the emulator.
+The emulator says what should exist; a driver makes it so. Each method's contract is in its
+docstring here; `none.py` is the executable documentation of these contracts, `libvirt.py` the
+real thing.
+
+Rules every driver keeps:
+
+* **Idempotent, crash-safe.** Every method may be called again with the same arguments, also
+  after a crash half-way through it (the emulator writes intent, acts, then records): doing again
+  what is already done changes nothing and does not fail. Files are written under a temporary
+  name and renamed into place, so a crash never leaves a half-made disk under its real name.
+* **One caller thread.** The emulator calls driver methods from one ordered worker thread. A
+  method does its host work in that thread and returns when it is done (or has been handed to
+  the hypervisor, for the guest's own part of a boot or shutdown). Nothing else does host work.
+* **Events report, they never act.** What a guest does by itself (it booted, powered off) comes
+  back through the listener as a `HostEvent`, possibly from another thread. Work that follows
+  from an event (e.g. terminating a guest that shut itself down) is the emulator's call, made
+  through this interface again, from its worker.
+* **Ids are the emulator's** (`i-`, `vpc-`, `subnet-`, `vol-`, `snap-`...); names the host needs
+  are derived from them by the driver. DNS names are the emulator's too: the driver serves the
+  names it is given and computes none.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum
 
 
-class HostEvent(StrEnum):
-    """What a driver reports about a guest (equal to the plain strings, too)."""
-    RUNNING = "running"
-    STOPPED = "stopped"
-    TERMINATED = "terminated"
-    VANISHED = "vanished"  # the host lost the guest (or could not bring it up)
+class HostEvent(str, Enum):
+    """What the host reports about a guest. Members are str, equal (and hash equal) to their
+    values, so a listener may compare them with 'running' etc."""
+    RUNNING = "running"        # the guest is up (booted, or found already running)
+    STOPPED = "stopped"        # the guest is powered off; its disks and domain remain
+    TERMINATED = "terminated"  # the guest and everything the host held for it are gone
+    VANISHED = "vanished"      # the host failed to start the guest or lost it
+
+    __str__ = str.__str__
+
+    def __hash__(self) -> int:
+        return str.__hash__(self.value)
 
 
-Listener = Callable[[str, HostEvent], None]  # (instance id, what happened)
+Listener = Callable[[str, str], None]  # (instance id, HostEvent)
 
 
 @dataclass
 class InstanceSpec:
-    """Everything a driver needs to bring up one instance."""
+    """Everything a driver needs to bring up one instance. The emulator computes every name."""
     instance_id: str
     vcpus: int
     memory_mib: int
@@ -36,28 +59,111 @@ class InstanceSpec:
     subnet_id: str = ""
     private_ip: str = ""
     public_ip: str | None = None
-    hostname: str = ""  # the private DNS name, served by the VPC's DNS
+    hostname: str = ""  # the private DNS name, e.g. 'ip-10-0-0-5.ec2.internal': DHCP host name + DNS
     region: str = ""
     instance_type: str = ""
     vpc_subnets: list[tuple[str, str]] = field(default_factory=list)  # (subnet id, cidr) of its VPC
+    dns_domain: str = ""         # the VPC's private DNS domain ('ec2.internal'); '' = none served
+    public_hostname: str = ""    # the public DNS name ('ec2-198-51-100-7.compute-1.amazonaws.com') or ''
+    public_dns_domain: str = ""  # 'compute-1.amazonaws.com'; '' = public names not answered locally
 
+    def vpc(self) -> VpcSpec:
+        return VpcSpec(self.vpc_id, tuple(tuple(s) for s in self.vpc_subnets), self.dns_domain,
+                       self.public_dns_domain, self.region)
+
+
+@dataclass(frozen=True)
+class VpcSpec:
+    """A VPC as the host needs it: its subnets (each a routed segment whose first host address is
+    the gateway, DHCP and DNS server) and the DNS domains its resolver answers for."""
+    vpc_id: str
+    subnets: tuple[tuple[str, str], ...] = ()  # (subnet id, IPv4 cidr)
+    dns_domain: str = ""
+    public_dns_domain: str = ""
+    region: str = ""
+
+
+# ----------------------------------------------------------------------------------- firewall
+
+@dataclass(frozen=True)
+class Rule:
+    """One security-group permission: traffic of `protocol` to ports from_port..to_port (ICMP:
+    type from_port, code to_port; None = any) from (ingress) or to (egress) a peer, which is
+    either an IPv4 CIDR or the members of another security group of the same VPC."""
+    protocol: str                 # 'tcp', 'udp', 'icmp' or 'all' (AWS's '-1')
+    from_port: int | None = None
+    to_port: int | None = None
+    cidr: str | None = None
+    group_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("tcp", "udp", "icmp", "all"):
+            raise ValueError(f"protocol {self.protocol!r}: tcp, udp, icmp or all")
+        if (self.cidr is None) == (self.group_id is None):
+            raise ValueError("a rule has exactly one peer: cidr or group_id")
+
+
+@dataclass(frozen=True)
+class SecurityGroupRules:
+    """A security group's permissions. AWS's defaults are the emulator's to send: a new group has
+    one egress rule to 0.0.0.0/0; the default group admits its own members."""
+    group_id: str
+    ingress: tuple[Rule, ...] = ()
+    egress: tuple[Rule, ...] = ()
+
+
+@dataclass(frozen=True)
+class FirewallPort:
+    """A plugged interface and the groups it is in (at most 5 on AWS)."""
+    instance_id: str
+    ip: str
+    group_ids: tuple[str, ...]
+
+
+# ------------------------------------------------------------------------------------- driver
 
 class Driver:
+    """The host's side of the cloud. Methods raise NotImplementedError where a driver lacks a
+    capability; every other failure raises (the emulator records it) unless the contract says
+    the method reports it as an event instead."""
     name = "base"
 
     def __init__(self, listener: Listener):
         self.listener = listener
 
+    def report(self, instance_id: str, event: HostEvent) -> None:
+        """Tell the emulator what a guest did (the only way events leave a driver)."""
+        self.listener(instance_id, HostEvent(event))
+
+    # ------------------------------------------------------------------------- lifecycle
+
     def start(self, spec: InstanceSpec) -> None:
+        """Bring the instance up: create its root disk if missing (an overlay on spec.image_path),
+        ensure its VPC's network (even one that is not there yet, or was removed meanwhile), plug
+        its interface (DHCP lease with spec.hostname, anti-spoofing), map spec.public_ip if any,
+        define the guest if missing and power it on. RUNNING is reported once it runs (at once if
+        it already did). A failure is reported as VANISHED, not raised. Also starts a stopped
+        instance (its disk and domain are kept)."""
         raise NotImplementedError
 
     def stop(self, instance_id: str, force: bool = False) -> None:
+        """Power the guest off: ACPI power button, then forced off after the configured timeout
+        (force: at once). Its public-IP mapping goes now (AWS releases a stopped instance's public
+        address); disks and the domain stay. STOPPED is reported when it is off (at once if it
+        already was, or does not exist)."""
         raise NotImplementedError
 
     def reboot(self, instance_id: str) -> None:
+        """Ask a running guest to reboot (ACPI). No event: the instance stays 'running'. A guest
+        that is not running is left alone."""
         raise NotImplementedError
 
     def terminate(self, instance_id: str) -> None:
+        """Destroy the guest and everything the host holds for it, synchronously in the calling
+        thread: power off, undefine, unplug its interface and public mappings, remove its root
+        disk and files, remove its VPC's network if no other port is plugged there; then report
+        TERMINATED. Attached volumes are detached first and kept (deleting them is the emulator's
+        call, by delete_disk). Calling it for an unknown instance just reports TERMINATED."""
         raise NotImplementedError
 
     def state(self, instance_id: str) -> str | None:
@@ -66,15 +172,104 @@ class Driver:
 
     def reconcile_state(self, instance_id: str, recorded: str) -> str | None:
         """After a restart: what the host really has for an instance the database says is
-        `recorded` ('running', 'stopped', or None when the guest is gone)."""
+        `recorded`: 'running', 'stopped', or None when the guest is gone. What the host has, never
+        what the database hoped for (an unfinished start is None, not 'running')."""
         return self.state(instance_id)
 
     def reconcile_host(self, specs: list[InstanceSpec]) -> None:
-        """After a restart or crash: make the host's plumbing (networks, ...) match the guests
-        that should be up, removing what is ours and no longer wanted."""
+        """After a restart or crash: make the host's plumbing (VPC networks, ports, public IPs)
+        match the guests that should be up, removing what is ours and no longer wanted."""
 
     def console_output(self, instance_id: str) -> bytes:
+        """The tail (up to 64 KiB) of the guest's serial console; b'' if there is none."""
         return b""
 
     def close(self) -> None:
-        pass
+        """Release the driver's connections and timers. Guests, networks and disks stay."""
+
+    # -------------------------------------------------------------------------- networks
+
+    def ensure_vpc(self, vpc: VpcSpec) -> None:
+        """Create or repair a VPC's network: its router, one segment per subnet with the gateway
+        address, DHCP and DNS (for vpc.dns_domain and vpc.public_dns_domain, nothing forwarded),
+        its internet gateway link. Subnets no longer listed are removed; plugged ports stay."""
+        raise NotImplementedError
+
+    def remove_vpc(self, vpc_id: str) -> bool:
+        """Remove a VPC's network if no port is plugged into it (checked now, under the same
+        lock as plugging). Returns True when it is gone (also when it never existed), False when
+        it was left because ports are still plugged."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------------------------- firewall
+
+    def apply_firewall(self, vpc_id: str, groups: Sequence[SecurityGroupRules],
+                       ports: Sequence[FirewallPort]) -> None:
+        """Enforce security groups in a VPC, replacing whatever was applied before, atomically:
+        each listed port admits traffic that a rule of one of its groups admits (ingress to it,
+        egress from it), plus replies to connections it was allowed to make or accept (stateful).
+        A rule naming a group admits that group's listed members' addresses. Ports not listed are
+        not filtered (only anti-spoofing applies). Every group a port or rule names must be in
+        `groups` (ValueError otherwise)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------- addresses
+
+    def map_address(self, vpc_id: str, public_ip: str, private_ip: str, public_hostname: str = "") -> None:
+        """1:1 NAT at the VPC's internet gateway: traffic to public_ip reaches private_ip, and
+        private_ip's traffic to the internet leaves as public_ip. A public address lives in one
+        place: mapping it moves it from wherever it was; a private address has one public address:
+        its other mappings go. public_hostname (if given) resolves to private_ip inside the VPC.
+        The VPC must have been ensured (LookupError otherwise)."""
+        raise NotImplementedError
+
+    def unmap_address(self, vpc_id: str, public_ip: str, private_ip: str) -> None:
+        """Undo map_address if public_ip is mapped to private_ip in that VPC; otherwise nothing."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------- disks
+
+    def create_disk(self, disk_id: str, size_gib: int, key: bytes | None = None) -> None:
+        """A blank disk of size_gib GiB (reads as zeros), LUKS-encrypted with `key` if given."""
+        raise NotImplementedError
+
+    def clone_disk(self, disk_id: str, size_gib: int, *, image_path: str | None = None,
+                   snapshot_id: str | None = None, key: bytes | None = None,
+                   source_key: bytes | None = None) -> None:
+        """A disk of size_gib GiB (at least the source's size, else ValueError) holding the
+        contents of an image file or of a snapshot made by snapshot_disk (exactly one of the
+        two), as a copy-on-write overlay: the source is never written. `key` encrypts the new
+        disk; `source_key` opens an encrypted snapshot (a clone of an encrypted source is a full
+        re-encrypted copy, not an overlay). LookupError if the source does not exist."""
+        raise NotImplementedError
+
+    def resize_disk(self, disk_id: str, size_gib: int, key: bytes | None = None) -> None:
+        """Grow a disk to size_gib GiB, live if a running guest has it attached (the guest sees
+        the new size). Shrinking is refused (ValueError); the same size changes nothing."""
+        raise NotImplementedError
+
+    def attach_disk(self, instance_id: str, disk_id: str, key: bytes | None = None) -> None:
+        """Attach a disk to a guest as a virtio disk whose serial is disk_id (the guest finds it
+        as /dev/disk/by-id/virtio-<disk_id>): hot-plugged if it runs, and kept across stop/start.
+        Already attached to it: nothing. LookupError if the disk or guest does not exist."""
+        raise NotImplementedError
+
+    def detach_disk(self, instance_id: str, disk_id: str) -> None:
+        """Detach a disk from a guest; returns once the guest no longer has it (raises if the
+        guest does not let go). Not attached (or no such guest): nothing."""
+        raise NotImplementedError
+
+    def snapshot_disk(self, disk_id: str, snapshot_id: str, key: bytes | None = None) -> None:
+        """Copy a disk's current contents into a standalone snapshot (independent of the disk
+        and of its backing image), encrypted with `key` if the disk is. LookupError if the disk
+        does not exist."""
+        raise NotImplementedError
+
+    def delete_disk(self, disk_id: str) -> None:
+        """Remove a disk that no guest has attached (ValueError if one has). Missing: nothing."""
+        raise NotImplementedError
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """Remove a snapshot. Disks cloned from it keep working (the host keeps what they still
+        need until they are deleted). Missing: nothing."""
+        raise NotImplementedError

@@ -10,9 +10,10 @@ RSA host keys take ~10 s under TCG.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
+
+from .host import run
 
 PACKAGES = ("systemd-sysv,dbus,udev,kmod,cloud-init,openssh-server,ifupdown,isc-dhcp-client,"
             "iproute2,netbase,sudo,procps,ca-certificates")
@@ -48,9 +49,7 @@ source /etc/network/interfaces.d/*
 
 
 def _run(*cmd: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}")
+    run(cmd, timeout=None)  # HostError carries the command and its stderr
 
 
 def build_debian(out: Path, progress=print, size: str = "1200M") -> None:

@@ -8,7 +8,8 @@ import os
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 CLONE_NEWNET = 0x40000000
@@ -26,12 +27,29 @@ class HostError(RuntimeError):
         super().__init__(f"{' '.join(argv)} -> exit {code}: {stderr.strip()}")
 
 
-def run(argv: Sequence[str], input: str | None = None, check: bool = True, timeout: float = 60) -> str:
-    """Run a command; return its stdout; raise HostError with stderr when it fails (and `check`)."""
-    proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
+def run(argv: Sequence[str], input: str | None = None, check: bool = True, timeout: float | None = 60,
+        *, cwd: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
+        output: str | os.PathLike | None = None) -> str:
+    """Run a command; return its stdout; raise HostError with stderr when it fails (and `check`).
+
+    The one way hypervisor/ runs a program. `output`: send stdout and stderr to that file instead
+    of a pipe (for daemons, which could keep a pipe open after they fork); the file's text is then
+    the error message. Output is decoded as UTF-8 with undecodable bytes replaced. A command still
+    running after `timeout` seconds is killed and subprocess.TimeoutExpired raised (None: no limit).
+    """
+    argv = [str(a) for a in argv]
+    if output is None:
+        proc = subprocess.run(argv, input=input, capture_output=True, text=True, errors="replace",
+                              timeout=timeout, cwd=cwd, env=env)
+        out, err = proc.stdout, proc.stderr or proc.stdout
+    else:
+        with open(output, "w") as f:
+            proc = subprocess.run(argv, input=input, stdin=None if input is not None else subprocess.DEVNULL,
+                                  stdout=f, stderr=f, text=True, timeout=timeout, cwd=cwd, env=env)
+        out = err = Path(output).read_text(errors="replace")
     if check and proc.returncode != 0:
-        raise HostError(argv, proc.returncode, proc.stderr or proc.stdout)
-    return proc.stdout
+        raise HostError(argv, proc.returncode, err)
+    return out
 
 
 def netns_path(name: str) -> str:

@@ -39,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .host import HostError, run
+
 BUILDER_VERSION = 1
 
 KERNEL_FILE = "ec2emu-kernel-debian-6.1-cloud-amd64.vmlinuz"
@@ -84,13 +86,12 @@ class BuildError(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 
-def _run(cmd: list[str], *, cwd=None, env=None, input: bytes | None = None) -> str:
-    """Runs a command; raises BuildError with its output when it fails."""
-    proc = subprocess.run(cmd, cwd=cwd, env=env, input=input, capture_output=True)
-    if proc.returncode != 0:
-        out = (proc.stderr or proc.stdout).decode(errors="replace").strip()
-        raise BuildError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}): {out[-2000:]}")
-    return proc.stdout.decode(errors="replace")
+def _run(cmd: list[str], *, cwd=None, env=None) -> str:
+    """Runs a command (host.run, no time limit); raises BuildError with its output when it fails."""
+    try:
+        return run(cmd, timeout=None, cwd=cwd, env=env)
+    except HostError as exc:
+        raise BuildError(f"{' '.join(exc.argv)} failed ({exc.code}): {exc.stderr.strip()[-2000:]}") from None
 
 
 def _tree_hash(root: Path) -> str:
@@ -119,10 +120,9 @@ class Package:
 
 def _apt_show(names: list[str]) -> dict[str, dict[str, str]]:
     """Candidate stanza (Version, Depends...) of each package, from the local apt lists."""
-    proc = subprocess.run(["apt-cache", "show", "--no-all-versions", *names],
-                          capture_output=True, text=True)
+    out = run(["apt-cache", "show", "--no-all-versions", *names], check=False, timeout=None)
     stanzas: dict[str, dict[str, str]] = {}
-    for block in proc.stdout.split("\n\n"):
+    for block in out.split("\n\n"):
         fields = dict(re.findall(r"^([A-Za-z-]+): ?(.*)$", block, re.M))
         if "Package" in fields and fields["Package"] not in stanzas:
             stanzas[fields["Package"]] = fields

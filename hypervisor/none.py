@@ -1,62 +1,201 @@
-"""The `none` driver: nothing boots, but transitions still arrive asynchronously, after a short
-delay, from another thread, exactly as a real hypervisor's events do. For API-only CI."""
+"""The `none` driver: nothing boots, nothing is plumbed, but every contract of `base.Driver` is
+kept, on a pretend host: executable documentation of the driver interface, and the driver of
+API-only CI.
+
+The pretend host is a dict (guests, VPC networks, address mappings, firewalls, disks and
+snapshots), kept in `<state_dir>/none-host.json` when a state dir is given, so that a restarted
+server finds what the host had, as it would with real guests that kept running while it was
+down (and does not find what had not happened yet: a start still under way when the server died
+left nothing). Guest events arrive after `delay` seconds, from a timer thread, as a real
+hypervisor's events do; host state that a method changes changes before the method returns.
+"""
 from __future__ import annotations
 
+import copy
+import ipaddress
+import json
+import os
 import threading
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
-from .base import Driver, InstanceSpec, Listener
+from .base import (Driver, FirewallPort, HostEvent, InstanceSpec, Listener, SecurityGroupRules,
+                   VpcSpec)
+
+HOST_FILE = "none-host.json"
+
+
+def _empty_host() -> dict:
+    return {"guests": {}, "vpcs": {}, "disks": {}, "snapshots": {}}
 
 
 class NoneDriver(Driver):
     name = "none"
 
-    def __init__(self, listener: Listener, delay: float = 0.2):
+    def __init__(self, listener: Listener, delay: float = 0.2, state_dir: str | os.PathLike | None = None):
         super().__init__(listener)
         self.delay = delay
-        self._running: set[str] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._timers: set[threading.Timer] = set()
+        self._path = Path(state_dir) / HOST_FILE if state_dir else None
+        self.host = _empty_host()
+        if self._path is not None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.host = json.loads(self._path.read_text())
+            except FileNotFoundError:
+                pass
 
-    def _later(self, instance_id: str, state: str) -> None:
+    # ------------------------------------------------------------------------------ helpers
+
+    def _save(self) -> None:
+        """Every change to the pretend host is durable before it is reported."""
+        if self._path is None:
+            return
+        tmp = self._path.with_name(self._path.name + ".tmp")
+        tmp.write_text(json.dumps(self.host, indent=1, sort_keys=True))
+        os.replace(tmp, self._path)
+
+    @contextmanager
+    def _changing(self):
+        """Hold the lock over a change to the pretend host; save it if the change succeeds."""
+        with self._lock:
+            yield
+            self._save()
+
+    def _later(self, instance_id: str, event: HostEvent, change=None) -> None:
+        """After `delay`, from a timer thread: apply `change` to the host (if any), then report."""
         def fire():
             with self._lock:
                 self._timers.discard(timer)
-                if state == "running":
-                    self._running.add(instance_id)
-                else:
-                    self._running.discard(instance_id)
-            self.listener(instance_id, state)
+                if change is not None:
+                    if change() is False:
+                        return  # overtaken by a later call (e.g. terminated before it booted)
+                    self._save()
+            self.report(instance_id, event)
         timer = threading.Timer(self.delay, fire)
         timer.daemon = True
         with self._lock:
             self._timers.add(timer)
         timer.start()
 
+    def _vpc(self, vpc_id: str) -> dict:
+        vpc = self.host["vpcs"].get(vpc_id)
+        if vpc is None:
+            raise LookupError(f"VPC {vpc_id} has no network (ensure_vpc first)")
+        return vpc
+
+    def _disk(self, disk_id: str) -> dict:
+        disk = self.host["disks"].get(disk_id)
+        if disk is None:
+            raise LookupError(f"no disk {disk_id}")
+        return disk
+
+    # ---------------------------------------------------------------------------- lifecycle
+
     def start(self, spec: InstanceSpec) -> None:
-        self._later(spec.instance_id, "running")
+        """See Driver.start."""
+        iid = spec.instance_id
+        with self._lock:
+            try:
+                if spec.vpc_id:
+                    self.ensure_vpc(spec.vpc())
+                    vpc = self._vpc(spec.vpc_id)
+                    if spec.subnet_id not in dict(vpc["subnets"]):
+                        raise ValueError(f"subnet {spec.subnet_id} is not in VPC {spec.vpc_id}")
+                    for other in self.host["vpcs"].values():  # one port per instance
+                        other["ports"].pop(iid, None)
+                    self._plug(spec)
+                guest = self.host["guests"].setdefault(iid, {"state": "stopped", "disks": []})
+                guest["vpc_id"] = spec.vpc_id
+                self._save()
+            except Exception:
+                self._later(iid, HostEvent.VANISHED)
+                return
+            if guest["state"] == "running":
+                self.report(iid, HostEvent.RUNNING)
+                return
+        self._settle(iid, HostEvent.RUNNING)
 
     def stop(self, instance_id: str, force: bool = False) -> None:
-        self._later(instance_id, "stopped")
+        """See Driver.stop."""
+        with self._lock:
+            guest = self.host["guests"].get(instance_id)
+            if guest is None or guest["state"] != "running":
+                self.report(instance_id, HostEvent.STOPPED)
+                return
+            self._unmap_instance(instance_id)
+            self._save()
+        self._settle(instance_id, HostEvent.STOPPED)
+
+    def _settle(self, instance_id: str, event: HostEvent) -> None:
+        """The guest reaches state `event` after `delay` (unless terminated meanwhile)."""
+        def change():
+            guest = self.host["guests"].get(instance_id)
+            if guest is None:
+                return False
+            guest["state"] = event.value
+        self._later(instance_id, event, change)
 
     def reboot(self, instance_id: str) -> None:
-        pass  # nothing runs, so nothing restarts; the instance stays running
+        """See Driver.reboot: nothing runs, so nothing restarts; the instance stays running."""
 
     def terminate(self, instance_id: str) -> None:
-        self._later(instance_id, "terminated")
+        """See Driver.terminate. The host work is done on return; the event follows after `delay`."""
+        with self._lock:
+            guest = self.host["guests"].pop(instance_id, None) or {}
+            for disk in self.host["disks"].values():
+                if disk["attached_to"] == instance_id:
+                    disk["attached_to"] = None
+            self._unmap_instance(instance_id)
+            for vpc_id, vpc in list(self.host["vpcs"].items()):
+                if vpc["ports"].pop(instance_id, None) is not None or vpc_id == guest.get("vpc_id"):
+                    self.remove_vpc(vpc_id)
+            self._save()
+        self._later(instance_id, HostEvent.TERMINATED)
+
+    def _unmap_instance(self, instance_id: str) -> None:
+        for vpc in self.host["vpcs"].values():
+            port = vpc["ports"].get(instance_id)
+            if port is not None:
+                for pub in [p for p, priv in vpc["nat"].items() if priv == port["ip"]]:
+                    del vpc["nat"][pub]
+                    vpc["names"].pop(pub, None)
 
     def state(self, instance_id: str) -> str | None:
+        """See Driver.state."""
         with self._lock:
-            return "running" if instance_id in self._running else None
+            guest = self.host["guests"].get(instance_id)
+            return None if guest is None else guest["state"]
 
     def reconcile_state(self, instance_id: str, recorded: str) -> str | None:
-        # Nothing real exists, so nothing can have vanished: the host "finished" whatever was
-        # under way when the server went down.
-        host = {"pending": "running", "running": "running", "stopping": "stopped",
-                "stopped": "stopped"}.get(recorded)
-        if host == "running":
-            with self._lock:
-                self._running.add(instance_id)
-        return host
+        """See Driver.reconcile_state: what the pretend host has, whatever `recorded` says."""
+        return self.state(instance_id)
+
+    def reconcile_host(self, specs: list[InstanceSpec]) -> None:
+        """See Driver.reconcile_host."""
+        with self._lock:
+            wanted = {s.vpc_id: s.vpc() for s in specs if s.vpc_id}
+            for vpc_id in set(self.host["vpcs"]) - set(wanted):
+                self.host["vpcs"].pop(vpc_id)
+            for vpc in wanted.values():
+                self.ensure_vpc(vpc)
+            plugged = {s.instance_id for s in specs}
+            for vpc in self.host["vpcs"].values():
+                vpc["ports"] = {i: p for i, p in vpc["ports"].items() if i in plugged}
+                vpc["nat"], vpc["names"] = {}, {}
+            for s in specs:
+                if s.vpc_id:
+                    self._plug(s)
+            self._save()
+
+    def _plug(self, spec: InstanceSpec) -> None:
+        self.host["vpcs"][spec.vpc_id]["ports"][spec.instance_id] = {
+            "ip": spec.private_ip, "mac": spec.mac_address.lower(), "subnet_id": spec.subnet_id,
+            "hostname": spec.hostname}
+        if spec.public_ip:
+            self.map_address(spec.vpc_id, spec.public_ip, spec.private_ip, spec.public_hostname)
 
     def console_output(self, instance_id: str) -> bytes:
         return b""
@@ -66,3 +205,192 @@ class NoneDriver(Driver):
             for t in self._timers:
                 t.cancel()
             self._timers.clear()
+
+    # ----------------------------------------------------------------------------- networks
+
+    def ensure_vpc(self, vpc: VpcSpec) -> None:
+        """See Driver.ensure_vpc."""
+        subnets = [[sid, str(ipaddress.ip_network(cidr))] for sid, cidr in vpc.subnets]
+        with self._lock:
+            have = self.host["vpcs"].setdefault(vpc.vpc_id, {"ports": {}, "nat": {}, "names": {},
+                                                             "firewall": None})
+            have.update(subnets=subnets, dns_domain=vpc.dns_domain, public_dns_domain=vpc.public_dns_domain)
+            self._save()
+
+    def remove_vpc(self, vpc_id: str) -> bool:
+        """See Driver.remove_vpc."""
+        with self._lock:
+            vpc = self.host["vpcs"].get(vpc_id)
+            if vpc is None:
+                return True
+            if vpc["ports"]:
+                return False
+            del self.host["vpcs"][vpc_id]
+            self._save()
+            return True
+
+    # ----------------------------------------------------------------------------- firewall
+
+    def apply_firewall(self, vpc_id: str, groups: Sequence[SecurityGroupRules],
+                       ports: Sequence[FirewallPort]) -> None:
+        """See Driver.apply_firewall. Kept as given; `admits` evaluates it."""
+        known = {g.group_id for g in groups}
+        named = {gid for p in ports for gid in p.group_ids}
+        named |= {r.group_id for g in groups for r in (*g.ingress, *g.egress) if r.group_id}
+        if named - known:
+            raise ValueError(f"groups not given: {sorted(named - known)}")
+        with self._lock:
+            self._vpc(vpc_id)["firewall"] = {
+                "groups": {g.group_id: {"ingress": [vars(r) for r in g.ingress],
+                                        "egress": [vars(r) for r in g.egress]} for g in groups},
+                "ports": {p.ip: list(p.group_ids) for p in ports}}
+            self._save()
+
+    def admits(self, vpc_id: str, src_ip: str, dst_ip: str, protocol: str, port: int | None = None) -> bool:
+        """Would the applied firewall let a new connection from src_ip to dst_ip:port through?
+        Both ends' groups are asked (egress of the source, ingress of the destination); an address
+        that is not a listed port is not filtered on its side."""
+        with self._lock:
+            fw = copy.deepcopy(self._vpc(vpc_id)["firewall"]) or {"groups": {}, "ports": {}}
+
+        def peer_matches(rule: dict, peer_ip: str) -> bool:
+            if rule["cidr"] is not None:
+                return ipaddress.ip_address(peer_ip) in ipaddress.ip_network(rule["cidr"])
+            return rule["group_id"] in fw["ports"].get(peer_ip, [])
+
+        def allowed(own_ip: str, direction: str, peer_ip: str) -> bool:
+            if own_ip not in fw["ports"]:
+                return True
+            for gid in fw["ports"][own_ip]:
+                for r in fw["groups"][gid][direction]:
+                    if r["protocol"] not in ("all", protocol) or not peer_matches(r, peer_ip):
+                        continue
+                    lo, hi = r["from_port"], r["to_port"]
+                    if r["protocol"] in ("tcp", "udp") and port is not None and lo is not None:
+                        if not lo <= port <= (hi if hi is not None else lo):
+                            continue
+                    return True
+            return False
+        return allowed(src_ip, "egress", dst_ip) and allowed(dst_ip, "ingress", src_ip)
+
+    # ---------------------------------------------------------------------------- addresses
+
+    def map_address(self, vpc_id: str, public_ip: str, private_ip: str, public_hostname: str = "") -> None:
+        """See Driver.map_address."""
+        with self._lock:
+            vpc = self._vpc(vpc_id)
+            for other in self.host["vpcs"].values():
+                if other["nat"].pop(public_ip, None) is not None:
+                    other["names"].pop(public_ip, None)
+            for pub in [p for p, priv in vpc["nat"].items() if priv == private_ip]:
+                del vpc["nat"][pub]
+                vpc["names"].pop(pub, None)
+            vpc["nat"][public_ip] = private_ip
+            if public_hostname:
+                vpc["names"][public_ip] = public_hostname
+            self._save()
+
+    def unmap_address(self, vpc_id: str, public_ip: str, private_ip: str) -> None:
+        """See Driver.unmap_address."""
+        with self._lock:
+            vpc = self.host["vpcs"].get(vpc_id)
+            if vpc is not None and vpc["nat"].get(public_ip) == private_ip:
+                del vpc["nat"][public_ip]
+                vpc["names"].pop(public_ip, None)
+                self._save()
+
+    # -------------------------------------------------------------------------------- disks
+
+    def create_disk(self, disk_id: str, size_gib: int, key: bytes | None = None) -> None:
+        """See Driver.create_disk."""
+        self._new_disk(disk_id, size_gib, key, source=None)
+
+    def clone_disk(self, disk_id: str, size_gib: int, *, image_path: str | None = None,
+                   snapshot_id: str | None = None, key: bytes | None = None,
+                   source_key: bytes | None = None) -> None:
+        """See Driver.clone_disk. An image file's size is its file size, rounded up to GiB."""
+        if (image_path is None) == (snapshot_id is None):
+            raise ValueError("clone from exactly one of image_path and snapshot_id")
+        with self._lock:
+            if image_path is not None:
+                if not os.path.exists(image_path):
+                    raise LookupError(f"no image file {image_path}")
+                need = -(-os.path.getsize(image_path) // 2**30)
+                source = f"image:{image_path}"
+            else:
+                snap = self.host["snapshots"].get(snapshot_id)
+                if snap is None or snap["deleted"]:
+                    raise LookupError(f"no snapshot {snapshot_id}")
+                if snap["encrypted"] and source_key is None:
+                    raise ValueError(f"snapshot {snapshot_id} is encrypted: source_key needed")
+                need, source = snap["size_gib"], f"snapshot:{snapshot_id}"
+            if size_gib < need:
+                raise ValueError(f"{size_gib} GiB is smaller than the source ({need} GiB)")
+            self._new_disk(disk_id, size_gib, key, source)
+
+    def _new_disk(self, disk_id: str, size_gib: int, key: bytes | None, source: str | None) -> None:
+        if size_gib < 1:
+            raise ValueError("a disk has at least 1 GiB")
+        with self._lock:
+            if disk_id not in self.host["disks"]:
+                self.host["disks"][disk_id] = {"size_gib": size_gib, "encrypted": key is not None,
+                                               "source": source, "attached_to": None}
+                self._save()
+
+    def resize_disk(self, disk_id: str, size_gib: int, key: bytes | None = None) -> None:
+        """See Driver.resize_disk."""
+        with self._changing():
+            disk = self._disk(disk_id)
+            if size_gib < disk["size_gib"]:
+                raise ValueError(f"{disk_id} has {disk['size_gib']} GiB: disks only grow")
+            disk["size_gib"] = size_gib
+
+    def attach_disk(self, instance_id: str, disk_id: str, key: bytes | None = None) -> None:
+        """See Driver.attach_disk."""
+        with self._changing():
+            disk = self._disk(disk_id)
+            if instance_id not in self.host["guests"]:
+                raise LookupError(f"no guest {instance_id}")
+            if disk["attached_to"] not in (None, instance_id):
+                raise ValueError(f"{disk_id} is attached to {disk['attached_to']}")
+            disk["attached_to"] = instance_id
+
+    def detach_disk(self, instance_id: str, disk_id: str) -> None:
+        """See Driver.detach_disk."""
+        with self._changing():
+            if self.host["disks"].get(disk_id, {}).get("attached_to") == instance_id:
+                self.host["disks"][disk_id]["attached_to"] = None
+
+    def snapshot_disk(self, disk_id: str, snapshot_id: str, key: bytes | None = None) -> None:
+        """See Driver.snapshot_disk."""
+        with self._changing():
+            disk = self._disk(disk_id)
+            self.host["snapshots"].setdefault(snapshot_id, {"size_gib": disk["size_gib"],
+                                                            "encrypted": disk["encrypted"], "deleted": False})
+
+    def delete_disk(self, disk_id: str) -> None:
+        """See Driver.delete_disk."""
+        with self._lock:
+            disk = self.host["disks"].get(disk_id)
+            if disk is None:
+                return
+            if disk["attached_to"]:
+                raise ValueError(f"{disk_id} is attached to {disk['attached_to']}")
+            del self.host["disks"][disk_id]
+            self._forget_deleted_snapshots()
+            self._save()
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """See Driver.delete_snapshot: kept (marked deleted) while a disk was cloned from it."""
+        with self._lock:
+            snap = self.host["snapshots"].get(snapshot_id)
+            if snap is not None:
+                snap["deleted"] = True
+                self._forget_deleted_snapshots()
+                self._save()
+
+    def _forget_deleted_snapshots(self) -> None:
+        used = {d["source"] for d in self.host["disks"].values()}
+        for sid in [s for s, snap in self.host["snapshots"].items()
+                    if snap["deleted"] and f"snapshot:{s}" not in used]:
+            del self.host["snapshots"][sid]

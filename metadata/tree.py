@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from emulator.catalogue import REGIONS
-from emulator.instances import DEFAULT_METADATA_OPTIONS, private_dns_name, public_dns_name
+from emulator.dns import private_dns_name, public_dns_name
+from emulator.instances import DEFAULT_METADATA_OPTIONS
 
 VERSIONS = (
     "1.0", "2007-01-19", "2007-03-01", "2007-08-29", "2007-10-10", "2007-12-15", "2008-02-01",

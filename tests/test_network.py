@@ -159,10 +159,12 @@ def test_two_subnets_dhcp_dns_routing_spoofing_and_public_ip(make_network):
     vpc, sa, sb = rid("vpc"), rid("subnet"), rid("subnet")
     i1, i2 = rid("i"), rid("i")
     mac1, mac2 = "0a:11:22:33:44:01", "0a:11:22:33:44:02"
-    ns = net.ensure_vpc(vpc, "eu-west-1", [(sa, "172.31.0.0/20"), (sb, "172.31.16.0/20")])
+    # The emulator computes every DNS name; the network serves what it is given.
+    domains = dict(dns_domain="eu-west-1.compute.internal", public_dns_domain="eu-west-1.compute.amazonaws.com")
+    ns = net.ensure_vpc(vpc, "eu-west-1", [(sa, "172.31.0.0/20"), (sb, "172.31.16.0/20")], **domains)
     assert ns == net.namespace_of(vpc) and ns in host.netns_list()
     # Idempotent: a second run (a reconciler after a crash) changes nothing and does not fail.
-    net.ensure_vpc(vpc, "eu-west-1", [(sa, "172.31.0.0/20"), (sb, "172.31.16.0/20")])
+    net.ensure_vpc(vpc, "eu-west-1", [(sa, "172.31.0.0/20"), (sb, "172.31.16.0/20")], **domains)
     br1 = net.plug(i1, vpc, sa, mac1, "172.31.0.10", "ip-172-31-0-10")
     assert br1 == root_bridge_name(i1) and len(br1) <= 15
     assert net.plug(i1, vpc, sa, mac1, "172.31.0.10", "ip-172-31-0-10") == br1  # idempotent
@@ -230,16 +232,19 @@ def test_two_subnets_dhcp_dns_routing_spoofing_and_public_ip(make_network):
     server.settimeout(3)
     try:
         assert not tcp_connect(host.socket_in(inet), ("198.51.100.10", 8080), 1)  # not mapped yet
-        net.map_public_ip(vpc, "172.31.0.10", "198.51.100.10")
-        net.map_public_ip(vpc, "172.31.0.10", "198.51.100.10")  # idempotent
+        public_name = "ec2-198-51-100-10.eu-west-1.compute.amazonaws.com"
+        net.map_public_ip(vpc, "172.31.0.10", "198.51.100.10", public_name)
+        net.map_public_ip(vpc, "172.31.0.10", "198.51.100.10", public_name)  # idempotent
         assert tcp_connect(host.socket_in(inet), ("198.51.100.10", 8080))
         conn, peer = server.accept()
         conn.close()
         assert peer[0] == INTERNET_ADDRESS
         # Inside the VPC, the public DNS name resolves to the private address (as on AWS).
-        out = g2.run("busybox", "nslookup", "ec2-198-51-100-10.eu-west-1.compute.amazonaws.com",
-                     "172.31.16.1").stdout
+        out = g2.run("busybox", "nslookup", public_name, "172.31.16.1").stdout
         assert "172.31.0.10" in out
+        other = g2.run("busybox", "nslookup", "ec2-198-51-100-99.eu-west-1.compute.amazonaws.com",
+                       "172.31.16.1", check=False)
+        assert "can't find" in other.stdout + other.stderr  # a local domain: never forwarded
         # The private address is not reachable from the internet.
         assert not tcp_connect(host.socket_in(inet), ("172.31.0.10", 8080), 1)
     finally:
@@ -300,9 +305,10 @@ def test_reused_address_goes_to_new_mac(make_network):
     """AWS reuses private addresses: after unplug, the same IP leases to a different MAC."""
     net = make_network()
     vpc, sa = rid("vpc"), rid("subnet")
-    net.ensure_vpc(vpc, "us-east-1", [(sa, "10.0.0.0/24")])
+    net.ensure_vpc(vpc, "us-east-1", [(sa, "10.0.0.0/24")], dns_domain="ec2.internal")
     first, second = rid("i"), rid("i")
-    g = make_network.guest(net.plug(first, vpc, sa, "0a:00:00:00:01:01", "10.0.0.4", ""), "0a:00:00:00:01:01")
+    g = make_network.guest(net.plug(first, vpc, sa, "0a:00:00:00:01:01", "10.0.0.4", "ip-10-0-0-4.ec2.internal"),
+                           "0a:00:00:00:01:01")
     lease = g.dhcp()
     assert lease["ip"] == "10.0.0.4" and lease["domain"] == "ec2.internal"
     assert lease["hostname"] == "ip-10-0-0-4"
@@ -310,7 +316,9 @@ def test_reused_address_goes_to_new_mac(make_network):
     net.unplug(first)
     g2 = make_network.guest(net.plug(second, vpc, sa, "0a:00:00:00:01:02", "10.0.0.4", ""),
                             "0a:00:00:00:01:02")
-    assert g2.dhcp()["ip"] == "10.0.0.4"
+    lease = g2.dhcp()
+    assert lease["ip"] == "10.0.0.4"
+    assert "hostname" not in lease  # no name given, none invented
     # An unknown MAC gets nothing.
     stranger = make_network.guest(net.plug(rid("i"), vpc, sa, "0a:00:00:00:01:03", "10.0.0.5", ""),
                                   "0a:00:00:00:01:04")
@@ -333,7 +341,7 @@ def test_sync_repairs_and_removes_leftovers(make_network):
     sh("ip", "link", "del", root_bridge_name(keep))
     sh("ip", "-n", ns, "link", "del", "igw")
 
-    desired = Desired(vpcs=[VpcSpec(vpc, "us-east-1", ((sa, "172.31.0.0/20"),))],
+    desired = Desired(vpcs=[VpcSpec(vpc, ((sa, "172.31.0.0/20"),), region="us-east-1")],
                       ports=[PortSpec(keep, vpc, sa, "0a:00:00:00:02:01", "172.31.0.4", "",
                                       public_ip="198.51.100.77")])
     net.sync(desired)
