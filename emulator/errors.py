@@ -14,10 +14,12 @@ from __future__ import annotations
 class EC2Error(Exception):
     code = "InternalError"
     status = 400
+    message = ""  # a class whose message never varies says it here
 
-    def __init__(self, message: str, code: str | None = None, status: int | None = None):
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str | None = None, code: str | None = None, status: int | None = None):
+        if message is not None:
+            self.message = message
+        super().__init__(self.message)
         if code:
             self.code = code
         if status:
@@ -36,10 +38,8 @@ class InternalError(EC2Error):
     """What the API answers for a failure that is not an EC2 error (a bug): nothing of it on the wire."""
     code = "InternalError"
     status = 500
-
-    def __init__(self):
-        super().__init__("An internal error has occurred. The request was not applied unless a later "
-                         "describe shows it was.")
+    message = ("An internal error has occurred. The request was not applied unless a later "
+              "describe shows it was.")
 
 
 def _unique(values) -> list[str]:
@@ -140,9 +140,7 @@ class InvalidInstanceType(NotFound):
 
 class InvalidPermissionNotFound(EC2Error):
     code = "InvalidPermission.NotFound"
-
-    def __init__(self):
-        super().__init__("The specified rule does not exist in this security group.")
+    message = "The specified rule does not exist in this security group."
 
 
 # ------------------------------------------------------------------------------- malformed
@@ -213,17 +211,13 @@ class InvalidUserIDMalformed(EC2Error):
 
 class InvalidAMINameMalformed(EC2Error):
     code = "InvalidAMIName.Malformed"
-
-    def __init__(self):
-        super().__init__("AMI names must be between 3 and 128 characters long, and may contain letters, "
-                         "numbers, '(', ')', '.', '-', '/' and '_'")
+    message = ("AMI names must be between 3 and 128 characters long, and may contain letters, "
+              "numbers, '(', ')', '.', '-', '/' and '_'")
 
 
 class InvalidUserDataMalformed(EC2Error):
     code = "InvalidUserData.Malformed"
-
-    def __init__(self):
-        super().__init__("Invalid BASE64 encoding of user data.")
+    message = "Invalid BASE64 encoding of user data."
 
 
 class InvalidKeyFormat(EC2Error):
@@ -265,10 +259,8 @@ class InvalidPermissionDuplicate(EC2Error):
 
 class IdempotentParameterMismatch(EC2Error):
     code = "IdempotentParameterMismatch"
-
-    def __init__(self):
-        super().__init__("Arguments on this idempotent request are inconsistent with arguments "
-                         "used in previous request(s).")
+    message = ("Arguments on this idempotent request are inconsistent with arguments "
+              "used in previous request(s).")
 
 
 # ---------------------------------------------------------------------------- request shape
@@ -286,9 +278,7 @@ class MissingParameter(EC2Error):
 
 class MissingAction(EC2Error):
     code = "MissingAction"
-
-    def __init__(self):
-        super().__init__("The request must contain the parameter Action")
+    message = "The request must contain the parameter Action"
 
 
 class InvalidAction(EC2Error):
@@ -308,9 +298,7 @@ class UnknownParameter(EC2Error):
 class DryRunOperation(EC2Error):
     code = "DryRunOperation"
     status = 412
-
-    def __init__(self):
-        super().__init__("Request would have succeeded, but DryRun flag is set.")
+    message = "Request would have succeeded, but DryRun flag is set."
 
 
 class InvalidNextToken(EC2Error):
@@ -323,8 +311,6 @@ class InvalidNextToken(EC2Error):
 class InvalidParameterCombination(EC2Error):
     code = "InvalidParameterCombination"
 
-    def __init__(self, message: str):
-        super().__init__(message)
 
     @classmethod
     def together(cls, first: str, second: str) -> InvalidParameterCombination:
@@ -335,8 +321,6 @@ class InvalidParameterValue(EC2Error):
     """AWS words this one per parameter; the named constructors are its recurring shapes."""
     code = "InvalidParameterValue"
 
-    def __init__(self, message: str):
-        super().__init__(message)
 
     @classmethod
     def value(cls, value, parameter: str, detail: str = "") -> InvalidParameterValue:
@@ -376,9 +360,7 @@ class InvalidParameterValue(EC2Error):
 
 class InvalidParameter(EC2Error):
     code = "InvalidParameter"
-
-    def __init__(self, message: str = "You have specified two resources that belong to different networks."):
-        super().__init__(message)
+    message = "You have specified two resources that belong to different networks."
 
     @classmethod
     def group_and_subnet(cls, group_id: str, subnet_id: str) -> InvalidParameter:
@@ -388,8 +370,6 @@ class InvalidParameter(EC2Error):
 class MissingInput(EC2Error):
     code = "MissingInput"
 
-    def __init__(self, message: str):
-        super().__init__(message)
 
     @classmethod
     def no_default_subnet(cls, zone: str | None) -> MissingInput:
@@ -400,15 +380,11 @@ class Unsupported(EC2Error):
     """What this emulator does not do (yet); the message says what instead."""
     code = "Unsupported"
 
-    def __init__(self, message: str):
-        super().__init__(message)
 
 
 class VPCIdNotSpecified(EC2Error):
     code = "VPCIdNotSpecified"
-
-    def __init__(self):
-        super().__init__("No default VPC for this user")
+    message = "No default VPC for this user"
 
 
 # ------------------------------------------------------------------------- state and limits
@@ -416,8 +392,6 @@ class VPCIdNotSpecified(EC2Error):
 class IncorrectInstanceState(EC2Error):
     code = "IncorrectInstanceState"
 
-    def __init__(self, message: str):
-        super().__init__(message)
 
     @classmethod
     def cannot(cls, instance_id: str, verb: str) -> IncorrectInstanceState:
@@ -437,8 +411,6 @@ class IncorrectInstanceState(EC2Error):
 class IncorrectState(EC2Error):
     code = "IncorrectState"
 
-    def __init__(self, message: str):
-        super().__init__(message)
 
     @classmethod
     def not_cancellable(cls, task_id: str, status: str) -> IncorrectState:
@@ -470,8 +442,6 @@ class InvalidAMIAttributeItemValue(EC2Error):
 class InvalidBlockDeviceMapping(EC2Error):
     code = "InvalidBlockDeviceMapping"
 
-    def __init__(self, message: str):
-        super().__init__(message)
 
     @classmethod
     def root_not_ebs(cls, root: str) -> InvalidBlockDeviceMapping:
@@ -491,9 +461,7 @@ class InvalidIPAddressInUse(EC2Error):
 
 class InsufficientAddressCapacity(EC2Error):
     code = "InsufficientAddressCapacity"
-
-    def __init__(self):
-        super().__init__("There are not enough free public addresses to launch the instance.")
+    message = "There are not enough free public addresses to launch the instance."
 
 
 class InsufficientFreeAddressesInSubnet(EC2Error):
@@ -513,9 +481,7 @@ class InstanceLimitExceeded(EC2Error):
 
 class RulesPerSecurityGroupLimitExceeded(EC2Error):
     code = "RulesPerSecurityGroupLimitExceeded"
-
-    def __init__(self):
-        super().__init__("The maximum number of rules per security group has been reached.")
+    message = "The maximum number of rules per security group has been reached."
 
 
 class TagLimitExceeded(EC2Error):
@@ -548,10 +514,7 @@ class AuthError(EC2Error):
 
 class AuthFailure(AuthError):
     code = "AuthFailure"
-
-    def __init__(self, message: str = "AWS was not able to validate the provided access credentials",
-                 status: int | None = None):
-        super().__init__(message, status=status)
+    message = "AWS was not able to validate the provided access credentials"
 
     @classmethod
     def region(cls, region: str) -> AuthFailure:
@@ -559,39 +522,31 @@ class AuthFailure(AuthError):
 
     @classmethod
     def image(cls, image_id: str) -> AuthFailure:
-        """Acting on another account's image: AWS answers 400, not the signature's 401."""
-        return cls(f"Not authorized for image:{image_id}", status=400)
+        """Acting on another account's image."""
+        return cls(f"Not authorized for image:{image_id}", status=400)  # not the signature's 401
 
 
 class MissingAuthenticationToken(AuthError):
     code = "MissingAuthenticationToken"
-
-    def __init__(self):
-        super().__init__("The request must contain either a valid (registered) AWS access key ID "
-                         "or X.509 certificate.")
+    message = ("The request must contain either a valid (registered) AWS access key ID "
+              "or X.509 certificate.")
 
 
 class SignatureDoesNotMatch(AuthError):
     code = "SignatureDoesNotMatch"
     status = 403
-
-    def __init__(self):
-        super().__init__("The request signature we calculated does not match the signature you "
-                         "provided. Check your AWS Secret Access Key and signing method. Consult "
-                         "the service documentation for details.")
+    message = ("The request signature we calculated does not match the signature you "
+              "provided. Check your AWS Secret Access Key and signing method. Consult "
+              "the service documentation for details.")
 
 
 class RequestExpired(AuthError):
     code = "RequestExpired"
     status = 400
-
-    def __init__(self):
-        super().__init__("Request has expired.")
+    message = "Request has expired."
 
 
 class IncompleteSignature(AuthError):
     code = "IncompleteSignature"
     status = 400
 
-    def __init__(self, message: str):
-        super().__init__(message)
