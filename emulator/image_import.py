@@ -732,7 +732,7 @@ def _choice(p: dict, key: str, allowed: tuple[str, ...], name: str) -> str | Non
 @action("ImportImage")
 def import_image(ctx: Context, p: dict) -> dict:
     refuse_other_tag_types(p.get("TagSpecifications"), {"import-image-task"})
-    tags = tag_specifications(ctx, p.get("TagSpecifications"), "import-image-task")
+    tags = tag_specifications(p.get("TagSpecifications"), "import-image-task")
     token = p.get("ClientToken")
     if token:
         prior = ctx.session.scalars(_own_tasks(ctx).where(ImportImageTask.client_token == token)).first()

@@ -164,7 +164,7 @@ def launchable_image(ctx: Context, image_id: str) -> Image:
     return img
 
 
-def note_launch(ctx: Context, img: Image) -> None:
+def note_launch(img: Image) -> None:
     """Record a launch (DescribeImageAttribute lastLaunchedTime)."""
     img.attributes = {**(img.attributes or {}), "LastLaunchedTime": _iso(utcnow())}
 
@@ -239,7 +239,7 @@ def register_image(ctx: Context, p: dict) -> dict:
     name = p["Name"]
     _check_name(name)
     refuse_other_tag_types(p.get("TagSpecifications"), {"image"})
-    tags = tag_specifications(ctx, p.get("TagSpecifications"), "image")
+    tags = tag_specifications(p.get("TagSpecifications"), "image")
     location, root = p.get("ImageLocation"), p.get("RootDeviceName")
     if not location and not root:
         raise MissingParameter("ImageLocation or RootDeviceName")

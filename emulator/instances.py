@@ -351,7 +351,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
             raise Unsupported("Launch templates are not supported by this emulator yet.")
         raise MissingParameter("ImageId")
     image = images.launchable_image(ctx, p["ImageId"])
-    images.note_launch(ctx, image)
+    images.note_launch(image)
     instance_type = p.get("InstanceType") or DEFAULT_INSTANCE_TYPE
     type_info = INSTANCE_TYPES.get(instance_type)
     if type_info is None:
@@ -372,7 +372,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
         keypairs.get_by_name(ctx, key_name)
     _validate_user_data(p.get("UserData"))
     refuse_other_tag_types(p.get("TagSpecifications"), {"instance", "volume", "network-interface"})
-    tags = tag_specifications(ctx, p.get("TagSpecifications"), "instance")
+    tags = tag_specifications(p.get("TagSpecifications"), "instance")
     subnet, group_ids, group_names, wanted_ip, public = _network(ctx, p)
     groups = security_groups.resolve_groups(ctx, subnet.vpc_id, group_ids, group_names, subnet_id=subnet.id)
     if wanted_ip and max_count > 1:

@@ -34,7 +34,7 @@ def _store(ctx: Context, p: dict, key_type: str, public_key: str, fingerprint: s
     name = p["KeyName"]
     _check_name(name)
     refuse_other_tag_types(p.get("TagSpecifications"), {"key-pair"})
-    tags = tag_specifications(ctx, p.get("TagSpecifications"), "key-pair")
+    tags = tag_specifications(p.get("TagSpecifications"), "key-pair")
     if _find(ctx, name) is not None:
         raise InvalidKeyPairDuplicate(name)
     key = KeyPair(id=new_id("key"), account_id=ctx.account_id, region=ctx.region, name=name,

@@ -395,7 +395,7 @@ def create_security_group(ctx: Context, p: dict) -> dict:
         if vpc is None:
             raise VPCIdNotSpecified()
     refuse_other_tag_types(p.get("TagSpecifications"), {"security-group"})
-    tags = tag_specifications(ctx, p.get("TagSpecifications"), "security-group")
+    tags = tag_specifications(p.get("TagSpecifications"), "security-group")
     if _by_name(ctx, vpc.id, name) is not None:
         raise InvalidGroupDuplicate(name, vpc.id)
     g = _create(ctx, vpc.id, name, description)
@@ -494,7 +494,7 @@ def _authorize(ctx: Context, p: dict, egress: bool) -> dict:
         perms += _flat_permissions(p)
     specs = _specs(ctx, group, perms)
     refuse_other_tag_types(p.get("TagSpecifications"), {"security-group-rule"})
-    tags = tag_specifications(ctx, p.get("TagSpecifications"), "security-group-rule")
+    tags = tag_specifications(p.get("TagSpecifications"), "security-group-rule")
     existing = _rules_of(ctx, [group.id], egress)
     seen = {_row_key(r) for r in existing}
     for s in specs:

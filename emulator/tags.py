@@ -103,7 +103,7 @@ def set_tags(ctx: Context, resource_id: str, tags: list[dict]) -> None:
             row.value = t.get("Value") or ""
 
 
-def tag_specifications(ctx: Context, specs: list[dict] | None, resource_type: str) -> list[dict]:
+def tag_specifications(specs: list[dict] | None, resource_type: str) -> list[dict]:
     """The tags a create call asked for on resources of this type; other types are refused as AWS does."""
     tags: list[dict] = []
     for spec in specs or []:

@@ -63,12 +63,11 @@ def default_subnet(ctx: Context, zone: str | None) -> Subnet:
     return subnet
 
 
-def reserved(subnet_cidr: str) -> int:
-    return 5  # AWS keeps the network, router, DNS, future and broadcast addresses
+RESERVED_ADDRESSES = 5  # per subnet, AWS keeps the network, router, DNS, future and broadcast addresses
 
 
-def available_ips(ctx: Context, subnet: Subnet, used: int) -> int:
-    return ipaddress.ip_network(subnet.cidr_block).num_addresses - reserved(subnet.cidr_block) - used
+def available_ips(subnet: Subnet, used: int) -> int:
+    return ipaddress.ip_network(subnet.cidr_block).num_addresses - RESERVED_ADDRESSES - used
 
 
 VPC_FILTERS = {
@@ -152,7 +151,7 @@ def _subnets(ctx: Context, page: list, tags) -> list[dict]:
         "SubnetId": s.id, "SubnetArn": f"arn:aws:ec2:{s.region}:{s.account_id}:subnet/{s.id}",
         "VpcId": s.vpc_id, "OwnerId": s.account_id, "State": s.state, "CidrBlock": s.cidr_block,
         "AvailabilityZone": s.availability_zone, "AvailabilityZoneId": _zone_id(s),
-        "AvailableIpAddressCount": available_ips(ctx, s, used.get(s.id, 0)),
+        "AvailableIpAddressCount": available_ips(s, used.get(s.id, 0)),
         "DefaultForAz": s.default_for_az, "MapPublicIpOnLaunch": s.map_public_ip_on_launch,
         "MapCustomerOwnedIpOnLaunch": False, "AssignIpv6AddressOnCreation": False,
         "Ipv6CidrBlockAssociationSet": [], "Ipv6Native": False, "Tags": tag_list(tags[s.id]),
