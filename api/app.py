@@ -10,11 +10,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from emulator.catalogue import REGIONS
-from emulator.errors import EC2Error
+from emulator.errors import AuthFailure, DryRunOperation, EC2Error, InternalError, InvalidAction, MissingAction
 from emulator.service import Cloud
 
 from . import model, protocol
-from .auth import AuthError, verify_request
+from .auth import verify_request
 
 log = logging.getLogger("ec2emu.api")
 XML = "text/xml;charset=UTF-8"
@@ -49,8 +49,7 @@ class Api:
             account, region = cred.account_id, _scope_region(headers.get("authorization", ""))
         region = region or _region_from_host(host) or self.config.default_region
         if region not in REGIONS:
-            raise EC2Error(f"Credential should be scoped to a valid region, not '{region}'.",
-                           "AuthFailure", 401)
+            raise AuthFailure.region(region)
         return account, region
 
     def handle(self, request: Request, raw_query: str, body: bytes, request_id: str) -> tuple[int, bytes]:
@@ -58,28 +57,23 @@ class Api:
         if body and "form-urlencoded" in request.headers.get("content-type", "application/x-www-form-urlencoded"):
             params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         try:
-            try:
-                account, region = self.authenticate(request, raw_query, body, params)
-            except AuthError as exc:
-                raise EC2Error(exc.message, exc.code, exc.status) from None
+            account, region = self.authenticate(request, raw_query, body, params)
             action = params.get("Action")
             if not action:
-                raise EC2Error("The request must contain the parameter Action", "MissingAction")
+                raise MissingAction()
             op = model.operation(action)
             if op is None:
-                raise EC2Error(f"The action {action} is not valid for this web service.", "InvalidAction")
+                raise InvalidAction(action)
             inputs = protocol.parse_input(op.input_shape, params)
             if inputs.get("DryRun") and action in self.cloud.handlers:
-                raise EC2Error("Request would have succeeded, but DryRun flag is set.", "DryRunOperation", 412)
+                raise DryRunOperation()
             result = self.cloud.call(action, inputs, account, region, request_id)
             return 200, protocol.render_output(action, op.output_shape, result, request_id)
-        except EC2Error as exc:
+        except Exception as exc:  # never a traceback on the wire
+            if not isinstance(exc, EC2Error):
+                log.exception("request %s failed", request_id)
+                exc = InternalError()
             return exc.status, protocol.render_error(exc.code, exc.message, request_id)
-        except Exception:  # never a traceback on the wire
-            log.exception("request %s failed", request_id)
-            return 500, protocol.render_error(
-                "InternalError", "An internal error has occurred. The request was not applied "
-                "unless a later describe shows it was.", request_id)
 
 
 def _key_in_header(auth: str) -> str | None:

@@ -30,7 +30,11 @@ from functools import lru_cache
 from typing import Callable, Mapping
 from urllib.parse import quote, unquote_to_bytes
 
-__all__ = ["AuthError", "Principal", "verify_request"]
+from emulator.errors import (AuthError, AuthFailure, IncompleteSignature, InvalidParameterCombination,
+                             InvalidParameterValue, MissingAuthenticationToken, MissingParameter, RequestExpired,
+                             SignatureDoesNotMatch)
+
+__all__ = ["AuthError", "Principal", "verify_request"]  # AuthError: the base of its errors (emulator/errors.py)
 
 SERVICE = "ec2"
 ALGORITHM_V4 = "AWS4-HMAC-SHA256"
@@ -40,54 +44,16 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_SKEW = timedelta(minutes=15)
 MAX_PRESIGN_EXPIRES = 7 * 24 * 3600  # 604800 s, AWS's upper bound
 
-_MSG_MISSING = ("The request must contain either a valid (registered) AWS access key ID "
-                "or X.509 certificate.")
-_MSG_AUTH_FAILURE = "AWS was not able to validate the provided access credentials"
-_MSG_MISMATCH = ("The request signature we calculated does not match the signature you "
-                 "provided. Check your AWS Secret Access Key and signing method. Consult "
-                 "the service documentation for details.")
-_MSG_EXPIRED = "Request has expired."
+_ISO_EXAMPLE = "Expected an ISO 8601 date-time, e.g. 2026-11-22T03:00:00Z."
 
 _RFC3986_SAFE = "-_.~"
 _UNRESERVED_ONLY = re.compile(r"[A-Za-z0-9\-_.~]*").fullmatch
-
-
-class AuthError(Exception):
-    """An authentication failure, carrying AWS's error code, message and HTTP status."""
-
-    def __init__(self, code: str, message: str, status: int = 401):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
 
 
 @dataclass(frozen=True)
 class Principal:
     access_key: str
     region: str | None  # from the SigV4 credential scope; None for SigV2
-
-
-# --------------------------------------------------------------------------- errors
-
-def _missing_token() -> AuthError:
-    return AuthError("MissingAuthenticationToken", _MSG_MISSING, 401)
-
-
-def _auth_failure(message: str = _MSG_AUTH_FAILURE) -> AuthError:
-    return AuthError("AuthFailure", message, 401)
-
-
-def _mismatch() -> AuthError:
-    return AuthError("SignatureDoesNotMatch", _MSG_MISMATCH, 403)
-
-
-def _expired() -> AuthError:
-    return AuthError("RequestExpired", _MSG_EXPIRED, 400)
-
-
-def _incomplete(message: str) -> AuthError:
-    return AuthError("IncompleteSignature", message, 400)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -197,8 +163,8 @@ def _parse_amz_date(value: str) -> datetime | None:
         return None
 
 
-def _bad_amz_date(value: str) -> AuthError:
-    return _incomplete(f"Date must be in ISO-8601 'basic format'. Got '{value}'. "
+def _bad_amz_date(value: str) -> IncompleteSignature:
+    return IncompleteSignature(f"Date must be in ISO-8601 'basic format'. Got '{value}'. "
                        "See http://en.wikipedia.org/wiki/ISO_8601")
 
 
@@ -207,21 +173,21 @@ def _parse_scope(credential: str, amz_date: str, date_source: str
     """Validate 'AKID/YYYYMMDD/region/service/aws4_request'; return its parts."""
     parts = credential.split("/")
     if len(parts) != 5:
-        raise _incomplete(
+        raise IncompleteSignature(
             "Credential must have exactly 5 slash-delimited elements, e.g. "
             f"keyid/date/region/service/term, got '{credential}'")
     access_key, datestamp, region, service, term = parts
     if not access_key:
-        raise _incomplete(f"Credential has an empty access key ID: '{credential}'")
+        raise IncompleteSignature(f"Credential has an empty access key ID: '{credential}'")
     if term != TERMINATOR:
-        raise _incomplete("Credential should be scoped with a valid terminator: "
+        raise IncompleteSignature("Credential should be scoped with a valid terminator: "
                           f"'{TERMINATOR}', not '{term}'.")
     if service != SERVICE:
-        raise _incomplete(f"Credential should be scoped to correct service: '{SERVICE}'.")
+        raise IncompleteSignature(f"Credential should be scoped to correct service: '{SERVICE}'.")
     if not region:
-        raise _incomplete("Credential should be scoped to a valid region, not ''.")
+        raise IncompleteSignature("Credential should be scoped to a valid region, not ''.")
     if datestamp != amz_date[:8]:
-        raise _incomplete(
+        raise IncompleteSignature(
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of "
             f"date from HTTP: '{datestamp}' != '{amz_date[:8]}', from '{date_source}'.")
     return access_key, datestamp, region, service
@@ -231,7 +197,7 @@ def _parse_authorization(value: str) -> tuple[str, str, str]:
     """Parse the SigV4 Authorization header; return (credential, signed_headers, signature)."""
     algorithm, _, rest = value.strip().partition(" ")
     if algorithm != ALGORITHM_V4:
-        raise _incomplete(
+        raise IncompleteSignature(
             f"Unsupported Authorization Type: '{algorithm}'. Only {ALGORITHM_V4} "
             "(Signature Version 4) is accepted in the Authorization header.")
     fields: dict[str, str] = {}
@@ -241,7 +207,7 @@ def _parse_authorization(value: str) -> tuple[str, str, str]:
             continue
         name, eq, val = item.partition("=")
         if not eq:
-            raise _incomplete(
+            raise IncompleteSignature(
                 f"Authorization header requires each component to be of the form "
                 f"name=value; got '{item}'. Authorization={value}")
         fields[name.strip()] = val.strip()
@@ -249,7 +215,7 @@ def _parse_authorization(value: str) -> tuple[str, str, str]:
                 for name in ("Credential", "SignedHeaders", "Signature")
                 if not fields.get(name)]
     if problems:
-        raise _incomplete(" ".join(problems) + f" Authorization={value}")
+        raise IncompleteSignature(" ".join(problems) + f" Authorization={value}")
     return fields["Credential"], fields["SignedHeaders"], fields["Signature"]
 
 
@@ -259,7 +225,7 @@ def _signed_header_block(signed_headers: str, host: str,
     lines = []
     for name in names:
         if not name:
-            raise _incomplete(f"SignedHeaders is malformed: '{signed_headers}'")
+            raise IncompleteSignature(f"SignedHeaders is malformed: '{signed_headers}'")
         if name == "host":
             val = host if host else headers.get("host", "")
         else:
@@ -300,7 +266,7 @@ def _payload_hashes(headers: Mapping[str, str], body: bytes) -> tuple[str, ...]:
         # The header is signed, so the body must really hash to it.
         if not hmac.compare_digest(declared.lower().encode("utf-8", "replace"),
                                    hashlib.sha256(body or b"").hexdigest().encode()):
-            raise _mismatch()
+            raise SignatureDoesNotMatch()
         return (declared,)
     body_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
     return (body_hash, UNSIGNED_PAYLOAD)
@@ -322,7 +288,7 @@ def _v4_header(method: str, host: str, path: str, query_pairs, headers, body,
     else:
         http_date = headers.get("date")
         if not http_date:
-            raise _incomplete(
+            raise IncompleteSignature(
                 "Authorization header requires existence of either a 'X-Amz-Date' or a "
                 f"'Date' header. Authorization={authorization}")
         try:
@@ -330,7 +296,7 @@ def _v4_header(method: str, host: str, path: str, query_pairs, headers, body,
         except (TypeError, ValueError, IndexError):
             req_time = None
         if req_time is None:
-            raise _incomplete(f"Invalid 'Date' header: '{http_date}'")
+            raise IncompleteSignature(f"Invalid 'Date' header: '{http_date}'")
         req_time = _utc(req_time).astimezone(timezone.utc)
         amz_date = req_time.strftime("%Y%m%dT%H%M%SZ")
         date_source = "date"
@@ -338,17 +304,17 @@ def _v4_header(method: str, host: str, path: str, query_pairs, headers, body,
     access_key, datestamp, region, service = _parse_scope(credential, amz_date, date_source)
     secret = secret_for(access_key)
     if secret is None:
-        raise _auth_failure()
+        raise AuthFailure()
 
     canonical_headers, signed_names = _signed_header_block(signed_headers, host, headers)
     key = _signing_key(secret, datestamp, region, service)
     scope = f"{datestamp}/{region}/{service}/{TERMINATOR}"
     if not _verify_v4(method, path, canonical_headers, signed_names, query_pairs,
                       _payload_hashes(headers, body), amz_date, scope, key, signature):
-        raise _mismatch()
+        raise SignatureDoesNotMatch()
 
     if abs(now - req_time) > MAX_SKEW:
-        raise _expired()
+        raise RequestExpired()
     return Principal(access_key, region)
 
 
@@ -361,12 +327,12 @@ def _v4_presigned(method: str, host: str, path: str, query_pairs, headers, body,
 
     algorithm = params.get("X-Amz-Algorithm", "")
     if algorithm != ALGORITHM_V4:
-        raise _incomplete(f"X-Amz-Algorithm only supports '{ALGORITHM_V4}', got "
+        raise IncompleteSignature(f"X-Amz-Algorithm only supports '{ALGORITHM_V4}', got "
                           f"'{algorithm}'.")
     missing = [name for name in ("X-Amz-Credential", "X-Amz-Date", "X-Amz-SignedHeaders",
                                  "X-Amz-Signature") if not params.get(name)]
     if missing:
-        raise _incomplete(
+        raise IncompleteSignature(
             "Query-string authentication requires the X-Amz-Algorithm, X-Amz-Credential, "
             "X-Amz-Date, X-Amz-SignedHeaders and X-Amz-Signature parameters; missing: "
             + ", ".join(missing) + ".")
@@ -380,18 +346,18 @@ def _v4_presigned(method: str, host: str, path: str, query_pairs, headers, body,
     raw_expires = params.get("X-Amz-Expires")
     if raw_expires is not None:
         if not raw_expires.isdigit() or not raw_expires.isascii():
-            raise _incomplete(f"X-Amz-Expires must be a non-negative integer, got "
+            raise IncompleteSignature(f"X-Amz-Expires must be a non-negative integer, got "
                               f"'{raw_expires}'.")
         expires = int(raw_expires)
         if expires > MAX_PRESIGN_EXPIRES:
-            raise _incomplete("X-Amz-Expires must be less than a week (in seconds) that "
+            raise IncompleteSignature("X-Amz-Expires must be less than a week (in seconds) that "
                               f"is 604800, got {expires}.")
 
     access_key, datestamp, region, service = _parse_scope(
         params["X-Amz-Credential"], amz_date, "X-Amz-Date")
     secret = secret_for(access_key)
     if secret is None:
-        raise _auth_failure()
+        raise AuthFailure()
 
     canonical_headers, signed_names = _signed_header_block(
         params["X-Amz-SignedHeaders"], host, headers)
@@ -400,15 +366,15 @@ def _v4_presigned(method: str, host: str, path: str, query_pairs, headers, body,
     if not _verify_v4(method, path, canonical_headers, signed_names, query_pairs,
                       _payload_hashes(headers, body), amz_date, scope, key,
                       params["X-Amz-Signature"]):
-        raise _mismatch()
+        raise SignatureDoesNotMatch()
 
     if req_time - now > MAX_SKEW:  # signed in the future
-        raise _expired()
+        raise RequestExpired()
     if expires is None:
         if now - req_time > MAX_SKEW:
-            raise _expired()
+            raise RequestExpired()
     elif now > req_time + timedelta(seconds=expires):
-        raise _expired()
+        raise RequestExpired()
     return Principal(access_key, region)
 
 
@@ -436,16 +402,16 @@ def _v2(method: str, host: str, path: str, headers, form: Mapping[str, str],
     access_key = form.get("AWSAccessKeyId")
     signature = form.get("Signature")
     if not access_key:
-        raise _incomplete("The request must contain the parameter AWSAccessKeyId")
+        raise IncompleteSignature("The request must contain the parameter AWSAccessKeyId")
     if not signature:
-        raise _incomplete("The request must contain the parameter Signature")
+        raise IncompleteSignature("The request must contain the parameter Signature")
 
     version = form.get("SignatureVersion")
     if version is None:
-        raise _auth_failure("The request must contain the parameter SignatureVersion; "
+        raise AuthFailure("The request must contain the parameter SignatureVersion; "
                             "only SignatureVersion 2 (or Signature Version 4) is supported.")
     if version.strip() != "2":
-        raise _auth_failure(f"SignatureVersion {version!r} is not supported; only "
+        raise AuthFailure(f"SignatureVersion {version!r} is not supported; only "
                             "SignatureVersion 2 (or Signature Version 4) is supported.")
 
     method_name = form.get("SignatureMethod", "HmacSHA256")
@@ -454,36 +420,27 @@ def _v2(method: str, host: str, path: str, headers, form: Mapping[str, str],
     elif method_name == "HmacSHA1":
         digest = hashlib.sha1
     else:
-        raise _auth_failure(f"SignatureMethod {method_name!r} is not supported; use "
+        raise AuthFailure(f"SignatureMethod {method_name!r} is not supported; use "
                             "HmacSHA256 or HmacSHA1.")
 
     timestamp = form.get("Timestamp")
     expires_param = form.get("Expires")
     if timestamp is not None and expires_param is not None:
-        raise AuthError("InvalidParameterCombination",
-                        "The parameter Timestamp cannot be used with the parameter Expires",
-                        400)
+        raise InvalidParameterCombination.together("Timestamp", "Expires")
     if timestamp is not None:
         req_time = _parse_iso8601(timestamp)
         if req_time is None:
-            raise AuthError("InvalidParameterValue",
-                            f"Value ({timestamp}) for parameter Timestamp is invalid. "
-                            "Expected an ISO 8601 date-time, e.g. 2026-11-22T03:00:00Z.",
-                            400)
+            raise InvalidParameterValue.value(timestamp, "Timestamp", _ISO_EXAMPLE)
     elif expires_param is not None:
         req_time = _parse_iso8601(expires_param)
         if req_time is None:
-            raise AuthError("InvalidParameterValue",
-                            f"Value ({expires_param}) for parameter Expires is invalid. "
-                            "Expected an ISO 8601 date-time, e.g. 2026-11-22T03:00:00Z.",
-                            400)
+            raise InvalidParameterValue.value(expires_param, "Expires", _ISO_EXAMPLE)
     else:
-        raise AuthError("MissingParameter",
-                        "The request must contain the parameter Timestamp or Expires", 400)
+        raise MissingParameter("Timestamp or Expires")
 
     secret = secret_for(access_key)
     if secret is None:
-        raise _auth_failure()
+        raise AuthFailure()
 
     host_l = (host or headers.get("host", "")).lower()
     hosts = [host_l]
@@ -506,13 +463,13 @@ def _v2(method: str, host: str, path: str, headers, form: Mapping[str, str],
             ok = True
             break
     if not ok:
-        raise _mismatch()
+        raise SignatureDoesNotMatch()
 
     if timestamp is not None:
         if abs(now - req_time) > MAX_SKEW:
-            raise _expired()
+            raise RequestExpired()
     elif now >= req_time:
-        raise _expired()
+        raise RequestExpired()
     return Principal(access_key, None)
 
 
@@ -522,7 +479,8 @@ def verify_request(method: str, host: str, path: str, raw_query: str,
                    headers: Mapping[str, str], body: bytes, form: Mapping[str, str],
                    secret_for: Callable[[str], str | None],
                    now: datetime | None = None) -> Principal:
-    """Authenticate one request; return who signed it or raise ``AuthError``.
+    """Authenticate one request; return who signed it or raise an ``AuthError`` (or, for a
+    malformed SigV2 Timestamp/Expires, the parameter error AWS answers: an ``EC2Error`` too).
 
     ``headers`` keys are expected lower-case.  ``host`` is the Host header as
     received (port included if the client sent one).  ``path`` and ``raw_query``
@@ -540,7 +498,7 @@ def verify_request(method: str, host: str, path: str, raw_query: str,
     v2 = "AWSAccessKeyId" in form or "Signature" in form
 
     if (authorization is not None) + presigned + v2 > 1:
-        raise _incomplete(
+        raise IncompleteSignature(
             "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
             "Signature query string parameter or the Authorization header should be "
             "specified")
@@ -553,7 +511,7 @@ def verify_request(method: str, host: str, path: str, raw_query: str,
     if v2:
         return _v2(method, host, path, headers, form, secret_for, now)
     if "X-Amz-Signature" in form or "X-Amz-Credential" in form:
-        raise _incomplete("Signature Version 4 authentication parameters must be sent in "
+        raise IncompleteSignature("Signature Version 4 authentication parameters must be sent in "
                           "the Authorization header or the URL query string, not the "
                           "request body.")
-    raise _missing_token()
+    raise MissingAuthenticationToken()

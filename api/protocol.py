@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape as _xml_escape
 
 from botocore.model import Shape
 
-from emulator.errors import EC2Error
+from emulator.errors import InvalidParameterValue, MissingParameter, UnknownParameter
 
 from .model import XMLNS
 
@@ -77,10 +77,8 @@ def _tree(params: dict[str, str]) -> dict:
     return root
 
 
-def _bad(path: str, value, why: str = "") -> EC2Error:
-    shown = value if isinstance(value, str) else "(structure)"
-    return EC2Error(f"Invalid value '{shown}' for {path}.{(' ' + why) if why else ''}",
-                    "InvalidParameterValue")
+def _bad(path: str, value, why: str = "") -> InvalidParameterValue:
+    return InvalidParameterValue.invalid(value if isinstance(value, str) else "(structure)", path, why)
 
 
 def _read(shape: Shape, node, path: str):
@@ -94,14 +92,13 @@ def _read(shape: Shape, node, path: str):
             found = members.get(wire)
             if found is None:
                 where = f"{path}.{wire}" if path else wire
-                raise EC2Error(f"The parameter {where} is not recognized", "UnknownParameter")
+                raise UnknownParameter(where)
             name, mshape = found
             out[name] = _read(mshape, child, f"{path}.{wire}" if path else wire)
         for req in shape.required_members:
             if req not in out:
                 wire = next(w for w, (n, _) in members.items() if n == req)
-                raise EC2Error(f"The request must contain the parameter {path + '.' if path else ''}{wire}",
-                               "MissingParameter")
+                raise MissingParameter(f"{path + '.' if path else ''}{wire}")
         return out
     if kind == "list":
         if not isinstance(node, dict):
@@ -109,7 +106,7 @@ def _read(shape: Shape, node, path: str):
         items = []
         for index, child in node.items():
             if not index.isdigit() or int(index) < 1:
-                raise EC2Error(f"The parameter {path}.{index} is not recognized", "UnknownParameter")
+                raise UnknownParameter(f"{path}.{index}")
             items.append((int(index), child))
         items.sort(key=lambda p: p[0])
         return [_read(shape.member, child, f"{path}.{i}") for i, child in items]
@@ -134,27 +131,24 @@ def _read(shape: Shape, node, path: str):
 def _scalar(shape: Shape, value: str, path: str):
     kind = shape.type_name
     if "\x00" in value:  # no AWS string may hold NUL (and PostgreSQL text cannot)
-        raise EC2Error(f"Invalid value for {path}: NUL characters are not allowed.", "InvalidParameterValue")
+        raise InvalidParameterValue(f"Invalid value for {path}: NUL characters are not allowed.")
     if kind == "string":
         enum = shape.enum
         if enum and value not in enum:
-            raise EC2Error(f"Invalid value '{value}' for {path}. Valid values: {', '.join(enum)}",
-                           "InvalidParameterValue")
+            raise _bad(path, value, f"Valid values: {', '.join(enum)}")
         return value
     if kind in ("integer", "long"):
         try:
             number = int(value)
         except ValueError:
-            raise EC2Error(f"Invalid value '{value}' for {path}. Expected an integer.",
-                           "InvalidParameterValue") from None
+            raise _bad(path, value, "Expected an integer.") from None
         if kind == "integer" and not -2**31 <= number < 2**31:
             raise _bad(path, value, "Out of range.")
         return number
     if kind == "boolean":
         lowered = value.lower()
         if lowered not in ("true", "false"):
-            raise EC2Error(f"Invalid value '{value}' for {path}. Expected true or false.",
-                           "InvalidParameterValue")
+            raise _bad(path, value, "Expected true or false.")
         return lowered == "true"
     if kind in ("double", "float"):
         try:
@@ -182,7 +176,7 @@ def parse_input(shape: Shape | None, params: dict[str, str]) -> dict:
     tree = _tree(params)
     if shape is None:
         if tree:
-            raise EC2Error(f"The parameter {next(iter(tree))} is not recognized", "UnknownParameter")
+            raise UnknownParameter(next(iter(tree)))
         return {}
     return _read(shape, tree, "")
 

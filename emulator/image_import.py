@@ -50,10 +50,11 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import or_, select, update
 
 from . import db
-from .errors import EC2Error
+from .errors import (IncorrectState, InvalidConversionTaskId, InvalidConversionTaskIdMalformed,
+                     InvalidParameterValue, MissingParameter, Unsupported)
 from .ids import new_id, well_formed
 from .models import Image, ImportImageTask, Instance, utcnow
-from .query import apply_filters, only_ids, paginate
+from .query import Resource, Selector, describe
 from .registry import Context, action
 from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
 
@@ -679,14 +680,9 @@ def _shown_source(source: str) -> str:
 
 # ---------------------------------------------------------------------------- the API
 
-def _task_not_found(task_id: str) -> EC2Error:
-    return EC2Error(f"The import task ID '{task_id}' does not exist", "InvalidConversionTaskId")
-
-
 def _check_task_id(task_id: str) -> None:
     if not any(well_formed(task_id, p) for p in ("import-ami", "import-snap", "import-i")):
-        raise EC2Error(f'Invalid id: "{task_id}" (expecting "import-ami-...")',
-                       "InvalidConversionTaskId.Malformed")
+        raise InvalidConversionTaskIdMalformed(task_id)
 
 
 def _aware(value: datetime) -> datetime:
@@ -729,15 +725,14 @@ def _own_tasks(ctx: Context):
 def _choice(p: dict, key: str, allowed: tuple[str, ...], name: str) -> str | None:
     value = p.get(key)
     if value is not None and value not in allowed:
-        raise EC2Error(f"Value ({value}) for parameter {name} is invalid. Valid values: "
-                       f"{', '.join(allowed)}", "InvalidParameterValue")
+        raise InvalidParameterValue.value(value, name, f"Valid values: {', '.join(allowed)}")
     return value
 
 
 @action("ImportImage")
 def import_image(ctx: Context, p: dict) -> dict:
     refuse_other_tag_types(p.get("TagSpecifications"), {"import-image-task"})
-    tags = tag_specifications(ctx, p.get("TagSpecifications"), "import-image-task")
+    tags = tag_specifications(p.get("TagSpecifications"), "import-image-task")
     token = p.get("ClientToken")
     if token:
         prior = ctx.session.scalars(_own_tasks(ctx).where(ImportImageTask.client_token == token)).first()
@@ -745,44 +740,43 @@ def import_image(ctx: Context, p: dict) -> dict:
             return _task_out(prior, tags_for(ctx, [prior.id])[prior.id])
     containers = p.get("DiskContainers") or []
     if not containers:
-        raise EC2Error("The request must contain the parameter DiskContainer", "MissingParameter")
+        raise MissingParameter("DiskContainer")
     if len(containers) > 1:
-        raise EC2Error("Importing more than one disk is not supported by this emulator: import the "
-                       "root disk alone.", "Unsupported")
+        raise Unsupported("Importing more than one disk is not supported by this emulator: import the "
+                          "root disk alone.")
     disk = containers[0]
     if disk.get("UserBucket"):
-        raise EC2Error("Importing from S3 (DiskContainer.UserBucket) is not supported: this emulator "
-                       "has no S3. Give DiskContainer.Url as a host path, a file:// URL or an "
-                       "http(s):// URL instead.", "Unsupported")
+        raise Unsupported("Importing from S3 (DiskContainer.UserBucket) is not supported: this emulator "
+                          "has no S3. Give DiskContainer.Url as a host path, a file:// URL or an "
+                          "http(s):// URL instead.")
     if disk.get("SnapshotId"):
-        raise EC2Error("Importing from a snapshot (DiskContainer.SnapshotId) is not supported by "
-                       "this emulator: give DiskContainer.Url instead.", "Unsupported")
+        raise Unsupported("Importing from a snapshot (DiskContainer.SnapshotId) is not supported by "
+                          "this emulator: give DiskContainer.Url instead.")
     url = disk.get("Url")
     if not url:
-        raise EC2Error("The request must contain the parameter DiskContainer.Url", "MissingParameter")
+        raise MissingParameter("DiskContainer.Url")
     try:
         local = local_path(url)
     except ImageFileError as exc:
-        raise EC2Error(exc.message, "InvalidParameterValue") from None
+        raise InvalidParameterValue(exc.message) from None
     if local is None:
         parts = urlsplit(url)
         if parts.scheme == "s3":
-            raise EC2Error("Importing from S3 is not supported: this emulator has no S3. Give a host "
-                           "path, a file:// URL or an http(s):// URL.", "Unsupported")
+            raise Unsupported("Importing from S3 is not supported: this emulator has no S3. Give a host "
+                              "path, a file:// URL or an http(s):// URL.")
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise EC2Error(f"Value ({_redacted(url) if parts.scheme else url}) for parameter "
-                           "DiskContainer.Url is invalid: give a host path, a file:// URL or an "
-                           "http(s):// URL.", "InvalidParameterValue")
+            raise InvalidParameterValue(f"Value ({_redacted(url) if parts.scheme else url}) for parameter "
+                                        "DiskContainer.Url is invalid: give a host path, a file:// URL or an "
+                                        "http(s):// URL.")
     fmt = (disk.get("Format") or "").upper() or None
     if fmt is not None and fmt not in IMPORT_FORMATS:
-        raise EC2Error(f"Value ({disk['Format']}) for parameter DiskContainer.Format is invalid. "
-                       f"Valid values: {', '.join(IMPORT_FORMATS)}", "InvalidParameterValue")
+        raise InvalidParameterValue.value(disk["Format"], "DiskContainer.Format",
+                                          f"Valid values: {', '.join(IMPORT_FORMATS)}")
     if p.get("Encrypted"):
-        raise EC2Error("Encrypted imports are not supported by this emulator yet.", "Unsupported")
+        raise Unsupported("Encrypted imports are not supported by this emulator yet.")
     description = p.get("Description")
     if len(description or "") > 255 or len(disk.get("Description") or "") > 255:
-        raise EC2Error("Value for parameter description is too long: at most 255 characters.",
-                       "InvalidParameterValue")
+        raise InvalidParameterValue.too_long("description")
     architecture = _choice(p, "Architecture", ("i386", "x86_64", "arm64"), "Architecture")
     platform = _choice(p, "Platform", ("Linux", "Windows"), "Platform")
     license_type = _choice(p, "LicenseType", ("AWS", "BYOL"), "LicenseType")
@@ -810,36 +804,35 @@ TASK_FILTERS = {
 }
 
 
+TASKS = Resource("ImportImageTasks", lambda ctx, page, tags: [_task_out(t, tags[t.id]) for t in page], TASK_FILTERS,
+                 (Selector("ImportTaskIds", lambda t: t.id, InvalidConversionTaskId, _check_task_id),),
+                 max_results=(1, 1000))
+
+
+def _current(t: ImportImageTask) -> bool:
+    """Finished tasks age out of listings, as on AWS (those asked for by id are still shown)."""
+    return t.status in ("active", "deleting") or _aware(t.created_at) >= utcnow() - TASK_RETENTION
+
+
 @action("DescribeImportImageTasks")
 def describe_import_image_tasks(ctx: Context, p: dict) -> dict:
-    ids = p.get("ImportTaskIds") or []
-    for i in ids:
-        _check_task_id(i)
     rows = list(ctx.session.scalars(_own_tasks(ctx).order_by(ImportImageTask.id)))
     _expire_stale(rows)
-    if not ids:  # finished tasks age out of listings, as on AWS
-        oldest = utcnow() - TASK_RETENTION
-        rows = [t for t in rows if t.status in ("active", "deleting") or _aware(t.created_at) >= oldest]
-    rows = only_ids(rows, ids, _task_not_found)
-    tags = tags_for(ctx, [t.id for t in rows])
-    rows = apply_filters(rows, p.get("Filters"), TASK_FILTERS, lambda t: tags[t.id])
-    page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"), lowest=1)
-    return {"ImportImageTasks": [_task_out(t, tags[t.id]) for t in page], "NextToken": token}
+    return describe(ctx, TASKS, p, rows, keep=None if p.get("ImportTaskIds") else _current)
 
 
 @action("CancelImportTask")
 def cancel_import_task(ctx: Context, p: dict) -> dict:
     task_id = p.get("ImportTaskId")
     if not task_id:
-        raise EC2Error("The request must contain the parameter ImportTaskId", "MissingParameter")
+        raise MissingParameter("ImportTaskId")
     _check_task_id(task_id)
     task = ctx.session.scalars(_own_tasks(ctx).where(ImportImageTask.id == task_id)).first()
     if task is None:
-        raise _task_not_found(task_id)
+        raise InvalidConversionTaskId(task_id)
     _expire_stale([task])
     if task.status != "active":
-        raise EC2Error(f"The import task {task_id} cannot be cancelled: it is {task.status}.",
-                       "IncorrectState")
+        raise IncorrectState.not_cancellable(task_id, task.status)
     reason = p.get("CancelReason")
     task.status = "deleting"
     task.status_message = f"User cancelled: {reason}" if reason else "User cancelled"

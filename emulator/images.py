@@ -32,12 +32,16 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 
 from . import image_import as files
-from .errors import EC2Error
+from .errors import (AuthFailure, InvalidAMIAttributeItemValue, InvalidAMIIDMalformed, InvalidAMIIDNotFound,
+                     InvalidAMIIDUnavailable, InvalidAMINameDuplicate, InvalidAMINameMalformed,
+                     InvalidBlockDeviceMapping, InvalidKernelIdMalformed, InvalidParameterCombination,
+                     InvalidParameterValue, InvalidRamDiskIdMalformed, InvalidSnapshotIDMalformed,
+                     InvalidUserIDMalformed, Malformed, MissingParameter)
 from .ids import new_id, well_formed
 from .models import Image, utcnow
-from .query import apply_filters, paginate
+from .query import Resource, Selector, describe
 from .registry import Context, action
-from .tags import delete_all_tags, refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
+from .tags import delete_all_tags, refuse_other_tag_types, set_tags, tag_list, tag_specifications
 
 EMULATOR_OWNER_ID = "000000000001"
 EMULATOR_OWNER_ALIAS = "ec2emu"
@@ -124,23 +128,9 @@ def register_public_images(ctx: Context) -> None:
 
 # ------------------------------------------------------------------------------- lookups
 
-def _malformed(image_id: str, expecting: str = "ami") -> EC2Error:
-    return EC2Error(f'Invalid id: "{image_id}" (expecting "{expecting}-...")', "InvalidAMIID.Malformed")
-
-
-def _not_found(ids: list[str]) -> EC2Error:
-    if len(ids) == 1:
-        return EC2Error(f"The image id '[{ids[0]}]' does not exist", "InvalidAMIID.NotFound")
-    return EC2Error(f"The image ids '[{', '.join(ids)}]' do not exist", "InvalidAMIID.NotFound")
-
-
-def _not_authorized(image_id: str) -> EC2Error:
-    return EC2Error(f"Not authorized for image:{image_id}", "AuthFailure")
-
-
-def _check_id(image_id: str, prefixes=IMAGE_PREFIXES) -> None:
-    if not any(well_formed(image_id, p) for p in prefixes):
-        raise _malformed(image_id, prefixes[0])
+def _check_id(image_id: str) -> None:
+    if not any(well_formed(image_id, p) for p in IMAGE_PREFIXES):
+        raise InvalidAMIIDMalformed(image_id)
 
 
 def _shared_with(img: Image, account_id: str) -> bool:
@@ -165,17 +155,16 @@ def image_by_id(ctx: Context, image_id: str, *, any_owner: bool = False) -> Imag
 def launchable_image(ctx: Context, image_id: str) -> Image:
     """The AMI RunInstances may launch for the caller, or AWS's error."""
     if not well_formed(image_id or "", "ami"):
-        raise _malformed(image_id)
+        raise InvalidAMIIDMalformed(image_id)
     img = image_by_id(ctx, image_id)
     if img is None or img.image_type != "machine":
-        raise _not_found([image_id])
+        raise InvalidAMIIDNotFound(image_id)
     if img.state != "available":
-        raise EC2Error(f"Image {image_id} is not available (state: {img.state}).",
-                       "InvalidAMIID.Unavailable")
+        raise InvalidAMIIDUnavailable(image_id, img.state)
     return img
 
 
-def note_launch(ctx: Context, img: Image) -> None:
+def note_launch(img: Image) -> None:
     """Record a launch (DescribeImageAttribute lastLaunchedTime)."""
     img.attributes = {**(img.attributes or {}), "LastLaunchedTime": _iso(utcnow())}
 
@@ -185,9 +174,9 @@ def _owned(ctx: Context, image_id: str) -> Image:
     _check_id(image_id)
     img = image_by_id(ctx, image_id)
     if img is None:
-        raise _not_found([image_id])
+        raise InvalidAMIIDNotFound(image_id)
     if img.account_id != ctx.account_id:
-        raise _not_authorized(image_id)
+        raise AuthFailure.image(image_id)
     return img
 
 
@@ -198,8 +187,7 @@ _NAME = re.compile(r"[A-Za-z0-9()\[\] ./\-'@_]{3,128}\Z")
 
 def _check_name(name: str) -> None:
     if not _NAME.match(name or ""):
-        raise EC2Error("AMI names must be between 3 and 128 characters long, and may contain letters, "
-                       "numbers, '(', ')', '.', '-', '/' and '_'", "InvalidAMIName.Malformed")
+        raise InvalidAMINameMalformed()
 
 
 def _named(ctx: Context, name: str) -> Image | None:
@@ -207,13 +195,13 @@ def _named(ctx: Context, name: str) -> Image | None:
                                                    Image.region == ctx.region, Image.name == name)).first()
 
 
-def _check_attached_image(ctx: Context, image_id: str | None, prefix: str, code: str) -> None:
+def _check_attached_image(ctx: Context, image_id: str | None, malformed: type[Malformed]) -> None:
     if image_id is None:
         return
-    if not well_formed(image_id, prefix):
-        raise EC2Error(f'Invalid id: "{image_id}" (expecting "{prefix}-...")', code)
+    if not well_formed(image_id, malformed.prefix):
+        raise malformed(image_id)
     if image_by_id(ctx, image_id) is None:
-        raise _not_found([image_id])
+        raise InvalidAMIIDNotFound(image_id)
 
 
 def _mappings(raw: list[dict] | None) -> list[dict]:
@@ -221,8 +209,7 @@ def _mappings(raw: list[dict] | None) -> list[dict]:
     for m in raw or []:
         device = m.get("DeviceName")
         if not device:
-            raise EC2Error("The request must contain the parameter BlockDeviceMapping.DeviceName",
-                           "MissingParameter")
+            raise MissingParameter("BlockDeviceMapping.DeviceName")
         item: dict = {"DeviceName": device}
         if m.get("NoDevice") is not None:
             item["NoDevice"] = ""
@@ -232,10 +219,10 @@ def _mappings(raw: list[dict] | None) -> list[dict]:
             ebs = m["Ebs"]
             snap = ebs.get("SnapshotId")
             if snap is not None and not well_formed(snap, "snap"):
-                raise EC2Error(f'Invalid id: "{snap}" (expecting "snap-...")', "InvalidSnapshotID.Malformed")
+                raise InvalidSnapshotIDMalformed(snap)
             size = ebs.get("VolumeSize")
             if size is not None and not 1 <= size <= 65536:
-                raise EC2Error(f"Volume of size {size}GB is not valid.", "InvalidParameterValue")
+                raise InvalidParameterValue(f"Volume of size {size}GB is not valid.")
             vtype = ebs.get("VolumeType") or "gp2"
             item["Ebs"] = {k: v for k, v in {
                 "DeleteOnTermination": ebs.get("DeleteOnTermination", True), "SnapshotId": snap,
@@ -252,39 +239,33 @@ def register_image(ctx: Context, p: dict) -> dict:
     name = p["Name"]
     _check_name(name)
     refuse_other_tag_types(p.get("TagSpecifications"), {"image"})
-    tags = tag_specifications(ctx, p.get("TagSpecifications"), "image")
+    tags = tag_specifications(p.get("TagSpecifications"), "image")
     location, root = p.get("ImageLocation"), p.get("RootDeviceName")
     if not location and not root:
-        raise EC2Error("The request must contain the parameter ImageLocation or RootDeviceName",
-                       "MissingParameter")
+        raise MissingParameter("ImageLocation or RootDeviceName")
     mappings = _mappings(p.get("BlockDeviceMappings"))
     if root and not location and not any(m["DeviceName"] == root and "Ebs" in m for m in mappings):
-        raise EC2Error(f"The root device name {root} must be mapped to an EBS volume in the block "
-                       "device mapping", "InvalidBlockDeviceMapping")
+        raise InvalidBlockDeviceMapping.root_not_ebs(root)
     if len(p.get("Description") or "") > 255:
-        raise EC2Error("Value for parameter description is too long: at most 255 characters.",
-                       "InvalidParameterValue")
+        raise InvalidParameterValue.too_long("description")
     try:
         local = files.local_path(location) if location else None
     except files.ImageFileError as exc:
-        raise EC2Error(exc.message, "InvalidParameterValue") from None
+        raise InvalidParameterValue(exc.message) from None
     if local is not None and len(location) > 255:
-        raise EC2Error("Value for parameter ImageLocation is too long: at most 255 characters.",
-                       "InvalidParameterValue")
+        raise InvalidParameterValue.too_long("ImageLocation")
     virtualization = p.get("VirtualizationType") or (
         "hvm" if local else "paravirtual")  # AWS's documented default; files are whole disks
     if virtualization not in ("hvm", "paravirtual"):
-        raise EC2Error(f"Value ({virtualization}) for parameter virtualizationType is invalid. "
-                       "Valid values: hvm, paravirtual", "InvalidParameterValue")
+        raise InvalidParameterValue.value(virtualization, "virtualizationType", "Valid values: hvm, paravirtual")
     sriov = p.get("SriovNetSupport")
     if sriov is not None and sriov != "simple":
-        raise EC2Error(f"Value ({sriov}) for parameter sriovNetSupport is invalid. Valid values: simple",
-                       "InvalidParameterValue")
-    _check_attached_image(ctx, p.get("KernelId"), "aki", "InvalidKernelId.Malformed")
-    _check_attached_image(ctx, p.get("RamdiskId"), "ari", "InvalidRamDiskId.Malformed")
+        raise InvalidParameterValue.value(sriov, "sriovNetSupport", "Valid values: simple")
+    _check_attached_image(ctx, p.get("KernelId"), InvalidKernelIdMalformed)
+    _check_attached_image(ctx, p.get("RamdiskId"), InvalidRamDiskIdMalformed)
     existing = _named(ctx, name)
     if existing is not None:
-        raise EC2Error(f"AMI name {name} is already in use by AMI {existing.id}", "InvalidAMIName.Duplicate")
+        raise InvalidAMINameDuplicate(name, existing.id)
     attributes = {k: v for k, v in {
         "EnaSupport": p.get("EnaSupport"), "SriovNetSupport": sriov, "BootMode": p.get("BootMode"),
         "TpmSupport": p.get("TpmSupport"), "UefiData": p.get("UefiData"), "ImdsSupport": p.get("ImdsSupport"),
@@ -318,7 +299,7 @@ def _register_file(ctx: Context, p: dict, path: str, virtualization: str, attrib
     try:
         probe = files.sniff(path)
     except files.ImageFileError as exc:
-        raise EC2Error(f"ImageLocation {exc.message}", "InvalidParameterValue") from None
+        raise InvalidParameterValue(f"ImageLocation {exc.message}") from None
     name, location = p["Name"], p["ImageLocation"]
     architecture = p.get("Architecture") or "x86_64"
     if probe.kind == "machine":
@@ -328,13 +309,11 @@ def _register_file(ctx: Context, p: dict, path: str, virtualization: str, attrib
         if mine is None:
             mappings.insert(0, files.root_mapping(root, probe.volume_gib))
         elif "Ebs" not in mine:
-            raise EC2Error(f"The root device name {root} must be mapped to an EBS volume in the "
-                           "block device mapping", "InvalidBlockDeviceMapping")
+            raise InvalidBlockDeviceMapping.root_not_ebs(root)
         elif mine["Ebs"].get("VolumeSize") is None:
             mine["Ebs"]["VolumeSize"] = probe.volume_gib
         elif mine["Ebs"]["VolumeSize"] < probe.volume_gib:
-            raise EC2Error(f"Volume of size {mine['Ebs']['VolumeSize']}GB is smaller than the disk "
-                           f"image {path}, expect size >= {probe.volume_gib}GB", "InvalidBlockDeviceMapping")
+            raise InvalidBlockDeviceMapping.too_small(mine["Ebs"]["VolumeSize"], path, probe.volume_gib)
         img = files.disk_image_row(
             image_id=new_id("ami"), account_id=ctx.account_id, region=ctx.region, name=name,
             description=p.get("Description"), location=location, architecture=architecture,
@@ -343,8 +322,8 @@ def _register_file(ctx: Context, p: dict, path: str, virtualization: str, attrib
     else:
         extra = [k for k in ("KernelId", "RamdiskId", "BlockDeviceMappings", "RootDeviceName") if p.get(k)]
         if extra:
-            raise EC2Error(f"{path} is a Linux {probe.kind}: {' and '.join(extra)} apply to machine "
-                           "images only", "InvalidParameterCombination")
+            raise InvalidParameterCombination(f"{path} is a Linux {probe.kind}: {' and '.join(extra)} apply to "
+                                              "machine images only")
         img = Image(
             id=new_id("aki" if probe.kind == "kernel" else "ari"), account_id=ctx.account_id,
             region=ctx.region, name=name, description=p.get("Description"), image_type=probe.kind,
@@ -456,7 +435,7 @@ def _owner_matcher(ctx: Context, owners: list[str]):
         elif o in OWNER_ALIASES:
             tests.append(lambda i, o=o: i.owner_alias == o)
         else:
-            raise EC2Error(f'Invalid user id: "{o}"', "InvalidUserID.Malformed")
+            raise InvalidUserIDMalformed(o)
     return lambda i: any(t(i) for t in tests)
 
 
@@ -469,7 +448,7 @@ def _executable_matcher(ctx: Context, users: list[str]):
             who = ctx.account_id if u == "self" else u
             tests.append(lambda i, who=who: _shared_with(i, who))
         else:
-            raise EC2Error(f'Invalid user id: "{u}"', "InvalidUserID.Malformed")
+            raise InvalidUserIDMalformed(u)
     return lambda i: any(t(i) for t in tests)
 
 
@@ -478,35 +457,31 @@ def _deprecated(img: Image, now: str) -> bool:
     return bool(when) and when <= now
 
 
+IMAGES = Resource("Images", lambda ctx, page, tags: [_image_out(i, tags[i.id]) for i in page], IMAGE_FILTERS,
+                  (Selector("ImageIds", lambda i: i.id, InvalidAMIIDNotFound, _check_id),))
+
+
+def _listed(ctx: Context, p: dict):
+    """What DescribeImages lists beyond the images asked for by id: Owners, ExecutableUsers,
+    disabled and deprecated images only when asked."""
+    tests = []
+    if p.get("Owners"):
+        tests.append(_owner_matcher(ctx, p["Owners"]))
+    if p.get("ExecutableUsers"):
+        tests.append(_executable_matcher(ctx, p["ExecutableUsers"]))
+    if not p.get("IncludeDisabled"):
+        tests.append(lambda i: i.state != "disabled")
+    if not p.get("IncludeDeprecated") and not p.get("ImageIds"):
+        now = _iso(utcnow())  # owners always see their deprecated images
+        tests.append(lambda i: i.account_id == ctx.account_id or not _deprecated(i, now))
+    return lambda i: all(t(i) for t in tests)
+
+
 @action("DescribeImages")
 def describe_images(ctx: Context, p: dict) -> dict:
     rows = [i for i in ctx.session.scalars(select(Image).where(Image.region == ctx.region).order_by(Image.id))
             if _visible(ctx, i)]
-    ids = p.get("ImageIds")
-    if ids:
-        for i in ids:
-            _check_id(i)
-        have = {r.id for r in rows}
-        missing = [i for i in dict.fromkeys(ids) if i not in have]
-        if missing:
-            raise _not_found(missing)
-        wanted = set(ids)
-        rows = [r for r in rows if r.id in wanted]
-    if p.get("Owners"):
-        owned_by = _owner_matcher(ctx, p["Owners"])
-        rows = [r for r in rows if owned_by(r)]
-    if p.get("ExecutableUsers"):
-        executable = _executable_matcher(ctx, p["ExecutableUsers"])
-        rows = [r for r in rows if executable(r)]
-    if not p.get("IncludeDisabled"):
-        rows = [r for r in rows if r.state != "disabled"]
-    if not p.get("IncludeDeprecated") and not ids:
-        now = _iso(utcnow())  # owners always see their deprecated images
-        rows = [r for r in rows if r.account_id == ctx.account_id or not _deprecated(r, now)]
-    tags = tags_for(ctx, [r.id for r in rows])
-    rows = apply_filters(rows, p.get("Filters"), IMAGE_FILTERS, lambda r: tags[r.id])
-    page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"))
-    return {"Images": [_image_out(i, tags[i.id]) for i in page], "NextToken": token}
+    return describe(ctx, IMAGES, p, rows, keep=_listed(ctx, p))
 
 
 # ------------------------------------------------------------------------------ attributes
@@ -525,11 +500,11 @@ def describe_image_attribute(ctx: Context, p: dict) -> dict:
     _check_id(image_id)
     img = image_by_id(ctx, image_id)
     if img is None:
-        raise _not_found([image_id])
+        raise InvalidAMIIDNotFound(image_id)
     mine = img.account_id == ctx.account_id
     out: dict = {"ImageId": img.id}
     if attr in ("launchPermission", "blockDeviceMapping") and not mine:
-        raise _not_authorized(image_id)
+        raise AuthFailure.image(image_id)
     a = img.attributes or {}
     if attr == "launchPermission":
         out["LaunchPermissions"] = _launch_permissions(img)
@@ -560,11 +535,6 @@ def describe_image_attribute(ctx: Context, p: dict) -> dict:
     return out
 
 
-def _bad_item(value: str, kind: str) -> EC2Error:
-    return EC2Error(f'Invalid attribute item value "{value}" for {kind} item type.',
-                    "InvalidAMIAttributeItemValue")
-
-
 def _permission_changes(p: dict) -> tuple[list[dict], list[dict]] | None:
     """(add, remove) launch permissions from either request form, or None if none asked."""
     if p.get("LaunchPermission") is not None:
@@ -578,21 +548,21 @@ def _permission_changes(p: dict) -> tuple[list[dict], list[dict]] | None:
         return None
     op = p.get("OperationType")
     if op is None:
-        raise EC2Error("The request must contain the parameter OperationType", "MissingParameter")
+        raise MissingParameter("OperationType")
     if not listed:
-        raise EC2Error("The request must contain the parameter UserId or UserGroup", "MissingParameter")
+        raise MissingParameter("UserId or UserGroup")
     return (listed, []) if op == "add" else ([], listed)
 
 
 def _apply_permissions(img: Image, add: list[dict], remove: list[dict]) -> None:
     for item in add + remove:
         if item.get("UserId") is not None and not re.fullmatch(r"\d{12}", item["UserId"]):
-            raise _bad_item(item["UserId"], "userId")
+            raise InvalidAMIAttributeItemValue(item["UserId"], "userId")
         if item.get("Group") is not None and item["Group"] != "all":
-            raise _bad_item(item["Group"], "group")
+            raise InvalidAMIAttributeItemValue(item["Group"], "group")
         if not any(item.get(k) for k in ("UserId", "Group", "OrganizationArn", "OrganizationalUnitArn")):
-            raise EC2Error("A launch permission must name a UserId, Group, OrganizationArn or "
-                           "OrganizationalUnitArn", "InvalidParameterValue")
+            raise InvalidParameterValue("A launch permission must name a UserId, Group, OrganizationArn or "
+                                        "OrganizationalUnitArn")
     current = [dict(lp) for lp in img.launch_permissions or []]
     for item in remove:
         if item.get("Group") == "all":
@@ -615,8 +585,7 @@ def modify_image_attribute(ctx: Context, p: dict) -> dict:
     attr = p.get("Attribute")
     known = {"launchPermission", "description", "productCodes", "imdsSupport"}
     if attr is not None and attr not in known:
-        raise EC2Error(f"Value ({attr}) for parameter attribute is invalid. Unknown attribute.",
-                       "InvalidParameterValue")
+        raise InvalidParameterValue.value(attr, "attribute", "Unknown attribute.")
     changed = False
     perms = _permission_changes(p)
     if perms is not None:
@@ -626,22 +595,20 @@ def modify_image_attribute(ctx: Context, p: dict) -> dict:
         p.get("Value") if attr == "description" else None)
     if description is not None or attr == "description":
         if len(description or "") > 255:
-            raise EC2Error("Value for parameter description is too long: at most 255 characters.",
-                           "InvalidParameterValue")
+            raise InvalidParameterValue.too_long("description")
         img.description = description or ""
         changed = True
     imds = (p.get("ImdsSupport") or {}).get("Value") if p.get("ImdsSupport") is not None else (
         p.get("Value") if attr == "imdsSupport" else None)
     if imds is not None or attr == "imdsSupport":
         if imds != "v2.0":
-            raise EC2Error(f"Value ({imds}) for parameter imdsSupport is invalid. Valid values: v2.0",
-                           "InvalidParameterValue")
+            raise InvalidParameterValue.value(imds, "imdsSupport", "Valid values: v2.0")
         img.attributes = {**(img.attributes or {}), "ImdsSupport": "v2.0"}
         changed = True
     if p.get("ProductCodes") or attr == "productCodes":
         codes = p.get("ProductCodes") or []
         if not codes:
-            raise EC2Error("The request must contain the parameter ProductCode", "MissingParameter")
+            raise MissingParameter("ProductCode")
         have = list((img.attributes or {}).get("ProductCodes") or [])
         for c in codes:
             if not any(h["ProductCodeId"] == c for h in have):
@@ -649,7 +616,7 @@ def modify_image_attribute(ctx: Context, p: dict) -> dict:
         img.attributes = {**(img.attributes or {}), "ProductCodes": have}
         changed = True
     if not changed:
-        raise EC2Error("No attributes specified.", "InvalidParameterCombination")
+        raise InvalidParameterCombination("No attributes specified.")
     return {"Return": True}
 
 
@@ -668,7 +635,7 @@ def reset_image_attribute(ctx: Context, p: dict) -> dict:
 def deregister_image(ctx: Context, p: dict) -> dict:
     img = _owned(ctx, p["ImageId"])
     if (img.attributes or {}).get("DeregistrationProtection", "disabled") != "disabled":
-        raise EC2Error(f"Image {img.id} has deregistration protection enabled.", "InvalidParameterValue")
+        raise InvalidParameterValue(f"Image {img.id} has deregistration protection enabled.")
     delete_all_tags(ctx, img.id)
     ctx.session.delete(img)
     if img.disk_path and img.account_id != EMULATOR_OWNER_ID:  # a copy of a user's file

@@ -4,8 +4,8 @@ from __future__ import annotations
 import copy
 
 from .catalogue import INSTANCE_TYPES, REGIONS
-from .errors import EC2Error
-from .query import apply_filters, paginate
+from .errors import InvalidInstanceType
+from .query import Resource, Selector, describe
 from .registry import Context, action
 
 
@@ -56,28 +56,21 @@ TYPE_FILTERS = {
 }
 
 
-def require_type(name: str) -> dict:
-    info = INSTANCE_TYPES.get(name)
-    if info is None:
-        raise EC2Error(f"The instance type '{name}' does not exist", "InvalidInstanceType")
-    return info
+TYPES = Resource("InstanceTypes", lambda ctx, page, tags: copy.deepcopy(page), TYPE_FILTERS,
+                 (Selector("InstanceTypes", lambda t: t["InstanceType"], InvalidInstanceType),),
+                 key=lambda t: t["InstanceType"], max_results=(5, 100), tagged=False)
 
 
 @action("DescribeInstanceTypes")
 def describe_instance_types(ctx: Context, p: dict) -> dict:
-    names = p.get("InstanceTypes")
-    if names:
-        for n in names:
-            if n not in INSTANCE_TYPES:
-                raise EC2Error(f"The following supplied instance types do not exist: [{n}]",
-                               "InvalidInstanceType")
-        rows = [INSTANCE_TYPES[n] for n in sorted(set(names))]
-    else:
-        rows = [INSTANCE_TYPES[n] for n in sorted(INSTANCE_TYPES)]
-    rows = apply_filters(rows, p.get("Filters"), TYPE_FILTERS)
-    page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"),
-                           key=lambda t: t["InstanceType"], lowest=5, highest=100)
-    return {"InstanceTypes": copy.deepcopy(page), "NextToken": token}
+    return describe(ctx, TYPES, p, [INSTANCE_TYPES[n] for n in sorted(INSTANCE_TYPES)])
+
+
+OFFERINGS = Resource("InstanceTypeOfferings",
+                     lambda ctx, page, tags: [{"InstanceType": n, "LocationType": kind, "Location": loc}
+                                              for n, loc, kind in page],
+                     {"instance-type": lambda r: r[0], "location": lambda r: r[1]},
+                     key=lambda r: f"{r[0]}\x00{r[1]}", tagged=False)
 
 
 @action("DescribeInstanceTypeOfferings")
@@ -92,10 +85,5 @@ def describe_instance_type_offerings(ctx: Context, p: dict) -> dict:
         locations = [z.zone_id for z in region.zones]
     else:  # outposts and local zones: none here
         locations = []
-    rows = sorted((name, loc) for name in INSTANCE_TYPES for loc in locations)
-    rows = apply_filters(rows, p.get("Filters"), {
-        "instance-type": lambda r: r[0], "location": lambda r: r[1]})
-    page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"),
-                           key=lambda r: f"{r[0]}\x00{r[1]}", lowest=5, highest=1000)
-    return {"InstanceTypeOfferings": [{"InstanceType": n, "LocationType": kind, "Location": loc}
-                                      for n, loc in page], "NextToken": token}
+    rows = sorted((name, loc, kind) for name in INSTANCE_TYPES for loc in locations)
+    return describe(ctx, OFFERINGS, p, rows)

@@ -23,12 +23,16 @@ from hypervisor import HostEvent, InstanceSpec
 from . import images, keypairs, security_groups, vpcs
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
 from .dns import private_dns_domain, private_dns_name, public_dns_domain, public_dns_name
-from .errors import EC2Error
+from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceLimitExceeded,
+                     InsufficientAddressCapacity, InsufficientFreeAddressesInSubnet, InvalidAKIIDNotFound,
+                     InvalidARIIDNotFound, InvalidInstanceIDMalformed, InvalidInstanceIDNotFound,
+                     InvalidIPAddressInUse, InvalidParameterCombination, InvalidParameterValue,
+                     InvalidUserDataMalformed, MissingParameter, OperationNotPermitted, Unsupported)
 from .ids import new_id, well_formed
 from .host_tasks import enqueue, unfinished_resources
 from .models import Instance, Subnet, Tag, utcnow
 from .models import InstanceState as S
-from .query import apply_filters, paginate
+from .query import Resource, Selector, describe
 from .registry import Context, Host, action, host_action, host_action_failed
 from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
 
@@ -39,6 +43,7 @@ DEFAULT_METADATA_OPTIONS = {"HttpTokens": "optional", "HttpPutResponseHopLimit":
                             "HttpEndpoint": "enabled", "HttpProtocolIpv6": "disabled",
                             "InstanceMetadataTags": "disabled"}
 MAX_USER_DATA = 16 * 1024
+_NO_IMAGE_OF_KIND = {"kernel": InvalidAKIIDNotFound, "ramdisk": InvalidARIIDNotFound}
 
 
 def _state(name: str) -> dict:
@@ -68,12 +73,11 @@ def _allocate_private_ips(ctx: Context, subnet: Subnet, count: int, wanted: str 
         try:
             addr = ipaddress.ip_address(wanted)
         except ValueError:
-            raise EC2Error(f"Invalid value '{wanted}' for PrivateIpAddress", "InvalidParameterValue") from None
+            raise InvalidParameterValue(f"Invalid value '{wanted}' for PrivateIpAddress") from None
         if addr not in net or not first <= int(addr) <= last:
-            raise EC2Error(f"Address {wanted} does not fall within the subnet's address range",
-                           "InvalidParameterValue")
+            raise InvalidParameterValue(f"Address {wanted} does not fall within the subnet's address range")
         if wanted in used:
-            raise EC2Error(f"Address {wanted} is in use.", "InvalidIPAddress.InUse")
+            raise InvalidIPAddressInUse(wanted)
         return [wanted]
     out = []
     n = first
@@ -96,16 +100,14 @@ def _allocate_public_ip(ctx: Context, taken: set[str]) -> str:
     for addr in pool.hosts():
         if str(addr) not in used:
             return str(addr)
-    raise EC2Error("There are not enough free public addresses to launch the instance.",
-                   "InsufficientAddressCapacity")
+    raise InsufficientAddressCapacity()
 
 
 # ----------------------------------------------------------------------------------- lookup
 
-def _check_ids(ids: list[str]) -> None:
-    for i in ids:
-        if not well_formed(i, "i"):
-            raise EC2Error(f'Invalid id: "{i}"', "InvalidInstanceID.Malformed")
+def _check_id(instance_id: str) -> None:
+    if not well_formed(instance_id, "i"):
+        raise InvalidInstanceIDMalformed(instance_id)
 
 
 def _aware(stamp: datetime) -> datetime:
@@ -134,34 +136,25 @@ _ALL = _ALL.order_by(Instance.id)
 
 def _rows(ctx: Context, ids: list[str] | None = None) -> list:
     """Plain rows (read-only, no ORM bookkeeping: describing 1000 instances is a hot path),
-    in id order; with ids, every one must exist."""
+    in id order; with ids, only those (the describe pipeline checks they all exist)."""
     scope = {"account": ctx.account_id, "region": ctx.region}
-    if ids is not None:
-        _check_ids(ids)
+    if ids:
         result = ctx.session.connection().execute(_BY_IDS, dict(scope, ids=ids))
     else:
         result = ctx.session.connection().execute(_ALL, scope)
-    rows = _unexpired(ctx, result.all())
-    if ids is not None:
-        _require_all(ids, {r.id for r in rows})
-    return rows
-
-
-def _require_all(ids: list[str], found) -> None:
-    missing = [i for i in dict.fromkeys(ids) if i not in found]
-    if len(missing) == 1:
-        raise EC2Error(f"The instance ID '{missing[0]}' does not exist", "InvalidInstanceID.NotFound")
-    if missing:
-        raise EC2Error(f"The instance IDs '{', '.join(missing)}' do not exist", "InvalidInstanceID.NotFound")
+    return _unexpired(ctx, result.all())
 
 
 def get_instances(ctx: Context, ids: list[str]) -> list[Instance]:
     """The instances, as ORM objects to change, in the order asked; every one must exist."""
-    _check_ids(ids)
+    for i in ids:
+        _check_id(i)
     rows = ctx.session.scalars(select(Instance).where(
         Instance.account_id == ctx.account_id, Instance.region == ctx.region, Instance.id.in_(ids))).all()
     found = {r.id: r for r in rows}
-    _require_all(ids, found)
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise InvalidInstanceIDNotFound(*missing)
     return [found[i] for i in dict.fromkeys(ids)]
 
 
@@ -237,16 +230,16 @@ def _cpu_options(instance_type: str) -> dict:
     return {"CoreCount": vcpu.get("DefaultCores", 1), "ThreadsPerCore": vcpu.get("DefaultThreadsPerCore", 1)}
 
 
-def describe_rows(ctx: Context, rows: list[Instance]) -> list[dict]:
-    tags = tags_for(ctx, [r.id for r in rows])
+def describe_rows(ctx: Context, rows: list[Instance], tags: dict | None = None) -> list[dict]:
+    tags = tags_for(ctx, [r.id for r in rows]) if tags is None else tags
     group_ids = {g for r in rows for g in r.security_group_ids}
     names = security_groups.group_names(ctx, group_ids)
     return [_describe(r, tags.get(r.id, {}), names) for r in rows]
 
 
-def _reservations(ctx: Context, rows: list[Instance]) -> list[dict]:
+def _reservations(ctx: Context, rows: list[Instance], tags: dict | None = None) -> list[dict]:
     out: dict[str, dict] = {}
-    for row, desc in zip(rows, describe_rows(ctx, rows)):
+    for row, desc in zip(rows, describe_rows(ctx, rows, tags)):
         res = out.get(row.reservation_id)
         if res is None:
             res = out[row.reservation_id] = {"ReservationId": row.reservation_id, "OwnerId": row.account_id,
@@ -288,9 +281,9 @@ def _validate_user_data(data: str | None) -> None:
     try:
         raw = base64.b64decode(data, validate=True)
     except ValueError:
-        raise EC2Error("Invalid BASE64 encoding of user data.", "InvalidUserData.Malformed") from None
+        raise InvalidUserDataMalformed() from None
     if len(raw) > MAX_USER_DATA:
-        raise EC2Error(f"User data is limited to {MAX_USER_DATA} bytes", "InvalidParameterValue")
+        raise InvalidParameterValue.user_data_too_long(MAX_USER_DATA)
 
 
 def _network(ctx: Context, p: dict) -> tuple[Subnet, list[str] | None, list[str] | None, str | None, bool | None]:
@@ -301,24 +294,23 @@ def _network(ctx: Context, p: dict) -> tuple[Subnet, list[str] | None, list[str]
     nics = p.get("NetworkInterfaces") or []
     if nics:
         if len(nics) > 1:
-            raise EC2Error("Only one network interface per instance is supported by this emulator yet.",
-                           "Unsupported")
+            raise Unsupported("Only one network interface per instance is supported by this emulator yet.")
         nic = nics[0]
         if subnet_id or group_ids or group_names:
-            raise EC2Error("Network interfaces and an instance-level security groups or subnet "
-                           "may not be specified on the same request", "InvalidParameterCombination")
+            raise InvalidParameterCombination("Network interfaces and an instance-level security groups or subnet "
+                                              "may not be specified on the same request")
         subnet_id = nic.get("SubnetId")
         group_ids = nic.get("Groups")
         wanted_ip = nic.get("PrivateIpAddress") or wanted_ip
         public = nic.get("AssociatePublicIpAddress")
     zone = (p.get("Placement") or {}).get("AvailabilityZone")
     if zone and zone not in {z.name for z in REGIONS[ctx.region].zones}:
-        raise EC2Error(f"Invalid availability zone: [{zone}]", "InvalidParameterValue")
+        raise InvalidParameterValue(f"Invalid availability zone: [{zone}]")
     if subnet_id:
         subnet = vpcs.get_subnet(ctx, subnet_id)
         if zone and zone != subnet.availability_zone:
-            raise EC2Error(f"The specified availability zone {zone} and subnet {subnet_id} "
-                           f"are in different availability zones", "InvalidParameterValue")
+            raise InvalidParameterValue(f"The specified availability zone {zone} and subnet {subnet_id} "
+                                        f"are in different availability zones")
     else:
         subnet = vpcs.default_subnet(ctx, zone)
     return subnet, group_ids, group_names, wanted_ip, public
@@ -328,55 +320,52 @@ def _network(ctx: Context, p: dict) -> tuple[Subnet, list[str] | None, list[str]
 def run_instances(ctx: Context, p: dict) -> dict:
     min_count, max_count = p["MinCount"], p["MaxCount"]
     if min_count < 1:
-        raise EC2Error(f"Invalid value '{min_count}' for minCount. Must be at least 1.", "InvalidParameterValue")
+        raise InvalidParameterValue.invalid(min_count, "minCount", "Must be at least 1.")
     if max_count < min_count:
-        raise EC2Error("MinCount must be less than or equal to MaxCount", "InvalidParameterValue")
+        raise InvalidParameterValue("MinCount must be less than or equal to MaxCount")
     token = p.get("ClientToken")
     digest = _digest(p)
     if token:
         if len(token) > 64:
-            raise EC2Error("The client token must be 64 characters or fewer", "InvalidParameterValue")
+            raise InvalidParameterValue("The client token must be 64 characters or fewer")
         prior = ctx.session.scalars(select(Instance).where(
             Instance.account_id == ctx.account_id, Instance.region == ctx.region,
             Instance.client_token == token).order_by(Instance.launch_index)).all()
         if prior:
             if prior[0].request_digest != digest:
-                raise EC2Error("Arguments on this idempotent request are inconsistent with arguments "
-                               "used in previous request(s).", "IdempotentParameterMismatch")
+                raise IdempotentParameterMismatch()
             return _reservations(ctx, prior)[0]
     if not p.get("ImageId"):
         if p.get("LaunchTemplate"):
-            raise EC2Error("Launch templates are not supported by this emulator yet.", "Unsupported")
-        raise EC2Error("The request must contain the parameter ImageId", "MissingParameter")
+            raise Unsupported("Launch templates are not supported by this emulator yet.")
+        raise MissingParameter("ImageId")
     image = images.launchable_image(ctx, p["ImageId"])
-    images.note_launch(ctx, image)
+    images.note_launch(image)
     instance_type = p.get("InstanceType") or DEFAULT_INSTANCE_TYPE
     type_info = INSTANCE_TYPES.get(instance_type)
     if type_info is None:
-        raise EC2Error(f"The requested configuration is currently not supported: instance type "
-                       f"{instance_type} is not in this emulator's catalogue.", "Unsupported")
+        raise Unsupported(f"The requested configuration is currently not supported: instance type "
+                          f"{instance_type} is not in this emulator's catalogue.")
     arches = type_info["ProcessorInfo"]["SupportedArchitectures"]
     if image.architecture not in arches:
-        raise EC2Error(f"The instance type '{instance_type}' does not support the architecture "
-                       f"'{image.architecture}' of the specified AMI.", "InvalidParameterValue")
+        raise InvalidParameterValue(f"The instance type '{instance_type}' does not support the architecture "
+                                    f"'{image.architecture}' of the specified AMI.")
     kernel_id = p.get("KernelId") or image.kernel_id
     ramdisk_id = p.get("RamdiskId") or image.ramdisk_id
     for ident, kind in ((kernel_id, "kernel"), (ramdisk_id, "ramdisk")):
         found = images.image_by_id(ctx, ident) if ident else None
         if ident and (found is None or found.image_type != kind):
-            code = "InvalidAKIID.NotFound" if kind == "kernel" else "InvalidARIID.NotFound"
-            raise EC2Error(f"The {kind} image id '[{ident}]' does not exist", code)
+            raise _NO_IMAGE_OF_KIND[kind](ident)
     key_name = p.get("KeyName")
     if key_name:
         keypairs.get_by_name(ctx, key_name)
     _validate_user_data(p.get("UserData"))
     refuse_other_tag_types(p.get("TagSpecifications"), {"instance", "volume", "network-interface"})
-    tags = tag_specifications(ctx, p.get("TagSpecifications"), "instance")
+    tags = tag_specifications(p.get("TagSpecifications"), "instance")
     subnet, group_ids, group_names, wanted_ip, public = _network(ctx, p)
     groups = security_groups.resolve_groups(ctx, subnet.vpc_id, group_ids, group_names, subnet_id=subnet.id)
     if wanted_ip and max_count > 1:
-        raise EC2Error("The parameter PrivateIpAddress cannot be used with MaxCount greater than 1",
-                       "InvalidParameterCombination")
+        raise InvalidParameterCombination("The parameter PrivateIpAddress cannot be used with MaxCount greater than 1")
     behaviour = p.get("InstanceInitiatedShutdownBehavior") or "stop"
     metadata = _metadata_options({}, p.get("MetadataOptions") or {})
 
@@ -385,13 +374,10 @@ def run_instances(ctx: Context, p: dict) -> dict:
         Instance.state != "terminated"))
     room = ctx.config.max_instances - live
     if room < min_count:
-        raise EC2Error(f"You have requested more instances ({min_count}) than your current instance limit "
-                       f"of {ctx.config.max_instances} allows for the specified instance type.",
-                       "InstanceLimitExceeded")
+        raise InstanceLimitExceeded(min_count, ctx.config.max_instances)
     addresses = _allocate_private_ips(ctx, subnet, min(max_count, room), wanted_ip)
     if len(addresses) < min_count:
-        raise EC2Error(f"Insufficient free IP addresses in subnet {subnet.id} to launch {min_count} "
-                       f"instance(s).", "InsufficientFreeAddressesInSubnet")
+        raise InsufficientFreeAddressesInSubnet(subnet.id, min_count)
     with_public = subnet.map_public_ip_on_launch if public is None else public
     reservation = new_id("r")
     now = utcnow()
@@ -489,20 +475,17 @@ def _group_name_filter(ctx: Context, rows: list):
     return lambda r: [names()[g] for g in r.security_group_ids if g in names()]
 
 
+_BY_INSTANCE_ID = Selector("InstanceIds", lambda r: r.id, InvalidInstanceIDNotFound, _check_id)
+
+INSTANCES = Resource("Reservations", _reservations, INSTANCE_FILTERS,
+                     (_BY_INSTANCE_ID,), ids_exclude_max_results=("InstanceIds", "instancesSet"))
+
+
 @action("DescribeInstances")
 def describe_instances(ctx: Context, p: dict) -> dict:
-    ids = p.get("InstanceIds")
-    if ids and p.get("MaxResults") is not None:
-        raise EC2Error("The parameter instancesSet cannot be used with the parameter maxResults",
-                       "InvalidParameterCombination")
-    rows = _rows(ctx, ids or None)
-    if p.get("Filters"):
-        tags = tags_for(ctx, [r.id for r in rows])
-        by_name = _group_name_filter(ctx, rows)
-        spec = dict(INSTANCE_FILTERS, **{"instance.group-name": by_name, "group-name": by_name})
-        rows = apply_filters(rows, p["Filters"], spec, lambda r: tags.get(r.id, {}))
-    page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"), lowest=5, highest=1000)
-    return {"Reservations": _reservations(ctx, page), "NextToken": token}
+    rows = _rows(ctx, p.get("InstanceIds"))
+    by_name = _group_name_filter(ctx, rows)
+    return describe(ctx, INSTANCES, p, rows, filters={"instance.group-name": by_name, "group-name": by_name})
 
 
 STATUS_FILTERS = {
@@ -524,24 +507,25 @@ def _health(row: Instance) -> dict:
     return {"Status": "not-applicable", "Details": [{"Name": "reachability", "Status": "not-applicable"}]}
 
 
-@action("DescribeInstanceStatus")
-def describe_instance_status(ctx: Context, p: dict) -> dict:
-    ids = p.get("InstanceIds")
-    if ids and p.get("MaxResults") is not None:
-        raise EC2Error("The parameter instancesSet cannot be used with the parameter maxResults",
-                       "InvalidParameterCombination")
-    rows = _rows(ctx, ids or None)
-    if not p.get("IncludeAllInstances"):
-        rows = [r for r in rows if r.state == "running"]
-    rows = apply_filters(rows, p.get("Filters"), STATUS_FILTERS)
-    page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"), lowest=5, highest=1000)
+def _statuses(ctx: Context, page: list, tags) -> list[dict]:
     zone_ids = {z.name: z.zone_id for z in REGIONS[ctx.region].zones}
-    return {"InstanceStatuses": [{
+    return [{
         "InstanceId": r.id, "AvailabilityZone": r.availability_zone,
         "AvailabilityZoneId": zone_ids.get(r.availability_zone), "InstanceState": _state(r.state),
         "InstanceStatus": _health(r), "SystemStatus": _health(r),
         "AttachedEbsStatus": _health(r), "Events": [],
-    } for r in page], "NextToken": token}
+    } for r in page]
+
+
+INSTANCE_STATUSES = Resource("InstanceStatuses", _statuses, STATUS_FILTERS, (_BY_INSTANCE_ID,), tagged=False,
+                             ids_exclude_max_results=("InstanceIds", "instancesSet"))
+
+
+@action("DescribeInstanceStatus")
+def describe_instance_status(ctx: Context, p: dict) -> dict:
+    everything = p.get("IncludeAllInstances")
+    return describe(ctx, INSTANCE_STATUSES, p, _rows(ctx, p.get("InstanceIds")),
+                    keep=None if everything else (lambda r: r.state == "running"))
 
 
 # ----------------------------------------------------------------------------- lifecycle
@@ -562,8 +546,7 @@ def start_instances(ctx: Context, p: dict) -> dict:
     rows = get_instances(ctx, p["InstanceIds"])
     for row in rows:
         if row.state in ("stopping", "shutting-down", "terminated"):
-            raise EC2Error(f"The instance '{row.id}' is not in a state from which it can be started.",
-                           "IncorrectInstanceState")
+            raise IncorrectInstanceState.cannot(row.id, "started")
     changes, to_start = [], []
     taken: set[str] = set()
     for row in rows:
@@ -588,11 +571,9 @@ def stop_instances(ctx: Context, p: dict) -> dict:
     rows = get_instances(ctx, p["InstanceIds"])
     for row in rows:
         if row.state in ("shutting-down", "terminated"):
-            raise EC2Error(f"This instance '{row.id}' is not in a state from which it can be stopped.",
-                           "IncorrectInstanceState")
+            raise IncorrectInstanceState.cannot(row.id, "stopped")
         if (row.attributes or {}).get("DisableApiStop") and row.state in ("pending", "running"):
-            raise EC2Error(f"The instance '{row.id}' may not be stopped. Modify its 'disableApiStop' "
-                           f"instance attribute and try again.", "OperationNotPermitted")
+            raise OperationNotPermitted(row.id, "stopped", "disableApiStop")
     now = utcnow()
     changes = []
     for row in rows:
@@ -609,8 +590,7 @@ def reboot_instances(ctx: Context, p: dict) -> None:
     rows = get_instances(ctx, p["InstanceIds"])
     for row in rows:
         if row.state in ("shutting-down", "terminated"):
-            raise EC2Error(f"The instance '{row.id}' is not in a state from which it can be rebooted.",
-                           "IncorrectInstanceState")
+            raise IncorrectInstanceState.cannot(row.id, "rebooted")
     for row in rows:
         if row.state == "running":
             ctx.host_task("instance.reboot", row.id, row.availability_zone)
@@ -622,8 +602,7 @@ def terminate_instances(ctx: Context, p: dict) -> dict:
     rows = get_instances(ctx, p["InstanceIds"])
     for row in rows:
         if row.state != "terminated" and (row.attributes or {}).get("DisableApiTermination"):
-            raise EC2Error(f"The instance '{row.id}' may not be terminated. Modify its 'disableApiTermination' "
-                           f"instance attribute and try again.", "OperationNotPermitted")
+            raise OperationNotPermitted(row.id, "terminated", "disableApiTermination")
     now = utcnow()
     changes = []
     for row in rows:
@@ -809,7 +788,7 @@ def describe_instance_attribute(ctx: Context, p: dict) -> dict:
         "enclaveOptions": ("EnclaveOptions", {"Enabled": False}),
     }.get(attr)
     if value is None:
-        raise EC2Error(f"Value ({attr}) for parameter attribute is invalid.", "InvalidParameterValue")
+        raise InvalidParameterValue.value(attr, "attribute")
     out[value[0]] = value[1]
     return out
 
@@ -821,7 +800,7 @@ def modify_instance_attribute(ctx: Context, p: dict) -> None:
     legacy = p.get("Attribute")
     if legacy:  # the old form: Attribute=name&Value=v
         if "Value" not in p:
-            raise EC2Error("The request must contain the parameter Value", "MissingParameter")
+            raise MissingParameter("Value")
         changes[legacy] = p["Value"]
     for member, attr in (("InstanceType", "instanceType"), ("Kernel", "kernel"), ("Ramdisk", "ramdisk"),
                          ("UserData", "userData"), ("DisableApiTermination", "disableApiTermination"),
@@ -834,14 +813,14 @@ def modify_instance_attribute(ctx: Context, p: dict) -> None:
     if p.get("Groups") is not None:
         changes["groupSet"] = p["Groups"]
     if not changes:
-        raise EC2Error("No attributes specified.", "MissingParameter")
+        raise MissingParameter.no_attributes()
     if len(changes) > 1:
-        raise EC2Error("Only one attribute may be modified per request", "InvalidParameterCombination")
+        raise InvalidParameterCombination("Only one attribute may be modified per request")
     (attr, value), = changes.items()
     if attr in _NEEDS_STOPPED and row.state != "stopped":
-        raise EC2Error(f"The instance '{row.id}' is not in the 'stopped' state.", "IncorrectInstanceState")
+        raise IncorrectInstanceState.not_stopped(row.id)
     if row.state == "terminated":
-        raise EC2Error(f"The instance '{row.id}' is terminated.", "IncorrectInstanceState")
+        raise IncorrectInstanceState.terminated(row.id)
     attrs = dict(row.attributes or {})
 
     def flag(v) -> bool:
@@ -849,36 +828,33 @@ def modify_instance_attribute(ctx: Context, p: dict) -> None:
 
     if attr == "instanceType":
         if value not in INSTANCE_TYPES:
-            raise EC2Error(f"Invalid value '{value}' for InstanceType.", "InvalidParameterValue")
+            raise InvalidParameterValue.invalid(value, "InstanceType")
         if row.architecture not in INSTANCE_TYPES[value]["ProcessorInfo"]["SupportedArchitectures"]:
-            raise EC2Error(f"The instance type '{value}' does not support the instance's architecture.",
-                           "InvalidParameterValue")
+            raise InvalidParameterValue(f"The instance type '{value}' does not support the instance's architecture.")
         row.instance_type = value
     elif attr in ("kernel", "ramdisk"):
         image = images.image_by_id(ctx, value)
         if image is None or image.image_type != attr:
-            raise EC2Error(f"The {attr} image id '[{value}]' does not exist",
-                           "InvalidAKIID.NotFound" if attr == "kernel" else "InvalidARIID.NotFound")
+            raise _NO_IMAGE_OF_KIND[attr](value)
         setattr(row, f"{attr}_id", value)
     elif attr == "userData":
         raw = value if isinstance(value, bytes) else str(value).encode()
         if len(raw) > MAX_USER_DATA:
-            raise EC2Error(f"User data is limited to {MAX_USER_DATA} bytes", "InvalidParameterValue")
+            raise InvalidParameterValue.user_data_too_long(MAX_USER_DATA)
         row.user_data = base64.b64encode(raw).decode()
     elif attr == "groupSet":
         groups = security_groups.resolve_groups(ctx, row.vpc_id, list(value), None)
         row.security_group_ids = [g.id for g in groups]
     elif attr == "instanceInitiatedShutdownBehavior":
         if value not in ("stop", "terminate"):
-            raise EC2Error(f"Value ({value}) for parameter InstanceInitiatedShutdownBehavior is invalid.",
-                           "InvalidParameterValue")
+            raise InvalidParameterValue.value(value, "InstanceInitiatedShutdownBehavior")
         attrs["InstanceInitiatedShutdownBehavior"] = value
     elif attr in ("disableApiTermination", "disableApiStop", "sourceDestCheck", "ebsOptimized", "enaSupport"):
         attrs[attr[0].upper() + attr[1:]] = flag(value)
     elif attr == "sriovNetSupport":
         pass  # always 'simple' here
     else:
-        raise EC2Error(f"Value ({attr}) for parameter attribute is invalid.", "InvalidParameterValue")
+        raise InvalidParameterValue.value(attr, "attribute")
     row.attributes = attrs
     return None
 
@@ -889,13 +865,13 @@ def reset_instance_attribute(ctx: Context, p: dict) -> None:
     attr = p["Attribute"]
     if attr in ("kernel", "ramdisk"):
         if row.state != "stopped":
-            raise EC2Error(f"The instance '{row.id}' is not in the 'stopped' state.", "IncorrectInstanceState")
+            raise IncorrectInstanceState.not_stopped(row.id)
         image = images.image_by_id(ctx, row.image_id)
         setattr(row, f"{attr}_id", getattr(image, f"{attr}_id") if image else None)
     elif attr == "sourceDestCheck":
         row.attributes = {**(row.attributes or {}), "SourceDestCheck": True}
     else:
-        raise EC2Error(f"Value ({attr}) for parameter attribute is invalid.", "InvalidParameterValue")
+        raise InvalidParameterValue.value(attr, "attribute")
     return None
 
 
@@ -906,8 +882,7 @@ def _metadata_options(current: dict, p: dict) -> dict:
             out[key] = p[key]
     hops = out.get("HttpPutResponseHopLimit")
     if hops is not None and not 1 <= hops <= 64:
-        raise EC2Error(f"Value ({hops}) for parameter HttpPutResponseHopLimit is invalid. "
-                       f"Expecting a value between 1 and 64.", "InvalidParameterValue")
+        raise InvalidParameterValue.value(hops, "HttpPutResponseHopLimit", "Expecting a value between 1 and 64.")
     return out
 
 
@@ -915,7 +890,7 @@ def _metadata_options(current: dict, p: dict) -> dict:
 def modify_instance_metadata_options(ctx: Context, p: dict) -> dict:
     row = get_instance(ctx, p["InstanceId"])
     if row.state == "terminated":
-        raise EC2Error(f"The instance '{row.id}' is terminated.", "IncorrectInstanceState")
+        raise IncorrectInstanceState.terminated(row.id)
     row.metadata_options = _metadata_options(row.metadata_options or {}, p)
     return {"InstanceId": row.id, "InstanceMetadataOptions": {
         "State": "pending", **DEFAULT_METADATA_OPTIONS, **row.metadata_options}}

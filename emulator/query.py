@@ -1,7 +1,13 @@
-"""The one mechanism for Filter.N, tag filters, MaxResults/NextToken paging.
+"""The one describe pipeline: selection by ids or names, Filter.N (tag filters included),
+MaxResults bounds and NextToken paging, then rendering.
 
-Each resource declares FILTERS: filter name -> function(row) -> value or list of values.
-Tags are handled here for every resource (tag:Key, tag-key, tag-value).
+Each Describe operation declares a `Resource`: its selectors (request member -> the row value it
+names, AWS's malformed check and not-found error), its filters (filter name -> function(row) ->
+value or list of values), its paging key, its MaxResults bounds as AWS documents them for the
+operation, its renderer and output member. Tags are handled here for every tagged resource
+(tag:Key, tag-key, tag-value). `describe` runs the pipeline over rows the handler already fetched
+(plain Core rows on hot paths, catalogue entries, ORM objects): it issues no query but the one
+for tags.
 """
 from __future__ import annotations
 
@@ -9,11 +15,13 @@ import base64
 import binascii
 import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
-from .errors import EC2Error
+from .errors import EC2Error, InvalidNextToken, InvalidParameterCombination, InvalidParameterValue
 
 Getter = Callable[[Any], Any]
 
@@ -53,7 +61,7 @@ def apply_filters(rows: Iterable, filters: list[dict] | None, spec: dict[str, Ge
     for f in filters or []:
         name, wanted = f.get("Name"), f.get("Values") or []
         if not name:
-            raise EC2Error("The filter 'null' is invalid", "InvalidParameterValue")
+            raise InvalidParameterValue.filter(None)
         if name.startswith("tag:") and tags_of is not None:
             key = name[4:]
             getter = lambda r, key=key: tags_of(r).get(key)  # noqa: E731
@@ -64,27 +72,15 @@ def apply_filters(rows: Iterable, filters: list[dict] | None, spec: dict[str, Ge
         elif name in spec:
             getter = spec[name]
         else:
-            raise EC2Error(f"The filter '{name}' is invalid", "InvalidParameterValue")
+            raise InvalidParameterValue.filter(name)
         rows = [r for r in rows if matches(getter(r), wanted)]
     return rows
 
 
-def only_ids(rows: list, ids: list[str] | None, missing: Callable[[str], Exception]) -> list:
-    """The rows whose id was asked for (all rows when none was); an id not among them raises
-    missing(id), AWS's NotFound for that resource."""
-    if not ids:
-        return rows
-    by_id = {r.id: r for r in rows}
-    for i in ids:
-        if i not in by_id:
-            raise missing(i)
-    wanted = set(ids)
-    return [r for r in rows if r.id in wanted]
-
-
 def paginate(rows: list, max_results: int | None, next_token: str | None,
-             key: Getter = lambda r: r.id, lowest: int = 5, highest: int = 1000) -> tuple[list, str | None]:
-    """Rows must already be in a stable order (by key). The token names the last key served."""
+             key: Getter = lambda r: r.id) -> tuple[list, str | None]:
+    """Rows must already be in a stable order (by key), max_results within bounds
+    (`check_max_results`). The token names the last key served."""
     start = 0
     if next_token:
         try:
@@ -92,14 +88,98 @@ def paginate(rows: list, max_results: int | None, next_token: str | None,
         except (binascii.Error, UnicodeDecodeError, ValueError):
             marker = ""
         if marker != "ec2emu1":
-            raise EC2Error(f"Invalid NextToken value: {next_token}", "InvalidNextToken") from None
+            raise InvalidNextToken(next_token) from None
         start = next((i for i, r in enumerate(rows) if key(r) > last), len(rows))
     if max_results is None:
         return rows[start:], None
-    if not lowest <= max_results <= highest:
-        raise EC2Error(f"Value ( {max_results} ) for parameter maxResults is invalid. "
-                       f"Expecting a value between {lowest} and {highest}.", "InvalidParameterValue")
     page = rows[start:start + max_results]
     if start + max_results < len(rows):
         return page, base64.urlsafe_b64encode(f"ec2emu1:{key(page[-1])}".encode()).decode()
     return page, None
+
+
+def check_max_results(value: int | None, lowest: int, highest: int) -> None:
+    if value is not None and not lowest <= value <= highest:
+        raise InvalidParameterValue.max_results(value, lowest, highest)
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A request member naming rows (ids, or names): every value must name a row, else
+    `not_found(*missing)` (AWS's error, which words one or several missing values)."""
+    member: str  # e.g. "InstanceIds"
+    key: Getter  # the row's value the member's values are compared with
+    not_found: Callable[..., EC2Error]
+    check: Callable[[str], None] | None = None  # raises AWS's malformed-id error for a value
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What one Describe operation lists and how."""
+    output: str  # the output member holding the list, e.g. "Vpcs"
+    render: Callable[[Any, list, Any], list]  # (ctx, page, tags of the page or None) -> output list
+    filters: dict[str, Getter] = field(default_factory=dict)
+    selectors: tuple[Selector, ...] = ()
+    key: Getter = attrgetter("id")  # paging key; rows arrive sorted by it
+    max_results: tuple[int, int] | None = (5, 1000)  # AWS's bounds; None: the operation has no paging
+    tagged: bool = True  # rows have .id and tags: tag filters apply, the renderer gets them
+    ids_exclude_max_results: tuple[str, str] | None = None  # (member, its wire name) AWS refuses with MaxResults
+
+
+def select(rows: Iterable, p: dict, selectors: Sequence[Selector]) -> list:
+    """The rows every selector in the request names (all rows when none is given)."""
+    rows = list(rows)
+    for s in selectors:
+        wanted = p.get(s.member)
+        if not wanted:
+            continue
+        if s.check is not None:
+            for value in wanted:
+                s.check(value)
+        have = {s.key(r) for r in rows}
+        missing = [v for v in dict.fromkeys(wanted) if v not in have]
+        if missing:
+            raise s.not_found(*missing)
+        wanted = set(wanted)
+        rows = [r for r in rows if s.key(r) in wanted]
+    return rows
+
+
+def _tag_filter(name: str | None) -> bool:
+    return bool(name) and (name.startswith("tag:") or name in ("tag-key", "tag-value"))
+
+
+def describe(ctx, res: Resource, p: dict, rows: Iterable, *, keep: Callable[[Any], bool] | None = None,
+             filters: dict[str, Getter] | None = None) -> dict:
+    """The whole Describe answer from rows the handler fetched (in `res.key` order): bounds, then
+    selection (`res.selectors`), then `keep` (what the operation hides unless asked, e.g.
+    non-running instances), then Filter.N (`res.filters` plus this request's `filters`), then the
+    page, rendered. Tags are read once: for every row when a tag filter needs them, else for the
+    page only."""
+    from .tags import tags_for  # tags.py lists its own rows through this module
+
+    limit = p.get("MaxResults")
+    if res.ids_exclude_max_results and limit is not None and p.get(res.ids_exclude_max_results[0]):
+        raise InvalidParameterCombination.together(res.ids_exclude_max_results[1], "maxResults")
+    if res.max_results is not None:
+        check_max_results(limit, *res.max_results)
+    rows = select(rows, p, res.selectors)
+    if keep is not None:
+        rows = [r for r in rows if keep(r)]
+    tags = None
+    wanted = p.get("Filters")
+    if wanted:
+        if res.tagged and any(_tag_filter(f.get("Name")) for f in wanted):
+            tags = tags_for(ctx, [r.id for r in rows])
+        spec = {**res.filters, **filters} if filters else res.filters
+        rows = apply_filters(rows, wanted, spec, (lambda r: tags[r.id]) if res.tagged else None)
+    if res.max_results is None:
+        page, token = rows, None
+    else:
+        page, token = paginate(rows, limit, p.get("NextToken"), res.key)
+    if res.tagged and tags is None:
+        tags = tags_for(ctx, [r.id for r in page])
+    out = {res.output: res.render(ctx, page, tags)}
+    if res.max_results is not None:
+        out["NextToken"] = token
+    return out

@@ -5,7 +5,8 @@ from sqlalchemy import select
 
 from .catalogue import REGIONS
 from .models import RegionState, Vpc
-from .query import apply_filters
+from .errors import InvalidParameterValue
+from .query import Resource, Selector, describe
 from .registry import Context, action
 
 
@@ -25,10 +26,6 @@ def ensure_region_defaults(ctx: Context) -> None:
         session.flush()
 
 
-def region_settings(ctx: Context) -> RegionState:
-    return ctx.session.get(RegionState, (ctx.account_id, ctx.region))
-
-
 def _endpoint(name: str) -> str:
     return f"ec2.{name}.amazonaws.com"
 
@@ -40,19 +37,16 @@ REGION_FILTERS = {
 }
 
 
+REGIONS_LISTED = Resource(
+    "Regions", lambda ctx, page, tags: [{"RegionName": r.name, "Endpoint": _endpoint(r.name),
+                                         "OptInStatus": REGION_FILTERS["opt-in-status"](r)} for r in page],
+    REGION_FILTERS, (Selector("RegionNames", lambda r: r.name, InvalidParameterValue.region),),
+    max_results=None, tagged=False)
+
+
 @action("DescribeRegions")
 def describe_regions(ctx: Context, p: dict) -> dict:
-    names = p.get("RegionNames")
-    rows = list(REGIONS.values())
-    if names:
-        for n in names:
-            if n not in REGIONS:
-                from .errors import EC2Error
-                raise EC2Error(f"Invalid region name: {n}", "InvalidParameterValue")
-        rows = [r for r in rows if r.name in names]
-    rows = apply_filters(rows, p.get("Filters"), REGION_FILTERS)
-    return {"Regions": [{"RegionName": r.name, "Endpoint": _endpoint(r.name),
-                         "OptInStatus": REGION_FILTERS["opt-in-status"](r)} for r in rows]}
+    return describe(ctx, REGIONS_LISTED, p, REGIONS.values())
 
 
 def _zones(region: str):
@@ -72,31 +66,20 @@ ZONE_FILTERS = {
 }
 
 
-def zone(ctx: Context, name: str):
-    for _, z in _zones(ctx.region):
-        if z.name == name:
-            return z
-    return None
+ZONES = Resource(
+    "AvailabilityZones", lambda ctx, page, tags: [{
+        "State": "available", "OptInStatus": "opt-in-not-required", "Messages": [],
+        "RegionName": r.name, "ZoneName": z.name, "ZoneId": z.zone_id, "GroupName": r.name,
+        "NetworkBorderGroup": r.name, "ZoneType": "availability-zone", "GroupLongName": r.name,
+    } for r, z in page], ZONE_FILTERS,
+    (Selector("ZoneNames", lambda rz: rz[1].name, InvalidParameterValue.zone),
+     Selector("ZoneIds", lambda rz: rz[1].zone_id, InvalidParameterValue.zone)),
+    max_results=None, tagged=False)
 
 
 @action("DescribeAvailabilityZones")
 def describe_availability_zones(ctx: Context, p: dict) -> dict:
-    from .errors import EC2Error
-    rows = _zones(ctx.region)
-    names, ids = p.get("ZoneNames"), p.get("ZoneIds")
-    for wanted, attr in ((names, "name"), (ids, "zone_id")):
-        if wanted:
-            known = {getattr(z, attr) for _, z in rows}
-            for w in wanted:
-                if w not in known:
-                    raise EC2Error(f"The zone '{w}' does not exist.", "InvalidParameterValue")
-            rows = [rz for rz in rows if getattr(rz[1], attr) in wanted]
-    rows = apply_filters(rows, p.get("Filters"), ZONE_FILTERS)
-    return {"AvailabilityZones": [{
-        "State": "available", "OptInStatus": "opt-in-not-required", "Messages": [],
-        "RegionName": r.name, "ZoneName": z.name, "ZoneId": z.zone_id, "GroupName": r.name,
-        "NetworkBorderGroup": r.name, "ZoneType": "availability-zone", "GroupLongName": r.name,
-    } for r, z in rows]}
+    return describe(ctx, ZONES, p, _zones(ctx.region))
 
 
 @action("DescribeAccountAttributes")

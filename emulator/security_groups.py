@@ -12,6 +12,7 @@ helpers RunInstances uses (resolve_groups, group_names).
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections import defaultdict
@@ -20,12 +21,16 @@ from datetime import timedelta
 
 from sqlalchemy import bindparam, delete, select
 
-from .errors import EC2Error
+from .errors import (CannotDelete, DependencyViolation, InvalidGroupDuplicate, InvalidGroupIdMalformed,
+                     InvalidGroupNotFound, InvalidParameter, InvalidParameterCombination, InvalidParameterValue,
+                     InvalidPermissionDuplicate, InvalidPermissionNotFound, InvalidPrefixListIdMalformed,
+                     InvalidSecurityGroupRuleIdMalformed, InvalidSecurityGroupRuleIdNotFound, MissingParameter,
+                     RulesPerSecurityGroupLimitExceeded, VPCIdNotSpecified)
 from .ids import new_id, well_formed
 from .models import Instance, SecurityGroup, SecurityGroupRule, Tag, Vpc, utcnow
-from .query import apply_filters, only_ids, paginate
+from .query import Resource, Selector, describe
 from .registry import Context, action
-from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
+from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications
 from .vpcs import default_vpc, get_vpc
 
 DEFAULT_NAME = "default"
@@ -46,14 +51,6 @@ def _rule_arn(r: SecurityGroupRule) -> str:
     return f"arn:aws:ec2:{r.region}:{r.account_id}:security-group-rule/{r.id}"
 
 
-def _malformed(group_id: str) -> EC2Error:
-    return EC2Error(f'Invalid id: "{group_id}" (expecting "sg-...")', "InvalidGroupId.Malformed")
-
-
-def _no_group(ident: str) -> EC2Error:
-    return EC2Error(f"The security group '{ident}' does not exist", "InvalidGroup.NotFound")
-
-
 def _find(ctx: Context, group_id: str, account_id: str | None = None) -> SecurityGroup | None:
     g = ctx.session.get(SecurityGroup, group_id)
     if g is None or g.region != ctx.region or g.account_id != (account_id or ctx.account_id):
@@ -61,12 +58,16 @@ def _find(ctx: Context, group_id: str, account_id: str | None = None) -> Securit
     return g
 
 
-def get_group(ctx: Context, group_id: str) -> SecurityGroup:
+def _check_group_id(group_id: str) -> None:
     if not well_formed(group_id, "sg"):
-        raise _malformed(group_id)
+        raise InvalidGroupIdMalformed(group_id)
+
+
+def get_group(ctx: Context, group_id: str) -> SecurityGroup:
+    _check_group_id(group_id)
     g = _find(ctx, group_id)
     if g is None:
-        raise _no_group(group_id)
+        raise InvalidGroupNotFound(group_id)
     return g
 
 
@@ -80,9 +81,7 @@ def _in_default_vpc(ctx: Context, name: str) -> SecurityGroup:
     vpc = default_vpc(ctx)
     g = _by_name(ctx, vpc.id, name) if vpc else None
     if g is None:
-        where = f" '{vpc.id}'" if vpc else ""
-        raise EC2Error(f"The security group '{name}' does not exist in default VPC{where}",
-                       "InvalidGroup.NotFound")
+        raise InvalidGroupNotFound.in_vpc(name, vpc.id if vpc else None, default=True)
     return g
 
 
@@ -92,7 +91,7 @@ def _target(ctx: Context, p: dict) -> SecurityGroup:
         return get_group(ctx, p["GroupId"])
     if p.get("GroupName"):
         return _in_default_vpc(ctx, p["GroupName"])
-    raise EC2Error("The request must contain the parameter groupName or groupId", "MissingParameter")
+    raise MissingParameter("groupName or groupId")
 
 
 def _rules_of(ctx: Context, group_ids, egress: bool | None = None) -> list[SecurityGroupRule]:
@@ -150,7 +149,7 @@ def _row_key(r: SecurityGroupRule) -> tuple:
 
 def _protocol(value) -> str:
     if value is None or str(value).strip() == "":
-        raise EC2Error("The request must contain the parameter ipProtocol", "MissingParameter")
+        raise MissingParameter("ipProtocol")
     v = str(value).strip().lower()
     if v in PORT_PROTOCOLS or v == "-1":
         return v
@@ -158,32 +157,29 @@ def _protocol(value) -> str:
         n = str(int(v))
         return _NUMBERED.get(n, n)
     # 'all' included: AWS answers exactly this for it (terraform-provider-aws#1793).
-    raise EC2Error(f"Invalid value '{value}' for IP protocol. Unknown protocol.", "InvalidParameterValue")
+    raise InvalidParameterValue.invalid(value, "IP protocol", "Unknown protocol.")
 
 
 def _ports(proto: str, from_port, to_port) -> tuple[int, int]:
     if proto in ("tcp", "udp"):
         if from_port is None or to_port is None:
-            raise EC2Error("Invalid value 'Must specify both from and to ports with TCP/UDP.' for portRange.",
-                           "InvalidParameterValue")
+            raise InvalidParameterValue.invalid("Must specify both from and to ports with TCP/UDP.", "portRange")
         for end, port in (("from", from_port), ("to", to_port)):
             if not 0 <= port <= 65535:
-                raise EC2Error(f"TCP/UDP ({end}) port ({port}) out of range", "InvalidParameterValue")
+                raise InvalidParameterValue(f"TCP/UDP ({end}) port ({port}) out of range")
         if from_port > to_port:
-            raise EC2Error(f"Invalid value '{from_port}-{to_port}' for portRange. "
-                           "The from port must not be greater than the to port.", "InvalidParameterValue")
+            raise InvalidParameterValue.invalid(f"{from_port}-{to_port}", "portRange",
+                                            "The from port must not be greater than the to port.")
         return from_port, to_port
     if proto in ("icmp", "icmpv6"):
         if from_port is None or to_port is None:
-            raise EC2Error("Invalid value 'Must specify both from and to ports with ICMP.' for portRange.",
-                           "InvalidParameterValue")
+            raise InvalidParameterValue.invalid("Must specify both from and to ports with ICMP.", "portRange")
         if not -1 <= from_port <= 255:
-            raise EC2Error(f"ICMP type ({from_port}) out of range", "InvalidParameterValue")
+            raise InvalidParameterValue(f"ICMP type ({from_port}) out of range")
         if not -1 <= to_port <= 255:
-            raise EC2Error(f"ICMP code ({to_port}) out of range", "InvalidParameterValue")
+            raise InvalidParameterValue(f"ICMP code ({to_port}) out of range")
         if from_port == -1 and to_port != -1:
-            raise EC2Error(f"ICMP code ({to_port}) out of range: all ICMP types (-1) need all codes (-1)",
-                           "InvalidParameterValue")
+            raise InvalidParameterValue(f"ICMP code ({to_port}) out of range: all ICMP types (-1) need all codes (-1)")
         return from_port, to_port
     return -1, -1  # every other protocol covers all ports, whatever was asked
 
@@ -195,7 +191,7 @@ def _cidr(value, v6: bool) -> str:
             raise ValueError(text)
         (ipaddress.IPv6Network if v6 else ipaddress.IPv4Network)(text, strict=False)
     except ValueError:
-        raise EC2Error(f"CIDR block {value} is malformed", "InvalidParameterValue") from None
+        raise InvalidParameterValue(f"CIDR block {value} is malformed") from None
     return text
 
 
@@ -203,8 +199,8 @@ def _description(value: str | None) -> str | None:
     if value is None:
         return None
     if len(value) > 255 or not _RULE_DESCRIPTION.match(value):
-        raise EC2Error("Invalid rule description. Valid descriptions are strings less than 256 characters "
-                       "from the following set:  a-zA-Z0-9. _-:/()#,@[]+=&;{}!$*", "InvalidParameterValue")
+        raise InvalidParameterValue("Invalid rule description. Valid descriptions are strings less than 256 characters "
+                                    "from the following set:  a-zA-Z0-9. _-:/()#,@[]+=&;{}!$*")
     return value
 
 
@@ -217,12 +213,11 @@ def _peer_group(ctx: Context, target: SecurityGroup, pair: dict, must_exist: boo
     owner = _account(pair.get("UserId")) or ctx.account_id
     gid, name = pair.get("GroupId"), pair.get("GroupName")
     if gid:
-        if not well_formed(gid, "sg"):
-            raise _malformed(gid)
+        _check_group_id(gid)
         g = _find(ctx, gid, owner)
         if g is None:
             if must_exist:
-                raise _no_group(gid)
+                raise InvalidGroupNotFound(gid)
             return gid, owner
     elif name:
         if owner == ctx.account_id:
@@ -232,13 +227,11 @@ def _peer_group(ctx: Context, target: SecurityGroup, pair: dict, must_exist: boo
                                                         Vpc.is_default.is_(True))).first()
             g = _by_name(ctx, vpc.id, name, owner) if vpc else None
         if g is None:
-            raise _no_group(name)
+            raise InvalidGroupNotFound(name)
     else:
-        raise EC2Error("The request must contain the parameter groupId or groupName for a "
-                       "UserIdGroupPair", "MissingParameter")
+        raise MissingParameter("groupId or groupName for a UserIdGroupPair")
     if g.account_id == ctx.account_id and g.vpc_id != target.vpc_id:
-        raise EC2Error("You have specified two resources that belong to different networks.",
-                       "InvalidParameter")
+        raise InvalidParameter()
     return g.id, g.account_id
 
 
@@ -258,7 +251,7 @@ def _specs(ctx: Context, target: SecurityGroup, perms: list[dict], must_exist: b
         for r in perm.get("PrefixListIds") or []:
             pl = r.get("PrefixListId") or ""
             if not well_formed(pl, "pl"):
-                raise EC2Error(f'Invalid id: "{pl}" (expecting "pl-...")', "InvalidPrefixListId.Malformed")
+                raise InvalidPrefixListIdMalformed(pl)
             out.append(replace(base, prefix_list_id=pl, description=_description(r.get("Description"))))
         for r in perm.get("UserIdGroupPairs") or []:
             gid, owner = _peer_group(ctx, target, r, must_exist)
@@ -293,8 +286,8 @@ def _spec_of_request(ctx: Context, target: SecurityGroup, req: dict) -> Spec:
     """A SecurityGroupRuleRequest (ModifySecurityGroupRules) -> Spec."""
     peers = [k for k in ("CidrIpv4", "CidrIpv6", "PrefixListId", "ReferencedGroupId") if req.get(k)]
     if len(peers) != 1:
-        raise EC2Error("Exactly one of CidrIpv4, CidrIpv6, PrefixListId or ReferencedGroupId must be "
-                       "specified.", "InvalidParameterCombination")
+        raise InvalidParameterCombination("Exactly one of CidrIpv4, CidrIpv6, PrefixListId or ReferencedGroupId "
+                                          "must be specified.")
     perm = {"IpProtocol": req.get("IpProtocol"), "FromPort": req.get("FromPort"), "ToPort": req.get("ToPort")}
     desc = req.get("Description")
     if req.get("CidrIpv4"):
@@ -377,37 +370,34 @@ def create_default_group(ctx: Context, vpc_id: str) -> SecurityGroup:
 
 def _check_text(param: str, value: str) -> None:
     if len(value) > 255:
-        raise EC2Error(f"Value ({value}) for parameter {param} is invalid. "
-                       "Length exceeds maximum of 255 characters.", "InvalidParameterValue")
+        raise InvalidParameterValue.value(value, param, "Length exceeds maximum of 255 characters.")
     if not value.isascii():
-        raise EC2Error(f"Value ({value}) for parameter {param} is invalid. "
-                       "Character sets beyond ASCII are not supported.", "InvalidParameterValue")
+        raise InvalidParameterValue.value(value, param, "Character sets beyond ASCII are not supported.")
 
 
 @action("CreateSecurityGroup")
 def create_security_group(ctx: Context, p: dict) -> dict:
     name, description = p["GroupName"], p["Description"]
     if not name:
-        raise EC2Error("The request must contain the parameter groupName", "MissingParameter")
+        raise MissingParameter("groupName")
     if not description:
-        raise EC2Error("The request must contain the parameter GroupDescription", "MissingParameter")
+        raise MissingParameter("GroupDescription")
     _check_text("GroupName", name)
     _check_text("GroupDescription", description)
     if name.lower().startswith("sg-"):
-        raise EC2Error(f"Value ({name}) for parameter GroupName is invalid. Group names may not be in the "
-                       "format sg-*.", "InvalidParameterValue")
+        raise InvalidParameterValue.value(name, "GroupName", "Group names may not be in the format sg-*.")
     if name == DEFAULT_NAME:
-        raise EC2Error("Cannot use reserved security group name: default", "InvalidParameterValue")
+        raise InvalidParameterValue("Cannot use reserved security group name: default")
     if p.get("VpcId"):
         vpc = get_vpc(ctx, p["VpcId"])
     else:
         vpc = default_vpc(ctx)
         if vpc is None:
-            raise EC2Error("No default VPC for this user", "VPCIdNotSpecified")
+            raise VPCIdNotSpecified()
     refuse_other_tag_types(p.get("TagSpecifications"), {"security-group"})
-    tags = tag_specifications(ctx, p.get("TagSpecifications"), "security-group")
+    tags = tag_specifications(p.get("TagSpecifications"), "security-group")
     if _by_name(ctx, vpc.id, name) is not None:
-        raise EC2Error(f"The security group '{name}' already exists for VPC '{vpc.id}'", "InvalidGroup.Duplicate")
+        raise InvalidGroupDuplicate(name, vpc.id)
     g = _create(ctx, vpc.id, name, description)
     ctx.session.flush()
     if tags:
@@ -427,12 +417,29 @@ def _group_names_of(ctx: Context, ids) -> dict[str, str]:
     return dict(ctx.session.connection().execute(_NAMES, {"ids": ids}).all())
 
 
-def _group_filters(rules: dict[str, list], names: dict[str, str]) -> dict:
-    """Filter name -> getter for DescribeSecurityGroups, given each group's rules and the names of
-    the groups those rules reference."""
+def _rules_by_group(ctx: Context, groups: list[SecurityGroup]) -> dict[str, list]:
+    rules: dict[str, list] = defaultdict(list)
+    for r in _rules_of(ctx, [g.id for g in groups]):
+        rules[r.group_id].append(r)
+    return rules
+
+
+def _rule_filters(ctx: Context, groups: list[SecurityGroup]) -> dict:
+    """The rule filters of DescribeSecurityGroups (ip-permission.*, egress.ip-permission.*): the
+    groups' rules, and the names of the groups they reference, read in one query each the first
+    time such a filter is used."""
+    @functools.cache
+    def rules() -> dict[str, list]:
+        return _rules_by_group(ctx, groups)
+
+    @functools.cache
+    def names() -> dict[str, str]:
+        return _group_names_of(ctx, [r.referenced_group_id for rs in rules().values() for r in rs
+                                     if r.referenced_group_id])
+
     def perms(prefix: str, egress: bool) -> dict:
         def on(getter):
-            return lambda g: [v for r in rules[g.id] if r.is_egress == egress
+            return lambda g: [v for r in rules()[g.id] if r.is_egress == egress
                               for v in [getter(r)] if v is not None]
         return {
             f"{prefix}.protocol": on(lambda r: r.ip_protocol),
@@ -442,18 +449,29 @@ def _group_filters(rules: dict[str, list], names: dict[str, str]) -> dict:
             f"{prefix}.ipv6-cidr": on(lambda r: r.cidr_ipv6),
             f"{prefix}.prefix-list-id": on(lambda r: r.prefix_list_id),
             f"{prefix}.group-id": on(lambda r: r.referenced_group_id),
-            f"{prefix}.group-name": on(lambda r: names.get(r.referenced_group_id)),
+            f"{prefix}.group-name": on(lambda r: names().get(r.referenced_group_id)),
             f"{prefix}.user-id": on(lambda r: r.referenced_user_id),
         }
-    return {
-        "group-id": lambda g: g.id,
-        "group-name": lambda g: g.name,
-        "description": lambda g: g.description,
-        "vpc-id": lambda g: g.vpc_id,
-        "owner-id": lambda g: g.account_id,
-        **perms("ip-permission", False),
-        **perms("egress.ip-permission", True),
-    }
+    return {**perms("ip-permission", False), **perms("egress.ip-permission", True)}
+
+
+def _groups_out(ctx: Context, page: list, tags) -> list[dict]:
+    rules = _rules_by_group(ctx, page)
+    return [{
+        "GroupId": g.id, "GroupName": g.name, "Description": g.description, "VpcId": g.vpc_id,
+        "OwnerId": g.account_id, "SecurityGroupArn": _arn(g), "Tags": tag_list(tags[g.id]),
+        "IpPermissions": _permissions([r for r in rules[g.id] if not r.is_egress]),
+        "IpPermissionsEgress": _permissions([r for r in rules[g.id] if r.is_egress]),
+    } for g in page]
+
+
+GROUPS = Resource("SecurityGroups", _groups_out, {
+    "group-id": lambda g: g.id,
+    "group-name": lambda g: g.name,
+    "description": lambda g: g.description,
+    "vpc-id": lambda g: g.vpc_id,
+    "owner-id": lambda g: g.account_id,
+}, (Selector("GroupIds", lambda g: g.id, InvalidGroupNotFound, _check_group_id),))
 
 
 @action("DescribeSecurityGroups")
@@ -461,36 +479,10 @@ def describe_security_groups(ctx: Context, p: dict) -> dict:
     rows = list(ctx.session.scalars(select(SecurityGroup).where(
         SecurityGroup.account_id == ctx.account_id, SecurityGroup.region == ctx.region)
         .order_by(SecurityGroup.id)))
-    ids, names = p.get("GroupIds") or [], p.get("GroupNames") or []
-    if ids or names:
-        by_id = {g.id: g for g in rows}
-        wanted: set[str] = set()
-        for gid in ids:
-            if not well_formed(gid, "sg"):
-                raise _malformed(gid)
-            if gid not in by_id:
-                raise _no_group(gid)
-            wanted.add(gid)
-        for name in names:
-            wanted.add(_in_default_vpc(ctx, name).id)
-        rows = [g for g in rows if g.id in wanted]
-    rules: dict[str, list] = defaultdict(list)
-    for r in _rules_of(ctx, [g.id for g in rows]):
-        rules[r.group_id].append(r)
-    tags = tags_for(ctx, [g.id for g in rows])
-    filters = p.get("Filters") or []
-    names: dict[str, str] = {}
-    if any(f.get("Name", "").endswith("permission.group-name") for f in filters):
-        names = _group_names_of(ctx, [r.referenced_group_id for rs in rules.values() for r in rs
-                                      if r.referenced_group_id])
-    rows = apply_filters(rows, filters, _group_filters(rules, names), lambda g: tags[g.id])
-    page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"))
-    return {"SecurityGroups": [{
-        "GroupId": g.id, "GroupName": g.name, "Description": g.description, "VpcId": g.vpc_id,
-        "OwnerId": g.account_id, "SecurityGroupArn": _arn(g), "Tags": tag_list(tags[g.id]),
-        "IpPermissions": _permissions([r for r in rules[g.id] if not r.is_egress]),
-        "IpPermissionsEgress": _permissions([r for r in rules[g.id] if r.is_egress]),
-    } for g in page], "NextToken": token}
+    if p.get("GroupNames"):  # names are of groups in the default VPC: selected by their ids
+        named = [_in_default_vpc(ctx, name).id for name in p["GroupNames"]]
+        p = {**p, "GroupIds": (p.get("GroupIds") or []) + named}
+    return describe(ctx, GROUPS, p, rows, filters=_rule_filters(ctx, rows))
 
 
 # ------------------------------------------------------------------------- authorize / revoke
@@ -502,18 +494,17 @@ def _authorize(ctx: Context, p: dict, egress: bool) -> dict:
         perms += _flat_permissions(p)
     specs = _specs(ctx, group, perms)
     refuse_other_tag_types(p.get("TagSpecifications"), {"security-group-rule"})
-    tags = tag_specifications(ctx, p.get("TagSpecifications"), "security-group-rule")
+    tags = tag_specifications(p.get("TagSpecifications"), "security-group-rule")
     existing = _rules_of(ctx, [group.id], egress)
     seen = {_row_key(r) for r in existing}
     for s in specs:
         if s.key in seen:
-            raise EC2Error(f'the specified rule "{s.text()}" already exists', "InvalidPermission.Duplicate")
+            raise InvalidPermissionDuplicate(s.text())
         seen.add(s.key)
     v6 = sum(1 for r in existing if r.cidr_ipv6) + sum(1 for s in specs if s.cidr_ipv6)
     v4 = len(existing) + len(specs) - v6
     if v4 > MAX_RULES or v6 > MAX_RULES:
-        raise EC2Error("The maximum number of rules per security group has been reached.",
-                       "RulesPerSecurityGroupLimitExceeded")
+        raise RulesPerSecurityGroupLimitExceeded()
     rows = [_new_rule(ctx, group, egress, s, seq) for seq, s in enumerate(specs)]
     ctx.session.flush()
     for r in rows:
@@ -533,18 +524,14 @@ def authorize_security_group_egress(ctx: Context, p: dict) -> dict:
     return _authorize(ctx, p, True)
 
 
-def _no_rule_id(rule_id: str) -> EC2Error:
-    return EC2Error(f"The security group rule ID '{rule_id}' does not exist", "InvalidSecurityGroupRuleId.NotFound")
-
-
 def _rules_by_id(ctx: Context, group: SecurityGroup, rule_ids: list[str], egress: bool | None) -> list:
     by_id = {r.id: r for r in _rules_of(ctx, [group.id], egress)}
     out = []
     for rid in rule_ids:
         if not well_formed(rid, "sgr"):
-            raise EC2Error(f'Invalid id: "{rid}" (expecting "sgr-...")', "InvalidSecurityGroupRuleId.Malformed")
+            raise InvalidSecurityGroupRuleIdMalformed(rid)
         if rid not in by_id:
-            raise _no_rule_id(rid)
+            raise InvalidSecurityGroupRuleIdNotFound(rid)
         out.append(by_id[rid])
     return out
 
@@ -556,8 +543,7 @@ def _matching(ctx: Context, group: SecurityGroup, perms: list[dict], egress: boo
     for s in _specs(ctx, group, perms, must_exist=False):
         row = by_key.get(s.key)
         if row is None:
-            raise EC2Error("The specified rule does not exist in this security group.",
-                           "InvalidPermission.NotFound")
+            raise InvalidPermissionNotFound()
         out.append((s, row))
     return out
 
@@ -598,16 +584,17 @@ RULE_FILTERS = {
 }
 
 
+RULES = Resource("SecurityGroupRules", lambda ctx, page, tags: [_rule_out(r, tags[r.id]) for r in page],
+                 RULE_FILTERS,
+                 (Selector("SecurityGroupRuleIds", lambda r: r.id, InvalidSecurityGroupRuleIdNotFound),))
+
+
 @action("DescribeSecurityGroupRules")
 def describe_security_group_rules(ctx: Context, p: dict) -> dict:
     rows = list(ctx.session.scalars(select(SecurityGroupRule).where(
         SecurityGroupRule.account_id == ctx.account_id, SecurityGroupRule.region == ctx.region)
         .order_by(SecurityGroupRule.id)))
-    rows = only_ids(rows, p.get("SecurityGroupRuleIds"), _no_rule_id)
-    tags = tags_for(ctx, [r.id for r in rows])
-    rows = apply_filters(rows, p.get("Filters"), RULE_FILTERS, lambda r: tags[r.id])
-    page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"))
-    return {"SecurityGroupRules": [_rule_out(r, tags[r.id]) for r in page], "NextToken": token}
+    return describe(ctx, RULES, p, rows)
 
 
 @action("ModifySecurityGroupRules")
@@ -618,7 +605,7 @@ def modify_security_group_rules(ctx: Context, p: dict) -> dict:
     specs = []
     for update in updates:
         if update.get("SecurityGroupRule") is None:
-            raise EC2Error("The request must contain the parameter SecurityGroupRule", "MissingParameter")
+            raise MissingParameter("SecurityGroupRule")
         specs.append(_spec_of_request(ctx, group, update["SecurityGroupRule"]))
     new = {row.id: spec for row, spec in zip(rows, specs)}
     seen: set = set()
@@ -626,7 +613,7 @@ def modify_security_group_rules(ctx: Context, p: dict) -> dict:
         key = (r.is_egress, new[r.id].key if r.id in new else _row_key(r))
         if key in seen:
             spec = new.get(r.id) or next(s for s in specs if (r.is_egress, s.key) == key)
-            raise EC2Error(f'the specified rule "{spec.text()}" already exists', "InvalidPermission.Duplicate")
+            raise InvalidPermissionDuplicate(spec.text())
         seen.add(key)
     for row, spec in zip(rows, specs):
         row.ip_protocol, row.from_port, row.to_port = spec.ip_protocol, spec.from_port, spec.to_port
@@ -674,10 +661,9 @@ def _in_use(ctx: Context, group: SecurityGroup) -> bool:
 def delete_security_group(ctx: Context, p: dict) -> dict:
     group = _target(ctx, p)
     if group.name == DEFAULT_NAME:
-        raise EC2Error(f'the specified group: "{group.id}" name: "{DEFAULT_NAME}" cannot be deleted by a user',
-                       "CannotDelete")
+        raise CannotDelete(group.id, DEFAULT_NAME)
     if _in_use(ctx, group):
-        raise EC2Error(f"resource {group.id} has a dependent object", "DependencyViolation")
+        raise DependencyViolation(group.id)
     rule_ids = [r.id for r in _rules_of(ctx, [group.id])]
     ctx.session.execute(delete(Tag).where(Tag.resource_id.in_(rule_ids + [group.id]),
                                           Tag.account_id == ctx.account_id))
@@ -697,24 +683,19 @@ def resolve_groups(ctx: Context, vpc_id: str, group_ids: list[str] | None, group
         g = get_group(ctx, gid)
         if g.vpc_id != vpc_id:
             if subnet_id:
-                raise EC2Error(f"Security group {g.id} and subnet {subnet_id} belong to different networks.",
-                               "InvalidParameter")
-            raise EC2Error(f"The security group '{g.id}' does not exist in VPC '{vpc_id}'",
-                           "InvalidGroup.NotFound")
+                raise InvalidParameter.group_and_subnet(g.id, subnet_id)
+            raise InvalidGroupNotFound.in_vpc(g.id, vpc_id, default=False)
         out.setdefault(g.id, g)
     for name in group_names or []:
         g = _by_name(ctx, vpc_id, name)
         if g is None:
             vpc = ctx.session.get(Vpc, vpc_id)
-            where = "default VPC" if vpc is not None and vpc.is_default else "VPC"
-            raise EC2Error(f"The security group '{name}' does not exist in {where} '{vpc_id}'",
-                           "InvalidGroup.NotFound")
+            raise InvalidGroupNotFound.in_vpc(name, vpc_id, default=vpc is not None and vpc.is_default)
         out.setdefault(g.id, g)
     if not out:
         g = _by_name(ctx, vpc_id, DEFAULT_NAME)
         if g is None:
-            raise EC2Error(f"The security group '{DEFAULT_NAME}' does not exist in VPC '{vpc_id}'",
-                           "InvalidGroup.NotFound")
+            raise InvalidGroupNotFound.in_vpc(DEFAULT_NAME, vpc_id, default=False)
         out[g.id] = g
     return list(out.values())
 

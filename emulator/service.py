@@ -14,7 +14,7 @@ from hypervisor import make_driver, resolve_kind
 
 from . import db, instances, regions
 from .config import Config
-from .errors import EC2Error
+from .errors import EC2Error, IncorrectState, InvalidAction
 from .host_tasks import HostWorker
 from .registry import HANDLERS, Context, Host, load_handlers
 
@@ -87,8 +87,7 @@ class Cloud:
     def call(self, action: str, params: dict, account_id: str, region: str, request_id: str) -> dict | None:
         handler = HANDLERS.get(action)
         if handler is None:
-            raise EC2Error(f"The action {action} is not implemented by this emulator yet "
-                           f"(see `ec2emu coverage`).", "InvalidAction")
+            raise InvalidAction.not_implemented(action)
         self.ensure_defaults(account_id, region)
         with self.Session() as session:
             ctx = self.context(session, account_id, region, request_id)
@@ -101,8 +100,7 @@ class Cloud:
             except IntegrityError as exc:
                 session.rollback()
                 log.warning("conflict in %s: %s", action, exc)
-                raise EC2Error("The request conflicted with a concurrent change; retry it.",
-                               "IncorrectState") from None
+                raise IncorrectState.concurrent_change() from None
         if self.config.crash_after_commit == action:  # tests only: die before the host acts
             os._exit(70)
         if ctx.wrote_tasks:

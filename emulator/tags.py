@@ -6,9 +6,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, select
 
-from .errors import EC2Error
+from .errors import (InvalidAMIIDNotFound, InvalidConversionTaskId, InvalidGroupNotFound, InvalidID,
+                     InvalidInstanceIDNotFound, InvalidKeyPairNotFound, InvalidParameterValue,
+                     InvalidSecurityGroupRuleIdNotFound, InvalidSubnetIDNotFound, InvalidVpcIDNotFound,
+                     MissingParameter, NotFound, TagLimitExceeded)
 from .models import Image, ImportImageTask, Instance, KeyPair, SecurityGroup, SecurityGroupRule, Subnet, Tag, Vpc
-from .query import apply_filters, paginate
+from .query import Resource, describe
 from .registry import Context, action
 
 
@@ -16,21 +19,21 @@ from .registry import Context, action
 class Kind:
     resource_type: str
     model: type
-    not_found: str  # AWS's error code when an id of this kind does not exist
+    not_found: type[NotFound]  # AWS's error when an id of this kind does not exist
 
 
 # id prefix -> kind. AWS's resource-type names (the ResourceType enum).
 KINDS: dict[str, Kind] = {
-    "i": Kind("instance", Instance, "InvalidInstanceID.NotFound"),
-    "ami": Kind("image", Image, "InvalidAMIID.NotFound"),
-    "aki": Kind("image", Image, "InvalidAMIID.NotFound"),
-    "ari": Kind("image", Image, "InvalidAMIID.NotFound"),
-    "import-ami": Kind("import-image-task", ImportImageTask, "InvalidConversionTaskId"),
-    "key": Kind("key-pair", KeyPair, "InvalidKeyPair.NotFound"),
-    "sg": Kind("security-group", SecurityGroup, "InvalidGroup.NotFound"),
-    "sgr": Kind("security-group-rule", SecurityGroupRule, "InvalidSecurityGroupRuleId.NotFound"),
-    "vpc": Kind("vpc", Vpc, "InvalidVpcID.NotFound"),
-    "subnet": Kind("subnet", Subnet, "InvalidSubnetID.NotFound"),
+    "i": Kind("instance", Instance, InvalidInstanceIDNotFound),
+    "ami": Kind("image", Image, InvalidAMIIDNotFound),
+    "aki": Kind("image", Image, InvalidAMIIDNotFound),
+    "ari": Kind("image", Image, InvalidAMIIDNotFound),
+    "import-ami": Kind("import-image-task", ImportImageTask, InvalidConversionTaskId),
+    "key": Kind("key-pair", KeyPair, InvalidKeyPairNotFound),
+    "sg": Kind("security-group", SecurityGroup, InvalidGroupNotFound),
+    "sgr": Kind("security-group-rule", SecurityGroupRule, InvalidSecurityGroupRuleIdNotFound),
+    "vpc": Kind("vpc", Vpc, InvalidVpcIDNotFound),
+    "subnet": Kind("subnet", Subnet, InvalidSubnetIDNotFound),
 }
 
 MAX_TAGS = 50
@@ -72,14 +75,13 @@ def _check(tags: list[dict]) -> None:
     for t in tags:
         key = t.get("Key")
         if key is None:
-            raise EC2Error("The request must contain the parameter Tag.Key", "MissingParameter")
+            raise MissingParameter("Tag.Key")
         if not 1 <= len(key) <= 128:
-            raise EC2Error("Tag key exceeds the maximum length of 128 characters", "InvalidParameterValue")
+            raise InvalidParameterValue("Tag key exceeds the maximum length of 128 characters")
         if len(t.get("Value") or "") > 256:
-            raise EC2Error("Tag value exceeds the maximum length of 256 characters", "InvalidParameterValue")
+            raise InvalidParameterValue("Tag value exceeds the maximum length of 256 characters")
         if key.lower().startswith("aws:"):
-            raise EC2Error("Tag keys starting with 'aws:' are reserved for internal use",
-                           "InvalidParameterValue")
+            raise InvalidParameterValue("Tag keys starting with 'aws:' are reserved for internal use")
 
 
 def set_tags(ctx: Context, resource_id: str, tags: list[dict]) -> None:
@@ -90,8 +92,7 @@ def set_tags(ctx: Context, resource_id: str, tags: list[dict]) -> None:
     current = {t.key: t for t in existing}
     new_keys = {t["Key"] for t in tags} - current.keys()
     if len(current) + len(new_keys) > MAX_TAGS:
-        raise EC2Error(f"The maximum number of tags ({MAX_TAGS}) for resource '{resource_id}' was exceeded",
-                       "TagLimitExceeded")
+        raise TagLimitExceeded(resource_id, MAX_TAGS)
     for t in tags:
         row = current.get(t["Key"])
         if row is None:
@@ -102,14 +103,13 @@ def set_tags(ctx: Context, resource_id: str, tags: list[dict]) -> None:
             row.value = t.get("Value") or ""
 
 
-def tag_specifications(ctx: Context, specs: list[dict] | None, resource_type: str) -> list[dict]:
+def tag_specifications(specs: list[dict] | None, resource_type: str) -> list[dict]:
     """The tags a create call asked for on resources of this type; other types are refused as AWS does."""
     tags: list[dict] = []
     for spec in specs or []:
         rtype = spec.get("ResourceType")
         if rtype is None:
-            raise EC2Error("The request must contain the parameter TagSpecification.N.ResourceType",
-                           "MissingParameter")
+            raise MissingParameter("TagSpecification.N.ResourceType")
         if rtype == resource_type:
             tags.extend(spec.get("Tags") or [])
     _check(tags)
@@ -119,8 +119,8 @@ def tag_specifications(ctx: Context, specs: list[dict] | None, resource_type: st
 def refuse_other_tag_types(specs: list[dict] | None, allowed: set[str]) -> None:
     for spec in specs or []:
         if spec.get("ResourceType") not in allowed:
-            raise EC2Error(f"'{spec.get('ResourceType')}' is not a valid taggable resource type for this operation.",
-                           "InvalidParameterValue")
+            raise InvalidParameterValue(
+                f"'{spec.get('ResourceType')}' is not a valid taggable resource type for this operation.")
 
 
 def delete_all_tags(ctx: Context, resource_id: str) -> None:
@@ -131,12 +131,12 @@ def _require_resources(ctx: Context, ids: list[str]) -> None:
     for rid in ids:
         kind = kind_of(rid)
         if kind is None:
-            raise EC2Error(f"Invalid id: \"{rid}\"", "InvalidID")
+            raise InvalidID(rid)
         row = ctx.session.get(kind.model, rid)
         visible = row is not None and row.region == ctx.region and (
             row.account_id == ctx.account_id)
         if not visible:
-            raise EC2Error(f"The ID '{rid}' does not exist", kind.not_found)
+            raise kind.not_found(rid)
 
 
 @action("CreateTags")
@@ -171,6 +171,11 @@ TAG_FILTERS = {
 }
 
 
+TAGS = Resource("Tags", lambda ctx, page, tags: [{"ResourceId": t.resource_id, "ResourceType": t.resource_type,
+                                                  "Key": t.key, "Value": t.value} for t in page],
+                TAG_FILTERS, key=lambda t: f"{t.resource_id}\x00{t.key}", tagged=False)
+
+
 @action("DescribeTags")
 def describe_tags(ctx: Context, p: dict) -> dict:
     rows = ctx.session.scalars(select(Tag).where(Tag.account_id == ctx.account_id, Tag.region == ctx.region)
@@ -183,8 +188,4 @@ def describe_tags(ctx: Context, p: dict) -> dict:
             filters.append({"Name": "value", "Values": f.get("Values") or []})
         else:
             filters.append(f)
-    rows = apply_filters(rows, filters, TAG_FILTERS)
-    page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"),
-                           key=lambda t: f"{t.resource_id}\x00{t.key}", highest=1000)
-    return {"Tags": [{"ResourceId": t.resource_id, "ResourceType": t.resource_type,
-                      "Key": t.key, "Value": t.value} for t in page], "NextToken": token}
+    return describe(ctx, TAGS, {**p, "Filters": filters}, rows)

@@ -7,12 +7,12 @@ import ipaddress
 from sqlalchemy import func, select
 
 from .catalogue import REGIONS
-from .errors import EC2Error
+from .errors import InvalidSubnetIDNotFound, InvalidVpcIDNotFound, MissingInput
 from .ids import new_id
 from .models import Instance, Subnet, Vpc
-from .query import apply_filters, only_ids, paginate
+from .query import Resource, Selector, describe
 from .registry import Context, action
-from .tags import tag_list, tags_for
+from .tags import tag_list
 
 DEFAULT_VPC_CIDR = "172.31.0.0/16"
 
@@ -41,14 +41,14 @@ def default_vpc(ctx: Context) -> Vpc | None:
 def get_vpc(ctx: Context, vpc_id: str) -> Vpc:
     vpc = ctx.session.get(Vpc, vpc_id)
     if vpc is None or vpc.account_id != ctx.account_id or vpc.region != ctx.region:
-        raise EC2Error(f"The vpc ID '{vpc_id}' does not exist", "InvalidVpcID.NotFound")
+        raise InvalidVpcIDNotFound(vpc_id)
     return vpc
 
 
 def get_subnet(ctx: Context, subnet_id: str) -> Subnet:
     subnet = ctx.session.get(Subnet, subnet_id)
     if subnet is None or subnet.account_id != ctx.account_id or subnet.region != ctx.region:
-        raise EC2Error(f"The subnet ID '{subnet_id}' does not exist", "InvalidSubnetID.NotFound")
+        raise InvalidSubnetIDNotFound(subnet_id)
     return subnet
 
 
@@ -59,17 +59,15 @@ def default_subnet(ctx: Context, zone: str | None) -> Subnet:
         q = q.where(Subnet.availability_zone == zone)
     subnet = ctx.session.scalars(q).first()
     if subnet is None:
-        raise EC2Error("No default subnet for availability zone: " + (zone or "any")
-                       + ". Specify a subnet.", "MissingInput")
+        raise MissingInput.no_default_subnet(zone)
     return subnet
 
 
-def reserved(subnet_cidr: str) -> int:
-    return 5  # AWS keeps the network, router, DNS, future and broadcast addresses
+RESERVED_ADDRESSES = 5  # per subnet, AWS keeps the network, router, DNS, future and broadcast addresses
 
 
-def available_ips(ctx: Context, subnet: Subnet, used: int) -> int:
-    return ipaddress.ip_network(subnet.cidr_block).num_addresses - reserved(subnet.cidr_block) - used
+def available_ips(subnet: Subnet, used: int) -> int:
+    return ipaddress.ip_network(subnet.cidr_block).num_addresses - RESERVED_ADDRESSES - used
 
 
 VPC_FILTERS = {
@@ -94,16 +92,15 @@ def _vpc_out(v: Vpc, tags: dict) -> dict:
                                          "CidrBlockState": {"State": "associated"}}]}
 
 
+VPCS = Resource("Vpcs", lambda ctx, page, tags: [_vpc_out(v, tags[v.id]) for v in page], VPC_FILTERS,
+                (Selector("VpcIds", lambda v: v.id, InvalidVpcIDNotFound),))
+
+
 @action("DescribeVpcs")
 def describe_vpcs(ctx: Context, p: dict) -> dict:
     rows = ctx.session.scalars(select(Vpc).where(Vpc.account_id == ctx.account_id, Vpc.region == ctx.region)
                                .order_by(Vpc.id)).all()
-    rows = only_ids(rows, p.get("VpcIds"),
-                    lambda i: EC2Error(f"The vpc ID '{i}' does not exist", "InvalidVpcID.NotFound"))
-    tags = tags_for(ctx, [r.id for r in rows])
-    rows = apply_filters(rows, p.get("Filters"), VPC_FILTERS, lambda r: tags[r.id])
-    page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"))
-    return {"Vpcs": [_vpc_out(v, tags[v.id]) for v in page], "NextToken": token}
+    return describe(ctx, VPCS, p, rows)
 
 
 @action("DescribeVpcAttribute")
@@ -148,24 +145,26 @@ def used_ips(ctx: Context, subnet_ids) -> dict[str, int]:
     return dict(ctx.session.execute(q).all())
 
 
-@action("DescribeSubnets")
-def describe_subnets(ctx: Context, p: dict) -> dict:
-    rows = ctx.session.scalars(select(Subnet).where(Subnet.account_id == ctx.account_id,
-                                                    Subnet.region == ctx.region).order_by(Subnet.id)).all()
-    rows = only_ids(rows, p.get("SubnetIds"),
-                    lambda i: EC2Error(f"The subnet ID '{i}' does not exist", "InvalidSubnetID.NotFound"))
-    tags = tags_for(ctx, [r.id for r in rows])
-    rows = apply_filters(rows, p.get("Filters"), SUBNET_FILTERS, lambda r: tags[r.id])
-    page, token = paginate(rows, p.get("MaxResults"), p.get("NextToken"))
+def _subnets(ctx: Context, page: list, tags) -> list[dict]:
     used = used_ips(ctx, [s.id for s in page])
-    return {"Subnets": [{
+    return [{
         "SubnetId": s.id, "SubnetArn": f"arn:aws:ec2:{s.region}:{s.account_id}:subnet/{s.id}",
         "VpcId": s.vpc_id, "OwnerId": s.account_id, "State": s.state, "CidrBlock": s.cidr_block,
         "AvailabilityZone": s.availability_zone, "AvailabilityZoneId": _zone_id(s),
-        "AvailableIpAddressCount": available_ips(ctx, s, used.get(s.id, 0)),
+        "AvailableIpAddressCount": available_ips(s, used.get(s.id, 0)),
         "DefaultForAz": s.default_for_az, "MapPublicIpOnLaunch": s.map_public_ip_on_launch,
         "MapCustomerOwnedIpOnLaunch": False, "AssignIpv6AddressOnCreation": False,
         "Ipv6CidrBlockAssociationSet": [], "Ipv6Native": False, "Tags": tag_list(tags[s.id]),
         "PrivateDnsNameOptionsOnLaunch": {"HostnameType": "ip-name", "EnableResourceNameDnsARecord": False,
                                           "EnableResourceNameDnsAAAARecord": False},
-    } for s in page], "NextToken": token}
+    } for s in page]
+
+
+SUBNETS = Resource("Subnets", _subnets, SUBNET_FILTERS, (Selector("SubnetIds", lambda s: s.id, InvalidSubnetIDNotFound),))
+
+
+@action("DescribeSubnets")
+def describe_subnets(ctx: Context, p: dict) -> dict:
+    rows = ctx.session.scalars(select(Subnet).where(Subnet.account_id == ctx.account_id,
+                                                    Subnet.region == ctx.region).order_by(Subnet.id)).all()
+    return describe(ctx, SUBNETS, p, rows)

@@ -9,22 +9,18 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def error_code(excinfo: pytest.ExceptionInfo) -> str:
-    return excinfo.value.response["Error"]["Code"]
-
-
-def error_of(call, **kwargs) -> tuple[str, str]:
-    """(code, message) of the ClientError a call raises."""
+def error_of(call, *args, **kwargs) -> tuple[str, str]:
+    """(code, message) of the error a boto3 call answers; fails the test if it succeeds."""
     with pytest.raises(ClientError) as exc:
-        call(**kwargs)
+        call(*args, **kwargs)
     return exc.value.response["Error"]["Code"], exc.value.response["Error"]["Message"]
 
 
-def expect_error(code: str, fn, *args, **kwargs) -> ClientError:
-    with pytest.raises(ClientError) as excinfo:
-        fn(*args, **kwargs)
-    assert error_code(excinfo) == code, excinfo.value.response
-    return excinfo.value
+def expect_error(code: str, call, *args, **kwargs) -> str:
+    """error_of, asserting the code; -> the message."""
+    got, message = error_of(call, *args, **kwargs)
+    assert got == code, (got, message)
+    return message
 
 
 def tiny_image(ec2) -> str:

@@ -140,8 +140,13 @@ def test_bad_references(ec2, image):
     expect_error("InvalidSubnetID.NotFound", run, ec2, image, SubnetId="subnet-0123456789abcdef0")
     expect_error("InvalidGroup.NotFound", run, ec2, image, SecurityGroupIds=["sg-0123456789abcdef0"])
     expect_error("InvalidParameterValue", run, ec2, image, InstanceType="t4g.micro")  # arm64 type, x86 image
-    expect_error("InvalidInstanceID.NotFound", ec2.describe_instances, InstanceIds=["i-0123456789abcdef0"])
-    expect_error("InvalidInstanceID.Malformed", ec2.describe_instances, InstanceIds=["i-xyz"])
+    assert expect_error("InvalidInstanceID.NotFound", ec2.describe_instances, InstanceIds=["i-0123456789abcdef0"]) \
+        == "The instance ID 'i-0123456789abcdef0' does not exist"
+    assert expect_error("InvalidInstanceID.NotFound", ec2.terminate_instances,
+                        InstanceIds=["i-0123456789abcdef0", "i-0123456789abcdef1"]) \
+        == "The instance IDs 'i-0123456789abcdef0, i-0123456789abcdef1' do not exist"
+    assert expect_error("InvalidInstanceID.Malformed", ec2.describe_instances, InstanceIds=["i-xyz"]) \
+        == 'Invalid id: "i-xyz"'
     expect_error("InvalidParameterCombination", ec2.describe_instances,
                  InstanceIds=["i-0123456789abcdef0"], MaxResults=5)
 
@@ -186,6 +191,10 @@ def test_filters_and_paging(ec2, image):
         if not token:
             break
     assert pages == 2 and sorted(seen) == sorted(ids)
+    known = sorted(ids)[0]  # the existing ones are not named among the missing
+    assert expect_error("InvalidInstanceID.NotFound", ec2.describe_instance_status,
+                        InstanceIds=["i-0123456789abcdef2", known, "i-0123456789abcdef3"]) \
+        == "The instance IDs 'i-0123456789abcdef2, i-0123456789abcdef3' do not exist"
     paginator = ec2.get_paginator("describe_instances")
     got = [i["InstanceId"] for p in paginator.paginate(Filters=[{"Name": "tag:batch", "Values": [tag]}],
                                                         PaginationConfig={"PageSize": 5})

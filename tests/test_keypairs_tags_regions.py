@@ -58,7 +58,8 @@ def test_tags_lifecycle(ec2, other_account):
     ec2.delete_tags(Resources=[vpc], Tags=[{"Key": key}, {"Key": key + "2"}])
     assert ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [vpc]}, {"Name": "key", "Values": [key + "*"]}])["Tags"] == []
     expect_error("InvalidParameterValue", ec2.create_tags, Resources=[vpc], Tags=[{"Key": "aws:x", "Value": "y"}])
-    expect_error("InvalidVpcID.NotFound", other_account.create_tags, Resources=[vpc], Tags=[{"Key": "a", "Value": "b"}])
+    assert expect_error("InvalidVpcID.NotFound", other_account.create_tags, Resources=[vpc],
+                        Tags=[{"Key": "a", "Value": "b"}]) == f"The vpc ID '{vpc}' does not exist"
     expect_error("InvalidID", ec2.create_tags, Resources=["nonsense"], Tags=[{"Key": "a", "Value": "b"}])
     too_many = [{"Key": f"k{i}", "Value": "v"} for i in range(51)]
     expect_error("TagLimitExceeded", ec2.create_tags, Resources=[vpc], Tags=too_many)

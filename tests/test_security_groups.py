@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from .helpers import tiny_image
+from .helpers import error_of, tiny_image
 from botocore.exceptions import ClientError
 
 from .conftest import OTHER_ACCESS_KEY, OTHER_ACCOUNT, OTHER_SECRET_KEY
@@ -17,11 +17,6 @@ from .server import ACCESS_KEY, ACCOUNT, SECRET_KEY
 
 def uniq(prefix: str = "sgtest") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def error_of(excinfo) -> tuple[str, str]:
-    err = excinfo.value.response["Error"]
-    return err["Code"], err["Message"]
 
 
 def default_vpc_id(client) -> str:
@@ -80,13 +75,11 @@ def test_default_group_of_a_new_account(server):
     egress = next(r for r in rules if r["IsEgress"])
     assert egress["CidrIpv4"] == "0.0.0.0/0" and egress["GroupOwnerId"] == OTHER_ACCOUNT
 
-    with pytest.raises(ClientError) as e:
-        client.delete_security_group(GroupId=g["GroupId"])
-    assert error_of(e) == ("CannotDelete",
-                           f'the specified group: "{g["GroupId"]}" name: "default" cannot be deleted by a user')
-    with pytest.raises(ClientError) as e:
-        client.delete_security_group(GroupName="default")
-    assert error_of(e)[0] == "CannotDelete"
+    err = error_of(client.delete_security_group, GroupId=g["GroupId"])
+    assert err == ("CannotDelete",
+                   f'the specified group: "{g["GroupId"]}" name: "default" cannot be deleted by a user')
+    err = error_of(client.delete_security_group, GroupName="default")
+    assert err[0] == "CannotDelete"
 
 
 # ------------------------------------------------------------------------- create / describe
@@ -122,13 +115,11 @@ def test_create_describe_delete(ec2):
 
     out = ec2.delete_security_group(GroupId=gid)
     assert out["Return"] is True and out["GroupId"] == gid
-    with pytest.raises(ClientError) as e:
-        ec2.describe_security_groups(GroupIds=[gid])
-    assert error_of(e) == ("InvalidGroup.NotFound", f"The security group '{gid}' does not exist")
+    err = error_of(ec2.describe_security_groups, GroupIds=[gid])
+    assert err == ("InvalidGroup.NotFound", f"The security group '{gid}' does not exist")
     assert ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [gid]}])["Tags"] == []
-    with pytest.raises(ClientError) as e:
-        ec2.delete_security_group(GroupId=gid)
-    assert error_of(e) == ("InvalidGroup.NotFound", f"The security group '{gid}' does not exist")
+    err = error_of(ec2.delete_security_group, GroupId=gid)
+    assert err == ("InvalidGroup.NotFound", f"The security group '{gid}' does not exist")
 
 
 def test_delete_by_name_and_lookup_errors(ec2):
@@ -136,22 +127,17 @@ def test_delete_by_name_and_lookup_errors(ec2):
     ec2.create_security_group(GroupName=name, Description="x")
     assert ec2.delete_security_group(GroupName=name)["Return"] is True
     vpc_id = default_vpc_id(ec2)
-    with pytest.raises(ClientError) as e:
-        ec2.delete_security_group(GroupName=name)
-    assert error_of(e) == ("InvalidGroup.NotFound",
-                           f"The security group '{name}' does not exist in default VPC '{vpc_id}'")
-    with pytest.raises(ClientError) as e:
-        ec2.describe_security_groups(GroupNames=[name])
-    assert error_of(e)[0] == "InvalidGroup.NotFound"
-    with pytest.raises(ClientError) as e:
-        ec2.delete_security_group(GroupId="not-a-group")
-    assert error_of(e) == ("InvalidGroupId.Malformed", 'Invalid id: "not-a-group" (expecting "sg-...")')
-    with pytest.raises(ClientError) as e:
-        ec2.describe_security_groups(GroupIds=["sg-123"])
-    assert error_of(e)[0] == "InvalidGroupId.Malformed"
-    with pytest.raises(ClientError) as e:
-        ec2.delete_security_group()
-    assert error_of(e)[0] == "MissingParameter"
+    err = error_of(ec2.delete_security_group, GroupName=name)
+    assert err == ("InvalidGroup.NotFound",
+                   f"The security group '{name}' does not exist in default VPC '{vpc_id}'")
+    err = error_of(ec2.describe_security_groups, GroupNames=[name])
+    assert err[0] == "InvalidGroup.NotFound"
+    err = error_of(ec2.delete_security_group, GroupId="not-a-group")
+    assert err == ("InvalidGroupId.Malformed", 'Invalid id: "not-a-group" (expecting "sg-...")')
+    err = error_of(ec2.describe_security_groups, GroupIds=["sg-123"])
+    assert err[0] == "InvalidGroupId.Malformed"
+    err = error_of(ec2.delete_security_group)
+    assert err[0] == "MissingParameter"
 
 
 @pytest.mark.parametrize("name, fragment", [
@@ -161,9 +147,7 @@ def test_delete_by_name_and_lookup_errors(ec2):
     ("caf\u00e9", "Character sets beyond ASCII are not supported"),
 ])
 def test_create_refuses_bad_names(ec2, name, fragment):
-    with pytest.raises(ClientError) as e:
-        ec2.create_security_group(GroupName=name, Description="x")
-    code, message = error_of(e)
+    code, message = error_of(ec2.create_security_group, GroupName=name, Description="x")
     assert code == "InvalidParameterValue" and fragment in message
 
 
@@ -171,38 +155,32 @@ def test_create_duplicate_and_bad_vpc(ec2):
     name, vpc_id = uniq(), default_vpc_id(ec2)
     gid = ec2.create_security_group(GroupName=name, Description="x")["GroupId"]
     try:
-        with pytest.raises(ClientError) as e:
-            ec2.create_security_group(GroupName=name, Description="again", VpcId=vpc_id)
-        assert error_of(e) == ("InvalidGroup.Duplicate",
-                               f"The security group '{name}' already exists for VPC '{vpc_id}'")
+        err = error_of(ec2.create_security_group, GroupName=name, Description="again", VpcId=vpc_id)
+        assert err == ("InvalidGroup.Duplicate",
+                       f"The security group '{name}' already exists for VPC '{vpc_id}'")
         ok = ec2.create_security_group(GroupName=name + "-255".ljust(255 - len(name), "x"), Description="x")
         ec2.delete_security_group(GroupId=ok["GroupId"])
     finally:
         ec2.delete_security_group(GroupId=gid)
-    with pytest.raises(ClientError) as e:
-        ec2.create_security_group(GroupName=uniq(), Description="x", VpcId="vpc-0123456789abcdef0")
-    assert error_of(e) == ("InvalidVpcID.NotFound", "The vpc ID 'vpc-0123456789abcdef0' does not exist")
-    with pytest.raises(ClientError) as e:
-        ec2.create_security_group(GroupName=uniq(), Description="x",
-                                  TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "a", "Value": "b"}]}])
-    assert error_of(e)[0] == "InvalidParameterValue"
+    err = error_of(ec2.create_security_group, GroupName=uniq(), Description="x", VpcId="vpc-0123456789abcdef0")
+    assert err == ("InvalidVpcID.NotFound", "The vpc ID 'vpc-0123456789abcdef0' does not exist")
+    err = error_of(ec2.create_security_group, GroupName=uniq(), Description="x",
+                   TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "a", "Value": "b"}]}])
+    assert err[0] == "InvalidParameterValue"
 
 
 def test_other_account_cannot_see_the_group(ec2, other_account, group):
-    with pytest.raises(ClientError) as e:
-        other_account.describe_security_groups(GroupIds=[group])
-    assert error_of(e) == ("InvalidGroup.NotFound", f"The security group '{group}' does not exist")
+    err = error_of(other_account.describe_security_groups, GroupIds=[group])
+    assert err == ("InvalidGroup.NotFound", f"The security group '{group}' does not exist")
     assert group not in [g["GroupId"] for g in other_account.describe_security_groups()["SecurityGroups"]]
     for call in (lambda: other_account.delete_security_group(GroupId=group),
                  lambda: other_account.authorize_security_group_ingress(GroupId=group, IpPermissions=[tcp(22, "0.0.0.0/0")])):
-        with pytest.raises(ClientError) as e:
-            call()
-        assert error_of(e)[0] == "InvalidGroup.NotFound"
+        err = error_of(call)
+        assert err[0] == "InvalidGroup.NotFound"
     rule_id = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group]}])[
         "SecurityGroupRules"][0]["SecurityGroupRuleId"]
-    with pytest.raises(ClientError) as e:
-        other_account.describe_security_group_rules(SecurityGroupRuleIds=[rule_id])
-    assert error_of(e)[0] == "InvalidSecurityGroupRuleId.NotFound"
+    err = error_of(other_account.describe_security_group_rules, SecurityGroupRuleIds=[rule_id])
+    assert err[0] == "InvalidSecurityGroupRuleId.NotFound"
     describe(ec2, group)  # still there
 
 
@@ -264,14 +242,12 @@ def test_authorize_and_describe_grouped_permissions(ec2, group):
         assert ids({"Name": "egress.ip-permission.cidr", "Values": ["0.0.0.0/0"]},
                    {"Name": "egress.ip-permission.protocol", "Values": ["-1"]},
                    {"Name": "group-id", "Values": [group]}) == [group]
-        with pytest.raises(ClientError) as e:
-            ec2.describe_security_groups(Filters=[{"Name": "ip-permission.bogus", "Values": ["x"]}])
-        assert error_of(e)[0] == "InvalidParameterValue"
+        err = error_of(ec2.describe_security_groups, Filters=[{"Name": "ip-permission.bogus", "Values": ["x"]}])
+        assert err[0] == "InvalidParameterValue"
 
         # The peer is referenced now: it cannot go.
-        with pytest.raises(ClientError) as e:
-            ec2.delete_security_group(GroupId=peer)
-        assert error_of(e) == ("DependencyViolation", f"resource {peer} has a dependent object")
+        err = error_of(ec2.delete_security_group, GroupId=peer)
+        assert err == ("DependencyViolation", f"resource {peer} has a dependent object")
 
         # Revoke in the same shapes; the rules go, and the peer may then be deleted.
         out = ec2.revoke_security_group_ingress(GroupId=group, IpPermissions=[
@@ -291,34 +267,29 @@ def test_authorize_and_describe_grouped_permissions(ec2, group):
 
 def test_duplicate_and_missing_rules(ec2, group):
     ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[tcp(22, "0.0.0.0/0")])
-    with pytest.raises(ClientError) as e:
-        ec2.authorize_security_group_ingress(
-            GroupId=group, IpPermissions=[tcp(80, "0.0.0.0/0"),
-                                          {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-                                           "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "other words"}]}])
-    assert error_of(e) == ("InvalidPermission.Duplicate",
-                           'the specified rule "peer: 0.0.0.0/0, TCP, from port: 22, to port: 22, ALLOW" already exists')
+    err = error_of(ec2.authorize_security_group_ingress, GroupId=group, IpPermissions=[
+        tcp(80, "0.0.0.0/0"), {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                               "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "other words"}]}])
+    assert err == ("InvalidPermission.Duplicate",
+                   'the specified rule "peer: 0.0.0.0/0, TCP, from port: 22, to port: 22, ALLOW" already exists')
     # Nothing of the refused call was kept.
     assert [p["FromPort"] for p in describe(ec2, group)["IpPermissions"]] == [22]
     # Twice in one call is a duplicate too.
-    with pytest.raises(ClientError) as e:
-        ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[tcp(25, "1.2.3.4/32", "1.2.3.4/32")])
-    assert error_of(e)[0] == "InvalidPermission.Duplicate"
+    err = error_of(ec2.authorize_security_group_ingress, GroupId=group, IpPermissions=[tcp(25, "1.2.3.4/32", "1.2.3.4/32")])
+    assert err[0] == "InvalidPermission.Duplicate"
     # Every group already sends everywhere: adding that again is a duplicate.
-    with pytest.raises(ClientError) as e:
-        ec2.authorize_security_group_egress(GroupId=group, IpPermissions=[
-            {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
-    assert error_of(e) == ("InvalidPermission.Duplicate",
-                           'the specified rule "peer: 0.0.0.0/0, ALL, ALLOW" already exists')
+    err = error_of(ec2.authorize_security_group_egress, GroupId=group, IpPermissions=[
+        {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    assert err == ("InvalidPermission.Duplicate",
+                   'the specified rule "peer: 0.0.0.0/0, ALL, ALLOW" already exists')
 
     out = ec2.revoke_security_group_ingress(GroupId=group, IpPermissions=[tcp(22, "0.0.0.0/0")])
     assert out["Return"] is True
     assert describe(ec2, group)["IpPermissions"] == []
     for perms in ([tcp(22, "0.0.0.0/0")], [tcp(22, "0.0.0.0/0", to=23)]):
-        with pytest.raises(ClientError) as e:
-            ec2.revoke_security_group_ingress(GroupId=group, IpPermissions=perms)
-        assert error_of(e) == ("InvalidPermission.NotFound",
-                               "The specified rule does not exist in this security group.")
+        err = error_of(ec2.revoke_security_group_ingress, GroupId=group, IpPermissions=perms)
+        assert err == ("InvalidPermission.NotFound",
+                       "The specified rule does not exist in this security group.")
 
 
 def test_egress_authorize_and_revoke(ec2, group):
@@ -339,15 +310,13 @@ def test_egress_authorize_and_revoke(ec2, group):
     assert out["Return"] is True
     assert out["RevokedSecurityGroupRules"][0]["SecurityGroupRuleId"] == udp_id
     assert [p["IpProtocol"] for p in describe(ec2, group)["IpPermissionsEgress"]] == ["tcp"]
-    with pytest.raises(ClientError) as e:
-        ec2.revoke_security_group_egress(GroupId=group, SecurityGroupRuleIds=[udp_id])
-    assert error_of(e)[0] == "InvalidSecurityGroupRuleId.NotFound"
+    err = error_of(ec2.revoke_security_group_egress, GroupId=group, SecurityGroupRuleIds=[udp_id])
+    assert err[0] == "InvalidSecurityGroupRuleId.NotFound"
     # An ingress rule id is not an egress rule.
     ing = ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[tcp(22, "10.0.0.0/8")])
     ing_id = ing["SecurityGroupRules"][0]["SecurityGroupRuleId"]
-    with pytest.raises(ClientError) as e:
-        ec2.revoke_security_group_egress(GroupId=group, SecurityGroupRuleIds=[ing_id])
-    assert error_of(e)[0] == "InvalidSecurityGroupRuleId.NotFound"
+    err = error_of(ec2.revoke_security_group_egress, GroupId=group, SecurityGroupRuleIds=[ing_id])
+    assert err[0] == "InvalidSecurityGroupRuleId.NotFound"
     ec2.revoke_security_group_ingress(GroupId=group, SecurityGroupRuleIds=[ing_id])
     assert describe(ec2, group)["IpPermissions"] == []
 
@@ -400,9 +369,7 @@ def test_legacy_flat_ingress_form(ec2, group):
       "IpRanges": [{"CidrIp": "10.0.0.0/8", "Description": "bad\u00e9"}]}, "InvalidParameterValue", None),
 ])
 def test_rule_validation(ec2, group, perm, code, message):
-    with pytest.raises(ClientError) as e:
-        ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[perm])
-    got_code, got_message = error_of(e)
+    got_code, got_message = error_of(ec2.authorize_security_group_ingress, GroupId=group, IpPermissions=[perm])
     assert got_code == code
     if message:
         assert got_message == message
@@ -425,10 +392,9 @@ def test_other_protocols_cover_all_ports(ec2, group):
 def test_rule_limit(ec2, group):
     cidrs = [f"10.{i}.0.0/16" for i in range(60)]
     ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[tcp(22, *cidrs)])
-    with pytest.raises(ClientError) as e:
-        ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[tcp(22, "11.0.0.0/8")])
-    assert error_of(e) == ("RulesPerSecurityGroupLimitExceeded",
-                           "The maximum number of rules per security group has been reached.")
+    err = error_of(ec2.authorize_security_group_ingress, GroupId=group, IpPermissions=[tcp(22, "11.0.0.0/8")])
+    assert err == ("RulesPerSecurityGroupLimitExceeded",
+                   "The maximum number of rules per security group has been reached.")
     # IPv6 peers count on their own.
     ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "Ipv6Ranges": [{"CidrIpv6": "2001:db8::/32"}]}])
@@ -467,9 +433,8 @@ def test_describe_security_group_rules(ec2, group):
     assert {t["Key"] for t in tags} == {"purpose", "extra"}
     assert {t["ResourceType"] for t in tags} == {"security-group-rule"}
 
-    with pytest.raises(ClientError) as e:
-        ec2.describe_security_group_rules(SecurityGroupRuleIds=["sgr-0123456789abcdef0"])
-    assert error_of(e)[0] == "InvalidSecurityGroupRuleId.NotFound"
+    err = error_of(ec2.describe_security_group_rules, SecurityGroupRuleIds=["sgr-0123456789abcdef0"])
+    assert err[0] == "InvalidSecurityGroupRuleId.NotFound"
 
     # Paging over one group's rules.
     ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[tcp(p, "10.0.0.0/8") for p in range(100, 105)])
@@ -498,9 +463,8 @@ def test_description_updates(ec2, group):
     ranges = describe(ec2, group)["IpPermissions"][0]["IpRanges"]
     assert ranges == [{"CidrIp": "10.0.0.0/8", "Description": "new"},
                       {"CidrIp": "192.168.0.0/16", "Description": "lan"}]
-    with pytest.raises(ClientError) as e:
-        ec2.update_security_group_rule_descriptions_ingress(GroupId=group, IpPermissions=[tcp(23, "10.0.0.0/8")])
-    assert error_of(e)[0] == "InvalidPermission.NotFound"
+    err = error_of(ec2.update_security_group_rule_descriptions_ingress, GroupId=group, IpPermissions=[tcp(23, "10.0.0.0/8")])
+    assert err[0] == "InvalidPermission.NotFound"
 
     egress_id = ec2.describe_security_group_rules(
         Filters=[{"Name": "group-id", "Values": [group]}])["SecurityGroupRules"]
@@ -524,16 +488,14 @@ def test_modify_security_group_rules(ec2, group):
                               "Description": "moved"}}])["Return"] is True
     r = ec2.describe_security_group_rules(SecurityGroupRuleIds=[first])["SecurityGroupRules"][0]
     assert (r["FromPort"], r["ToPort"], r["CidrIpv4"], r["Description"]) == (8080, 8081, "10.2.0.0/16", "moved")
-    with pytest.raises(ClientError) as e:  # would duplicate the second rule
-        ec2.modify_security_group_rules(GroupId=group, SecurityGroupRules=[{
-            "SecurityGroupRuleId": first,
-            "SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "10.1.0.0/16"}}])
-    assert error_of(e)[0] == "InvalidPermission.Duplicate"
-    with pytest.raises(ClientError) as e:
-        ec2.modify_security_group_rules(GroupId=group, SecurityGroupRules=[{
-            "SecurityGroupRuleId": "sgr-0123456789abcdef0",
-            "SecurityGroupRule": {"IpProtocol": "-1", "CidrIpv4": "0.0.0.0/0"}}])
-    assert error_of(e)[0] == "InvalidSecurityGroupRuleId.NotFound"
+    err = error_of(ec2.modify_security_group_rules, GroupId=group, SecurityGroupRules=[{
+        "SecurityGroupRuleId": first,
+        "SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "10.1.0.0/16"}}])
+    assert err[0] == "InvalidPermission.Duplicate"  # it would duplicate the second rule
+    err = error_of(ec2.modify_security_group_rules, GroupId=group, SecurityGroupRules=[{
+        "SecurityGroupRuleId": "sgr-0123456789abcdef0",
+        "SecurityGroupRule": {"IpProtocol": "-1", "CidrIpv4": "0.0.0.0/0"}}])
+    assert err[0] == "InvalidSecurityGroupRuleId.NotFound"
     # Swapping a rule to a group reference.
     ec2.modify_security_group_rules(GroupId=group, SecurityGroupRules=[{
         "SecurityGroupRuleId": second,
@@ -561,9 +523,8 @@ def test_paging(server, ec2):
         pages = ec2.get_paginator("describe_security_groups").paginate(Filters=flt, PaginationConfig={"PageSize": 5})
         assert sorted(g["GroupId"] for p in pages for g in p["SecurityGroups"]) == sorted(made)
         unchecked = server.client(parameter_validation=False)
-        with pytest.raises(ClientError) as e:
-            unchecked.describe_security_groups(MaxResults=4)
-        assert error_of(e)[0] == "InvalidParameterValue"
+        err = error_of(unchecked.describe_security_groups, MaxResults=4)
+        assert err[0] == "InvalidParameterValue"
     finally:
         for gid in made:
             ec2.delete_security_group(GroupId=gid)
@@ -588,9 +549,8 @@ def test_group_used_by_an_instance_cannot_be_deleted(ec2, group):
     image = tiny_image(ec2)
     iid = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro",
                             SecurityGroupIds=[group])["Instances"][0]["InstanceId"]
-    with pytest.raises(ClientError) as e:
-        ec2.delete_security_group(GroupId=group)
-    assert error_of(e) == ("DependencyViolation", f"resource {group} has a dependent object")
+    err = error_of(ec2.delete_security_group, GroupId=group)
+    assert err == ("DependencyViolation", f"resource {group} has a dependent object")
     ec2.terminate_instances(InstanceIds=[iid])
     ec2.get_waiter("instance_terminated").wait(InstanceIds=[iid], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     assert ec2.delete_security_group(GroupId=group)["Return"] is True
