@@ -518,21 +518,15 @@ def describe_image_attribute(ctx: Context, p: dict) -> dict:
         out["KernelId"] = _value(img.kernel_id)
     elif attr == "ramdisk":
         out["RamdiskId"] = _value(img.ramdisk_id)
-    elif attr == "sriovNetSupport":
-        out["SriovNetSupport"] = _value(a.get("SriovNetSupport"))
-    elif attr == "bootMode":
-        out["BootMode"] = _value(a.get("BootMode"))
-    elif attr == "tpmSupport":
-        out["TpmSupport"] = _value(a.get("TpmSupport"))
-    elif attr == "uefiData":
-        out["UefiData"] = _value(a.get("UefiData"))
-    elif attr == "imdsSupport":
-        out["ImdsSupport"] = _value(a.get("ImdsSupport"))
-    elif attr == "lastLaunchedTime":
-        out["LastLaunchedTime"] = _value(a.get("LastLaunchedTime"))
-    elif attr == "deregistrationProtection":
-        out["DeregistrationProtection"] = _value(a.get("DeregistrationProtection", "disabled"))
+    elif attr in _PLAIN_ATTRIBUTES:  # kept in img.attributes under the output member's name
+        member = attr[0].upper() + attr[1:]
+        out[member] = _value(a.get(member, _PLAIN_ATTRIBUTES[attr]))
     return out
+
+
+# Attribute -> its default; the value lives in Image.attributes under the capitalised name.
+_PLAIN_ATTRIBUTES = {"sriovNetSupport": None, "bootMode": None, "tpmSupport": None, "uefiData": None,
+                     "imdsSupport": None, "lastLaunchedTime": None, "deregistrationProtection": "disabled"}
 
 
 def _permission_changes(p: dict) -> tuple[list[dict], list[dict]] | None:

@@ -566,12 +566,18 @@ def start_instances(ctx: Context, p: dict) -> dict:
     return {"StartingInstances": changes}
 
 
+def _not_ending(rows: list[Instance], verb: str) -> list[Instance]:
+    """The rows, unless one is shutting down or terminated (then AWS refuses the whole request)."""
+    for row in rows:
+        if row.state in (S.SHUTTING_DOWN, S.TERMINATED):
+            raise IncorrectInstanceState.cannot(row.id, verb)
+    return rows
+
+
 @action("StopInstances")
 def stop_instances(ctx: Context, p: dict) -> dict:
-    rows = get_instances(ctx, p["InstanceIds"])
+    rows = _not_ending(get_instances(ctx, p["InstanceIds"]), "stopped")
     for row in rows:
-        if row.state in ("shutting-down", "terminated"):
-            raise IncorrectInstanceState.cannot(row.id, "stopped")
         if (row.attributes or {}).get("DisableApiStop") and row.state in ("pending", "running"):
             raise OperationNotPermitted(row.id, "stopped", "disableApiStop")
     now = utcnow()
@@ -587,10 +593,7 @@ def stop_instances(ctx: Context, p: dict) -> dict:
 
 @action("RebootInstances")
 def reboot_instances(ctx: Context, p: dict) -> None:
-    rows = get_instances(ctx, p["InstanceIds"])
-    for row in rows:
-        if row.state in ("shutting-down", "terminated"):
-            raise IncorrectInstanceState.cannot(row.id, "rebooted")
+    rows = _not_ending(get_instances(ctx, p["InstanceIds"]), "rebooted")
     for row in rows:
         if row.state == "running":
             ctx.host_task("instance.reboot", row.id, row.availability_zone)

@@ -256,6 +256,10 @@ def _to_ppk(private_key, comment: str = "") -> str:
 # --------------------------------------------------------------------------
 
 
+def _pem(private_key, fmt: serialization.PrivateFormat) -> str:
+    return private_key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode("ascii")
+
+
 def create_key(key_type: str, key_format: str = "pem", *, comment: str = "") -> NewKey:
     """Generate a key pair as CreateKeyPair does.
 
@@ -275,24 +279,15 @@ def create_key(key_type: str, key_format: str = "pem", *, comment: str = "") -> 
         )
         fingerprint = _created_rsa_fingerprint(private_key)
         if key_format == "pem":
-            pem = private_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            ).decode("ascii")
             # AWS returns the PKCS#1 PEM without a trailing newline.
-            material = pem.rstrip("\n")
+            material = _pem(private_key, serialization.PrivateFormat.TraditionalOpenSSL).rstrip("\n")
     else:
         private_key = ed25519.Ed25519PrivateKey.generate()
         fingerprint = _ed25519_fingerprint(private_key.public_key())
         if key_format == "pem":
             # Keep the trailing newline: OpenSSH refuses an OpenSSH-format
             # private key file without it ("error in libcrypto").
-            material = private_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.OpenSSH,
-                serialization.NoEncryption(),
-            ).decode("ascii")
+            material = _pem(private_key, serialization.PrivateFormat.OpenSSH)
 
     if key_format == "ppk":
         material = _to_ppk(private_key, comment)

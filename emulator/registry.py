@@ -93,7 +93,7 @@ def host_action_failed(kind: str) -> Callable:
     return _registrar(HOST_ACTION_FAILED, kind)
 
 
-_REGISTERS = re.compile(r"^@(host_)?action\(", re.M)
+_REGISTERS = re.compile(r"^@?(host_)?action(_failed)?\(", re.M)
 
 
 def load_handlers() -> None:

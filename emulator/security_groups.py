@@ -514,14 +514,9 @@ def _authorize(ctx: Context, p: dict, egress: bool) -> dict:
     return {"Return": True, "SecurityGroupRules": [_rule_out(r, tag_map) for r in rows]}
 
 
-@action("AuthorizeSecurityGroupIngress")
-def authorize_security_group_ingress(ctx: Context, p: dict) -> dict:
-    return _authorize(ctx, p, False)
-
-
-@action("AuthorizeSecurityGroupEgress")
-def authorize_security_group_egress(ctx: Context, p: dict) -> dict:
-    return _authorize(ctx, p, True)
+# Ingress and egress are one operation each way, told apart by the direction.
+action("AuthorizeSecurityGroupIngress")(lambda ctx, p: _authorize(ctx, p, False))
+action("AuthorizeSecurityGroupEgress")(lambda ctx, p: _authorize(ctx, p, True))
 
 
 def _rules_by_id(ctx: Context, group: SecurityGroup, rule_ids: list[str], egress: bool | None) -> list:
@@ -566,14 +561,8 @@ def _revoke(ctx: Context, p: dict, egress: bool) -> dict:
         "Description": r.description} for r in unique]}
 
 
-@action("RevokeSecurityGroupIngress")
-def revoke_security_group_ingress(ctx: Context, p: dict) -> dict:
-    return _revoke(ctx, p, False)
-
-
-@action("RevokeSecurityGroupEgress")
-def revoke_security_group_egress(ctx: Context, p: dict) -> dict:
-    return _revoke(ctx, p, True)
+action("RevokeSecurityGroupIngress")(lambda ctx, p: _revoke(ctx, p, False))
+action("RevokeSecurityGroupEgress")(lambda ctx, p: _revoke(ctx, p, True))
 
 
 # ------------------------------------------------------------------------------- rule level
