@@ -7,11 +7,14 @@ the row done. So the database never promises what the host forgets: a crash betw
 and the action leaves a pending row, and the next start runs it (host actions are idempotent, so
 running one twice is harmless).
 
-Tasks run one at a time in id order, which orders every action on one resource (a VPC's teardown
-can never overtake the next instance's start in that VPC) — the reason driver events that need
-host work (a guest's own shutdown with behaviour 'terminate') enqueue a task too instead of
-acting on the driver's thread. Tasks carry their zone: one worker per zone, each on its own host,
-is the scale-out path (DESIGN.md); today one process runs the one worker.
+Tasks run one at a time in id order within their lane, which orders every action on one resource
+(a VPC's teardown can never overtake the next instance's start in that VPC) — the reason driver
+events that need host work (a guest's own shutdown with behaviour 'terminate') enqueue a task too
+instead of acting on the driver's thread. Two lanes, each its own worker: 'guests' (instances,
+networks, addresses, disks) and 'images' (copies, conversions and downloads that may take
+minutes and must not hold up a boot); a kind's lane is its prefix ('image.' -> images).
+Tasks carry their zone: one worker per zone, each on its own host, is the scale-out path
+(DESIGN.md); today one process runs both lanes.
 """
 from __future__ import annotations
 
@@ -42,6 +45,13 @@ def enqueue(session: Session, kind: str, resource_id: str, zone: str | None = No
     return task
 
 
+LANES = ("guests", "images")
+
+
+def lane_of(kind: str) -> str:
+    return "images" if kind.startswith("image.") else "guests"
+
+
 def unfinished_resources(session: Session) -> set[str]:
     """Resources with a task not yet run: the reconciler leaves them to their task."""
     return set(session.scalars(select(HostTask.resource_id).where(
@@ -49,10 +59,15 @@ def unfinished_resources(session: Session) -> set[str]:
 
 
 class HostWorker:
-    """Runs pending host tasks in id order, one at a time, in its own thread."""
+    """Runs the pending host tasks of one lane in id order, one at a time, in its own thread."""
 
-    def __init__(self, Session: sessionmaker):
+    def __init__(self, Session: sessionmaker, lane: str = "guests"):
+        if lane not in LANES:
+            raise ValueError(f"lane {lane!r}: one of {LANES}")
         self.Session = Session
+        self.lane = lane
+        in_images = HostTask.kind.like("image.%")
+        self._mine = in_images if lane == "images" else ~in_images
         self.host: Host | None = None
         self._wake = threading.Event()
         self._stopping = False
@@ -60,7 +75,7 @@ class HostWorker:
 
     def start(self, host: Host) -> None:
         self.host = host
-        self._thread = threading.Thread(target=self._loop, name="host-worker", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"host-{self.lane}", daemon=True)
         self._thread.start()
 
     def wake(self) -> None:
@@ -88,7 +103,7 @@ class HostWorker:
 
     def _next(self) -> HostTask | None:
         with self.Session() as session:
-            return session.scalars(select(HostTask).where(HostTask.state == HostTaskState.PENDING)
+            return session.scalars(select(HostTask).where(HostTask.state == HostTaskState.PENDING, self._mine)
                                    .order_by(HostTask.id).limit(1)).first()
 
     def run(self, task: HostTask) -> None:

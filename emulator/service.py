@@ -15,7 +15,7 @@ from hypervisor import make_driver, resolve_kind
 from . import db, instances, regions
 from .config import Config
 from .errors import EC2Error, IncorrectState, InvalidAction
-from .host_tasks import HostWorker
+from .host_tasks import LANES, HostWorker
 from .registry import HANDLERS, Context, Host, load_handlers
 
 load_handlers()
@@ -43,7 +43,7 @@ class Cloud:
             self.metadata = MetadataServer(self.Session, config.state_dir)
         # Host actions (boot, stop, plumbing) are durable tasks run after the commit, in order,
         # off the request path: RunInstances answers 'pending' at once, as AWS does.
-        self.worker = HostWorker(self.Session)
+        self.workers = [HostWorker(self.Session, lane) for lane in LANES]
         self.driver = make_driver(config, self.on_hypervisor_event,
                                   vpc_ready=self.metadata.listen if self.metadata else None,
                                   vpc_gone=self.metadata.close if self.metadata else None)
@@ -53,10 +53,12 @@ class Cloud:
         self._ready: set[tuple[str, str]] = set()  # positive memo only: defaults never vanish
         self._ready_lock = threading.Lock()
         instances.reconcile(self.host)
-        self.worker.start(self.host)  # after the reconciler: it runs what a crash left unfinished
+        for worker in self.workers:  # after the reconciler: they run what a crash left unfinished
+            worker.start(self.host)
 
     def close(self) -> None:
-        self.worker.close()
+        for worker in self.workers:
+            worker.close()
         self._actions.shutdown(wait=True)
         if self.metadata:
             self.metadata.close_all()
@@ -104,7 +106,7 @@ class Cloud:
         if self.config.crash_after_commit == action:  # tests only: die before the host acts
             os._exit(70)
         if ctx.wrote_tasks:
-            self.worker.wake()
+            self.wake_workers()
         for fn in ctx.after_commit:
             self._actions.submit(self._act, fn)
         return result
@@ -116,6 +118,10 @@ class Cloud:
         except Exception:  # the driver reports failures as state events; log the rest
             log.exception("host action failed")
 
+    def wake_workers(self) -> None:
+        for worker in self.workers:
+            worker.wake()
+
     def on_hypervisor_event(self, instance_id: str, state: str) -> None:
         """A driver's event (any thread): record it; host work it calls for is a task."""
         try:
@@ -123,6 +129,6 @@ class Cloud:
                 follow_up = instances.apply_hypervisor_event(session, instance_id, state)
                 session.commit()
             if follow_up:
-                self.worker.wake()
+                self.wake_workers()
         except Exception:  # a listener must never kill the driver's thread
             log.exception("applying hypervisor event %s %s", instance_id, state)

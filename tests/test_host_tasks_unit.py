@@ -89,3 +89,16 @@ def test_shutdown_during_retries_leaves_the_task_pending(world):
     worker.run(worker._next())
     assert _states(Session) == [("slow", "pending", 0, None)]
     assert not any(c[0] == "FAILED" for c in calls)
+
+
+def test_lanes_take_only_their_own_kinds(world, monkeypatch):
+    Session, _ = world
+    monkeypatch.setitem(HOST_ACTIONS, "image.test", _act)
+    with Session() as s:
+        host_tasks.enqueue(s, "image.test", "img-1")
+        host_tasks.enqueue(s, "test.act", "guest-1")
+        s.commit()
+    images, guests = host_tasks.HostWorker(Session, "images"), host_tasks.HostWorker(Session, "guests")
+    assert images._next().resource_id == "img-1"
+    assert guests._next().resource_id == "guest-1"  # not held up behind the image task
+    assert host_tasks.lane_of("image.copy") == "images" and host_tasks.lane_of("instance.start") == "guests"
