@@ -37,6 +37,7 @@ class Config:
     # Seconds the `none` driver takes to "boot"/"stop": it reports transitions asynchronously,
     # as a real hypervisor does, so clients observe pending before running.
     none_transition_seconds: float = 0.2
+    none_fail_starts: int = 0  # tests only: the `none` driver's first N starts fail (a host hiccup)
     # How long terminated instances stay visible (AWS: about an hour).
     terminated_retention_seconds: int = 3600
     max_instances: int = 5000

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,6 +32,7 @@ from .registry import HOST_ACTION_FAILED, HOST_ACTIONS, Host
 log = logging.getLogger("ec2emu.host")
 
 POLL_SECONDS = 2.0  # tasks written by another process (a second API worker) are found this late
+HEAL_SECONDS = 3.0  # how often an idle worker runs its `idle` repair (a watchdog, in task order)
 # A failing host action is tried again after these pauses (a libvirtd restart, a busy disk: host
 # hiccups heal in seconds), then recorded as failed and its resource told (HOST_ACTION_FAILED).
 RETRY_PAUSES = (0.5, 2.0, 5.0)
@@ -61,11 +63,14 @@ def unfinished_resources(session: Session) -> set[str]:
 class HostWorker:
     """Runs the pending host tasks of one lane in id order, one at a time, in its own thread."""
 
-    def __init__(self, Session: sessionmaker, lane: str = "guests"):
+    def __init__(self, Session: sessionmaker, lane: str = "guests", idle: Callable[[], None] | None = None):
+        """idle: run every HEAL_SECONDS while no task waits, in this worker's thread (so repairs
+        never race a host action of the lane)."""
         if lane not in LANES:
             raise ValueError(f"lane {lane!r}: one of {LANES}")
         self.Session = Session
         self.lane = lane
+        self.idle = idle
         in_images = HostTask.kind.like("image.%")
         self._mine = in_images if lane == "images" else ~in_images
         self.host: Host | None = None
@@ -89,17 +94,25 @@ class HostWorker:
             self._thread.join(timeout=120)
 
     def _loop(self) -> None:
+        healed = time.monotonic()
         while not self._stopping:
             try:
                 task = self._next()
             except Exception:  # the database is away for a moment: try again later
                 log.exception("reading host tasks")
                 task = None
-            if task is None:
-                self._wake.wait(POLL_SECONDS)
-                self._wake.clear()
+            if task is not None:
+                self.run(task)
                 continue
-            self.run(task)
+            if self.idle is not None and time.monotonic() - healed >= HEAL_SECONDS:
+                healed = time.monotonic()
+                try:
+                    self.idle()
+                except Exception as exc:  # noqa: BLE001 (still broken: the next round tries again)
+                    log.warning("host repair (%s lane) failed: %s", self.lane, exc)
+                continue
+            self._wake.wait(min(POLL_SECONDS, HEAL_SECONDS))
+            self._wake.clear()
 
     def _next(self) -> HostTask | None:
         with self.Session() as session:

@@ -43,7 +43,8 @@ class Cloud:
             self.metadata = MetadataServer(self.Session, config.state_dir)
         # Host actions (boot, stop, plumbing) are durable tasks run after the commit, in order,
         # off the request path: RunInstances answers 'pending' at once, as AWS does.
-        self.workers = [HostWorker(self.Session, lane) for lane in LANES]
+        self.workers = [HostWorker(self.Session, lane, self.heal if lane == "guests" else None)
+                        for lane in LANES]
         self.driver = make_driver(config, self.on_hypervisor_event,
                                   vpc_ready=self.metadata.listen if self.metadata else None,
                                   vpc_gone=self.metadata.close if self.metadata else None)
@@ -117,6 +118,16 @@ class Cloud:
             fn()
         except Exception:  # the driver reports failures as state events; log the rest
             log.exception("host action failed")
+
+    def heal(self) -> None:
+        """The watchdog (the guests worker runs it when idle): repair the host, and when the
+        driver may have missed guest events (it reconnected), compare every instance again."""
+        if self.driver.heal():
+            log.warning("the hypervisor connection was re-opened: reconciling every instance")
+            instances.reconcile(self.host)
+            self.wake_workers()
+        if self.metadata:
+            self.metadata.heal()
 
     def wake_workers(self) -> None:
         for worker in self.workers:

@@ -21,7 +21,8 @@ def resolve_kind(config) -> str:
 def make_driver(config, listener: Listener, vpc_ready=None, vpc_gone=None) -> Driver:
     if config.hypervisor == "none":
         from .none import NoneDriver
-        return NoneDriver(listener, config.none_transition_seconds, state_dir=config.state_dir)
+        return NoneDriver(listener, config.none_transition_seconds, state_dir=config.state_dir,
+                          fail_starts=config.none_fail_starts)
     if config.hypervisor == "libvirt":
         from .libvirt import LibvirtDriver
         return LibvirtDriver(listener, config, vpc_ready=vpc_ready, vpc_gone=vpc_gone)

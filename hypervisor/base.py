@@ -142,8 +142,9 @@ class Driver:
         ensure its VPC's network (even one that is not there yet, or was removed meanwhile), plug
         its interface (DHCP lease with spec.hostname, anti-spoofing), map spec.public_ip if any,
         define the guest if missing and power it on. RUNNING is reported once it runs (at once if
-        it already did). A failure is reported as VANISHED, not raised. Also starts a stopped
-        instance (its disk and domain are kept)."""
+        it already did). A failure raises: the caller tries again (every step is idempotent) and
+        after its last try records the failure as the launch's. Also starts a stopped instance
+        (its disk and domain are kept)."""
         raise NotImplementedError
 
     def stop(self, instance_id: str, force: bool = False) -> None:
@@ -186,6 +187,14 @@ class Driver:
 
     def close(self) -> None:
         """Release the driver's connections and timers. Guests, networks and disks stay."""
+
+    def heal(self) -> bool:
+        """Called every few seconds while no host action runs: repair what can break behind the
+        driver's back (its connection to the hypervisor, a VPC's DHCP/DNS daemon or namespace
+        gone), idempotently. Returns True when guest events may have been missed meanwhile (a
+        reconnect), so that the caller compares every instance with the host again. Raises when
+        the host is still broken (the caller tries again later)."""
+        return False
 
     # -------------------------------------------------------------------------- networks
 

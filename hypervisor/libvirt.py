@@ -95,9 +95,43 @@ class LibvirtDriver(Driver):
         self._stop_timers: dict[str, threading.Timer] = {}
         self._lock = threading.Lock()
         _start_event_loop()
-        self.conn = libvirt.open(config.libvirt_uri)
-        self.conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_event, None)
+        self._conn = None
+        self._connects = 0  # how many times a connection was opened (1 + reconnects)
+        self._conn_lock = threading.Lock()
+        self.conn  # noqa: B018 (opens it now: a daemon that is not there fails the start-up)
         self._probe_early()
+
+    @property
+    def conn(self):
+        """The libvirt connection, opened again if the daemon went away (libvirtd restarted):
+        every host action after a restart of libvirtd finds a working connection."""
+        with self._conn_lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                log.warning("the connection to libvirt was lost: opening it again")
+                try:
+                    self._conn.close()
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None
+            conn = libvirt.open(self.config.libvirt_uri)
+            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_event, None)
+            self._conn, self._connects = conn, self._connects + 1
+            return conn
+
+    def heal(self) -> bool:
+        """See Driver.heal: the connection, then each VPC's namespace and dnsmasq."""
+        before = self._connects
+        self.conn  # noqa: B018 (reconnects if needed)
+        for vpc_id in self.network.heal():
+            log.warning("VPC %s: its network was broken (namespace or dnsmasq gone) and is repaired", vpc_id)
+            if self.vpc_ready:
+                self.vpc_ready(vpc_id, self.network.namespace_of(vpc_id))
+        return self._connects != before
 
     # ------------------------------------------------------------------------------ helpers
 
@@ -146,13 +180,6 @@ class LibvirtDriver(Driver):
 
     def start(self, spec: InstanceSpec) -> None:
         """See Driver.start."""
-        try:
-            self._start(spec)
-        except Exception:
-            log.exception("starting %s failed", spec.instance_id)
-            self.report(spec.instance_id, HostEvent.VANISHED)
-
-    def _start(self, spec: InstanceSpec) -> None:
         directory = self._dir(spec.instance_id)
         directory.mkdir(parents=True, exist_ok=True)
         root = directory / "root.qcow2"
@@ -287,10 +314,13 @@ class LibvirtDriver(Driver):
             return b""
 
     def close(self) -> None:
-        try:
-            self.conn.close()
-        except libvirt.libvirtError:
-            pass
+        with self._conn_lock:
+            try:
+                if self._conn is not None:
+                    self._conn.close()
+            except libvirt.libvirtError:
+                pass
+            self._conn = None
 
     # ----------------------------------------------------------------------------- networks
 

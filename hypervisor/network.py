@@ -197,6 +197,22 @@ class Network:
         links.ip(ins, "link", "set", x, "up")
         links.ip(ns, "route", "replace", "default", "via", INTERNET_ADDRESS, "dev", IGW_IFNAME, "onlink")
 
+    def heal(self) -> list[str]:
+        """Repair the VPCs that have ports and lost their namespace or their dnsmasq (killed,
+        crashed) behind our back; returns their ids."""
+        repaired = []
+        with self.locked():
+            for vpc_id in self.store.known():
+                st = self.store.load(vpc_id)
+                if not st or not st.get("ports"):
+                    continue
+                if (not host.netns_exists(self.namespace_of(vpc_id))
+                        or (st["subnets"] and not self._dnsmasq(vpc_id).running())):
+                    self.ensure_vpc(vpc_id, st["region"], st["subnets"].items(), st.get("dns_domain", ""),
+                                    st.get("public_dns_domain", ""))
+                    repaired.append(vpc_id)
+        return repaired
+
     def remove_vpc(self, vpc_id: str, only_if_empty: bool = False) -> bool:
         """Remove a VPC's namespace, dnsmasq, internet link, its ports' root devices and state.
         With only_if_empty, leave it (and return False) if a port is plugged into it."""

@@ -33,9 +33,11 @@ def _empty_host() -> dict:
 class NoneDriver(Driver):
     name = "none"
 
-    def __init__(self, listener: Listener, delay: float = 0.2, state_dir: str | os.PathLike | None = None):
+    def __init__(self, listener: Listener, delay: float = 0.2, state_dir: str | os.PathLike | None = None,
+                 fail_starts: int = 0):
         super().__init__(listener)
         self.delay = delay
+        self.fail_starts = fail_starts  # tests: this many start() calls raise, as a host hiccup would
         self._lock = threading.RLock()
         self._timers: set[threading.Timer] = set()
         self._path = Path(state_dir) / HOST_FILE if state_dir else None
@@ -98,21 +100,20 @@ class NoneDriver(Driver):
         """See Driver.start."""
         iid = spec.instance_id
         with self._lock:
-            try:
-                if spec.vpc_id:
-                    self.ensure_vpc(spec.vpc())
-                    vpc = self._vpc(spec.vpc_id)
-                    if spec.subnet_id not in dict(vpc["subnets"]):
-                        raise ValueError(f"subnet {spec.subnet_id} is not in VPC {spec.vpc_id}")
-                    for other in self.host["vpcs"].values():  # one port per instance
-                        other["ports"].pop(iid, None)
-                    self._plug(spec)
-                guest = self.host["guests"].setdefault(iid, {"state": "stopped", "disks": []})
-                guest["vpc_id"] = spec.vpc_id
-                self._save()
-            except Exception:
-                self._later(iid, HostEvent.VANISHED)
-                return
+            if self.fail_starts > 0:
+                self.fail_starts -= 1
+                raise RuntimeError(f"injected host fault starting {iid} (none_fail_starts)")
+            if spec.vpc_id:
+                self.ensure_vpc(spec.vpc())
+                vpc = self._vpc(spec.vpc_id)
+                if spec.subnet_id not in dict(vpc["subnets"]):
+                    raise ValueError(f"subnet {spec.subnet_id} is not in VPC {spec.vpc_id}")
+                for other in self.host["vpcs"].values():  # one port per instance
+                    other["ports"].pop(iid, None)
+                self._plug(spec)
+            guest = self.host["guests"].setdefault(iid, {"state": "stopped", "disks": []})
+            guest["vpc_id"] = spec.vpc_id
+            self._save()
             if guest["state"] == "running":
                 self.report(iid, HostEvent.RUNNING)
                 return

@@ -90,6 +90,14 @@ class _VpcServer(ThreadingHTTPServer):
         self.owner, self.vpc_id = owner, vpc_id
 
 
+def _accepting(sock: socket.socket) -> bool:
+    """Still a listening socket (an outside `ss -K` or a crash of the serving thread ends that)."""
+    try:
+        return sock.fileno() >= 0 and bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    except OSError:
+        return False
+
+
 class MetadataServer:
     def __init__(self, session_factory, state_dir, port: int = 80):
         self.session_factory = session_factory
@@ -115,8 +123,10 @@ class MetadataServer:
                 raise FileNotFoundError(f"no network namespace {namespace}")
             current = self._servers.get(vpc_id)
             if current is not None:
-                if current[2] == namespace and current[3] == inode and current[1].is_alive():
+                if (current[2] == namespace and current[3] == inode and current[1].is_alive()
+                        and _accepting(current[0].socket)):
                     return
+                log.warning("metadata service for %s: listener gone, opening it again", vpc_id)
                 self._stop(vpc_id)
             sock = host.socket_in(namespace, socket.AF_INET, socket.SOCK_STREAM,
                                   bind=(METADATA_ADDRESS, self.port), listen=128)
@@ -126,6 +136,13 @@ class MetadataServer:
             thread.start()
             self._servers[vpc_id] = (server, thread, namespace, inode)
             log.info("metadata service for %s listening in %s", vpc_id, namespace)
+
+    def heal(self) -> None:
+        """Open again every listener whose socket was closed or whose namespace was re-created
+        behind our back (listen is idempotent: a healthy one is left as it is)."""
+        for vpc_id, namespace in self.listening().items():
+            if host.netns_exists(namespace):
+                self.listen(vpc_id, namespace)
 
     def close(self, vpc_id: str) -> None:
         with self._lock:

@@ -1,6 +1,7 @@
 """Durable host tasks: a host action promised by a committed change survives a crash between
 the commit and the action, and the restarted server performs it."""
 import sqlite3
+import time
 
 import pytest
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
@@ -42,3 +43,30 @@ def test_a_crash_after_commit_loses_no_host_action(crashy):
     ec2 = crashy.client()
     fast_waiter(ec2, "instance_stopped")(InstanceIds=[iid])
     assert ("instance.stop", iid, "done") in _tasks(crashy)
+
+
+@pytest.mark.parametrize("failures", [2, 99])
+def test_a_host_hiccup_is_retried_and_a_lasting_fault_is_reported(tmp_path, failures):
+    """The host fails the first `failures` boots: two failures are a hiccup (the instance still
+    comes up); a host that never boots it ends the launch with the real cause, not a bare
+    'internal error' (AWS's Server.InternalError state reason)."""
+    srv = Server(tmp_path / "state", {"EC2EMU_NONE_FAIL_STARTS": str(failures)}, database_url="").start()
+    try:
+        ec2 = srv.client()
+        iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        if failures == 2:
+            fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+            assert ("instance.start", iid, "done") in _tasks(srv)
+        else:
+            deadline = time.monotonic() + 60  # (boto3's terminated waiter gives up on 'pending')
+            while True:
+                inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+                if inst["State"]["Name"] == "terminated" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            assert inst["State"]["Name"] == "terminated"
+            assert inst["StateReason"]["Code"] == "Server.InternalError"
+            assert "injected host fault" in inst["StateReason"]["Message"], inst["StateReason"]
+            assert ("instance.start", iid, "failed") in _tasks(srv)
+    finally:
+        srv.stop()
