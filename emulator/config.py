@@ -53,9 +53,11 @@ class Config:
     network_prefix: str = "ec2emu"  # names of our namespaces; one emulator per prefix per host
     # Public addresses handed to instances in subnets that map public IPs ("the internet" side).
     public_ip_pool: str = "100.64.0.0/16"
-    # Tests only: the Action after whose commit the process exits at once, before its host task
-    # runs (crash-recovery tests). Empty in any real use.
-    crash_after_commit: str = ""
+    # Tests only: a named point where the process exits at once (crash-recovery tests), e.g.
+    # 'after-commit:StopInstances' (the change is durable, its host task not yet run) or
+    # 'terminate:after-undefine' (in the middle of host work; see hypervisor.host.crash_point).
+    # Empty in any real use.
+    crash_at: str = ""
 
     @property
     def effective_database_url(self) -> str:

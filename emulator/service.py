@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 
 from hypervisor import make_driver, resolve_kind
+from hypervisor.host import crash_point
 
 from . import db, instances, regions
 from .config import Config
@@ -104,8 +104,7 @@ class Cloud:
                 session.rollback()
                 log.warning("conflict in %s: %s", action, exc)
                 raise IncorrectState.concurrent_change() from None
-        if self.config.crash_after_commit == action:  # tests only: die before the host acts
-            os._exit(70)
+        crash_point(self.config, f"after-commit:{action}")  # tests only: die before the host acts
         if ctx.wrote_tasks:
             self.wake_workers()
         for fn in ctx.after_commit:

@@ -4,6 +4,7 @@ ctypes, in a short-lived helper thread, so the calling thread never changes name
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import socket
 import subprocess
@@ -25,6 +26,14 @@ class HostError(RuntimeError):
     def __init__(self, argv: Sequence[str], code: int, stderr: str):
         self.argv, self.code, self.stderr = list(argv), code, stderr
         super().__init__(f"{' '.join(argv)} -> exit {code}: {stderr.strip()}")
+
+
+def crash_point(config, name: str) -> None:
+    """Tests only: exit the process at once, as a crash would, when config.crash_at names this
+    point (no clean-up, no flush: what is durable is all that survives)."""
+    if config is not None and getattr(config, "crash_at", "") == name:
+        logging.getLogger("ec2emu").critical("crash point %s reached: exiting (tests only)", name)
+        os._exit(70)
 
 
 def run(argv: Sequence[str], input: str | None = None, check: bool = True, timeout: float | None = 60,

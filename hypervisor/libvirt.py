@@ -25,7 +25,7 @@ import libvirt
 from . import domainxml
 from .base import Driver, FirewallPort, HostEvent, InstanceSpec, Listener, SecurityGroupRules, VpcSpec
 from .disks import GIB, Disks
-from .host import run
+from .host import crash_point, run
 from .network import Desired, Network, PortSpec, disable_ipv6
 
 log = logging.getLogger("ec2emu.libvirt")
@@ -185,6 +185,9 @@ class LibvirtDriver(Driver):
         root = directory / "root.qcow2"
         if not spec.image_path:
             raise RuntimeError(f"{spec.instance_id} has no image disk")
+        if not root.exists() and self._domain(spec.instance_id) is not None:
+            log.warning("%s: its root disk %s was missing (deleted behind our back): a new one is made "
+                        "from its image; what the old one held is lost", spec.instance_id, root)
         self.disks.overlay(root, spec.image_path)
         with self.network.locked():  # its VPC (re)made and the port plugged in one go
             self.ensure_vpc(spec.vpc())
@@ -258,6 +261,7 @@ class LibvirtDriver(Driver):
                 dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
             except libvirt.libvirtError:
                 dom.undefine()
+        crash_point(self.config, "terminate:after-undefine")  # tests: a crash mid-teardown
         vpc_id = self.network.unplug(instance_id)
         if vpc_id:
             self.remove_vpc(vpc_id)  # a VPC with no guests needs no namespace

@@ -20,7 +20,7 @@ def _tasks(srv: Server) -> list[tuple]:
 def crashy(tmp_path):
     """A server (SQLite: the test reads its task table) that dies right after StopInstances
     commits, before the stop reaches the host."""
-    srv = Server(tmp_path / "state", {"EC2EMU_CRASH_AFTER_COMMIT": "StopInstances"}, database_url="")
+    srv = Server(tmp_path / "state", {"EC2EMU_CRASH_AT": "after-commit:StopInstances"}, database_url="")
     srv.start()
     yield srv
     srv.stop()
@@ -38,7 +38,7 @@ def test_a_crash_after_commit_loses_no_host_action(crashy):
     assert crashy.proc.returncode == 70  # it died where the switch says, after the commit
     assert ("instance.stop", iid, "pending") in _tasks(crashy)  # committed, not yet acted on
 
-    crashy.env.pop("EC2EMU_CRASH_AFTER_COMMIT")
+    crashy.env.pop("EC2EMU_CRASH_AT")
     crashy.start()
     ec2 = crashy.client()
     fast_waiter(ec2, "instance_stopped")(InstanceIds=[iid])

@@ -66,7 +66,7 @@ def test_launch_terminate_cycles_in_one_vpc(cloud):
 
     # Nothing of ours is left on the host (positive control: the launches above used all of it).
     assert not (set(launched) & _domains())
-    assert not [n for n in _namespaces(cloud.prefix) if n != f"{cloud.prefix}-internet"]
+    assert not _namespaces(cloud.prefix)
     assert not _our_links(cloud.prefix)
     assert not _our_dnsmasqs(cloud.state_dir)
     assert not [p for p in (cloud.state_dir / "instances").iterdir() if p.name in launched]

@@ -1,0 +1,211 @@
+"""Host faults heal themselves, on real guests: a VPC's dnsmasq killed, the metadata listener's
+socket closed, libvirtd and virtlogd restarted (with guests running, and in the middle of a
+launch), the server killed in the middle of a terminate's teardown, the disk full while a root
+overlay is made, a stopped instance's overlay deleted. Each is repaired within 10 s (the
+watchdog or the reconciler) or answered, for the one affected request, as AWS answers; nothing
+is lost and nothing is left on the host."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .helpers import tiny_image
+from .server import Server
+from .test_guests import _domains, _key, _namespaces, _ssh, cloud, fast_waiter  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.slow
+
+HEALED_WITHIN = 10  # seconds
+
+
+def _eventually(check, within: float = HEALED_WITHIN, what: str = ""):
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not healed within {within} s: {what}")
+        time.sleep(0.2)
+
+
+def _instance(ec2, iid: str) -> dict:
+    return ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+
+
+def _pids_in(namespace: str, comm: str) -> set[int]:
+    out = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout
+    pids = set()
+    for pid in out.split():
+        try:
+            if open(f"/proc/{pid}/comm").read().strip() == comm:
+                pids.add(int(pid))
+        except FileNotFoundError:
+            pass
+    return pids
+
+
+def _virsh_answers() -> bool:
+    return subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True).returncode == 0
+
+
+def _restart_daemon(name: str) -> None:
+    """Kill a libvirt daemon and start it again, as an upgrade or a crash would."""
+    subprocess.run(["pkill", "-x", name], check=True)
+    _eventually(lambda: subprocess.run(["pgrep", "-x", name]).returncode != 0, 10, f"{name} stopped")
+    subprocess.run([name, "-d"], check=True)
+    _eventually(_virsh_answers, 20, "libvirt answers again")
+
+
+@pytest.fixture(scope="module")
+def guest(cloud):
+    """One running guest (with an SSH key) shared by the fault tests of this module."""
+    ec2 = cloud.client()
+    key, pem = _key(ec2, cloud)
+    iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1, KeyName=key)["Instances"][0]["InstanceId"]
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+    _ssh(cloud, iid, pem, "true")
+    inst = _instance(ec2, iid)
+    return {"id": iid, "key": key, "pem": pem, "ip": inst["PrivateIpAddress"],
+            "name": inst["PrivateDnsName"], "ns": f"{cloud.prefix}-{inst['VpcId']}"}
+
+
+def test_a_killed_dnsmasq_is_restarted(cloud, guest):
+    resolve = f"nslookup {guest['name']} 2>&1; true"
+    assert guest["ip"] in _ssh(cloud, guest["id"], guest["pem"], resolve)  # positive control
+    old = _pids_in(guest["ns"], "dnsmasq")
+    assert len(old) == 1
+    os.kill(old.pop(), signal.SIGKILL)
+    new = _eventually(lambda: _pids_in(guest["ns"], "dnsmasq"), what="a dnsmasq in " + guest["ns"])
+    assert len(new) == 1
+    assert guest["ip"] in _ssh(cloud, guest["id"], guest["pem"], resolve)  # it answers the guest
+
+
+def test_a_closed_metadata_listener_is_reopened(cloud, guest):
+    fetch = "timeout 5 wget -qO- http://169.254.169.254/latest/meta-data/instance-id; echo; echo rc=$?"
+    assert guest["id"] in _ssh(cloud, guest["id"], guest["pem"], fetch)  # positive control
+    killed = subprocess.run(["ip", "netns", "exec", guest["ns"], "ss", "-K", "-t", "state", "listening",
+                             "( sport = :80 )"], capture_output=True, text=True)
+    assert killed.returncode == 0 and "169.254.169.254" in killed.stdout, killed
+    _eventually(lambda: guest["id"] in _ssh(cloud, guest["id"], guest["pem"], fetch),
+                what="the guest reads its metadata again")
+
+
+def test_libvirtd_restarted_with_a_guest_running(cloud, guest):
+    ec2 = cloud.client()
+    boot = _ssh(cloud, guest["id"], guest["pem"], "cat /proc/sys/kernel/random/boot_id").strip()
+    _restart_daemon("libvirtd")
+    # The guest ran on; the API still acts on it: stop and start go through the new connection.
+    assert _ssh(cloud, guest["id"], guest["pem"], "cat /proc/sys/kernel/random/boot_id").strip() == boot
+    ec2.stop_instances(InstanceIds=[guest["id"]])
+    fast_waiter(ec2, "instance_stopped")(InstanceIds=[guest["id"]])
+    ec2.start_instances(InstanceIds=[guest["id"]])
+    fast_waiter(ec2, "instance_running")(InstanceIds=[guest["id"]])
+    assert _ssh(cloud, guest["id"], guest["pem"], "cat /proc/sys/kernel/random/boot_id").strip() != boot
+
+
+def test_libvirtd_restarted_in_the_middle_of_a_launch(cloud, guest):
+    ec2 = cloud.client()
+    iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1,
+                            KeyName=guest["key"])["Instances"][0]["InstanceId"]
+    try:
+        _restart_daemon("libvirtd")
+        fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+        assert _ssh(cloud, iid, guest["pem"], "echo up").strip() == "up"
+    finally:
+        ec2.terminate_instances(InstanceIds=[iid])
+        fast_waiter(ec2, "instance_terminated")(InstanceIds=[iid])
+
+
+def test_virtlogd_restarted(cloud, guest):
+    ec2 = cloud.client()
+    _restart_daemon("virtlogd")
+    iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1,
+                            KeyName=guest["key"])["Instances"][0]["InstanceId"]
+    try:
+        fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+        assert _ssh(cloud, iid, guest["pem"], "echo up").strip() == "up"
+        assert ec2.get_console_output(InstanceId=iid).get("Output")  # its console is recorded
+    finally:
+        ec2.terminate_instances(InstanceIds=[iid])
+        fast_waiter(ec2, "instance_terminated")(InstanceIds=[iid])
+
+
+def test_overlay_deleted_while_stopped(cloud, guest):
+    """The root overlay vanished behind our back: the next start makes a new one from the image
+    (the guest boots), and says so in the server log."""
+    ec2 = cloud.client()
+    iid = guest["id"]
+    _ssh(cloud, iid, guest["pem"], "echo before > /home/ec2-user/marker; sync")
+    ec2.stop_instances(InstanceIds=[iid])
+    fast_waiter(ec2, "instance_stopped")(InstanceIds=[iid])
+    root = cloud.state_dir / "instances" / iid / "root.qcow2"
+    assert root.exists()
+    root.unlink()
+    ec2.start_instances(InstanceIds=[iid])
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+    assert _ssh(cloud, iid, guest["pem"], "cat /home/ec2-user/marker 2>/dev/null; echo up").strip() == "up"
+    assert "root disk" in cloud.log.read_text() and root.exists()
+
+
+def test_server_killed_in_the_middle_of_a_terminate(cloud, guest):
+    """The server dies after the guest is undefined and before its network and files go: the
+    restarted server finishes the teardown (the terminate task was never marked done)."""
+    ec2 = cloud.client()
+    iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1,
+                            KeyName=guest["key"])["Instances"][0]["InstanceId"]
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+    port = f"q{iid[2:12]}"
+    assert port in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    cloud.env["EC2EMU_CRASH_AT"] = "terminate:after-undefine"
+    cloud.restart()
+    try:
+        cloud.client().terminate_instances(InstanceIds=[iid])
+        cloud.proc.wait(60)
+        assert cloud.proc.returncode == 70  # died at the crash point
+        assert iid not in _domains() and (cloud.state_dir / "instances" / iid).exists()  # half done
+    finally:
+        cloud.env.pop("EC2EMU_CRASH_AT")
+        cloud.start()
+    ec2 = cloud.client()
+    fast_waiter(ec2, "instance_terminated")(InstanceIds=[iid])
+    assert not (cloud.state_dir / "instances" / iid).exists()
+    assert port not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert _ssh(cloud, guest["id"], guest["pem"], "echo still-here").strip() == "still-here"
+
+
+def test_disk_full_while_the_root_overlay_is_made(tmp_path):
+    """No room for the overlay: the launch ends as AWS reports a failed launch, with the real
+    cause in its state reason, and leaves nothing behind; with room again, launches work."""
+    from .conftest import CREDENTIALS
+    from .test_guests import IMAGE_CACHE
+    instances = tmp_path / "state" / "instances"
+    instances.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(instances)], check=True)
+    prefix = "full" + os.urandom(3).hex()
+    srv = Server(tmp_path / "state", hypervisor="libvirt", extra_env={
+        "EC2EMU_IMAGE_DIR": IMAGE_CACHE, "EC2EMU_NETWORK_PREFIX": prefix, "EC2EMU_CREDENTIALS": CREDENTIALS})
+    try:
+        filler = instances / "filler"
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
+        srv.start()
+        ec2 = srv.client()
+        iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        inst = _eventually(lambda: (i := _instance(ec2, iid))["State"]["Name"] == "terminated" and i,
+                           60, "the failed launch ends")
+        assert inst["StateReason"]["Code"] == "Server.InternalError"
+        assert "No space left on device" in inst["StateReason"]["Message"], inst["StateReason"]
+        assert iid not in _domains() and not (instances / iid).exists()
+        assert not _namespaces(prefix)
+        filler.unlink()  # room again: the next launch boots (positive control)
+        iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+        ec2.terminate_instances(InstanceIds=[iid])
+        fast_waiter(ec2, "instance_terminated")(InstanceIds=[iid])
+    finally:
+        srv.stop()
+        subprocess.run(["umount", "-l", str(instances)])
+        from hypervisor.network import Network
+        Network(tmp_path / "state" / "network", prefix=prefix).teardown_all()
