@@ -152,6 +152,8 @@ def create_tags(ctx: Context, p: dict) -> dict:
 def delete_tags(ctx: Context, p: dict) -> dict:
     ids = p["Resources"]
     _require_resources(ctx, ids)
+    if any(t.get("Key") is None for t in p.get("Tags") or []):
+        raise MissingParameter("Tag.Key")  # (found by the fuzz test: a 500 before)
     for rid in ids:
         for t in p.get("Tags") or [None]:
             q = delete(Tag).where(Tag.resource_id == rid, Tag.account_id == ctx.account_id)

@@ -1,5 +1,6 @@
 """Unit tests for emulator.catalogue (pure data: regions, zones, instance types)."""
 
+import dataclasses
 import re
 
 import pytest
@@ -286,9 +287,9 @@ def test_opt_in_flags():
 
 def test_dataclasses_are_frozen():
     zone = REGIONS["us-east-1"].zones[0]
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         zone.name = "x"  # type: ignore[misc]
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         REGIONS["us-east-1"].opt_in = True  # type: ignore[misc]
 
 

@@ -280,15 +280,21 @@ def test_ppk_comment_is_covered_by_mac():
         _check_ppk_mac(tampered, "ssh-ed25519")
 
 
-def test_ppk_mac_known_vector():
-    # Fixed inputs -> compare against an independent HMAC computation.
+@needs_puttygen
+def test_ppk_mac_matches_puttygens(tmp_path):
+    """The known vector comes from PuTTY itself: puttygen writes a fixed key as PPK v3, and our
+    MAC over the same fields must be the MAC in its file."""
     from emulator.keycrypto import ppk_mac
 
-    pub = sstr(b"ssh-ed25519") + sstr(bytes(range(32)))
-    priv = sstr(bytes(range(32, 64)))
-    mac = ppk_mac("ssh-ed25519", "none", "c", pub, priv)
-    data = sstr(b"ssh-ed25519") + sstr(b"none") + sstr(b"c") + sstr(pub) + sstr(priv)
-    assert mac == hmac.new(b"", data, hashlib.sha256).hexdigest()
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    src = tmp_path / "fixed"
+    src.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                      serialization.NoEncryption()))
+    out = tmp_path / "fixed.ppk"
+    run(f"{PUTTYGEN} {src} -C fixed-vector -O private -o {out}")
+    p = parse_ppk(out.read_text())
+    assert p["first"] == ("PuTTY-User-Key-File-3", ": ", "ssh-ed25519") and p["encryption"] == "none"
+    assert ppk_mac("ssh-ed25519", "none", "fixed-vector", p["public"], p["private"]) == p["mac"]
 
 
 @needs_puttygen

@@ -77,7 +77,7 @@ def test_get_and_any_version_and_v2_and_presigned(server):
 
 def test_auth_failures(server):
     status, data = send(server, {"Action": "DescribeRegions", "Version": "2016-11-15"}, secret="wrong" * 8)
-    assert status in (401, 403) and wire_code(data) in ("SignatureDoesNotMatch", "AuthFailure")
+    assert status == 403 and wire_code(data) == "SignatureDoesNotMatch"
     status, data = send(server, {"Action": "DescribeRegions", "Version": "2016-11-15"}, key="AKIANOSUCHKEY0000000")
     assert status == 401 and wire_code(data) == "AuthFailure"
     status, data = send(server, {"Action": "DescribeRegions", "Version": "2016-11-15"}, signer=None)
@@ -87,7 +87,7 @@ def test_auth_failures(server):
     assert status == 400 and wire_code(data) == "RequestExpired"
     status, data = send(server, {"Action": "DescribeRegions", "Version": "2016-11-15"}, signer="v2",
                         secret="wrong" * 8)
-    assert wire_code(data) in ("SignatureDoesNotMatch", "AuthFailure")
+    assert status == 403 and wire_code(data) == "SignatureDoesNotMatch"
 
 
 def test_boto3_wrong_secret(server):
