@@ -133,8 +133,8 @@ class HostWorker:
                 break
             except Exception as exc:  # noqa: BLE001 (recorded, and the worker goes on)
                 error = f"{type(exc).__name__}: {exc}"
-                log.warning("host task %s %s %s failed (attempt %d): %s", task.id, task.kind,
-                            task.resource_id, attempts, error, exc_info=pause is None)
+                log.warning("host task %s %s %s failed (attempt %d): %r", task.id, task.kind,
+                            task.resource_id, attempts, exc, exc_info=pause is None)
                 if pause is None:
                     break
                 if self._stopping:

@@ -694,7 +694,10 @@ def start_failed(host: Host, instance_id: str, error: str) -> None:
             return
         now = utcnow()
         row.state_reason_code = "Server.InternalError"
-        row.state_reason_message = f"Server.InternalError: the host could not start the instance: {error}"[:255]
+        message = f"Server.InternalError: the host could not start the instance: {error}"
+        if len(message) > 255:  # the end says why (a command's error ends with its cause)
+            message = message[:80] + " ... " + message[-170:]
+        row.state_reason_message = message
         row.state_transition_reason = f"Server.InternalError ({_gmt(now)})"
         row.state = S.SHUTTING_DOWN
         enqueue(session, "instance.terminate", row.id, row.availability_zone)

@@ -21,11 +21,16 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 class HostError(RuntimeError):
-    """A host command failed; the message carries the command and its stderr."""
+    """A host command failed. The message names the program and says what it printed first
+    (it may end up, cut short, in an instance's state reason); `argv` has the whole command."""
 
     def __init__(self, argv: Sequence[str], code: int, stderr: str):
         self.argv, self.code, self.stderr = list(argv), code, stderr
-        super().__init__(f"{' '.join(argv)} -> exit {code}: {stderr.strip()}")
+        what = " ".join(a for a in list(argv)[:2] if not a.startswith("-"))
+        super().__init__(f"{what} (exit {code}): {stderr.strip()}")
+
+    def __repr__(self) -> str:
+        return f"HostError({' '.join(self.argv)!r} -> exit {self.code}: {self.stderr.strip()!r})"
 
 
 def crash_point(config, name: str) -> None:
