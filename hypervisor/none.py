@@ -137,10 +137,23 @@ class NoneDriver(Driver):
             if guest is None:
                 return False
             guest["state"] = event.value
+            self._console(guest, "boot" if event == HostEvent.RUNNING else "power off")
         self._later(instance_id, event, change)
 
+    @staticmethod
+    def _console(guest: dict, what: str) -> None:
+        """The pretend serial console: one line per boot, reboot or power-off (tests read it)."""
+        if what != "power off":
+            guest["boots"] = guest.get("boots", 0) + 1
+            what = f"{what} {guest['boots']}"
+        guest.setdefault("console", []).append(f"ec2emu-none: {what}")
+
     def reboot(self, instance_id: str) -> None:
-        """See Driver.reboot: nothing runs, so nothing restarts; the instance stays running."""
+        """See Driver.reboot: the pretend guest boots again at once (its console says so)."""
+        with self._changing():
+            guest = self.host["guests"].get(instance_id)
+            if guest is not None and guest["state"] == "running":
+                self._console(guest, "reboot, boot")
 
     def terminate(self, instance_id: str) -> None:
         """See Driver.terminate. The host work is done on return; the event follows after `delay`."""
@@ -199,7 +212,10 @@ class NoneDriver(Driver):
             self.map_address(spec.vpc_id, spec.public_ip, spec.private_ip, spec.public_hostname)
 
     def console_output(self, instance_id: str) -> bytes:
-        return b""
+        """See Driver.console_output: the pretend console's lines."""
+        with self._lock:
+            lines = (self.host["guests"].get(instance_id) or {}).get("console", [])
+            return "".join(line + "\n" for line in lines).encode()
 
     def close(self) -> None:
         with self._lock:

@@ -1,10 +1,15 @@
 """State survives a restart, also after SIGKILL: every acknowledged change was durable."""
 import signal
+import time
 
 import pytest
 
 from .helpers import fast_waiter, tiny_image, unique
 from .server import Server
+
+
+def _state(ec2, iid: str) -> str:
+    return ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
 
 
 @pytest.fixture
@@ -25,9 +30,17 @@ def test_state_survives_restart(own_server, sig):
                             TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "a", "Value": "b"}]}])
     ids = sorted(i["InstanceId"] for i in res["Instances"])
     fast_waiter(ec2, "instance_running")(InstanceIds=ids)
-    ec2.stop_instances(InstanceIds=[ids[0]])  # in flight when the server dies
+    # A slow host (the none driver takes a minute to power off): the stop is surely in flight
+    # when the server dies.
+    own_server.env["EC2EMU_NONE_TRANSITION_SECONDS"] = "60"
+    own_server.restart()
+    ec2 = own_server.client()
+    ec2.stop_instances(InstanceIds=[ids[0]])
+    time.sleep(0.5)  # (the host has been told: its stop task ran)
+    assert _state(ec2, ids[0]) == "stopping"
     vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
 
+    own_server.env.pop("EC2EMU_NONE_TRANSITION_SECONDS")
     own_server.restart(sig)
     ec2 = own_server.client()
     assert ec2.describe_vpcs()["Vpcs"][0]["VpcId"] == vpc  # defaults not made twice
