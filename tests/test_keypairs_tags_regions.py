@@ -2,6 +2,7 @@
 import base64
 import hashlib
 import re
+import subprocess
 
 from cryptography.hazmat.primitives import serialization
 
@@ -25,10 +26,20 @@ def test_create_rsa_key_pair_fingerprint_is_sha1_of_pkcs8(ec2):
     expect_error("InvalidKeyPair.NotFound", ec2.describe_key_pairs, KeyNames=[name])
 
 
-def test_ed25519_and_import(ec2):
+def _tool(tmp_path, material: str, *argv: str) -> str:
+    """Run an outside tool (ssh-keygen, puttygen) on a key file made from `material`."""
+    key = tmp_path / f"key-{len(list(tmp_path.iterdir()))}"
+    key.write_text(material)
+    key.chmod(0o600)
+    return subprocess.run([*argv, str(key)], capture_output=True, text=True, check=True).stdout
+
+
+def test_ed25519_and_import(ec2, tmp_path):
     made = ec2.create_key_pair(KeyName=unique("ed"), KeyType="ed25519")
     assert made["KeyMaterial"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
-    assert len(base64.b64decode(made["KeyFingerprint"])) == 32
+    # AWS's ed25519 fingerprint is OpenSSH's SHA256 one, with base64's padding.
+    openssh_fp = _tool(tmp_path, made["KeyMaterial"], "ssh-keygen", "-l", "-E", "sha256", "-f").split()[1]
+    assert openssh_fp == "SHA256:" + made["KeyFingerprint"].rstrip("=")
     from cryptography.hazmat.primitives.asymmetric import rsa
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     openssh = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
@@ -41,8 +52,13 @@ def test_ed25519_and_import(ec2):
     listed = ec2.describe_key_pairs(Filters=[{"Name": "tag:k", "Values": ["v"]}, {"Name": "key-name", "Values": [name]}])
     assert [k["KeyName"] for k in listed["KeyPairs"]] == [name]
     expect_error("InvalidKey.Format", ec2.import_key_pair, KeyName=unique("bad"), PublicKeyMaterial=b"junk")
-    ppk = ec2.create_key_pair(KeyName=unique("ppk"), KeyFormat="ppk")
+    ppk_name = unique("ppk")
+    ppk = ec2.create_key_pair(KeyName=ppk_name, KeyFormat="ppk")
     assert ppk["KeyMaterial"].startswith("PuTTY-User-Key-File-3: ssh-rsa")
+    # PuTTY loads it (checking its MAC) and finds the public key the API stores.
+    public = _tool(tmp_path, ppk["KeyMaterial"], "puttygen", "-O", "public-openssh")
+    stored = ec2.describe_key_pairs(KeyNames=[ppk_name], IncludePublicKey=True)["KeyPairs"][0]["PublicKey"]
+    assert public.split()[:2] == stored.split()[:2]
 
 
 def test_tags_lifecycle(ec2, other_account):
@@ -89,7 +105,8 @@ def test_default_vpc_and_subnets_per_region_and_account(ec2, other_account, serv
     assert all(s["CidrBlock"].endswith("/20") and s["DefaultForAz"] and s["MapPublicIpOnLaunch"] for s in subnets)
     assert subnets[0]["AvailableIpAddressCount"] <= 4091
     other = other_account.describe_vpcs()["Vpcs"]
-    assert other[0]["VpcId"] != vpcs[0]["VpcId"] and other[0]["OwnerId"] == "210987654321"
+    assert other[0]["OwnerId"] == "210987654321" and other[0]["IsDefault"]
+    expect_error("InvalidVpcID.NotFound", ec2.describe_vpcs, VpcIds=[other[0]["VpcId"]])  # not ours
     west = server.client(region="eu-west-1").describe_vpcs()["Vpcs"]
-    assert west[0]["VpcId"] != vpcs[0]["VpcId"]
-    expect_error("InvalidVpcID.NotFound", ec2.describe_vpcs, VpcIds=[west[0]["VpcId"]])
+    assert west[0]["IsDefault"] and west[0]["OwnerId"] == vpcs[0]["OwnerId"]
+    expect_error("InvalidVpcID.NotFound", ec2.describe_vpcs, VpcIds=[west[0]["VpcId"]])  # other region
