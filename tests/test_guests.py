@@ -128,6 +128,16 @@ def _namespaces(prefix: str) -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.startswith(prefix)}
 
 
+def _via_public_ip(srv: Server, pem: Path, public_ip: str) -> str:
+    """SSH to a public address from the namespace playing the internet; what `echo` printed."""
+    proc = subprocess.run(["ip", "netns", "exec", f"{srv.prefix}-internet", "ssh", "-i", str(pem),
+                           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                           "-o", "ConnectTimeout=10", f"ec2-user@{public_ip}", "echo via-public-ip"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
 USER_DATA = """#!/bin/sh
 echo "ud-marker $(wget -qO- http://169.254.169.254/latest/meta-data/instance-id) \
 $(wget -qO- http://169.254.169.254/latest/meta-data/public-ipv4)"
@@ -173,12 +183,7 @@ def test_instance_lifecycle_on_a_real_guest(cloud):
         fwd.wait(10)
 
     # The public address is 1:1 NAT from the namespace playing the internet.
-    internet = f"{cloud.prefix}-internet"
-    proc = subprocess.run(["ip", "netns", "exec", internet, "ssh", "-i", str(pem), "-o", "StrictHostKeyChecking=no",
-                           "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
-                           f"ec2-user@{desc['PublicIpAddress']}", "echo via-public-ip"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.stdout.strip() == "via-public-ip", proc.stderr
+    assert _via_public_ip(cloud, pem, desc["PublicIpAddress"]) == "via-public-ip"
 
     # IMDSv2 required, live: a token-less request is refused, one with a token answered.
     ec2.modify_instance_metadata_options(InstanceId=iid, HttpTokens="required")
@@ -199,9 +204,16 @@ def test_instance_lifecycle_on_a_real_guest(cloud):
     ec2.start_instances(InstanceIds=[iid])
     fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
     assert _ssh(cloud, iid, pem, "cat /etc/hostname; echo up").strip().endswith("up")
+    # A new public address, reachable from the internet (the old one was released on stop).
+    again = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["PublicIpAddress"]
+    assert _via_public_ip(cloud, pem, again) == "via-public-ip"
+    # Reboot: the guest really boots again (a new kernel boot id), and stays 'running'.
+    boot = _ssh(cloud, iid, pem, "cat /proc/sys/kernel/random/boot_id").strip()
     ec2.reboot_instances(InstanceIds=[iid])
-    time.sleep(3)
-    assert _ssh(cloud, iid, pem, "echo back", timeout=120).strip() == "back"
+    deadline = time.monotonic() + 120
+    while _ssh(cloud, iid, pem, "cat /proc/sys/kernel/random/boot_id", timeout=120).strip() == boot:
+        assert time.monotonic() < deadline, "the guest never rebooted"
+        time.sleep(1)
     assert ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
 
     # Terminate: nothing of it stays on the host.
@@ -232,14 +244,20 @@ def test_guests_see_only_their_own_metadata(cloud):
         assert _console(client, inst["InstanceId"], r"ud-marker (\S+)").group(1) == inst["InstanceId"]
 
     # A guest claiming its neighbour's address gets nothing: the port drops spoofed frames.
-    spoof = (f"sudo ip addr add {a[1]['PrivateIpAddress']}/32 dev eth0;"
-             f" printf 'GET /latest/meta-data/instance-id HTTP/1.0\\r\\n\\r\\n'"
-             f" | timeout 8 nc -s {a[1]['PrivateIpAddress']} 169.254.169.254 80; echo rc=$?;"
-             f" sudo ip addr del {a[1]['PrivateIpAddress']}/32 dev eth0")
+    def ask_from(source: str) -> str:
+        return (f"printf 'GET /latest/meta-data/instance-id HTTP/1.0\\r\\n\\r\\n'"
+                f" | timeout 8 nc -s {source} 169.254.169.254 80; echo rc=$?")
+    # Positive control: the same request from its own address is answered.
+    own = _ssh(cloud, a[0]["InstanceId"], pem, ask_from(a[0]["PrivateIpAddress"]))
+    assert a[0]["InstanceId"] in own and "rc=0" in own, own
+    spoofed = a[1]["PrivateIpAddress"]
     before = len(_metadata_log(cloud))
-    out = _ssh(cloud, a[0]["InstanceId"], pem, spoof)
-    assert a[1]["InstanceId"] not in out and a[0]["InstanceId"] not in out
-    assert not [r for r in _metadata_log(cloud)[before:] if r["instance"] == a[1]["InstanceId"]]
+    out = _ssh(cloud, a[0]["InstanceId"], pem,
+               f"sudo ip addr add {spoofed}/32 dev eth0 && echo added=ok; {ask_from(spoofed)};"
+               f" sudo ip addr del {spoofed}/32 dev eth0 && echo removed=ok")
+    assert "added=ok" in out and "removed=ok" in out, out  # the spoof was really tried
+    assert "rc=0" not in out and a[1]["InstanceId"] not in out and a[0]["InstanceId"] not in out, out
+    assert not [r for r in _metadata_log(cloud)[before:] if r["source"] == spoofed]
     mine.terminate_instances(InstanceIds=[i["InstanceId"] for i in a])
     theirs.terminate_instances(InstanceIds=[b["InstanceId"]])
     fast_waiter(mine, "instance_terminated")(InstanceIds=[i["InstanceId"] for i in a])

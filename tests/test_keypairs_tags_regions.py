@@ -1,5 +1,4 @@
 """Key pairs, tags, regions/zones/account, the default VPC: end to end with boto3."""
-import base64
 import hashlib
 import re
 import subprocess

@@ -1,0 +1,136 @@
+"""Races and limits without guests: concurrent requests on one name, two API processes on one
+database making an account's defaults, paging edge cases, retention, the instance limit."""
+import base64
+import threading
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from .conftest import CREDENTIALS
+from .helpers import error_of, fast_waiter, tiny_image, unique
+from .server import Server, fresh_database_url
+
+
+def _together(n: int, fn) -> list:
+    """Run fn(i) in n threads released at once; each result or the ClientError it raised."""
+    barrier, out = threading.Barrier(n), [None] * n
+
+    def body(i: int) -> None:
+        barrier.wait()
+        try:
+            out[i] = fn(i)
+        except ClientError as exc:
+            out[i] = exc
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_one_name_created_by_many_at_once(server):
+    """Eight concurrent CreateKeyPair and CreateSecurityGroup with one name: one wins, the others
+    get AWS's duplicate error (never a 500), and exactly one exists."""
+    clients = [server.client() for _ in range(8)]
+    key = unique("race")
+    results = _together(8, lambda i: clients[i].create_key_pair(KeyName=key))
+    won = [r for r in results if not isinstance(r, ClientError)]
+    lost = {r.response["Error"]["Code"] for r in results if isinstance(r, ClientError)}
+    assert len(won) == 1 and lost <= {"InvalidKeyPair.Duplicate"}, (won, lost)
+    assert len(clients[0].describe_key_pairs(KeyNames=[key])["KeyPairs"]) == 1
+
+    group = unique("race")
+    results = _together(8, lambda i: clients[i].create_security_group(GroupName=group, Description="d"))
+    won = [r for r in results if not isinstance(r, ClientError)]
+    lost = {r.response["Error"]["Code"] for r in results if isinstance(r, ClientError)}
+    assert len(won) == 1 and lost <= {"InvalidGroup.Duplicate"}, (won, lost)
+    groups = clients[0].describe_security_groups(Filters=[{"Name": "group-name", "Values": [group]}])
+    assert len(groups["SecurityGroups"]) == 1
+
+
+def test_two_api_processes_make_an_accounts_defaults_once(tmp_path):
+    """Two servers on one database (as two API workers would be): the first requests of an
+    account in a region reach both at once, and there is still one default VPC."""
+    url = fresh_database_url() or f"sqlite:///{tmp_path}/shared.sqlite"
+    servers = [Server(tmp_path / f"s{i}", {"EC2EMU_CREDENTIALS": CREDENTIALS}, database_url=url) for i in (0, 1)]
+    servers[0].start()  # the schema is migrated once, before the second starts
+    servers[1].start()
+    try:
+        clients = [s.client(region="ap-southeast-2") for s in servers for _ in range(4)]
+        results = _together(len(clients), lambda i: clients[i].describe_vpcs()["Vpcs"])
+        errors = [r for r in results if isinstance(r, ClientError)]
+        assert not errors, [e.response["Error"] for e in errors]
+        ids = {v["VpcId"] for r in results for v in r}
+        assert len(ids) == 1, ids  # everyone saw the same, single default VPC
+        assert len(clients[0].describe_vpcs()["Vpcs"]) == 1
+        assert len(clients[-1].describe_subnets()["Subnets"]) == 3  # one per zone, made once
+    finally:
+        for s in servers:
+            s.stop()
+
+
+@pytest.fixture(scope="module")
+def ten(server):
+    """Ten instances in a region of their own (so counts are exact)."""
+    ec2 = server.client(region="ca-central-1")
+    ids = sorted(i["InstanceId"] for i in ec2.run_instances(ImageId=tiny_image(ec2), MinCount=10,
+                                                             MaxCount=10)["Instances"])
+    yield ec2, ids
+    ec2.terminate_instances(InstanceIds=ids)
+
+
+def _page(ec2, **kw) -> tuple[list[str], str | None]:
+    out = ec2.describe_instances(**kw)
+    return [i["InstanceId"] for r in out["Reservations"] for i in r["Instances"]], out.get("NextToken")
+
+
+def test_paging_edges(ten):
+    ec2, ids = ten
+    first, token = _page(ec2, MaxResults=5)
+    assert token and len(first) == 5
+    second, last = _page(ec2, MaxResults=5, NextToken=token)
+    assert last is None and sorted(first + second) == ids  # an exact multiple: no empty third page
+    # The same token again gives the same page (tokens are positions, not one-shot).
+    assert _page(ec2, MaxResults=5, NextToken=token) == (second, None)
+    # A token replayed with other filters continues from its position within the new selection.
+    running = _page(ec2, MaxResults=5, NextToken=token,
+                    Filters=[{"Name": "instance-id", "Values": [ids[9]]}])
+    assert running == ([ids[9]], None)
+    # Rows gone between pages are simply not shown; none shown twice.
+    ec2.create_tags(Resources=ids, Tags=[{"Key": "page", "Value": "x"}])
+    out = ec2.describe_tags(Filters=[{"Name": "key", "Values": ["page"]}], MaxResults=5)
+    ec2.delete_tags(Resources=[out["Tags"][-1]["ResourceId"], ids[-1]], Tags=[{"Key": "page"}])
+    rest = ec2.describe_tags(Filters=[{"Name": "key", "Values": ["page"]}], MaxResults=5, NextToken=out["NextToken"])
+    seen = [t["ResourceId"] for t in out["Tags"] + rest["Tags"]]
+    assert len(seen) == len(set(seen)) == 9 and ids[-1] not in seen
+    for bad in ("nonsense", base64.urlsafe_b64encode(b"other:i-0").decode(), "%%%"):
+        code, _ = error_of(ec2.describe_instances, MaxResults=5, NextToken=bad)
+        assert code == "InvalidNextToken", (bad, code)
+
+
+def test_retention_and_the_instance_limit(tmp_path):
+    srv = Server(tmp_path / "state", {"EC2EMU_TERMINATED_RETENTION_SECONDS": "2", "EC2EMU_MAX_INSTANCES": "3"})
+    srv.start()
+    try:
+        ec2 = srv.client()
+        image = tiny_image(ec2)
+        code, message = error_of(ec2.run_instances, ImageId=image, MinCount=4, MaxCount=4)
+        assert code == "InstanceLimitExceeded" and "instance limit of 3" in message
+        # MaxCount above the room left is trimmed to it (MinCount fits), as AWS does.
+        ids = [i["InstanceId"] for i in ec2.run_instances(ImageId=image, MinCount=1, MaxCount=5)["Instances"]]
+        assert len(ids) == 3
+        ec2.create_tags(Resources=ids[:1], Tags=[{"Key": "gone", "Value": "soon"}])
+        ec2.terminate_instances(InstanceIds=ids)
+        fast_waiter(ec2, "instance_terminated")(InstanceIds=ids)  # visible while retained
+        deadline = time.monotonic() + 10
+        while ec2.describe_instances()["Reservations"]:
+            assert time.monotonic() < deadline, "terminated instances were never purged"
+            time.sleep(0.5)
+        assert ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": ids[:1]}])["Tags"] == []
+        code, _ = error_of(ec2.describe_instances, InstanceIds=ids[:1])
+        assert code == "InvalidInstanceID.NotFound"
+        assert len(ec2.run_instances(ImageId=image, MinCount=3, MaxCount=3)["Instances"]) == 3  # room again
+    finally:
+        srv.stop()
