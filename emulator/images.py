@@ -15,8 +15,8 @@ Their `disk_path` is where the image builder (`PUBLIC_IMAGES[...].file`) is to p
 RegisterImage with an ImageLocation that is a host path or file:// URL registers the user's own
 file: a disk (qcow2, raw...) as an EBS-backed AMI, a Linux kernel as an aki-, an initramfs as an
 ari-, told apart by content; the image is 'pending' until its private copy is in place
-(image_import.py holds the file side, and ImportImage). Any other ImageLocation (S3-style
-'bucket/manifest.xml') is recorded only.
+(image_import.py holds the copy, and ImportImage; hypervisor/image_files.py the file work). Any
+other ImageLocation (S3-style 'bucket/manifest.xml') is recorded only.
 
 For RunInstances: `launchable_image` (the AMI a caller may launch, or AWS's error) and
 `image_by_id` (kernel/ramdisk lookups).
@@ -31,7 +31,9 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select
 
-from . import image_import as files
+from hypervisor import image_files as files
+
+from . import image_import
 from .errors import (AuthFailure, InvalidAMIAttributeItemValue, InvalidAMIIDMalformed, InvalidAMIIDNotFound,
                      InvalidAMIIDUnavailable, InvalidAMINameDuplicate, InvalidAMINameMalformed,
                      InvalidBlockDeviceMapping, InvalidKernelIdMalformed, InvalidParameterCombination,
@@ -307,14 +309,14 @@ def _register_file(ctx: Context, p: dict, path: str, virtualization: str, attrib
         mappings = _mappings(p.get("BlockDeviceMappings"))
         mine = next((m for m in mappings if m["DeviceName"] == root), None)
         if mine is None:
-            mappings.insert(0, files.root_mapping(root, probe.volume_gib))
+            mappings.insert(0, image_import.root_mapping(root, probe.volume_gib))
         elif "Ebs" not in mine:
             raise InvalidBlockDeviceMapping.root_not_ebs(root)
         elif mine["Ebs"].get("VolumeSize") is None:
             mine["Ebs"]["VolumeSize"] = probe.volume_gib
         elif mine["Ebs"]["VolumeSize"] < probe.volume_gib:
             raise InvalidBlockDeviceMapping.too_small(mine["Ebs"]["VolumeSize"], path, probe.volume_gib)
-        img = files.disk_image_row(
+        img = image_import.disk_image_row(
             image_id=new_id("ami"), account_id=ctx.account_id, region=ctx.region, name=name,
             description=p.get("Description"), location=location, architecture=architecture,
             virtualization=virtualization, root_device=root, mappings=mappings,
@@ -336,7 +338,7 @@ def _register_file(ctx: Context, p: dict, path: str, virtualization: str, attrib
     ctx.session.flush()
     if tags:
         set_tags(ctx, img.id, tags)
-    files.copy_in_background(ctx, img.id, path, probe)
+    image_import.copy_in_background(ctx, img.id, path, probe)
     return {"ImageId": img.id}
 
 
@@ -633,6 +635,6 @@ def deregister_image(ctx: Context, p: dict) -> dict:
     delete_all_tags(ctx, img.id)
     ctx.session.delete(img)
     if img.disk_path and img.account_id != EMULATOR_OWNER_ID:  # a copy of a user's file
-        factory, config, image_id, path = files.session_factory(ctx), ctx.config, img.id, img.disk_path
-        ctx.then(lambda: files.retire(factory, config, image_id, path))
+        factory, config, image_id, path = image_import.session_factory(ctx), ctx.config, img.id, img.disk_path
+        ctx.then(lambda: image_import.retire(factory, config, image_id, path))
     return {"Return": True}
