@@ -1,24 +1,26 @@
-"""Images from users' files, on the database side, and ImportImage.
+"""Images from users' files, on the database side: RegisterImage's copy, DeregisterImage's
+clean-up, and ImportImage / DescribeImportImageTasks / CancelImportTask.
 
 Users bring their own images, as on AWS: a cloud disk (qcow2, raw, VMDK, VHD, VHDX, OVA), a Linux
 kernel (bzImage) or an initramfs. Two ways in:
 
-- RegisterImage with an ImageLocation that is a host path or a file:// URL (images.py finds the
-  file's kind with hypervisor/image_files.py and calls `disk_image_row` and `copy_in_background`
-  here); the image is 'pending' until its copy is in place, then 'available'.
+- RegisterImage with an ImageLocation that is a host path or a file:// URL: images.py writes the
+  image 'pending' (its kind, hence its id's prefix, from a cheap look at the file's head) and an
+  `image.register_file` host task, which probes the file with qemu-img, sizes the root mapping,
+  copies the file and makes the image 'available', or 'failed' with a StateReason saying why.
 - ImportImage, DescribeImportImageTasks, CancelImportTask: a task (import-ami-...) fetches the disk
   (path, file:// or http(s):// URL; no S3 here), converts it to qcow2 and registers an AMI named
-  after the task, in the background: 'active' (pending, validating, converting, preparing ami),
-  then 'completed' with its ImageId, or 'deleted' with a StatusMessage saying why.
+  after the task, in an `image.import` host task: 'active' (pending, validating, converting,
+  preparing ami), then 'completed' with its ImageId, or 'deleted' with a StatusMessage saying why.
 
 The file work itself (probing, copying, converting, downloading, unpacking, deregistration markers)
-is hypervisor/image_files.py; this module records what it finds. DeregisterImage `retire`s a copy:
-it is deleted as soon as no live instance (state not terminated) uses the image as image, kernel or
-ramdisk; until then a marker file remembers it and every later `sweep` looks again.
-
-Background work runs in threads of its own (never in the ordered host-action worker, which boots
-guests) with sessions of its own. Running import tasks write a heartbeat (`updated_at`) every few
-seconds; a task whose heartbeat stopped (the emulator stopped mid-import) is reported 'deleted'.
+is hypervisor/image_files.py; this module records what it finds. Host tasks are durable (written
+with the request's change, run after its commit, run again at start-up after a crash) and image
+ones run in the 'images' lane, one at a time, so a long copy never holds up a guest's boot. Each
+action here may therefore run twice: it checks the database first, and its files have fixed names
+that a second run simply overwrites. A running import writes a heartbeat (`updated_at`) every few
+seconds, which also tells it when it was cancelled; an active import no host task will carry on
+whose heartbeat stopped is reported 'deleted'.
 """
 from __future__ import annotations
 
@@ -34,13 +36,14 @@ from sqlalchemy import or_, select, update
 from hypervisor import image_files as files
 from hypervisor.image_files import IMPORT_FORMATS, Cancelled, ImageFileError, Probe
 
-from . import db
-from .errors import (IncorrectState, InvalidConversionTaskId, InvalidConversionTaskIdMalformed,
-                     InvalidParameterValue, MissingParameter, Unsupported)
+from .errors import (IncorrectState, InvalidBlockDeviceMapping, InvalidConversionTaskId,
+                     InvalidConversionTaskIdMalformed, InvalidParameterValue, MissingParameter,
+                     Unsupported)
+from .host_tasks import unfinished_resources
 from .ids import new_id, well_formed
 from .models import Image, ImportImageTask, Instance, utcnow
 from .query import Resource, Selector, describe
-from .registry import Context, action
+from .registry import Context, Host, action, host_action, host_action_failed
 from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
 
 log = logging.getLogger("ec2emu.images")
@@ -48,13 +51,11 @@ log = logging.getLogger("ec2emu.images")
 HEARTBEAT_SECONDS = 3.0
 STALE_SECONDS = 300  # an active task without a heartbeat for this long was interrupted
 TASK_RETENTION = timedelta(days=7)  # finished tasks stay visible this long, as on AWS
-MAX_CONCURRENT_IMPORTS = 2
-_IMPORT_SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_IMPORTS)
+# No bound on concurrent imports any more (it was a semaphore of 2): the images lane runs one host
+# task at a time, imports and RegisterImage copies alike.
 
 
-# ------------------------------------------------------------------------------- copies
-
-def registered_dir(config) -> Path:
+def _work(config) -> Path:
     return files.registered_dir(config.effective_image_dir)
 
 
@@ -63,52 +64,12 @@ def _identity(config) -> str:
     return hashlib.sha256(config.effective_database_url.encode()).hexdigest()[:32]
 
 
-def retire(factory, config, image_id: str, path: str) -> None:
-    """After DeregisterImage: the image's copy goes as soon as no live instance uses it."""
-    if files.mark_retired(registered_dir(config), image_id, path, _identity(config)):
-        sweep(factory, config)
-
-
-def sweep(factory, config) -> None:
-    """Delete the copies of deregistered images that no live instance uses any more, and work
-    files a stopped emulator left behind. Cheap; safe to call at any time (e.g. after an instance
-    terminated)."""
-    work = registered_dir(config)
-    files.clean_scratch(work)
-    for copy in files.retired_copies(work, _identity(config)):
-        with factory() as session:
-            if session.get(Image, copy.image_id) is not None:
-                copy.keep()  # registered again? keep the file
-                continue
-            used = session.scalars(select(Instance.id).where(
-                Instance.state != "terminated",
-                or_(Instance.image_id == copy.image_id, Instance.kernel_id == copy.image_id,
-                    Instance.ramdisk_id == copy.image_id)).limit(1)).first()
-        if used is None:
-            copy.delete()
-            log.info("deleted %s: its image %s is deregistered and unused", copy.file, copy.image_id)
-
-
-def session_factory(ctx: Context):
-    """Sessions for background work (the request's own session is closed by then)."""
-    factory = getattr(ctx, "session_factory", None)
-    return factory if factory is not None else db.session_factory(ctx.session.get_bind())
-
-
-def _thread(fn: Callable, *args, daemon: bool, name: str) -> None:
-    def run() -> None:
-        try:
-            fn(*args)
-        except Exception:
-            log.exception("%s failed", name)
-    threading.Thread(target=run, name=name, daemon=daemon).start()
-
-
 # --------------------------------------------------------------------- RegisterImage's copy
 
-def root_mapping(device: str, size_gib: int) -> dict:
-    return {"DeviceName": device, "Ebs": {"DeleteOnTermination": True, "VolumeSize": size_gib,
-                                          "VolumeType": "gp2", "Encrypted": False}}
+def root_mapping(device: str, size_gib: int | None) -> dict:
+    """An image's root EBS mapping; size None until the disk has been probed."""
+    ebs = {"DeleteOnTermination": True, "VolumeSize": size_gib, "VolumeType": "gp2", "Encrypted": False}
+    return {"DeviceName": device, "Ebs": {k: v for k, v in ebs.items() if v is not None}}
 
 
 def disk_image_row(*, image_id: str, account_id: str, region: str, name: str, description: str | None,
@@ -126,40 +87,104 @@ def disk_image_row(*, image_id: str, account_id: str, region: str, name: str, de
         disk_path=disk_path)
 
 
-def copy_in_background(ctx: Context, image_id: str, source: str, probe: Probe) -> None:
-    """After the commit: copy the file, then make the 'pending' image 'available' (or 'failed')."""
-    factory, config = session_factory(ctx), ctx.config
-    ctx.then(lambda: _thread(_copy_registered, factory, config, image_id, source, probe,
-                             daemon=False, name=f"copy-{image_id}"))
+def _sized(mappings: list[dict], root: str, source: str, probe: Probe) -> list[dict]:
+    """The mappings with the root volume sized to the disk (when the user gave no size), or
+    ImageFileError when the size the user gave is too small for it."""
+    out = [{**m, "Ebs": dict(m["Ebs"])} if "Ebs" in m else dict(m) for m in mappings]
+    mine = next((m for m in out if m["DeviceName"] == root and "Ebs" in m), None)
+    if mine is None:  # (RegisterImage always writes one)
+        out.insert(0, root_mapping(root, probe.volume_gib))
+    elif mine["Ebs"].get("VolumeSize") is None:
+        mine["Ebs"]["VolumeSize"] = probe.volume_gib
+    elif mine["Ebs"]["VolumeSize"] < probe.volume_gib:
+        raise ImageFileError(InvalidBlockDeviceMapping.too_small(
+            mine["Ebs"]["VolumeSize"], source, probe.volume_gib).message)
+    return out
 
 
-def _copy_registered(factory, config, image_id: str, source: str, probe: Probe) -> None:
-    dest = registered_dir(config) / f"{image_id}.{probe.extension}"
+@host_action("image.register_file")
+def register_file(host: Host, image_id: str, source: str) -> None:
+    """Probe the file a 'pending' image was registered from, copy it, and make the image
+    'available' (or 'failed', with a StateReason, when the file cannot be that image). Run again
+    (after a crash) it probes and copies again; once the image is no longer pending, it is a no-op."""
+    with host.Session() as session:
+        img = session.get(Image, image_id)
+        if img is None or img.state != "pending":  # done before a crash, or deregistered
+            return
+        kind, root, mappings = img.image_type, img.root_device_name, img.block_device_mappings or []
     try:
+        probe = files.sniff(source)
+        if probe.kind != kind:
+            raise ImageFileError(f"{source} changed after RegisterImage: it is no longer "
+                                 f"{'a disk image' if kind == 'machine' else 'a Linux ' + kind}")
+        if kind == "machine":
+            mappings = _sized(mappings, root, source, probe)
+        dest = _work(host.config) / f"{image_id}.{probe.extension}"
         files.materialize(source, probe, dest)
-    except Exception as exc:
-        message = exc.message if isinstance(exc, ImageFileError) else f"copying {source} failed: {exc}"
-        log.warning("image %s failed: %s", image_id, message)
-        with factory() as session:
-            img = session.get(Image, image_id)
-            if img is not None and img.state == "pending":
-                img.state = "failed"
-                img.attributes = {**(img.attributes or {}),
-                                  "StateReason": {"Code": "Client.InvalidImage", "Message": message[:255]}}
-                session.commit()
+    except ImageFileError as exc:
+        log.warning("image %s failed: %s", image_id, exc.message)
+        _fail_image(host, image_id, exc.message)
         return
     try:
-        with factory() as session:
+        with host.Session() as session:
             img = session.get(Image, image_id)
             if img is None or img.state != "pending":  # deregistered meanwhile
                 dest.unlink(missing_ok=True)
                 return
+            img.block_device_mappings = mappings
             img.disk_path = str(dest)
             img.state = "available"
             session.commit()
     except Exception:
         dest.unlink(missing_ok=True)
         raise
+
+
+@host_action_failed("image.register_file")
+def _register_file_failed(host: Host, image_id: str, error: str) -> None:
+    with host.Session() as session:
+        img = session.get(Image, image_id)
+        location = img.image_location if img is not None else image_id
+    _fail_image(host, image_id, f"copying {location} failed: {error}")
+
+
+def _fail_image(host: Host, image_id: str, message: str) -> None:
+    with host.Session() as session:
+        img = session.get(Image, image_id)
+        if img is not None and img.state == "pending":
+            img.state = "failed"
+            img.attributes = {**(img.attributes or {}),
+                              "StateReason": {"Code": "Client.InvalidImage", "Message": message[:255]}}
+            session.commit()
+
+
+# ----------------------------------------------------------------- DeregisterImage's clean-up
+
+@host_action("image.retire")
+def retire(host: Host, image_id: str, path: str) -> None:
+    """After DeregisterImage: the image's copy goes as soon as no live instance uses it (a marker
+    remembers it until then). Idempotent: marking twice, sweeping twice change nothing."""
+    if files.mark_retired(_work(host.config), image_id, path, _identity(host.config)):
+        sweep(host)
+
+
+def sweep(host: Host) -> None:
+    """Delete the copies of deregistered images that no live instance uses any more, and work
+    files a stopped emulator left behind. Cheap; safe to call at any time."""
+    work = _work(host.config)
+    files.clean_scratch(work)
+    for copy in files.retired_copies(work, _identity(host.config)):
+        with host.Session() as session:
+            if session.get(Image, copy.image_id) is not None:
+                copy.keep()  # registered again? keep the file
+                continue
+            used = session.scalars(select(Instance.id).where(
+                Instance.state != "terminated",
+                or_(Instance.image_id == copy.image_id, Instance.kernel_id == copy.image_id,
+                    Instance.ramdisk_id == copy.image_id)).limit(1)).first()
+        if used is None:
+            copy.delete()
+            log.info("deleted %s: its image %s is deregistered and unused", copy.file, copy.image_id)
 
 
 # ------------------------------------------------------------------------------ ImportImage
@@ -224,18 +249,26 @@ class _Job:
             session.commit()
 
 
-def _run_import(factory, config, task_id: str) -> None:
-    job = _Job(factory, task_id)
-    work = registered_dir(config)
-    scratch = [work / f".{task_id}.download", work / f".{task_id}.vmdk"]
+def _scratch(work: Path, task_id: str) -> tuple[Path, Path]:
+    """An import's work files (a download, an OVA's disk): fixed names, so a rerun reuses them."""
+    return work / f".{task_id}.download", work / f".{task_id}.vmdk"
+
+
+def _imported_image_id(task_id: str) -> str:
+    """The AMI an import makes: derived from the task, so a rerun after a crash writes the same
+    file rather than leaving an orphan copy behind."""
+    return f"ami-{hashlib.sha256(task_id.encode()).hexdigest()[:17]}"
+
+
+@host_action("image.import")
+def run_import(host: Host, task_id: str) -> None:
+    """The whole ImportImage job. Run again after a crash it starts over (an import no longer
+    active just ends: a cancel becomes 'deleted', a completed one stays)."""
+    job = _Job(host.Session, task_id)
+    work = _work(host.config)
     try:
         with job:
-            while not _IMPORT_SLOTS.acquire(timeout=1):
-                job.check()
-            try:
-                _import(job, config, work, scratch)
-            finally:
-                _IMPORT_SLOTS.release()
+            _import(job, work)
     except Cancelled:
         job.end(None)
     except ImageFileError as exc:
@@ -245,20 +278,25 @@ def _run_import(factory, config, task_id: str) -> None:
         log.exception("import %s failed", task_id)
         job.end(f"ServerError: {exc}")
     finally:
-        files.remove(*scratch)
+        files.remove(*_scratch(work, task_id))
         try:
-            sweep(factory, config)
+            sweep(host)
         except Exception:
             log.exception("sweeping deregistered image files")
 
 
-def _import(job: _Job, config, work: Path, scratch: list[Path]) -> None:
+@host_action_failed("image.import")
+def _import_failed(host: Host, task_id: str, error: str) -> None:
+    _Job(host.Session, task_id).end(f"ServerError: {error}")
+
+
+def _import(job: _Job, work: Path) -> None:
     with job.factory() as session:
         task = session.get(ImportImageTask, job.task_id)
         if task is None or task.status != "active":
             raise Cancelled()
         source, declared = task.source, (task.disk or {}).get("Format")
-    download, vmdk = scratch
+    download, vmdk = _scratch(work, job.task_id)
     job.step("validating", 2)
     path = files.local_path(source)
     if path is None:
@@ -277,7 +315,7 @@ def _import(job: _Job, config, work: Path, scratch: list[Path]) -> None:
         task.disk = {**(task.disk or {}), "Format": declared or files.FORMAT_NAMES[probe.format],
                      "DiskImageSize": float(size)}
         session.commit()
-    image_id = new_id("ami")
+    image_id = _imported_image_id(job.task_id)
     dest = work / f"{image_id}.qcow2"
     files.materialize(path, probe, dest, job.cancelled)
     try:
@@ -319,11 +357,12 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
-def _expire_stale(rows: list[ImportImageTask]) -> None:
-    """Tasks whose worker stopped beating (the emulator stopped mid-import) end 'deleted'."""
+def _expire_stale(rows: list[ImportImageTask], queued: set[str]) -> None:
+    """Tasks whose worker stopped beating end 'deleted', unless a host task will still carry them
+    on (`queued`: waiting in the images lane, under way, or to be run again after a restart)."""
     limit = utcnow() - timedelta(seconds=STALE_SECONDS)
     for t in rows:
-        if t.status in ("active", "deleting") and _aware(t.updated_at) < limit:
+        if t.status in ("active", "deleting") and _aware(t.updated_at) < limit and t.id not in queued:
             if t.status == "active":
                 t.status_message = ("ServerError: the import was interrupted (the emulator stopped "
                                     "before it finished); run ImportImage again")
@@ -422,8 +461,7 @@ def import_image(ctx: Context, p: dict) -> dict:
     ctx.session.flush()
     if tags:
         set_tags(ctx, task.id, tags)
-    factory, config, task_id = session_factory(ctx), ctx.config, task.id
-    ctx.then(lambda: _thread(_run_import, factory, config, task_id, daemon=True, name=task_id))
+    ctx.host_task("image.import", task.id)
     return _task_out(task, {t["Key"]: t.get("Value") or "" for t in tags})
 
 
@@ -447,7 +485,7 @@ def _current(t: ImportImageTask) -> bool:
 @action("DescribeImportImageTasks")
 def describe_import_image_tasks(ctx: Context, p: dict) -> dict:
     rows = list(ctx.session.scalars(_own_tasks(ctx).order_by(ImportImageTask.id)))
-    _expire_stale(rows)
+    _expire_stale(rows, unfinished_resources(ctx.session))
     return describe(ctx, TASKS, p, rows, keep=None if p.get("ImportTaskIds") else _current)
 
 
@@ -460,7 +498,7 @@ def cancel_import_task(ctx: Context, p: dict) -> dict:
     task = ctx.session.scalars(_own_tasks(ctx).where(ImportImageTask.id == task_id)).first()
     if task is None:
         raise InvalidConversionTaskId(task_id)
-    _expire_stale([task])
+    _expire_stale([task], unfinished_resources(ctx.session))
     if task.status != "active":
         raise IncorrectState.not_cancellable(task_id, task.status)
     reason = p.get("CancelReason")
