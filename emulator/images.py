@@ -14,9 +14,11 @@ Their `disk_path` is where the image builder (`PUBLIC_IMAGES[...].file`) is to p
 
 RegisterImage with an ImageLocation that is a host path or file:// URL registers the user's own
 file: a disk (qcow2, raw...) as an EBS-backed AMI, a Linux kernel as an aki-, an initramfs as an
-ari-, told apart by content; the image is 'pending' until its private copy is in place
-(image_import.py holds the file side, and ImportImage). Any other ImageLocation (S3-style
-'bucket/manifest.xml') is recorded only.
+ari-, told apart by content (a bounded look at the file's head: `kind_of`). The image is 'pending'
+until the `image.register_file` host task has probed the file (qemu-img), sized the root volume
+and put the image's private copy in place, then 'available', or 'failed' with a StateReason
+(image_import.py holds the task, and ImportImage; hypervisor/image_files.py the file work). Any
+other ImageLocation (S3-style 'bucket/manifest.xml') is recorded only.
 
 For RunInstances: `launchable_image` (the AMI a caller may launch, or AWS's error) and
 `image_by_id` (kernel/ramdisk lookups).
@@ -31,13 +33,15 @@ from datetime import datetime, timezone
 
 from sqlalchemy import select
 
-from . import image_import as files
+from hypervisor import image_files as files
+
 from .errors import (AuthFailure, InvalidAMIAttributeItemValue, InvalidAMIIDMalformed, InvalidAMIIDNotFound,
                      InvalidAMIIDUnavailable, InvalidAMINameDuplicate, InvalidAMINameMalformed,
                      InvalidBlockDeviceMapping, InvalidKernelIdMalformed, InvalidParameterCombination,
                      InvalidParameterValue, InvalidRamDiskIdMalformed, InvalidSnapshotIDMalformed,
                      InvalidUserIDMalformed, Malformed, MissingParameter)
 from .ids import new_id, well_formed
+from .image_import import disk_image_row, root_mapping
 from .models import Image, utcnow
 from .query import Resource, Selector, describe
 from .registry import Context, action
@@ -295,26 +299,23 @@ def register_image(ctx: Context, p: dict) -> dict:
 def _register_file(ctx: Context, p: dict, path: str, virtualization: str, attributes: dict,
                    tags: list[dict]) -> dict:
     """RegisterImage from a file on this host: an AMI, a kernel or a ramdisk by its content,
-    'pending' until the image's own copy of the file is in place."""
+    'pending' until the image.register_file host task has probed and copied the file. Only
+    what needs no probing is checked here (the request runs on the event loop)."""
     try:
-        probe = files.sniff(path)
+        kind = files.kind_of(path)
     except files.ImageFileError as exc:
         raise InvalidParameterValue(f"ImageLocation {exc.message}") from None
     name, location = p["Name"], p["ImageLocation"]
     architecture = p.get("Architecture") or "x86_64"
-    if probe.kind == "machine":
+    if kind == "machine":
         root = p.get("RootDeviceName") or "/dev/xvda"
         mappings = _mappings(p.get("BlockDeviceMappings"))
         mine = next((m for m in mappings if m["DeviceName"] == root), None)
         if mine is None:
-            mappings.insert(0, files.root_mapping(root, probe.volume_gib))
+            mappings.insert(0, root_mapping(root, None))  # sized by the task, from the disk
         elif "Ebs" not in mine:
             raise InvalidBlockDeviceMapping.root_not_ebs(root)
-        elif mine["Ebs"].get("VolumeSize") is None:
-            mine["Ebs"]["VolumeSize"] = probe.volume_gib
-        elif mine["Ebs"]["VolumeSize"] < probe.volume_gib:
-            raise InvalidBlockDeviceMapping.too_small(mine["Ebs"]["VolumeSize"], path, probe.volume_gib)
-        img = files.disk_image_row(
+        img = disk_image_row(
             image_id=new_id("ami"), account_id=ctx.account_id, region=ctx.region, name=name,
             description=p.get("Description"), location=location, architecture=architecture,
             virtualization=virtualization, root_device=root, mappings=mappings,
@@ -322,11 +323,11 @@ def _register_file(ctx: Context, p: dict, path: str, virtualization: str, attrib
     else:
         extra = [k for k in ("KernelId", "RamdiskId", "BlockDeviceMappings", "RootDeviceName") if p.get(k)]
         if extra:
-            raise InvalidParameterCombination(f"{path} is a Linux {probe.kind}: {' and '.join(extra)} apply to "
+            raise InvalidParameterCombination(f"{path} is a Linux {kind}: {' and '.join(extra)} apply to "
                                               "machine images only")
         img = Image(
-            id=new_id("aki" if probe.kind == "kernel" else "ari"), account_id=ctx.account_id,
-            region=ctx.region, name=name, description=p.get("Description"), image_type=probe.kind,
+            id=new_id("aki" if kind == "kernel" else "ari"), account_id=ctx.account_id,
+            region=ctx.region, name=name, description=p.get("Description"), image_type=kind,
             state="pending", architecture=architecture, public=False, owner_alias=None,
             root_device_type="instance-store", root_device_name=None,
             virtualization_type=p.get("VirtualizationType") or "paravirtual",
@@ -336,7 +337,7 @@ def _register_file(ctx: Context, p: dict, path: str, virtualization: str, attrib
     ctx.session.flush()
     if tags:
         set_tags(ctx, img.id, tags)
-    files.copy_in_background(ctx, img.id, path, probe)
+    ctx.host_task("image.register_file", img.id, source=path)
     return {"ImageId": img.id}
 
 
@@ -633,6 +634,5 @@ def deregister_image(ctx: Context, p: dict) -> dict:
     delete_all_tags(ctx, img.id)
     ctx.session.delete(img)
     if img.disk_path and img.account_id != EMULATOR_OWNER_ID:  # a copy of a user's file
-        factory, config, image_id, path = files.session_factory(ctx), ctx.config, img.id, img.disk_path
-        ctx.then(lambda: files.retire(factory, config, image_id, path))
+        ctx.host_task("image.retire", img.id, path=img.disk_path)
     return {"Return": True}

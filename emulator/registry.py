@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -36,7 +36,6 @@ class Context:
     session: Session
     config: Config
     driver: Driver
-    after_commit: list[Callable[[], None]] = field(default_factory=list)
     wrote_tasks: bool = False
 
     def host_task(self, kind: str, resource_id: str, zone: str | None = None, **args) -> None:
@@ -45,11 +44,6 @@ class Context:
         from .host_tasks import enqueue  # host_tasks imports this module
         enqueue(self.session, kind, resource_id, zone, **args)
         self.wrote_tasks = True
-
-    def then(self, fn: Callable[[], None]) -> None:
-        """Run fn once the transaction is durable, in this process only (not durable: used by
-        image copies and imports until they become host tasks)."""
-        self.after_commit.append(fn)
 
 
 @dataclass

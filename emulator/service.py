@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
@@ -49,8 +48,6 @@ class Cloud:
                                   vpc_ready=self.metadata.listen if self.metadata else None,
                                   vpc_gone=self.metadata.close if self.metadata else None)
         self.host = Host(self.Session, config, self.driver)
-        # Not yet durable: image copies and imports, until they become host tasks.
-        self._actions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="host-actions")
         self._ready: set[tuple[str, str]] = set()  # positive memo only: defaults never vanish
         self._ready_lock = threading.Lock()
         instances.reconcile(self.host)
@@ -60,7 +57,6 @@ class Cloud:
     def close(self) -> None:
         for worker in self.workers:
             worker.close()
-        self._actions.shutdown(wait=True)
         if self.metadata:
             self.metadata.close_all()
         self.driver.close()
@@ -107,16 +103,7 @@ class Cloud:
         crash_point(self.config, f"after-commit:{action}")  # tests only: die before the host acts
         if ctx.wrote_tasks:
             self.wake_workers()
-        for fn in ctx.after_commit:
-            self._actions.submit(self._act, fn)
         return result
-
-    @staticmethod
-    def _act(fn) -> None:
-        try:
-            fn()
-        except Exception:  # the driver reports failures as state events; log the rest
-            log.exception("host action failed")
 
     def heal(self) -> None:
         """The watchdog (the guests worker runs it when idle): repair the host, and when the
