@@ -27,7 +27,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import HostTask, HostTaskState, utcnow
-from .registry import HOST_ACTION_FAILED, HOST_ACTIONS, Host
+from .registry import HOST_ACTION_FAILED, HOST_ACTIONS, Host, Interrupted
 
 log = logging.getLogger("ec2emu.host")
 
@@ -131,6 +131,10 @@ class HostWorker:
                 action(self.host, task.resource_id, **(task.args or {}))
                 error = None
                 break
+            except Interrupted:
+                log.info("host task %s %s %s interrupted by the shutdown: it runs again at the next start",
+                         task.id, task.kind, task.resource_id)
+                return
             except Exception as exc:  # noqa: BLE001 (recorded, and the worker goes on)
                 error = f"{type(exc).__name__}: {exc}"
                 log.warning("host task %s %s %s failed (attempt %d): %r", task.id, task.kind,

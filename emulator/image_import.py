@@ -43,7 +43,7 @@ from .host_tasks import unfinished_resources
 from .ids import new_id, well_formed
 from .models import Image, ImportImageTask, Instance, utcnow
 from .query import Resource, Selector, describe
-from .registry import Context, Host, action, host_action, host_action_failed
+from .registry import Context, Host, Interrupted, action, host_action, host_action_failed
 from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
 
 log = logging.getLogger("ec2emu.images")
@@ -192,8 +192,9 @@ def sweep(host: Host) -> None:
 class _Job:
     """One import task at work: its steps, a heartbeat thread, and whether it was cancelled."""
 
-    def __init__(self, factory, task_id: str):
+    def __init__(self, factory, task_id: str, stopping: threading.Event | None = None):
         self.factory, self.task_id = factory, task_id
+        self.stopping = stopping or threading.Event()  # the process shuts down: stop, stay pending
         self.cancelled = threading.Event()
         self.progress: int | None = None
         self._stop = threading.Event()
@@ -224,6 +225,8 @@ class _Job:
     def __enter__(self) -> "_Job":
         def beat() -> None:
             while not self._stop.wait(HEARTBEAT_SECONDS):
+                if self.stopping.is_set():
+                    self.cancelled.set()  # the copy/download loops stop at their next check
                 try:
                     self.write(**({"progress": str(self.progress)} if self.progress is not None else {}))
                 except Exception:
@@ -264,12 +267,14 @@ def _imported_image_id(task_id: str) -> str:
 def run_import(host: Host, task_id: str) -> None:
     """The whole ImportImage job. Run again after a crash it starts over (an import no longer
     active just ends: a cancel becomes 'deleted', a completed one stays)."""
-    job = _Job(host.Session, task_id)
+    job = _Job(host.Session, task_id, host.stopping)
     work = _work(host.config)
     try:
         with job:
             _import(job, work)
     except Cancelled:
+        if job.stopping.is_set():
+            raise Interrupted() from None  # not the user's cancel: the task runs again later
         job.end(None)
     except ImageFileError as exc:
         log.info("import %s failed: %s", task_id, exc.message)

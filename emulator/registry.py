@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import importlib
 import re
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -46,12 +47,19 @@ class Context:
         self.wrote_tasks = True
 
 
+class Interrupted(Exception):
+    """Raised by a long host action that saw `Host.stopping`: its task stays pending and runs
+    again at the next start (instead of holding the shutdown up)."""
+
+
 @dataclass
 class Host:
-    """What a host action sees: its own short database sessions, the config and the driver."""
+    """What a host action sees: its own short database sessions, the config and the driver;
+    `stopping` is set when the process shuts down (long actions watch it)."""
     Session: sessionmaker
     config: Config
     driver: Driver
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def context(self, session: Session, account_id: str, region: str) -> Context:
         return Context(account_id, region, "host-task", session, self.config, self.driver)

@@ -55,6 +55,7 @@ class Cloud:
             worker.start(self.host)
 
     def close(self) -> None:
+        self.host.stopping.set()  # long host actions (imports) stop and stay pending
         for worker in self.workers:
             worker.close()
         if self.metadata:

@@ -4,7 +4,7 @@ from sqlalchemy import select
 
 from emulator import db, host_tasks
 from emulator.models import HostTask
-from emulator.registry import HOST_ACTION_FAILED, HOST_ACTIONS, Host
+from emulator.registry import HOST_ACTION_FAILED, HOST_ACTIONS, Host, Interrupted
 
 calls: list[tuple] = []
 failures: dict[str, int] = {}  # resource id -> how many more calls fail
@@ -102,3 +102,15 @@ def test_lanes_take_only_their_own_kinds(world, monkeypatch):
     assert images._next().resource_id == "img-1"
     assert guests._next().resource_id == "guest-1"  # not held up behind the image task
     assert host_tasks.lane_of("image.copy") == "images" and host_tasks.lane_of("instance.start") == "guests"
+
+
+def test_an_action_interrupted_by_the_shutdown_stays_pending(world, monkeypatch):
+    Session, worker = world
+
+    def long_action(host, resource_id, **args):
+        calls.append(resource_id)
+        raise Interrupted()
+    monkeypatch.setitem(HOST_ACTIONS, "test.act", long_action)
+    _enqueue(Session, "long")
+    worker.run(worker._next())
+    assert _states(Session) == [("long", "pending", 0, None)] and calls == ["long"]
