@@ -96,9 +96,10 @@ def create_app(cloud: Cloud) -> FastAPI:
         body = await request.body()
         request_id = str(uuid.uuid4())
         raw_query = request.scope.get("query_string", b"").decode("latin-1")
-        # Handled on the event loop itself: handlers only touch the database (host work runs in
-        # the cloud's action worker), and under the GIL a thread hand-off buys no parallelism,
-        # only latency (measured: ~30% more describe calls/s than run_in_threadpool).
+        # Handled on the event loop itself: handlers do short database work and write host
+        # tasks, never host work (the host workers run those after the commit; the one host read
+        # here is GetConsoleOutput's 64 KiB tail); under the GIL a thread hand-off buys no
+        # parallelism, only latency (measured: ~30% more describe calls/s than run_in_threadpool).
         status, payload = api.handle(request, raw_query, body, request_id)
         return Response(payload, status_code=status, media_type=XML,
                         headers={"x-amzn-requestid": request_id})

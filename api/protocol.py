@@ -17,6 +17,7 @@ from xml.sax.saxutils import escape as _xml_escape
 from botocore.model import Shape
 
 from emulator.errors import InvalidParameterValue, MissingParameter, UnknownParameter
+from emulator.times import iso8601
 
 from .model import XMLNS
 
@@ -188,17 +189,10 @@ _SCALAR, _BOOL, _NUMBER, _NESTED, _FLAT = range(5)
 _WRITERS: dict[str, object] = {}
 
 
-def _iso(value: datetime) -> str:
-    if value.tzinfo is not timezone.utc:
-        value = (value.replace(tzinfo=timezone.utc) if value.tzinfo is None
-                 else value.astimezone(timezone.utc))
-    return value.isoformat(timespec="milliseconds")[:23] + "Z"
-
-
 def _scalar_text(shape: Shape):
     kind = shape.type_name
     if kind == "timestamp":
-        return lambda v: _iso(v) if isinstance(v, datetime) else escape(str(v))
+        return lambda v: iso8601(v) if isinstance(v, datetime) else escape(str(v))
     if kind == "blob":
         return lambda v: base64.b64encode(v).decode() if isinstance(v, bytes) else escape(v)
     return lambda v: escape(v) if isinstance(v, str) else escape(str(v))

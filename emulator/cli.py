@@ -39,8 +39,8 @@ def _serve(args) -> int:
 
 def _coverage(args) -> int:
     from api import model
-    from emulator.registry import HANDLERS
-    import emulator.service  # noqa: F401  (registers handlers)
+    from emulator.registry import HANDLERS, load_handlers
+    load_handlers()
 
     names = model.operation_names()
     wanted = set()

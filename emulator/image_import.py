@@ -28,7 +28,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import or_, select, update
@@ -42,6 +42,7 @@ from .errors import (IncorrectState, InvalidBlockDeviceMapping, InvalidConversio
 from .host_tasks import unfinished_resources
 from .ids import new_id, well_formed
 from .models import Image, ImportImageTask, Instance, utcnow
+from .times import aware
 from .query import Resource, Selector, describe
 from .registry import Context, Host, Interrupted, action, host_action, host_action_failed
 from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
@@ -358,16 +359,12 @@ def _check_task_id(task_id: str) -> None:
         raise InvalidConversionTaskIdMalformed(task_id)
 
 
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
-
-
 def _expire_stale(rows: list[ImportImageTask], queued: set[str]) -> None:
     """Tasks whose worker stopped beating end 'deleted', unless a host task will still carry them
     on (`queued`: waiting in the images lane, under way, or to be run again after a restart)."""
     limit = utcnow() - timedelta(seconds=STALE_SECONDS)
     for t in rows:
-        if t.status in ("active", "deleting") and _aware(t.updated_at) < limit and t.id not in queued:
+        if t.status in ("active", "deleting") and aware(t.updated_at) < limit and t.id not in queued:
             if t.status == "active":
                 t.status_message = ("ServerError: the import was interrupted (the emulator stopped "
                                     "before it finished); run ImportImage again")
@@ -484,7 +481,7 @@ TASKS = Resource("ImportImageTasks", lambda ctx, page, tags: [_task_out(t, tags[
 
 def _current(t: ImportImageTask) -> bool:
     """Finished tasks age out of listings, as on AWS (those asked for by id are still shown)."""
-    return t.status in ("active", "deleting") or _aware(t.created_at) >= utcnow() - TASK_RETENTION
+    return t.status in ("active", "deleting") or aware(t.created_at) >= utcnow() - TASK_RETENTION
 
 
 @action("DescribeImportImageTasks")

@@ -43,6 +43,7 @@ from .errors import (AuthFailure, InvalidAMIAttributeItemValue, InvalidAMIIDMalf
 from .ids import new_id, well_formed
 from .image_import import disk_image_row, root_mapping
 from .models import Image, utcnow
+from .times import iso8601
 from .query import Resource, Selector, describe
 from .registry import Context, action
 from .tags import delete_all_tags, refuse_other_tag_types, set_tags, tag_list, tag_specifications
@@ -170,7 +171,7 @@ def launchable_image(ctx: Context, image_id: str) -> Image:
 
 def note_launch(img: Image) -> None:
     """Record a launch (DescribeImageAttribute lastLaunchedTime)."""
-    img.attributes = {**(img.attributes or {}), "LastLaunchedTime": _iso(utcnow())}
+    img.attributes = {**(img.attributes or {}), "LastLaunchedTime": iso8601(utcnow())}
 
 
 def _owned(ctx: Context, image_id: str) -> Image:
@@ -343,13 +344,6 @@ def _register_file(ctx: Context, p: dict, path: str, virtualization: str, attrib
 
 # ------------------------------------------------------------------------------ DescribeImages
 
-def _iso(value: datetime) -> str:
-    if value.tzinfo is None:  # SQLite hands back naive UTC
-        value = value.replace(tzinfo=timezone.utc)
-    value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
 def _ebs_values(img: Image, key: str) -> list:
     return [m["Ebs"].get(key) for m in img.block_device_mappings or [] if "Ebs" in m]
 
@@ -366,7 +360,7 @@ IMAGE_FILTERS = {
     "block-device-mapping.volume-size": lambda i: _ebs_values(i, "VolumeSize"),
     "block-device-mapping.volume-type": lambda i: _ebs_values(i, "VolumeType"),
     "block-device-mapping.encrypted": lambda i: _ebs_values(i, "Encrypted"),
-    "creation-date": lambda i: _iso(i.created_at),
+    "creation-date": lambda i: iso8601(i.created_at),
     "deprecation-time": lambda i: _attr(i, "DeprecationTime"),
     "description": lambda i: i.description,
     "ena-support": lambda i: bool(_attr(i, "EnaSupport")),
@@ -410,7 +404,7 @@ def _image_out(img: Image, tags: dict) -> dict:
     return {
         "ImageId": img.id, "ImageLocation": img.image_location, "State": img.state,
         "StateReason": a.get("StateReason"),
-        "OwnerId": img.account_id, "CreationDate": _iso(img.created_at), "Public": img.public,
+        "OwnerId": img.account_id, "CreationDate": iso8601(img.created_at), "Public": img.public,
         "ProductCodes": a.get("ProductCodes"), "Architecture": img.architecture,
         "ImageType": img.image_type, "KernelId": img.kernel_id, "RamdiskId": img.ramdisk_id,
         "ImageOwnerAlias": img.owner_alias, "Name": img.name, "Description": img.description,
@@ -473,7 +467,7 @@ def _listed(ctx: Context, p: dict):
     if not p.get("IncludeDisabled"):
         tests.append(lambda i: i.state != "disabled")
     if not p.get("IncludeDeprecated") and not p.get("ImageIds"):
-        now = _iso(utcnow())  # owners always see their deprecated images
+        now = iso8601(utcnow())  # owners always see their deprecated images
         tests.append(lambda i: i.account_id == ctx.account_id or not _deprecated(i, now))
     return lambda i: all(t(i) for t in tests)
 

@@ -13,7 +13,7 @@ import hashlib
 import ipaddress
 import json
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
@@ -32,6 +32,7 @@ from .ids import new_id, well_formed
 from .host_tasks import enqueue, unfinished_resources
 from .models import Instance, Subnet, Tag, utcnow
 from .models import InstanceState as S
+from .times import aware
 from .query import Resource, Selector, describe
 from .registry import Context, Host, action, host_action, host_action_failed
 from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
@@ -110,16 +111,12 @@ def _check_id(instance_id: str) -> None:
         raise InvalidInstanceIDMalformed(instance_id)
 
 
-def _aware(stamp: datetime) -> datetime:
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)  # SQLite drops the zone
-
-
 def _unexpired(ctx: Context, rows: list) -> list:
     """Terminated instances stay visible for a while, then vanish, as on AWS: expired rows met
     here are hidden and deleted (no query of its own on the describe path)."""
     cutoff = utcnow() - timedelta(seconds=ctx.config.terminated_retention_seconds)
     expired = {r.id for r in rows if r.state == "terminated" and r.terminated_at is not None
-               and _aware(r.terminated_at) < cutoff}
+               and aware(r.terminated_at) < cutoff}
     if not expired:
         return rows
     ctx.session.execute(delete(Tag).where(Tag.resource_id.in_(expired)))

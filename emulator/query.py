@@ -22,6 +22,7 @@ from operator import attrgetter
 from typing import Any
 
 from .errors import EC2Error, InvalidNextToken, InvalidParameterCombination, InvalidParameterValue
+from .times import iso8601
 
 Getter = Callable[[Any], Any]
 
@@ -45,7 +46,7 @@ def _text(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, datetime):
-        return v.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        return iso8601(v)
     return str(v)
 
 

@@ -26,9 +26,10 @@ from botocore.credentials import Credentials
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-import emulator.service  # noqa: F401  (registers the handlers)
 from api import model
-from emulator.registry import HANDLERS
+from emulator.registry import HANDLERS, load_handlers
+
+load_handlers()
 
 from .server import ACCESS_KEY, SECRET_KEY
 
