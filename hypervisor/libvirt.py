@@ -139,10 +139,14 @@ class LibvirtDriver(Driver):
         return self.root / instance_id
 
     def _domain(self, instance_id: str):
+        """The guest's domain, None if libvirt has none. Any other failure (the daemon away)
+        raises: a hiccup must never read as "the guest is gone" (the reconciler would end it)."""
         try:
             return self.conn.lookupByName(instance_id)
-        except libvirt.libvirtError:
-            return None
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
 
     def domain_type(self, kernel: str | None) -> str:
         """'kvm' if KVM really boots a kernel here, else 'qemu' (TCG); probed once per state dir."""
