@@ -117,9 +117,9 @@ def test_filters(ec2):
     [tagged] = ec2.describe_images(Filters=[{"Name": "tag:team", "Values": ["imgs"]},
                                             {"Name": "image-id", "Values": [image_id]}])["Images"]
     assert tagged["Tags"] == [{"Key": "team", "Value": "imgs"}]
-    assert ec2.describe_images(Filters=[{"Name": "owner-alias", "Values": ["ec2emu"]},
-                                        {"Name": "root-device-type", "Values": ["instance-store"]}]
-                               )["Images"]  # the kernel and ramdisk
+    store = ec2.describe_images(Filters=[{"Name": "owner-alias", "Values": ["ec2emu"]},
+                                         {"Name": "root-device-type", "Values": ["instance-store"]}])["Images"]
+    assert {i["Name"] for i in store} == {KERNEL_NAME, RAMDISK_NAME}  # exactly the kernel and ramdisk
     code, _ = error_of(ec2.describe_images, Filters=[{"Name": "no-such-filter", "Values": ["x"]}])
     assert code == "InvalidParameterValue"
 

@@ -226,8 +226,9 @@ def test_metadata_options_console_and_monitoring(ec2, image):
     assert out["InstanceMetadataOptions"]["HttpPutResponseHopLimit"] == 2
     expect_error("InvalidParameterValue", ec2.modify_instance_metadata_options, InstanceId=iid,
                  HttpPutResponseHopLimit=65)
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
     console = ec2.get_console_output(InstanceId=iid)
-    assert console["InstanceId"] == iid
+    assert console["InstanceId"] == iid and console["Output"] == "ec2emu-none: boot 1\n"
     mon = ec2.monitor_instances(InstanceIds=[iid])["InstanceMonitorings"][0]
     assert mon["Monitoring"]["State"] == "pending"
     desc = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
