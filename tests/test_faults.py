@@ -176,6 +176,41 @@ def test_server_killed_in_the_middle_of_a_terminate(cloud, guest):
     assert _ssh(cloud, guest["id"], guest["pem"], "echo still-here").strip() == "still-here"
 
 
+def _shutdowns(ec2, iid: str) -> int:
+    """How many clean shutdowns the guest's console shows (its rcK prints a line)."""
+    return (ec2.get_console_output(InstanceId=iid).get("Output") or "").count("ec2emu: shutting down")
+
+
+def test_a_guest_that_ignores_acpi_is_forced_off_and_force_skips_the_shutdown(cloud, guest):
+    """Stop: ACPI first, forced off after stop_timeout_seconds when the guest ignores it; Force:
+    off at once, no shutdown in the guest. Positive control: a plain stop shuts down cleanly."""
+    iid, pem = guest["id"], guest["pem"]
+    cloud.env["EC2EMU_STOP_TIMEOUT_SECONDS"] = "4"
+    cloud.restart()
+    try:
+        ec2 = cloud.client()
+        clean = _shutdowns(ec2, iid)
+        ec2.stop_instances(InstanceIds=[iid])  # positive control
+        fast_waiter(ec2, "instance_stopped")(InstanceIds=[iid])
+        assert _shutdowns(ec2, iid) == clean + 1
+        for how in ("ignored ACPI", "Force"):
+            ec2.start_instances(InstanceIds=[iid])
+            fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+            if how == "ignored ACPI":  # no acpid: the power button does nothing
+                _ssh(cloud, iid, pem, "sudo killall acpid; pidof acpid || echo gone")
+            before = _shutdowns(ec2, iid)
+            ec2.stop_instances(InstanceIds=[iid], Force=how == "Force")
+            fast_waiter(ec2, "instance_stopped")(InstanceIds=[iid])
+            assert _shutdowns(ec2, iid) == before, how  # off without the guest's own shutdown
+        assert "ignored ACPI shutdown for 4s" in cloud.log.read_text()
+    finally:
+        cloud.env.pop("EC2EMU_STOP_TIMEOUT_SECONDS")
+        cloud.restart()
+        ec2 = cloud.client()
+        ec2.start_instances(InstanceIds=[iid])
+        fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+
+
 def test_disk_full_while_the_root_overlay_is_made(tmp_path):
     """No room for the overlay: the launch ends as AWS reports a failed launch, with the real
     cause in its state reason, and leaves nothing behind; with room again, launches work."""
@@ -209,3 +244,23 @@ def test_disk_full_while_the_root_overlay_is_made(tmp_path):
         subprocess.run(["umount", "-l", str(instances)])
         from hypervisor.network import Network
         Network(tmp_path / "state" / "network", prefix=prefix).teardown_all()
+
+
+def test_nothing_is_left_on_the_host(cloud, guest):
+    """Last: with every instance terminated, none of the faults above left anything behind.
+    (Positive control: the shared guest's own plumbing is there until it goes.)"""
+    ec2 = cloud.client()
+    port = f"q{guest['id'][2:12]}"
+    assert port in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert _namespaces(cloud.prefix)
+    live = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+            if i["State"]["Name"] != "terminated"]
+    ec2.terminate_instances(InstanceIds=live)
+    fast_waiter(ec2, "instance_terminated")(InstanceIds=live)
+    assert not [d for d in _domains() if d in live]
+    assert not _namespaces(cloud.prefix)
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert f"alias {cloud.prefix}:" not in links
+    procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert not [line for line in procs.splitlines() if "dnsmasq" in line and str(cloud.state_dir) in line]
+    assert not [p.name for p in (cloud.state_dir / "instances").iterdir()]
