@@ -134,3 +134,16 @@ def test_retention_and_the_instance_limit(tmp_path):
         assert len(ec2.run_instances(ImageId=image, MinCount=3, MaxCount=3)["Instances"]) == 3  # room again
     finally:
         srv.stop()
+
+
+def test_a_subnet_without_enough_free_addresses(server):
+    """A default subnet (/20) has 4091 usable addresses (AWS keeps five): asking for more at
+    once is refused whole, and nothing is launched."""
+    ec2 = server.client(region="eu-north-1")
+    subnet = ec2.describe_subnets()["Subnets"][0]
+    assert subnet["AvailableIpAddressCount"] == 4091
+    code, message = error_of(ec2.run_instances, ImageId=tiny_image(ec2), MinCount=4092, MaxCount=4092,
+                             SubnetId=subnet["SubnetId"])
+    assert code == "InsufficientFreeAddressesInSubnet" and subnet["SubnetId"] in message
+    assert ec2.describe_instances()["Reservations"] == []
+    assert ec2.describe_subnets(SubnetIds=[subnet["SubnetId"]])["Subnets"][0]["AvailableIpAddressCount"] == 4091
