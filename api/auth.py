@@ -451,9 +451,9 @@ def _v2(method: str, host: str, path: str, headers, form: Mapping[str, str],
             hosts.append(host_l[: -len(default_port)])
     tail = _v2_string_to_sign_tail(form)
     secret_b = secret.encode("utf-8")
-    provided = signature.strip()
-    if " " in provided:  # an unescaped '+' that form decoding turned into a space
-        provided = provided.replace(" ", "+")
+    # An unescaped '+' that form decoding turned into a space: put it back before stripping
+    # (a signature that starts with '+' would otherwise lose it: 1 request in 64).
+    provided = signature.replace(" ", "+").strip()
     ok = False
     for h in hosts:
         sts = f"{method.upper()}\n{h}\n{path or '/'}\n{tail}"

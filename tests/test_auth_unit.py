@@ -14,6 +14,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from api.auth import AuthError, Principal, verify_request
+from emulator.errors import EC2Error
 
 AK = "AKIAIOSFODNN7EXAMPLE"
 SK = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -98,7 +99,7 @@ def verify(prepared, now=None, **override):
 
 
 def expect(code, status, prepared, **kw):
-    with pytest.raises(AuthError) as ei:
+    with pytest.raises(EC2Error) as ei:  # AuthError, or the parameter errors of SigV2
         verify(prepared, **kw)
     assert ei.value.code == code, (ei.value.code, ei.value.message)
     assert ei.value.status == status
@@ -375,3 +376,64 @@ def test_two_mechanisms_rejected():
     args = wire(p)
     expect("IncompleteSignature", 400, p,
            form={**args["form"], "AWSAccessKeyId": AK, "Signature": "x"})
+
+
+# ----------------------------------------------------------------------------- the rarer paths
+
+def test_v4_presigned_expires_must_be_a_small_integer():
+    p = v4q(get_request())
+    q = wire(p)["raw_query"]
+    for bad, words in (("abc", "non-negative integer"), ("-5", "non-negative integer"),
+                       ("604801", "less than a week")):
+        err = expect("IncompleteSignature", 400, p, raw_query=q.replace("X-Amz-Expires=300", f"X-Amz-Expires={bad}"))
+        assert words in err.message, err.message
+
+
+def test_v4_parameters_in_the_body_are_refused():
+    p = v4q(get_request())
+    args = wire(p)
+    err = expect("IncompleteSignature", 400, p, raw_query="", form={**FORM, **{
+        k: v for k, v in args["form"].items() if k.startswith("X-Amz-")}})
+    assert "not the request body" in err.message
+
+
+def _ts() -> str:
+    return utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_v2_parameter_faults():
+    # No SignatureVersion, an unknown SignatureMethod: AuthFailure naming what is supported.
+    p = _v2_custom({**FORM, "Timestamp": _ts()})
+    form = wire(p)["form"]
+    err = expect("AuthFailure", 401, p, form={k: v for k, v in form.items() if k != "SignatureVersion"})
+    assert "SignatureVersion" in err.message
+    err = expect("AuthFailure", 401, p, form={**form, "SignatureMethod": "HmacMD5"})
+    assert "HmacSHA256 or HmacSHA1" in err.message
+    # Timestamp and Expires together; neither; one that is not a date.
+    expect("InvalidParameterCombination", 400, p, form={**form, "Expires": _ts()})
+    expect("MissingParameter", 400, p, form={k: v for k, v in form.items() if k != "Timestamp"})
+    err = expect("InvalidParameterValue", 400, p, form={**form, "Timestamp": "yesterday"})
+    assert "Timestamp" in err.message
+    expect("InvalidParameterValue", 400, p,
+           form={**{k: v for k, v in form.items() if k != "Timestamp"}, "Expires": "soon"})
+
+
+def test_v2_host_with_a_default_port_and_a_plus_read_as_a_space():
+    """A proxy that adds ':80' to Host, and a client that sent the signature's '+' unescaped
+    (form decoding makes it a space): both still verify; a wrong port does not."""
+    when = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)  # fixed: the same signatures every run
+    for attempt in range(1000):  # find a signature that starts with '+' (it once lost it)
+        params = {"AWSAccessKeyId": AK, "SignatureVersion": "2", "SignatureMethod": "HmacSHA256",
+                  **FORM, "Timestamp": "2026-11-30T12:00:00Z", "Nonce": str(attempt)}
+        _, sig = SigV2Auth(CREDS).calc_signature(AWSRequest(method="GET", url="http://ec2.example/"), params)
+        if sig.startswith("+"):
+            break
+    assert sig.startswith("+")
+    form = {**params, "Signature": sig.replace("+", " ")}
+    ok = verify_request(method="GET", host="ec2.example:80", path="/", raw_query="", headers={},
+                        body=b"", form=form, secret_for=secret_for, now=when)
+    assert ok.access_key == AK
+    with pytest.raises(AuthError) as ei:
+        verify_request(method="GET", host="ec2.example:81", path="/", raw_query="", headers={},
+                       body=b"", form=form, secret_for=secret_for, now=when)
+    assert ei.value.code == "SignatureDoesNotMatch"
