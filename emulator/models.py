@@ -105,6 +105,11 @@ class SecurityGroupRule(Owned, Base):
     referenced_group_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     referenced_user_id: Mapped[str | None] = mapped_column(String(12), nullable=True)
     description: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # What makes two rules the same rule (protocol, ports, peer), as one string: the unique
+    # constraint below makes a duplicate impossible even between two API processes (a NULL in a
+    # multi-column constraint would not count as equal).
+    rule_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    __table_args__ = (UniqueConstraint("group_id", "is_egress", "rule_key", name="uq_security_group_rules_key"),)
 
 
 class Image(Owned, Base):
@@ -177,6 +182,8 @@ class Instance(Owned, Base):
     attributes: Mapped[dict] = mapped_column(JSON, default=dict)  # disableApiTermination, ...
     __table_args__ = (
         UniqueConstraint("subnet_id", "private_ip", name="uq_instances_private_ip"),
+        # One launch per ClientToken, even between API processes (NULL tokens are all distinct).
+        UniqueConstraint("account_id", "region", "client_token", "launch_index", name="uq_instances_client_token"),
         Index("ix_instances_client_token", "account_id", "region", "client_token"),
     )
 

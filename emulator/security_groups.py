@@ -147,6 +147,11 @@ def _row_key(r: SecurityGroupRule) -> tuple:
             r.referenced_group_id)
 
 
+def rule_key(r: SecurityGroupRule) -> str:
+    """_row_key as the string the database keeps unique per group and direction."""
+    return "|".join("" if v is None else str(v) for v in _row_key(r))
+
+
 def _protocol(value) -> str:
     if value is None or str(value).strip() == "":
         raise MissingParameter("ipProtocol")
@@ -311,6 +316,7 @@ def _new_rule(ctx: Context, group: SecurityGroup, egress: bool, spec: Spec, seq:
                             cidr_ipv6=spec.cidr_ipv6, prefix_list_id=spec.prefix_list_id,
                             referenced_group_id=spec.referenced_group_id,
                             referenced_user_id=spec.referenced_user_id, description=spec.description)
+    row.rule_key = rule_key(row)
     ctx.session.add(row)
     return row
 
@@ -604,11 +610,15 @@ def modify_security_group_rules(ctx: Context, p: dict) -> dict:
             spec = new.get(r.id) or next(s for s in specs if (r.is_egress, s.key) == key)
             raise InvalidPermissionDuplicate(spec.text())
         seen.add(key)
+    for row in rows:  # (two rules may swap keys: no moment may hold one key twice)
+        row.rule_key = None
+    ctx.session.flush()
     for row, spec in zip(rows, specs):
         row.ip_protocol, row.from_port, row.to_port = spec.ip_protocol, spec.from_port, spec.to_port
         row.cidr_ipv4, row.cidr_ipv6, row.prefix_list_id = spec.cidr_ipv4, spec.cidr_ipv6, spec.prefix_list_id
         row.referenced_group_id, row.referenced_user_id = spec.referenced_group_id, spec.referenced_user_id
         row.description = spec.description
+        row.rule_key = rule_key(row)
     return {"Return": True}
 
 
@@ -657,7 +667,10 @@ def delete_security_group(ctx: Context, p: dict) -> dict:
     ctx.session.execute(delete(Tag).where(Tag.resource_id.in_(rule_ids + [group.id]),
                                           Tag.account_id == ctx.account_id))
     ctx.session.execute(delete(SecurityGroupRule).where(SecurityGroupRule.group_id == group.id))
-    ctx.session.delete(group)
+    # A conditional delete: of two concurrent deletes (maybe in two API processes) only one
+    # removes the row; the other finds nothing and answers NotFound, as AWS does.
+    if ctx.session.execute(delete(SecurityGroup).where(SecurityGroup.id == group.id)).rowcount != 1:
+        raise InvalidGroupNotFound(group.id)
     return {"Return": True, "GroupId": group.id}
 
 

@@ -89,18 +89,25 @@ class Cloud:
         if handler is None:
             raise InvalidAction.not_implemented(action)
         self.ensure_defaults(account_id, region)
-        with self.Session() as session:
-            ctx = self.context(session, account_id, region, request_id)
-            try:
-                result = handler(ctx, params)
-                session.commit()
-            except EC2Error:
-                session.rollback()
-                raise
-            except IntegrityError as exc:
-                session.rollback()
-                log.warning("conflict in %s: %s", action, exc)
-                raise IncorrectState.concurrent_change() from None
+        for attempt in (1, 2):
+            with self.Session() as session:
+                ctx = self.context(session, account_id, region, request_id)
+                try:
+                    result = handler(ctx, params)
+                    session.commit()
+                    break
+                except EC2Error:
+                    session.rollback()
+                    raise
+                except IntegrityError as exc:
+                    # Another request (maybe another API process) committed the same name, rule
+                    # or client token first: the database's constraint stopped this one. Once
+                    # more, from the start: the handler now sees the winner and answers as AWS
+                    # does (a Duplicate error, or the first request's result for a ClientToken).
+                    session.rollback()
+                    log.info("conflict in %s (attempt %d): %s", action, attempt, exc.orig)
+                    if attempt == 2:
+                        raise IncorrectState.concurrent_change() from None
         crash_point(self.config, f"after-commit:{action}")  # tests only: die before the host acts
         if ctx.wrote_tasks:
             self.wake_workers()

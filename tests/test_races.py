@@ -50,25 +50,76 @@ def test_one_name_created_by_many_at_once(server):
     assert len(groups["SecurityGroups"]) == 1
 
 
-def test_two_api_processes_make_an_accounts_defaults_once(tmp_path):
-    """Two servers on one database (as two API workers would be): the first requests of an
-    account in a region reach both at once, and there is still one default VPC."""
-    url = fresh_database_url() or f"sqlite:///{tmp_path}/shared.sqlite"
-    servers = [Server(tmp_path / f"s{i}", {"EC2EMU_CREDENTIALS": CREDENTIALS}, database_url=url) for i in (0, 1)]
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """Two servers on one database (PostgreSQL in the PostgreSQL pass, else one SQLite file), as
+    two API processes behind a balancer would be."""
+    tmp = tmp_path_factory.mktemp("pair")
+    url = fresh_database_url() or f"sqlite:///{tmp}/shared.sqlite"
+    servers = [Server(tmp / f"s{i}", {"EC2EMU_CREDENTIALS": CREDENTIALS}, database_url=url) for i in (0, 1)]
     servers[0].start()  # the schema is migrated once, before the second starts
     servers[1].start()
-    try:
-        clients = [s.client(region="ap-southeast-2") for s in servers for _ in range(4)]
-        results = _together(len(clients), lambda i: clients[i].describe_vpcs()["Vpcs"])
-        errors = [r for r in results if isinstance(r, ClientError)]
-        assert not errors, [e.response["Error"] for e in errors]
-        ids = {v["VpcId"] for r in results for v in r}
-        assert len(ids) == 1, ids  # everyone saw the same, single default VPC
-        assert len(clients[0].describe_vpcs()["Vpcs"]) == 1
-        assert len(clients[-1].describe_subnets()["Subnets"]) == 3  # one per zone, made once
-    finally:
-        for s in servers:
-            s.stop()
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+def _both(pair, region: str, per_server: int = 4) -> list:
+    return [s.client(region=region) for s in pair for _ in range(per_server)]
+
+
+def _outcome(results) -> tuple[list, set[str]]:
+    won = [r for r in results if not isinstance(r, ClientError)]
+    return won, {r.response["Error"]["Code"] for r in results if isinstance(r, ClientError)}
+
+
+def test_two_api_processes_make_an_accounts_defaults_once(pair):
+    """The first requests of an account in a region reach both processes at once: still one
+    default VPC, one subnet per zone."""
+    clients = _both(pair, "ap-southeast-2")
+    results = _together(len(clients), lambda i: clients[i].describe_vpcs()["Vpcs"])
+    errors = [r for r in results if isinstance(r, ClientError)]
+    assert not errors, [e.response["Error"] for e in errors]
+    ids = {v["VpcId"] for r in results for v in r}
+    assert len(ids) == 1, ids  # everyone saw the same, single default VPC
+    assert len(clients[0].describe_vpcs()["Vpcs"]) == 1
+    assert len(clients[-1].describe_subnets()["Subnets"]) == 3  # one per zone, made once
+
+
+def test_exactly_once_across_two_api_processes(pair):
+    """One winner for each of: a key pair name, a group name, a rule, a ClientToken, a delete —
+    the database keeps the invariants, not one process's memory."""
+    clients = _both(pair, "us-west-2")
+    n = len(clients)
+
+    key = unique("k")
+    won, lost = _outcome(_together(n, lambda i: clients[i].create_key_pair(KeyName=key)))
+    assert len(won) == 1 and lost == {"InvalidKeyPair.Duplicate"}, lost
+
+    name = unique("g")
+    won, lost = _outcome(_together(n, lambda i: clients[i].create_security_group(GroupName=name, Description="d")))
+    assert len(won) == 1 and lost == {"InvalidGroup.Duplicate"}, lost
+    group = won[0]["GroupId"]
+
+    rule = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "10.9.0.0/16"}]}
+    won, lost = _outcome(_together(n, lambda i: clients[i].authorize_security_group_ingress(
+        GroupId=group, IpPermissions=[rule])))
+    assert len(won) == 1 and lost == {"InvalidPermission.Duplicate"}, lost
+    rules = clients[0].describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group]}])
+    assert sum(1 for r in rules["SecurityGroupRules"] if r.get("CidrIpv4") == "10.9.0.0/16") == 1
+
+    token, image = unique("tok"), tiny_image(clients[0])
+    won, lost = _outcome(_together(n, lambda i: clients[i].run_instances(
+        ImageId=image, MinCount=1, MaxCount=1, ClientToken=token)))
+    assert not lost and len({w["ReservationId"] for w in won}) == 1  # every answer is the one launch
+    launched = clients[0].describe_instances(Filters=[{"Name": "client-token", "Values": [token]}])
+    assert [len(r["Instances"]) for r in launched["Reservations"]] == [1]
+
+    doomed = clients[0].create_security_group(GroupName=unique("d"), Description="d")["GroupId"]
+    won, lost = _outcome(_together(n, lambda i: clients[i].delete_security_group(GroupId=doomed)))
+    assert len(won) == 1 and lost == {"InvalidGroup.NotFound"}, lost
+    clients[0].terminate_instances(InstanceIds=[i["InstanceId"] for r in launched["Reservations"]
+                                                for i in r["Instances"]])
 
 
 @pytest.fixture(scope="module")
