@@ -50,6 +50,10 @@ class Config:
     max_vcpus: int = 2
     tcg_tb_cache_mib: int = 32  # TCG translation cache: QEMU's default (1 GiB) balloons RSS
     stop_timeout_seconds: int = 60  # ACPI shutdown, then forced off
+    # This process runs the host's side: the host workers, the reconciler, the watchdog, the
+    # metadata listeners. Exactly one process per host does; more API processes on the same
+    # database set it false and only answer requests (README: several API processes).
+    host_agent: bool = True
     network_prefix: str = "ec2emu"  # names of our namespaces; one emulator per prefix per host
     # Public addresses handed to instances in subnets that map public IPs ("the internet" side).
     public_ip_pool: str = "100.64.0.0/16"

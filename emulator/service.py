@@ -35,7 +35,8 @@ class Cloud:
         self.engine = db.make_engine(url)
         self.Session = db.session_factory(self.engine)
         self.metadata = None
-        if config.hypervisor == "libvirt":
+        agent = config.host_agent
+        if agent and config.hypervisor == "libvirt":
             # Guests read their metadata from a listener opened inside each VPC's namespace as
             # the driver brings the namespace up.
             from metadata.server import MetadataServer
@@ -44,15 +45,18 @@ class Cloud:
         # off the request path: RunInstances answers 'pending' at once, as AWS does.
         self.workers = [HostWorker(self.Session, lane, self.heal if lane == "guests" else None)
                         for lane in LANES]
-        self.driver = make_driver(config, self.on_hypervisor_event,
+        # An API-only process (host_agent false) acts on nothing and hears no guest: the host
+        # agent of its host (one process, per DESIGN.md) runs the tasks it writes.
+        self.driver = make_driver(config, self.on_hypervisor_event if agent else (lambda *event: None),
                                   vpc_ready=self.metadata.listen if self.metadata else None,
                                   vpc_gone=self.metadata.close if self.metadata else None)
         self.host = Host(self.Session, config, self.driver)
         self._ready: set[tuple[str, str]] = set()  # positive memo only: defaults never vanish
         self._ready_lock = threading.Lock()
-        instances.reconcile(self.host)
-        for worker in self.workers:  # after the reconciler: they run what a crash left unfinished
-            worker.start(self.host)
+        if agent:
+            instances.reconcile(self.host)
+            for worker in self.workers:  # after the reconciler: they run what a crash left unfinished
+                worker.start(self.host)
 
     def close(self) -> None:
         self.host.stopping.set()  # long host actions (imports) stop and stay pending

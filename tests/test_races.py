@@ -53,10 +53,12 @@ def test_one_name_created_by_many_at_once(server):
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """Two servers on one database (PostgreSQL in the PostgreSQL pass, else one SQLite file), as
-    two API processes behind a balancer would be."""
+    two API processes behind a balancer would be: the first is also the host agent, the second
+    only answers requests (README)."""
     tmp = tmp_path_factory.mktemp("pair")
     url = fresh_database_url() or f"sqlite:///{tmp}/shared.sqlite"
-    servers = [Server(tmp / f"s{i}", {"EC2EMU_CREDENTIALS": CREDENTIALS}, database_url=url) for i in (0, 1)]
+    servers = [Server(tmp / f"s{i}", {"EC2EMU_CREDENTIALS": CREDENTIALS, "EC2EMU_HOST_AGENT": str(i == 0)},
+                      database_url=url) for i in (0, 1)]
     servers[0].start()  # the schema is migrated once, before the second starts
     servers[1].start()
     yield servers
@@ -114,6 +116,12 @@ def test_exactly_once_across_two_api_processes(pair):
     assert not lost and len({w["ReservationId"] for w in won}) == 1  # every answer is the one launch
     launched = clients[0].describe_instances(Filters=[{"Name": "client-token", "Values": [token]}])
     assert [len(r["Instances"]) for r in launched["Reservations"]] == [1]
+    # Whichever process took the launch, the host agent ran it; one asked of the API-only
+    # process comes up too (its host task is found by the agent's worker).
+    fast_waiter(clients[-1], "instance_running")(InstanceIds=[launched["Reservations"][0]["Instances"][0]["InstanceId"]])
+    via_api_only = clients[-1].run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    fast_waiter(clients[0], "instance_running")(InstanceIds=[via_api_only])
+    clients[0].terminate_instances(InstanceIds=[via_api_only])
 
     doomed = clients[0].create_security_group(GroupName=unique("d"), Description="d")["GroupId"]
     won, lost = _outcome(_together(n, lambda i: clients[i].delete_security_group(GroupId=doomed)))
