@@ -15,6 +15,7 @@ from emulator.service import Cloud
 
 from . import model, protocol
 from .auth import verify_request
+from .throttle import Throttle
 
 log = logging.getLogger("ec2emu.api")
 XML = "text/xml;charset=UTF-8"
@@ -30,6 +31,7 @@ class Api:
     def __init__(self, cloud: Cloud):
         self.cloud = cloud
         self.config = cloud.config
+        self.throttle = Throttle() if cloud.config.throttle else None
 
     def authenticate(self, request: Request, raw_query: str, body: bytes, params: dict) -> tuple[str, str]:
         """-> (account id, region)."""
@@ -64,6 +66,8 @@ class Api:
             op = model.operation(action)
             if op is None:
                 raise InvalidAction(action)
+            if self.throttle is not None:
+                self.throttle.take(account, region, action, params)
             inputs = protocol.parse_input(op.input_shape, params)
             if inputs.get("DryRun") and action in self.cloud.handlers:
                 raise DryRunOperation()

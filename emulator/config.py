@@ -62,6 +62,9 @@ class Config:
     # 'terminate:after-undefine' (in the middle of host work; see hypervisor.host.crash_point).
     # Empty in any real use.
     crash_at: str = ""
+    # AWS's request throttling (token buckets per account, region and API; RequestLimitExceeded):
+    # off by default, on to test a client's retries.
+    throttle: bool = False
 
     @property
     def effective_database_url(self) -> str:

@@ -468,6 +468,12 @@ class InvalidIPAddressInUse(EC2Error):
         super().__init__(f"Address {address} is in use.")
 
 
+class RequestLimitExceeded(EC2Error):
+    code = "RequestLimitExceeded"
+    status = 503
+    message = "Request limit exceeded."
+
+
 class InsufficientAddressCapacity(EC2Error):
     code = "InsufficientAddressCapacity"
     message = "There are not enough free public addresses to launch the instance."

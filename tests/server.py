@@ -96,4 +96,4 @@ class Server:
                service: str = "ec2", **config):
         return boto3.client(service, endpoint_url=self.endpoint, region_name=region,
                             aws_access_key_id=access_key, aws_secret_access_key=secret_key,
-                            config=BotoConfig(retries={"max_attempts": 1}, **config))
+                            config=BotoConfig(**{"retries": {"max_attempts": 1}, **config}))
