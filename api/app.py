@@ -10,10 +10,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from emulator.catalogue import REGIONS
-from emulator.errors import AuthFailure, DryRunOperation, EC2Error, InternalError, InvalidAction, MissingAction
+from emulator.errors import AuthFailure, EC2Error, InternalError, InvalidAction, MissingAction
 from emulator.service import Cloud
 
-from . import model, protocol
+from . import model, protocol, sts
 from .auth import verify_request
 from .throttle import Throttle
 
@@ -33,8 +33,8 @@ class Api:
         self.config = cloud.config
         self.throttle = Throttle() if cloud.config.throttle else None
 
-    def authenticate(self, request: Request, raw_query: str, body: bytes, params: dict) -> tuple[str, str]:
-        """-> (account id, region)."""
+    def authenticate(self, request: Request, raw_query: str, body: bytes, params: dict) -> tuple[str, str, str]:
+        """-> (account id, region, signing service: 'ec2', or 'sts' for api/sts.py)."""
         headers = {k.lower(): v for k, v in request.headers.items()}
         host = headers.get("host", "")
         if self.config.auth:
@@ -44,22 +44,25 @@ class Api:
             principal = verify_request(request.method, host, request.url.path, raw_query, headers,
                                        body, params, secret_for)
             account = self.config.account_for(principal.access_key).account_id
-            region = principal.region
+            region, service = principal.region, principal.service
         else:  # relaxed mode: trust whatever key is named, default account otherwise
             key = params.get("AWSAccessKeyId") or _key_in_header(headers.get("authorization", ""))
             cred = self.config.account_for(key or "") or self.config.credentials[0]
             account, region = cred.account_id, _scope_region(headers.get("authorization", ""))
+            service = _scope_service(headers.get("authorization", "")) or "ec2"
         region = region or _region_from_host(host) or self.config.default_region
         if region not in REGIONS:
             raise AuthFailure.region(region)
-        return account, region
+        return account, region, service
 
     def handle(self, request: Request, raw_query: str, body: bytes, request_id: str) -> tuple[int, bytes]:
         params = dict(parse_qsl(raw_query, keep_blank_values=True))
         if body and "form-urlencoded" in request.headers.get("content-type", "application/x-www-form-urlencoded"):
             params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         try:
-            account, region = self.authenticate(request, raw_query, body, params)
+            account, region, service = self.authenticate(request, raw_query, body, params)
+            if service == "sts":
+                return sts.handle(params, account, request_id)
             action = params.get("Action")
             if not action:
                 raise MissingAction()
@@ -69,14 +72,14 @@ class Api:
             if self.throttle is not None:
                 self.throttle.take(account, region, action, params)
             inputs = protocol.parse_input(op.input_shape, params)
-            if inputs.get("DryRun") and action in self.cloud.handlers:
-                raise DryRunOperation()
             result = self.cloud.call(action, inputs, account, region, request_id)
             return 200, protocol.render_output(action, op.output_shape, result, request_id)
         except Exception as exc:  # never a traceback on the wire
             if not isinstance(exc, EC2Error):
                 log.exception("request %s failed", request_id)
                 exc = InternalError()
+            if _scope_service(request.headers.get("authorization", "")) == "sts":
+                return exc.status, sts.render_error(exc, request_id)  # e.g. its signature failed
             return exc.status, protocol.render_error(exc.code, exc.message, request_id)
 
 
@@ -87,6 +90,11 @@ def _key_in_header(auth: str) -> str | None:
 
 def _scope_region(auth: str) -> str | None:
     m = re.search(r"Credential=[^/]+/\d{8}/([^/]+)/", auth)
+    return m.group(1) if m else None
+
+
+def _scope_service(auth: str) -> str | None:
+    m = re.search(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/", auth)
     return m.group(1) if m else None
 
 

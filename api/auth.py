@@ -37,6 +37,7 @@ from emulator.errors import (AuthError, AuthFailure, IncompleteSignature, Invali
 __all__ = ["AuthError", "Principal", "verify_request"]  # AuthError: the base of its errors (emulator/errors.py)
 
 SERVICE = "ec2"
+SERVICES = (SERVICE, "sts")  # STS's GetCallerIdentity is answered on the same endpoint (api/sts.py)
 ALGORITHM_V4 = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -54,6 +55,7 @@ _UNRESERVED_ONLY = re.compile(r"[A-Za-z0-9\-_.~]*").fullmatch
 class Principal:
     access_key: str
     region: str | None  # from the SigV4 credential scope; None for SigV2
+    service: str = SERVICE  # from the SigV4 credential scope; SigV2 is EC2's
 
 
 # --------------------------------------------------------------------------- helpers
@@ -182,7 +184,7 @@ def _parse_scope(credential: str, amz_date: str, date_source: str
     if term != TERMINATOR:
         raise IncompleteSignature("Credential should be scoped with a valid terminator: "
                           f"'{TERMINATOR}', not '{term}'.")
-    if service != SERVICE:
+    if service not in SERVICES:
         raise IncompleteSignature(f"Credential should be scoped to correct service: '{SERVICE}'.")
     if not region:
         raise IncompleteSignature("Credential should be scoped to a valid region, not ''.")
@@ -315,7 +317,7 @@ def _v4_header(method: str, host: str, path: str, query_pairs, headers, body,
 
     if abs(now - req_time) > MAX_SKEW:
         raise RequestExpired()
-    return Principal(access_key, region)
+    return Principal(access_key, region, service)
 
 
 def _v4_presigned(method: str, host: str, path: str, query_pairs, headers, body,
@@ -375,7 +377,7 @@ def _v4_presigned(method: str, host: str, path: str, query_pairs, headers, body,
             raise RequestExpired()
     elif now > req_time + timedelta(seconds=expires):
         raise RequestExpired()
-    return Principal(access_key, region)
+    return Principal(access_key, region, service)
 
 
 # --------------------------------------------------------------------------- SigV2

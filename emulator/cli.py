@@ -19,6 +19,7 @@ def _serve(args) -> int:
         "default_region": args.region,
     })
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a dozen INFO lines per start, none useful
     cloud = Cloud(config)
     print(f"ec2emu: EC2 API on http://{config.host}:{config.port}/ "
           f"(driver {cloud.config.hypervisor}, database {config.effective_database_url.split('@')[-1]})", flush=True)
@@ -81,7 +82,7 @@ def _images_build(args) -> int:
     from hypervisor.imagebuild import build
 
     config = _config(args)
-    images_dir = config.effective_image_dir
+    images_dir = config.public_image_dir
     which = {"tiny"} | ({"debian"} if args.debian else set())
     progress = _ImageProgress(3 + (1 if args.debian else 0))  # kernel, ramdisk, tiny root (+ Debian root)
     out = build(images_dir, which, progress=progress)

@@ -41,7 +41,10 @@ class Config:
     # How long terminated instances stay visible (AWS: about an hour).
     terminated_retention_seconds: int = 3600
     max_instances: int = 5000
-    image_dir: str = ""  # where the default images are built; empty: <state_dir>/images
+    # Where the default images' files are (and, under registered/, copies of registered images);
+    # empty: the default images from the shared cache `ec2emu images build` fills
+    # ($EC2EMU_IMAGE_CACHE, else /var/cache/ec2emu/images), registered copies in <state_dir>/images.
+    image_dir: str = ""
     # libvirt driver
     libvirt_uri: str = "qemu:///system"
     domain_type: str = "auto"  # 'kvm', 'qemu' (TCG), or 'auto': try KVM once, fall back to TCG
@@ -74,7 +77,17 @@ class Config:
 
     @property
     def effective_image_dir(self) -> str:
+        """Where copies of registered images go (under registered/): per state directory."""
         return self.image_dir or str(Path(self.state_dir) / "images")
+
+    @property
+    def public_image_dir(self) -> str:
+        """Where the default (public) images' files are: shared by every state directory, so
+        `ec2emu images build` once serves any `ec2emu serve --state-dir DIR`."""
+        if self.image_dir:
+            return self.image_dir
+        from hypervisor.imagebuild import default_images_dir
+        return default_images_dir()
 
     def account_for(self, access_key: str) -> Credential | None:
         for c in self.credentials:

@@ -323,6 +323,9 @@ class InvalidParameterCombination(EC2Error):
         return cls(f"The parameter {first} cannot be used with the parameter {second}")
 
 
+_MAX_LISTED_VALUES = 50
+
+
 class InvalidParameterValue(EC2Error):
     """AWS words this one per parameter; the named constructors are its recurring shapes."""
     code = "InvalidParameterValue"
@@ -335,7 +338,10 @@ class InvalidParameterValue(EC2Error):
 
     @classmethod
     def invalid(cls, value, parameter: str, detail: str = "") -> InvalidParameterValue:
-        """'Invalid value 'x' for p.[ detail]'"""
+        """'Invalid value 'x' for p.[ detail]'. A list of valid values too long to read (the
+        model's InstanceType enum: ~900 types, 16 KB) is left out: AWS's message is one line."""
+        if detail.startswith("Valid values:") and detail.count(",") >= _MAX_LISTED_VALUES:
+            detail = ""
         return cls(f"Invalid value '{value}' for {parameter}." + (f" {detail}" if detail else ""))
 
     @classmethod
@@ -439,6 +445,14 @@ class InvalidAMIIDUnavailable(EC2Error):
 
     def __init__(self, image_id: str, state: str):
         super().__init__(f"Image {image_id} is not available (state: {state}).")
+
+
+class InstanceCreditSpecificationNotSupported(EC2Error):
+    """A CPU credit option asked of (or about) an instance type that is not burstable."""
+    code = "InstanceCreditSpecification.NotSupported"
+
+    def __init__(self, instance_type: str):
+        super().__init__(f"The {instance_type} instance type does not support T2 Unlimited.")
 
 
 class InvalidAMIAttributeItemValue(EC2Error):

@@ -9,8 +9,11 @@ permissions (`launch_permissions`: [{"UserId": ...}, {"OrganizationArn": ...}, .
 The public images belong to the emulator's own owner id (EMULATOR_OWNER_ID, alias 'ec2emu'),
 never to the requesting account. Their ids are derived from (region, name), so they are stable
 across restarts and databases and differ from region to region (see `public_image_id`).
-Their `disk_path` is where the image builder (`PUBLIC_IMAGES[...].file`) is to put the file:
-<image dir>/<file> (config image_dir, default <state dir>/images), shared by every region; registering the record never creates it.
+Their files are where the image builder (`PUBLIC_IMAGES[...].file`) puts them: <public image dir>/
+<file> (config image_dir, default the shared image cache), shared by every region; registering the
+record never creates them. `disk_file` says where an image's file is now (a public image's follows
+the config, whatever path an older start recorded); on a host that boots guests, RunInstances
+refuses an image whose files are missing (`check_files`) instead of failing the launch later.
 
 RegisterImage with an ImageLocation that is a host path or file:// URL registers the user's own
 file: a disk (qcow2, raw...) as an EBS-backed AMI, a Linux kernel as an aki-, an initramfs as an
@@ -125,7 +128,7 @@ def register_public_images(ctx: Context) -> None:
             launch_permissions=[],
             attributes={"EnaSupport": True, "SriovNetSupport": "simple", "BootMode": "legacy-bios",
                         "LoginUser": spec.login_user} if machine else {},
-            disk_path=image_file(ctx.config.effective_image_dir, spec.file),
+            disk_path=image_file(ctx.config.public_image_dir, spec.file),
         )
         ctx.session.add(img)
     ctx.session.flush()
@@ -167,6 +170,39 @@ def launchable_image(ctx: Context, image_id: str) -> Image:
     if img.state != "available":
         raise InvalidAMIIDUnavailable(image_id, img.state)
     return img
+
+
+def disk_file(config, img: Image | None) -> str | None:
+    """The host file behind an image now: a public image's is in the configured public image
+    directory (its recorded path may be an older start's), any other image's is its own copy."""
+    if img is None:
+        return None
+    if img.account_id == EMULATOR_OWNER_ID:
+        spec = next((s for s in PUBLIC_IMAGES if s.name == img.name), None)
+        if spec is not None:
+            return image_file(config.public_image_dir, spec.file)
+    return img.disk_path
+
+
+def check_files(ctx: Context, image: Image, *parts: Image | None) -> None:
+    """Where guests really boot: the AMI's disk file and its kernel's and ramdisk's must exist,
+    else InvalidAMIID.Unavailable saying how to get them (three stat calls, no file reading)."""
+    if ctx.config.hypervisor != "libvirt":
+        return  # the `none` driver boots nothing
+    for img in (image, *parts):
+        if img is None:
+            continue
+        path = disk_file(ctx.config, img)
+        if path and os.path.isfile(path):
+            continue
+        if img.account_id == EMULATOR_OWNER_ID:
+            how = (f"build the default images with `ec2emu images build"
+                   f"{' --debian' if img.name == DEBIAN_NAME else ''}` (or set image_dir to where they are)")
+        else:
+            how = "register the image again from a file on this host"
+        where = f"{path} is missing" if path else "it has no disk file (its location is not a host file)"
+        raise InvalidAMIIDUnavailable.worded(
+            f"The image {image.id} cannot be launched on this host: {img.id} ({img.name}): {where}; {how}.")
 
 
 def note_launch(img: Image) -> None:

@@ -23,7 +23,8 @@ from hypervisor import HostEvent, InstanceSpec
 from . import images, keypairs, security_groups, vpcs
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
 from .dns import private_dns_domain, private_dns_name, public_dns_domain, public_dns_name
-from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceLimitExceeded,
+from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceCreditSpecificationNotSupported,
+                     InstanceLimitExceeded,
                      InsufficientAddressCapacity, InsufficientFreeAddressesInSubnet, InvalidAKIIDNotFound,
                      InvalidARIIDNotFound, InvalidInstanceIDMalformed, InvalidInstanceIDNotFound,
                      InvalidIPAddressInUse, InvalidParameterCombination, InvalidParameterValue,
@@ -260,9 +261,9 @@ def _spec(ctx: Context, row: Instance) -> InstanceSpec:
     subnets = ctx.session.execute(select(Subnet.id, Subnet.cidr_block).where(
         Subnet.vpc_id == row.vpc_id).order_by(Subnet.id)).all()
     return InstanceSpec(instance_id=row.id, vcpus=vcpus, memory_mib=memory,
-                        image_path=image.disk_path if image else None,
-                        kernel_path=kernel.disk_path if kernel else None,
-                        ramdisk_path=ramdisk.disk_path if ramdisk else None,
+                        image_path=images.disk_file(ctx.config, image),
+                        kernel_path=images.disk_file(ctx.config, kernel),
+                        ramdisk_path=images.disk_file(ctx.config, ramdisk),
                         mac_address=row.mac_address, vpc_id=row.vpc_id, subnet_id=row.subnet_id,
                         private_ip=row.private_ip or "", public_ip=row.public_ip,
                         hostname=private_dns_name(row.region, row.private_ip), region=row.region,
@@ -340,19 +341,22 @@ def run_instances(ctx: Context, p: dict) -> dict:
     images.note_launch(image)
     instance_type = p.get("InstanceType") or DEFAULT_INSTANCE_TYPE
     type_info = INSTANCE_TYPES.get(instance_type)
-    if type_info is None:
-        raise Unsupported(f"The requested configuration is currently not supported: instance type "
-                          f"{instance_type} is not in this emulator's catalogue.")
+    if type_info is None:  # AWS's one line (the model's enum lists ~900 types; never on the wire)
+        raise InvalidParameterValue.invalid(instance_type, "InstanceType")
+    cpu_credits = _launch_credits(instance_type, p.get("CreditSpecification"))
     arches = type_info["ProcessorInfo"]["SupportedArchitectures"]
     if image.architecture not in arches:
         raise InvalidParameterValue(f"The instance type '{instance_type}' does not support the architecture "
                                     f"'{image.architecture}' of the specified AMI.")
     kernel_id = p.get("KernelId") or image.kernel_id
     ramdisk_id = p.get("RamdiskId") or image.ramdisk_id
+    parts = []
     for ident, kind in ((kernel_id, "kernel"), (ramdisk_id, "ramdisk")):
         found = images.image_by_id(ctx, ident) if ident else None
         if ident and (found is None or found.image_type != kind):
             raise _NO_IMAGE_OF_KIND[kind](ident)
+        parts.append(found)
+    images.check_files(ctx, image, *parts)
     key_name = p.get("KeyName")
     if key_name:
         keypairs.get_by_name(ctx, key_name)
@@ -396,7 +400,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
             root_device_name=image.root_device_name or "/dev/xvda", root_device_type=image.root_device_type,
             block_device_mappings=[],
             monitoring="enabled" if (p.get("Monitoring") or {}).get("Enabled") else "disabled",
-            metadata_options=metadata,
+            metadata_options=metadata, cpu_credits=cpu_credits,
             attributes={"DisableApiTermination": bool(p.get("DisableApiTermination")),
                         "DisableApiStop": bool(p.get("DisableApiStop")),
                         "InstanceInitiatedShutdownBehavior": behaviour,
@@ -905,6 +909,106 @@ def get_console_output(ctx: Context, p: dict) -> dict:
     data = ctx.driver.console_output(row.id)[-64 * 1024:]
     return {"InstanceId": row.id, "Timestamp": utcnow(),
             "Output": base64.b64encode(data).decode() if data else None}
+
+
+@action("GetPasswordData")
+def get_password_data(ctx: Context, p: dict) -> dict:
+    """Every image here is Linux: no Windows password is ever made, so the data is empty, as AWS
+    answers for a Linux instance."""
+    row = get_instance(ctx, p["InstanceId"])
+    return {"InstanceId": row.id, "Timestamp": utcnow(), "PasswordData": ""}
+
+
+# --------------------------------------------------------------------------- CPU credits
+
+# Burstable families' default credit option (AWS's account defaults): T2 earns credits only,
+# T3, T3a and T4g may burst past them.
+_DEFAULT_CREDITS = {"t2": "standard", "t3": "unlimited", "t3a": "unlimited", "t4g": "unlimited"}
+CPU_CREDIT_OPTIONS = ("standard", "unlimited")
+
+
+def _burstable(instance_type: str) -> bool:
+    return bool(INSTANCE_TYPES.get(instance_type, {}).get("BurstablePerformanceSupported"))
+
+
+def _default_credits(instance_type: str) -> str | None:
+    if not _burstable(instance_type):
+        return None
+    return _DEFAULT_CREDITS.get(instance_type.split(".")[0], "standard")
+
+
+def _check_credits(value) -> str:
+    if value not in CPU_CREDIT_OPTIONS:
+        raise InvalidParameterValue.invalid(value, "CpuCredits", "Valid values: standard, unlimited.")
+    return value
+
+
+def _launch_credits(instance_type: str, spec: dict | None) -> str | None:
+    """The credit option an instance launches with: the request's, else its type's default."""
+    wanted = (spec or {}).get("CpuCredits")
+    if wanted is None:
+        return _default_credits(instance_type)
+    if not _burstable(instance_type):
+        raise InstanceCreditSpecificationNotSupported(instance_type)
+    return _check_credits(wanted)
+
+
+def credits_of(row) -> str | None:
+    """The instance's option: what it was set to (kept across a resize, as AWS keeps it), else
+    its current type's default; None for an instance that never was burstable."""
+    return row.cpu_credits or _default_credits(row.instance_type)
+
+
+INSTANCE_CREDITS = Resource(
+    "InstanceCreditSpecifications",
+    lambda ctx, page, tags: [{"InstanceId": r.id, "CpuCredits": credits_of(r)} for r in page],
+    {"instance-id": lambda r: r.id}, (_BY_INSTANCE_ID,), tagged=False,
+    ids_exclude_max_results=("InstanceIds", "InstanceId"))
+
+
+@action("DescribeInstanceCreditSpecifications")
+def describe_instance_credit_specifications(ctx: Context, p: dict) -> dict:
+    """Named instances: their option (an instance with none is AWS's error). None named: the
+    instances running 'unlimited', including any resized away from a burstable type."""
+    named = bool(p.get("InstanceIds"))
+
+    def keep(row) -> bool:
+        credits = credits_of(row)
+        if named and credits is None:
+            raise InstanceCreditSpecificationNotSupported(row.instance_type)
+        return credits == "unlimited" or (named and credits is not None)
+
+    return describe(ctx, INSTANCE_CREDITS, p, _rows(ctx, p.get("InstanceIds")), keep=keep)
+
+
+@action("ModifyInstanceCreditSpecification")
+def modify_instance_credit_specification(ctx: Context, p: dict) -> dict:
+    """Each instance on its own: the ones that cannot change are listed with their reason, the
+    others change (AWS answers per instance, never failing the whole request for one)."""
+    done, failed = [], []
+
+    def fail(instance_id: str, error) -> None:
+        failed.append({"InstanceId": instance_id, "Error": {"Code": error.code, "Message": error.message}})
+
+    for index, item in enumerate(p["InstanceCreditSpecifications"], 1):
+        instance_id = item.get("InstanceId") or ""
+        if item.get("CpuCredits") is None:
+            raise MissingParameter(f"InstanceCreditSpecification.{index}.CpuCredits")
+        credits = _check_credits(item["CpuCredits"])
+        if not well_formed(instance_id, "i"):
+            fail(instance_id, InvalidInstanceIDMalformed(instance_id))
+            continue
+        row = ctx.session.get(Instance, instance_id)
+        if row is None or row.account_id != ctx.account_id or row.region != ctx.region:
+            fail(instance_id, InvalidInstanceIDNotFound(instance_id))
+        elif row.state in (S.SHUTTING_DOWN, S.TERMINATED):
+            fail(instance_id, IncorrectInstanceState.cannot(instance_id, "modified"))
+        elif not _burstable(row.instance_type):
+            fail(instance_id, InstanceCreditSpecificationNotSupported(row.instance_type))
+        else:
+            row.cpu_credits = credits
+            done.append({"InstanceId": instance_id})
+    return {"SuccessfulInstanceCreditSpecifications": done, "UnsuccessfulInstanceCreditSpecifications": failed}
 
 
 def _monitor(ctx: Context, p: dict, state: str, shown: str) -> dict:

@@ -180,6 +180,9 @@ class Instance(Owned, Base):
     monitoring: Mapped[str] = mapped_column(String(16), default="disabled")
     metadata_options: Mapped[dict] = mapped_column(JSON, default=dict)
     attributes: Mapped[dict] = mapped_column(JSON, default=dict)  # disableApiTermination, ...
+    # Burstable types' CPU credit option ('standard' | 'unlimited'), set at launch; None: never
+    # burstable (a later resize to a burstable type gets that type's default).
+    cpu_credits: Mapped[str | None] = mapped_column(String(16), nullable=True)
     __table_args__ = (
         UniqueConstraint("subnet_id", "private_ip", name="uq_instances_private_ip"),
         # One launch per ClientToken, even between API processes (NULL tokens are all distinct).

@@ -13,7 +13,7 @@ from hypervisor.host import crash_point
 
 from . import db, instances, regions
 from .config import Config
-from .errors import EC2Error, IncorrectState, InvalidAction
+from .errors import DryRunOperation, EC2Error, IncorrectState, InvalidAction
 from .host_tasks import LANES, HostWorker
 from .registry import HANDLERS, Context, Host, load_handlers
 
@@ -89,6 +89,9 @@ class Cloud:
             self._ready.add((account_id, region))
 
     def call(self, action: str, params: dict, account_id: str, region: str, request_id: str) -> dict | None:
+        """Run one handler in its own transaction. DryRun=true runs it the same way, every check
+        included, then rolls the transaction back (host tasks are rows in it: none survive) and
+        answers DryRunOperation, as AWS does only for a request that would have succeeded."""
         handler = HANDLERS.get(action)
         if handler is None:
             raise InvalidAction.not_implemented(action)
@@ -98,6 +101,9 @@ class Cloud:
                 ctx = self.context(session, account_id, region, request_id)
                 try:
                     result = handler(ctx, params)
+                    if params.get("DryRun"):
+                        session.rollback()
+                        raise DryRunOperation()
                     session.commit()
                     break
                 except EC2Error:

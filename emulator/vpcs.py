@@ -70,6 +70,9 @@ def available_ips(subnet: Subnet, used: int) -> int:
     return ipaddress.ip_network(subnet.cidr_block).num_addresses - RESERVED_ADDRESSES - used
 
 
+# AWS still accepts some filter names of the old camelCase API beside the documented ones, and
+# clients send them: Terraform's `data "aws_vpc" { default = true }` filters on isDefault, its
+# aws_subnet data source on availabilityZone, availabilityZoneId, defaultForAz and cidrBlock.
 VPC_FILTERS = {
     "vpc-id": lambda v: v.id,
     "cidr": lambda v: v.cidr_block,
@@ -77,6 +80,7 @@ VPC_FILTERS = {
     "cidr-block-association.state": lambda v: "associated",
     "dhcp-options-id": lambda v: v.dhcp_options_id,
     "is-default": lambda v: v.is_default,
+    "isDefault": lambda v: v.is_default,
     "owner-id": lambda v: v.account_id,
     "state": lambda v: v.state,
     "instance-tenancy": lambda v: v.instance_tenancy,
@@ -126,9 +130,11 @@ SUBNET_FILTERS = {
     "availability-zone": lambda s: s.availability_zone,
     "availabilityZone": lambda s: s.availability_zone,
     "availability-zone-id": lambda s: _zone_id(s),
+    "availabilityZoneId": lambda s: _zone_id(s),
     "default-for-az": lambda s: s.default_for_az,
     "defaultForAz": lambda s: s.default_for_az,
     "map-public-ip-on-launch": lambda s: s.map_public_ip_on_launch,
+    "ipv6-cidr-block-association.ipv6-cidr-block": lambda s: [],  # no IPv6 blocks here
     "owner-id": lambda s: s.account_id,
     "state": lambda s: s.state,
 }

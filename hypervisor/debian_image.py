@@ -15,8 +15,10 @@ from pathlib import Path
 
 from .host import run
 
+# curl and wget: user data scripts and provisioners (Ansible's get_url fallbacks, cloud-init
+# scripts) fetch with one or the other, and Debian's own cloud images ship both.
 PACKAGES = ("systemd-sysv,dbus,udev,kmod,cloud-init,openssh-server,ifupdown,isc-dhcp-client,"
-            "iproute2,netbase,sudo,procps,ca-certificates")
+            "iproute2,netbase,sudo,procps,ca-certificates,curl,wget")
 
 CLOUD_CFG = """\
 # ec2emu: the EC2 datasource only (ds-identify also picks it from the 'ec2' SMBIOS UUID).
