@@ -87,10 +87,10 @@ def _images_build(args) -> int:
     progress = _ImageProgress(3 + (1 if args.debian else 0))  # kernel, ramdisk, tiny root (+ Debian root)
     out = build(images_dir, which, progress=progress)
     if args.debian:
-        from hypervisor.debian_image import build_debian
+        from hypervisor.debian_image import build_debian, up_to_date
         from emulator.images import DEBIAN_NAME
         target = Path(images_dir) / f"{DEBIAN_NAME}.qcow2"
-        if not target.exists() or args.force:
+        if args.force or not up_to_date(target):  # built from other packages: again
             build_debian(target, progress=progress)
         progress(f"debian: ready {target.name}")
         out[target.name] = str(target)

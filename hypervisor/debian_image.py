@@ -9,6 +9,7 @@ RSA host keys take ~10 s under TCG.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -54,8 +55,26 @@ def _run(*cmd: str) -> None:
     run(cmd, timeout=None)  # HostError carries the command and its stderr
 
 
+def _inputs() -> str:
+    """What the image is made from (a change means a rebuild): its packages and files."""
+    return json.dumps({"packages": PACKAGES, "cloud.cfg": CLOUD_CFG, "fstab": FSTAB,
+                       "interfaces": INTERFACES}, sort_keys=True)
+
+
+def _record(out: Path) -> Path:
+    return out.with_name(out.name + ".inputs.json")
+
+
+def up_to_date(out: Path) -> bool:
+    """The image at `out` exists and was built from what this module would build it from now."""
+    try:
+        return out.exists() and _record(out).read_text() == _inputs()
+    except OSError:
+        return False
+
+
 def build_debian(out: Path, progress=print, size: str = "1200M") -> None:
-    """Build the image into `out` (a .qcow2 path)."""
+    """Build the image into `out` (a .qcow2 path), with a record of its inputs beside it."""
     with tempfile.TemporaryDirectory(prefix="ec2emu-debian-") as tmp:
         root = Path(tmp) / "root"
         progress("debian: mmdebstrap (Debian 12 + cloud-init, about a minute)")
@@ -87,3 +106,4 @@ def build_debian(out: Path, progress=print, size: str = "1200M") -> None:
         partial = out.with_suffix(".partial")
         _run("qemu-img", "convert", "-O", "qcow2", str(raw), str(partial))
         partial.rename(out)
+        _record(out).write_text(_inputs())
