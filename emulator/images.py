@@ -489,7 +489,8 @@ def _deprecated(img: Image, now: str) -> bool:
 
 
 IMAGES = Resource("Images", lambda ctx, page, tags: [_image_out(i, tags[i.id]) for i in page], IMAGE_FILTERS,
-                  (Selector("ImageIds", lambda i: i.id, InvalidAMIIDNotFound, _check_id),))
+                  (Selector("ImageIds", lambda i: i.id, InvalidAMIIDNotFound, _check_id),),
+                  max_results=(1, 1000))  # AWS documents no minimum here (the JS SDK pages by 2)
 
 
 def _listed(ctx: Context, p: dict):

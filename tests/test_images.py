@@ -312,3 +312,14 @@ def test_image_attributes(ec2):
     assert attr("description")["Description"] == {"Value": "via value"}
     code, _ = error_of(ec2.modify_image_attribute, ImageId=image_id)
     assert code == "InvalidParameterCombination"
+
+
+def test_describe_images_pages_of_two(ec2):
+    """AWS's DescribeImages takes small pages (the JS SDK's paginator asked for 2 and got an error)."""
+    everything = {i["ImageId"] for i in ec2.describe_images(Owners=["ec2emu"])["Images"]}
+    pages = ec2.get_paginator("describe_images").paginate(Owners=["ec2emu"], PaginationConfig={"PageSize": 2})
+    sizes, seen = [], []
+    for page in pages:
+        sizes.append(len(page["Images"]))
+        seen += [i["ImageId"] for i in page["Images"]]
+    assert sorted(seen) == sorted(everything) and max(sizes) == 2 and len(sizes) >= 2
