@@ -162,7 +162,7 @@ def _scalar(shape: Shape, value: str, path: str):
         except ValueError:
             try:
                 stamp = datetime.fromtimestamp(float(value), timezone.utc)
-            except ValueError:
+            except (ValueError, OverflowError, OSError):  # not a number, nan, inf, beyond year 9999
                 raise _bad(path, value, "Expected an ISO 8601 time.") from None
         return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
     if kind == "blob":
