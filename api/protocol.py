@@ -102,8 +102,15 @@ def _read(shape: Shape, node, path: str):
                 raise MissingParameter(f"{path + '.' if path else ''}{wire}")
         return out
     if kind == "list":
+        # The Query protocol flattens every list to Name.N; AWS reads a bare member as the first
+        # item (libcloud sends DescribeKeyPairs KeyName=x): Name=x is Name.1=x, and for a list of
+        # structures Name.Member=x is Name.1.Member=x. An explicit Name.1 wins over the bare form.
         if not isinstance(node, dict):
-            raise _bad(path, node, "Expected a list as Name.N.")
+            node = {"1": node}
+        elif "" in node:
+            node = {"1": node[""], **{k: v for k, v in node.items() if k != ""}}
+        elif shape.member.type_name == "structure" and not any(k.isdigit() for k in node):
+            node = {"1": node}
         items = []
         for index, child in node.items():
             if not index.isdigit() or int(index) < 1:

@@ -45,3 +45,24 @@ def test_timestamps_out_of_range_are_invalid_parameter_values(action, member, ba
 ])
 def test_timestamps_in_range(value, expected):
     assert parse("ImportImage", {UPLOAD_END: value})["ClientData"]["UploadEnd"] == expected
+
+
+# ---------------------------------------------------------------------- bare list members
+
+def test_a_bare_list_member_is_its_first_item():
+    """libcloud sends DescribeKeyPairs KeyName=x (no .1); AWS reads it as KeyName.1."""
+    assert parse("DescribeKeyPairs", {"KeyName": "k"}) == {"KeyNames": ["k"]}
+    assert parse("DescribeInstances", {"InstanceId": "i-1"}) == {"InstanceIds": ["i-1"]}
+    assert parse("DescribeKeyPairs", {"KeyName": "k", "KeyName.2": "l"}) == {"KeyNames": ["k", "l"]}
+    assert parse("DescribeKeyPairs", {"KeyName": "k", "KeyName.1": "explicit"}) == {"KeyNames": ["explicit"]}
+    # a list of structures: Filter.Name is Filter.1.Name; nested lists too (Filter.1.Value)
+    assert parse("DescribeKeyPairs", {"Filter.Name": "key-name", "Filter.Value": "k"}) == {
+        "Filters": [{"Name": "key-name", "Values": ["k"]}]}
+    assert parse("RunInstances", {**RUN, "SecurityGroupId": "sg-1"})["SecurityGroupIds"] == ["sg-1"]
+
+
+def test_list_faults_are_still_refused():
+    assert error("DescribeKeyPairs", {"KeyName.x": "k"}).code == "UnknownParameter"
+    assert error("DescribeKeyPairs", {"KeyName.0": "k"}).code == "UnknownParameter"
+    assert error("DescribeKeyPairs", {"Filter.1": "x"}).code == "InvalidParameterValue"
+    assert error("DescribeKeyPairs", {"Filter.Bogus": "x"}).code == "UnknownParameter"

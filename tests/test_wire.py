@@ -144,3 +144,18 @@ def test_aws_cli(server):
                           "--instance-ids", "i-0123456789abcdef0"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "InvalidInstanceID.NotFound" in bad.stderr
+
+
+def test_a_bare_list_member_reads_as_its_first_item(server, ec2):
+    """libcloud's DescribeKeyPairs sends KeyName=NAME (no .1): AWS reads it as KeyName.1."""
+    name = unique("bare")
+    ec2.create_key_pair(KeyName=name)
+    for signer in ("v4", "v2"):
+        status, data = send(server, {"Action": "DescribeKeyPairs", "Version": "2016-11-15", "KeyName": name},
+                            signer=signer)
+        assert status == 200, data
+        names = [e.text for e in ET.fromstring(data).iter(NS + "keyName")]
+        assert names == [name]
+    status, data = send(server, {"Action": "DescribeKeyPairs", "Version": "2016-11-15",
+                                 "Filter.Name": "key-name", "Filter.Value": name})
+    assert status == 200 and [e.text for e in ET.fromstring(data).iter(NS + "keyName")] == [name]
