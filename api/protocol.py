@@ -294,7 +294,14 @@ def render_output(action: str, shape: Shape | None, result: dict | None, request
     return "".join(out).encode()
 
 
+# Error messages echo what the request said (ids, names, values): a 10 MB parameter must not come
+# back whole. Longer messages are cut, as AWS cuts them.
+MAX_MESSAGE = 1024
+
+
 def render_error(code: str, message: str, request_id: str) -> bytes:
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE - 3] + "..."
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{escape(code)}</Code>'
             f"<Message>{escape(message)}</Message></Error></Errors>"
             f"<RequestID>{request_id}</RequestID></Response>").encode()

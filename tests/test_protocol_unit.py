@@ -66,3 +66,15 @@ def test_list_faults_are_still_refused():
     assert error("DescribeKeyPairs", {"KeyName.0": "k"}).code == "UnknownParameter"
     assert error("DescribeKeyPairs", {"Filter.1": "x"}).code == "InvalidParameterValue"
     assert error("DescribeKeyPairs", {"Filter.Bogus": "x"}).code == "UnknownParameter"
+
+
+# --------------------------------------------------------------------------------- errors
+
+def test_error_messages_are_cut_not_echoed_whole():
+    from api.protocol import MAX_MESSAGE, render_error
+    import xml.etree.ElementTree as ET
+    short = ET.fromstring(render_error("InvalidParameterValue", "Invalid value 'x'", "r-1"))
+    assert short.find("Errors/Error/Message").text == "Invalid value 'x'"
+    long = ET.fromstring(render_error("InvalidParameterValue", f"Invalid value '{'<' * 10_000_000}'", "r-1"))
+    message = long.find("Errors/Error/Message").text
+    assert len(message) == MAX_MESSAGE and message.startswith("Invalid value '<<<") and message.endswith("...")
