@@ -111,11 +111,12 @@ def create_app(cloud: Cloud) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def refused(request: Request, exc: HTTPException) -> Response:
         request_id = str(uuid.uuid4())
+        headers = {"x-amzn-requestid": request_id}
         if exc.status_code == 405:
             err: EC2Error = UnsupportedOperation.http_method(request.method)
+            headers["allow"] = "GET, POST"  # (the router's own Allow lists a set, in any order)
         else:
             err = InvalidRequest(str(exc.detail), status=exc.status_code)
-        headers = {"x-amzn-requestid": request_id, **(exc.headers or {})}
         payload = b"" if request.method == "HEAD" else protocol.render_error(err.code, err.message, request_id)
         return Response(payload, status_code=err.status, media_type=XML, headers=headers)
 
