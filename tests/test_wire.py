@@ -218,3 +218,61 @@ def test_more_instance_ids_than_the_database_binds(server):
     status, data = send(server, {"Action": "DescribeInstances", "Version": "2016-11-15", **ids})
     assert status == 400 and wire_code(data) == "InvalidInstanceID.NotFound", data[:500]
     assert len(data) < 2000  # the 260,000 missing ids are not all named
+
+
+def send_prepared(server, prepared, body=None, headers: dict | None = None):
+    """A request botocore signed (for whatever Host its URL names), sent to the test server."""
+    parsed = urllib.parse.urlsplit(prepared.url)
+    sent = {"Host": parsed.netloc, **dict(prepared.headers), **(headers or {})}
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request(prepared.method, parsed.path + ("?" + parsed.query if parsed.query else ""),
+                     body=prepared.body if body is None else body, headers=sent)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+REGIONS_PARAMS = {"Action": "DescribeAvailabilityZones", "Version": "2016-11-15"}
+
+
+CREDS = botocore.credentials.Credentials(ACCESS_KEY, SECRET_KEY)
+FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+
+
+def test_a_signature_must_cover_host(server):
+    """SignedHeaders without host: the same signature would do for any endpoint."""
+    from .test_auth_unit import SigV4WithoutHost
+    req = AWSRequest(method="POST", url=server.endpoint + "/", data=dict(REGIONS_PARAMS), headers=FORM_HEADERS)
+    SigV4WithoutHost(CREDS, "ec2", "us-east-1").add_auth(req)
+    status, data = send_prepared(server, req.prepare())
+    assert status == 400 and wire_code(data) == "IncompleteSignature" and b"SignedHeader" in data
+
+
+def test_a_presigned_url_counts_no_body_parameters(server, ec2):
+    """A presigned URL (UNSIGNED-PAYLOAD) sent with a form body holding another Action: refused and
+    nothing created (the body's parameters once overrode the signed ones); without a body, served."""
+    name = unique("smuggled")
+    req = AWSRequest(method="GET", url=f"https://127.0.0.1:{server.port}/", params=dict(REGIONS_PARAMS))
+    req.context["payload_signing_enabled"] = False  # UNSIGNED-PAYLOAD (the scheme is not signed)
+    botocore.auth.SigV4QueryAuth(CREDS, "ec2", "us-east-1", expires=300).add_auth(req)
+    presigned = req.prepare()
+    status, data = send_prepared(server, presigned, body=f"Action=CreateKeyPair&KeyName={name}".encode(),
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 400 and wire_code(data) == "IncompleteSignature", data
+    assert ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [name]}])["KeyPairs"] == []
+    status, data = send_prepared(server, presigned)
+    assert status == 200 and b"<zoneName>us-east-1a</zoneName>" in data
+
+
+def test_a_regional_endpoint_refuses_another_regions_scope(server):
+    """Host ec2.us-east-1.amazonaws.com with an eu-west-1 credential scope: refused (it was served
+    in eu-west-1)."""
+    for region, expected in (("us-east-1", 200), ("eu-west-1", 401)):
+        req = AWSRequest(method="POST", url="http://ec2.us-east-1.amazonaws.com/", data=dict(REGIONS_PARAMS),
+                         headers=FORM_HEADERS)
+        botocore.auth.SigV4Auth(CREDS, "ec2", region).add_auth(req)
+        status, data = send_prepared(server, req.prepare())
+        assert status == expected, data
+    assert wire_code(data) == "AuthFailure" and b"scoped to a valid region, not 'eu-west-1'" in data
