@@ -32,6 +32,7 @@ from emulator.registry import HANDLERS, load_handlers
 load_handlers()
 
 from .server import ACCESS_KEY, SECRET_KEY
+from .test_wire import raw
 
 REGION = "eu-west-3"
 XMLNS = "http://ec2.amazonaws.com/doc/2016-11-15/"
@@ -523,17 +524,6 @@ def check_hostile(action: str, status: int, payload: bytes, server) -> None:
         assert len(message) <= 1024, f"{action}: a message of {len(message)} characters"
 
 
-def raw_request(server, method: str, target: str, body: bytes | None = None,
-                headers: dict | None = None) -> tuple[int, dict, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    try:
-        conn.request(method, target, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
-
-
 def hostile_request(server, known: dict, data) -> None:
     kind = data.draw(st.sampled_from(["timestamp", "list-keys", "wildcard", "method", "huge-value", "long-url"]),
                      label="input class")
@@ -561,7 +551,7 @@ def hostile_request(server, known: dict, data) -> None:
         params = _with(minimal_params(action, known), path, data.draw(st.sampled_from(["x", "i-", "*"])) * size)
     elif kind == "method":
         method = data.draw(st.sampled_from(UNUSUAL_METHODS), label="method")
-        status, headers, payload = raw_request(server, method, "/?Action=DescribeRegions&Version=2016-11-15")
+        status, headers, payload = raw(server, method, "/?Action=DescribeRegions&Version=2016-11-15")
         assert status == 405 and headers.get("x-amzn-requestid"), (method, status, headers, payload[:300])
         if method == "HEAD":
             assert payload == b""
@@ -570,7 +560,7 @@ def hostile_request(server, known: dict, data) -> None:
         return
     else:  # a GET whose request target httptools cannot read
         size = data.draw(st.sampled_from([66_000, 200_000]))
-        status, headers, payload = raw_request(server, "GET", "/?Action=DescribeRegions&X=" + "a" * size)
+        status, headers, payload = raw(server, "GET", "/?Action=DescribeRegions&X=" + "a" * size)
         assert headers.get("x-amzn-requestid")
         check_hostile("DescribeRegions", status, payload, server)
         return
