@@ -8,9 +8,11 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException
 
 from emulator.catalogue import REGIONS
-from emulator.errors import AuthFailure, EC2Error, InternalError, InvalidAction, MissingAction
+from emulator.errors import (AuthFailure, EC2Error, InternalError, InvalidAction, InvalidRequest, MissingAction,
+                             UnsupportedOperation)
 from emulator.service import Cloud
 
 from . import model, protocol, sts
@@ -115,6 +117,20 @@ def create_app(cloud: Cloud) -> FastAPI:
         status, payload = api.handle(request, raw_query, body, request_id)
         return Response(payload, status_code=status, media_type=XML,
                         headers={"x-amzn-requestid": request_id})
+
+    # What the router refuses before the endpoint runs (a method other than GET and POST: PUT,
+    # DELETE, PATCH, OPTIONS, HEAD, TRACE...) is an EC2 XML error too, never FastAPI's JSON.
+    @app.exception_handler(HTTPException)
+    async def refused(request: Request, exc: HTTPException) -> Response:
+        request_id = str(uuid.uuid4())
+        headers = {"x-amzn-requestid": request_id}
+        if exc.status_code == 405:
+            err: EC2Error = UnsupportedOperation.http_method(request.method)
+            headers["allow"] = "GET, POST"  # (the router's own Allow lists a set, in any order)
+        else:
+            err = InvalidRequest(str(exc.detail), status=exc.status_code)
+        payload = b"" if request.method == "HEAD" else protocol.render_error(err.code, err.message, request_id)
+        return Response(payload, status_code=err.status, media_type=XML, headers=headers)
 
     @app.on_event("shutdown")
     def _close() -> None:

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Callable, Mapping
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
 from emulator.errors import (AuthError, AuthFailure, IncompleteSignature, InvalidParameterCombination,
                              InvalidParameterValue, MissingAuthenticationToken, MissingParameter, RequestExpired,
@@ -195,6 +195,20 @@ def _parse_scope(credential: str, amz_date: str, date_source: str
     return access_key, datestamp, region, service
 
 
+# An AWS EC2 endpoint that names its region: ec2.eu-west-1.amazonaws.com, ec2-fips.us-east-1...,
+# ec2.cn-north-1.amazonaws.com.cn, ec2.us-east-1.api.aws (a port may follow).
+_REGIONAL_HOST = re.compile(r"ec2(?:-fips)?\.([a-z0-9-]+)\.(?:amazonaws\.com(?:\.cn)?|api\.aws)(?::\d+)?",
+                            re.IGNORECASE)
+
+
+def _check_scope_region(region: str, host: str) -> None:
+    """A regional endpoint serves its own region only: a request signed for another one is
+    refused there (not served in the scope's region)."""
+    m = _REGIONAL_HOST.fullmatch(host.strip())
+    if m and m.group(1).lower() != region:
+        raise AuthFailure.region(region)
+
+
 def _parse_authorization(value: str) -> tuple[str, str, str]:
     """Parse the SigV4 Authorization header; return (credential, signed_headers, signature)."""
     algorithm, _, rest = value.strip().partition(" ")
@@ -224,6 +238,8 @@ def _parse_authorization(value: str) -> tuple[str, str, str]:
 def _signed_header_block(signed_headers: str, host: str,
                          headers: Mapping[str, str]) -> tuple[str, str]:
     names = signed_headers.lower().split(";")
+    if "host" not in names:  # else the same signature would serve any endpoint
+        raise IncompleteSignature("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.")
     lines = []
     for name in names:
         if not name:
@@ -304,6 +320,7 @@ def _v4_header(method: str, host: str, path: str, query_pairs, headers, body,
         date_source = "date"
 
     access_key, datestamp, region, service = _parse_scope(credential, amz_date, date_source)
+    _check_scope_region(region, host or headers.get("host", ""))
     secret = secret_for(access_key)
     if secret is None:
         raise AuthFailure()
@@ -326,6 +343,12 @@ def _v4_presigned(method: str, host: str, path: str, query_pairs, headers, body,
     for k, v in query_pairs:
         if k.startswith("X-Amz-"):
             params[k] = _decode_component(v, True)
+    # A presigned URL signs its query string and no body (UNSIGNED-PAYLOAD): a parameter in a
+    # form body (another Action, say) was signed by no one, so none may count.
+    if body and "form-urlencoded" in headers.get("content-type", "application/x-www-form-urlencoded") \
+            and parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
+        raise IncompleteSignature("Query-string authentication signs no request body: send every "
+                                  "parameter in the presigned URL, none in the body.")
 
     algorithm = params.get("X-Amz-Algorithm", "")
     if algorithm != ALGORITHM_V4:
@@ -357,6 +380,7 @@ def _v4_presigned(method: str, host: str, path: str, query_pairs, headers, body,
 
     access_key, datestamp, region, service = _parse_scope(
         params["X-Amz-Credential"], amz_date, "X-Amz-Date")
+    _check_scope_region(region, host or headers.get("host", ""))
     secret = secret_for(access_key)
     if secret is None:
         raise AuthFailure()

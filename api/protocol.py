@@ -102,8 +102,15 @@ def _read(shape: Shape, node, path: str):
                 raise MissingParameter(f"{path + '.' if path else ''}{wire}")
         return out
     if kind == "list":
+        # The Query protocol flattens every list to Name.N; AWS reads a bare member as the first
+        # item (libcloud sends DescribeKeyPairs KeyName=x): Name=x is Name.1=x, and for a list of
+        # structures Name.Member=x is Name.1.Member=x. An explicit Name.1 wins over the bare form.
         if not isinstance(node, dict):
-            raise _bad(path, node, "Expected a list as Name.N.")
+            node = {"1": node}
+        elif "" in node:
+            node = {"1": node[""], **{k: v for k, v in node.items() if k != ""}}
+        elif shape.member.type_name == "structure" and not any(k.isdigit() for k in node):
+            node = {"1": node}
         items = []
         for index, child in node.items():
             if not index.isdigit() or int(index) < 1:
@@ -162,7 +169,7 @@ def _scalar(shape: Shape, value: str, path: str):
         except ValueError:
             try:
                 stamp = datetime.fromtimestamp(float(value), timezone.utc)
-            except ValueError:
+            except (ValueError, OverflowError, OSError):  # not a number, nan, inf, beyond year 9999
                 raise _bad(path, value, "Expected an ISO 8601 time.") from None
         return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
     if kind == "blob":
@@ -287,7 +294,14 @@ def render_output(action: str, shape: Shape | None, result: dict | None, request
     return "".join(out).encode()
 
 
+# Error messages echo what the request said (ids, names, values): a 10 MB parameter must not come
+# back whole. Longer messages are cut, as AWS cuts them.
+MAX_MESSAGE = 1024
+
+
 def render_error(code: str, message: str, request_id: str) -> bytes:
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE - 3] + "..."
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{escape(code)}</Code>'
             f"<Message>{escape(message)}</Message></Error></Errors>"
             f"<RequestID>{request_id}</RequestID></Response>").encode()

@@ -10,6 +10,7 @@ def _serve(args) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.server import http_protocol
     from emulator.config import load_config
     from emulator.service import Cloud
 
@@ -34,7 +35,7 @@ def _serve(args) -> int:
           f"aws --endpoint-url http://{config.host}:{config.port} --region {config.default_region} "
           f"ec2 describe-instances", flush=True)
     uvicorn.run(create_app(cloud), host=config.host, port=config.port, log_level="warning",
-                access_log=False)
+                access_log=False, http=http_protocol())
     return 0
 
 

@@ -294,6 +294,29 @@ class InvalidAction(EC2Error):
                           f"(see `ec2emu coverage`).")
 
 
+class UnsupportedOperation(EC2Error):
+    code = "UnsupportedOperation"
+
+    @classmethod
+    def http_method(cls, method: str) -> UnsupportedOperation:
+        """A request neither GET nor POST: HTTP 405 (the answer carries `Allow: GET, POST`)."""
+        return cls(f"The HTTP method {method[:32]} is not supported. Send EC2 API requests as GET or POST.",
+                   status=405)
+
+
+class InvalidRequest(EC2Error):
+    code = "InvalidRequest"
+
+    @classmethod
+    def url_too_long(cls, length: int, limit: int) -> InvalidRequest:
+        return cls(f"The request URL is {length} bytes long; at most {limit} can be read. "
+                   "Send the parameters in a POST body instead.", status=414)
+
+    @classmethod
+    def unreadable(cls) -> InvalidRequest:
+        return cls("The request is not a valid HTTP/1.1 request.")
+
+
 class UnknownParameter(EC2Error):
     code = "UnknownParameter"
 

@@ -132,11 +132,17 @@ _BY_IDS = _ALL.where(Instance.id.in_(bindparam("ids", expanding=True))).order_by
 _ALL = _ALL.order_by(Instance.id)
 
 
+# Ids bound in one IN list at most: far below any database's bind-parameter limit (SQLite's is
+# 32766, or 250000 as Debian builds it; PostgreSQL's 65535), however many ids a request names.
+_IDS_PER_QUERY = 500
+
+
 def _rows(ctx: Context, ids: list[str] | None = None) -> list:
     """Plain rows (read-only, no ORM bookkeeping: describing 1000 instances is a hot path),
-    in id order; with ids, only those (the describe pipeline checks they all exist)."""
+    in id order; with ids, only those (the describe pipeline checks they all exist). More ids
+    than one IN list holds read every row: the pipeline's selector keeps those named."""
     scope = {"account": ctx.account_id, "region": ctx.region}
-    if ids:
+    if ids and len(ids) <= _IDS_PER_QUERY:
         result = ctx.session.connection().execute(_BY_IDS, dict(scope, ids=ids))
     else:
         result = ctx.session.connection().execute(_ALL, scope)
@@ -147,9 +153,12 @@ def get_instances(ctx: Context, ids: list[str]) -> list[Instance]:
     """The instances, as ORM objects to change, in the order asked; every one must exist."""
     for i in ids:
         _check_id(i)
-    rows = ctx.session.scalars(select(Instance).where(
-        Instance.account_id == ctx.account_id, Instance.region == ctx.region, Instance.id.in_(ids))).all()
-    found = {r.id: r for r in rows}
+    wanted = list(dict.fromkeys(ids))
+    found = {}
+    for start in range(0, len(wanted), _IDS_PER_QUERY):  # bounded IN lists, however many ids
+        found.update((r.id, r) for r in ctx.session.scalars(select(Instance).where(
+            Instance.account_id == ctx.account_id, Instance.region == ctx.region,
+            Instance.id.in_(wanted[start:start + _IDS_PER_QUERY]))))
     missing = [i for i in ids if i not in found]
     if missing:
         raise InvalidInstanceIDNotFound(*missing)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,19 +26,75 @@ from .times import iso8601
 Getter = Callable[[Any], Any]
 
 
-@lru_cache(maxsize=4096)
-def _pattern(value: str) -> re.Pattern:
-    # AWS filter wildcards: * any run, ? one character, backslash escapes them.
-    out, i = [], 0
-    while i < len(value):
+# AWS filter wildcards: * any run (also empty), ? exactly one character, a backslash makes the
+# next character literal (\\ a backslash; a lone trailing backslash is itself). Matched without
+# regular expressions: a backtracking regex of '*********Z' took seconds on a long name while
+# the event loop, and so every other request, waited. `_glob` is the classic iterative match
+# with one backtrack point (the last star): at most (len(text)+1) x (len(pattern)+1) steps.
+STAR, ONE = object(), object()  # the wildcard tokens; every other token is one literal character
+
+
+def tokens(value: str) -> tuple:
+    """The pattern as tokens: literal characters, ONE, and STAR (a run of stars is one)."""
+    out: list = []
+    i, n = 0, len(value)
+    while i < n:
         c = value[i]
-        if c == "\\" and i + 1 < len(value):
-            out.append(re.escape(value[i + 1]))
+        if c == "\\" and i + 1 < n:
+            out.append(value[i + 1])
             i += 2
             continue
-        out.append(".*" if c == "*" else "." if c == "?" else re.escape(c))
+        if c == "*":
+            if not out or out[-1] is not STAR:
+                out.append(STAR)
+        else:
+            out.append(ONE if c == "?" else c)
         i += 1
-    return re.compile("".join(out) + r"\Z", re.S)
+    return tuple(out)
+
+
+def _glob(p: tuple, t: str) -> tuple[bool, int]:
+    """(whether the tokens `p` match all of `t`, the steps it took)."""
+    pi = ti = steps = 0
+    star, mark = -1, 0
+    np_, nt = len(p), len(t)
+    while ti < nt:
+        steps += 1
+        if pi < np_:
+            tok = p[pi]
+            if tok is STAR:  # remember it, first try matching nothing
+                star, mark = pi, ti
+                pi += 1
+                continue
+            if tok is ONE or tok == t[ti]:
+                pi += 1
+                ti += 1
+                continue
+        if star < 0:
+            return False, steps
+        mark += 1  # the last star takes one more character; the rest starts over after it
+        pi, ti = star + 1, mark
+    while pi < np_ and p[pi] is STAR:
+        pi += 1
+    return pi == np_, steps
+
+
+@lru_cache(maxsize=4096)
+def _matcher(value: str) -> Callable[[str], bool]:
+    """A function text -> whether `value` (a filter value, wildcards and all) matches it whole.
+    Common shapes take a string method (all linear); any other the general `_glob`."""
+    p = tokens(value)
+    inner = p[1:-1] if len(p) >= 2 and p[0] is STAR and p[-1] is STAR else None
+    if all(isinstance(tok, str) for tok in p):
+        literal = "".join(p)
+        return literal.__eq__
+    if p[-1] is STAR and all(isinstance(tok, str) for tok in p[:-1]):
+        return lambda t, prefix="".join(p[:-1]): t.startswith(prefix)
+    if p[0] is STAR and all(isinstance(tok, str) for tok in p[1:]):
+        return lambda t, suffix="".join(p[1:]): t.endswith(suffix)
+    if inner is not None and all(isinstance(tok, str) for tok in inner):
+        return lambda t, middle="".join(inner): middle in t
+    return lambda t: _glob(p, t)[0]
 
 
 def _text(v: Any) -> str:
@@ -53,7 +108,7 @@ def _text(v: Any) -> str:
 def matches(actual: Any, wanted: Sequence[str]) -> bool:
     values = actual if isinstance(actual, (list, tuple, set)) else [actual]
     texts = [_text(v) for v in values if v is not None]
-    return any(_pattern(w).match(t) for w in wanted for t in texts)
+    return any(_matcher(w)(t) for w in wanted for t in texts)
 
 
 def apply_filters(rows: Iterable, filters: list[dict] | None, spec: dict[str, Getter],

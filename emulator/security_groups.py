@@ -51,9 +51,10 @@ def _rule_arn(r: SecurityGroupRule) -> str:
     return f"arn:aws:ec2:{r.region}:{r.account_id}:security-group-rule/{r.id}"
 
 
-def _find(ctx: Context, group_id: str, account_id: str | None = None) -> SecurityGroup | None:
+def _find(ctx: Context, group_id: str) -> SecurityGroup | None:
+    """The caller's group of that id in this region; another account's is None, as a missing one."""
     g = ctx.session.get(SecurityGroup, group_id)
-    if g is None or g.region != ctx.region or g.account_id != (account_id or ctx.account_id):
+    if g is None or g.region != ctx.region or g.account_id != ctx.account_id:
         return None
     return g
 
@@ -71,9 +72,9 @@ def get_group(ctx: Context, group_id: str) -> SecurityGroup:
     return g
 
 
-def _by_name(ctx: Context, vpc_id: str, name: str, account_id: str | None = None) -> SecurityGroup | None:
+def _by_name(ctx: Context, vpc_id: str, name: str) -> SecurityGroup | None:
     return ctx.session.scalars(select(SecurityGroup).where(
-        SecurityGroup.account_id == (account_id or ctx.account_id), SecurityGroup.region == ctx.region,
+        SecurityGroup.account_id == ctx.account_id, SecurityGroup.region == ctx.region,
         SecurityGroup.vpc_id == vpc_id, SecurityGroup.name == name)).first()
 
 
@@ -214,23 +215,23 @@ def _account(value: str | None) -> str | None:
 
 
 def _peer_group(ctx: Context, target: SecurityGroup, pair: dict, must_exist: bool) -> tuple[str, str]:
-    """-> (group id, owner account) of a referenced group, by GroupId or GroupName (+ UserId)."""
+    """-> (group id, owner account) of a referenced group, by GroupId or GroupName (+ UserId).
+
+    Only the caller's own groups can be referenced: another account's group could only be
+    reached through a VPC peering connection (which this emulator does not model), so it is
+    reported exactly as a group that does not exist: naming another account's real group must
+    tell nothing a made-up id would not."""
     owner = _account(pair.get("UserId")) or ctx.account_id
     gid, name = pair.get("GroupId"), pair.get("GroupName")
     if gid:
         _check_group_id(gid)
-        g = _find(ctx, gid, owner)
+        g = _find(ctx, gid) if owner == ctx.account_id else None
         if g is None:
             if must_exist:
                 raise InvalidGroupNotFound(gid)
             return gid, owner
     elif name:
-        if owner == ctx.account_id:
-            g = _by_name(ctx, target.vpc_id, name)
-        else:  # another account's group by name: its default VPC, as AWS resolves names
-            vpc = ctx.session.scalars(select(Vpc).where(Vpc.account_id == owner, Vpc.region == ctx.region,
-                                                        Vpc.is_default.is_(True))).first()
-            g = _by_name(ctx, vpc.id, name, owner) if vpc else None
+        g = _by_name(ctx, target.vpc_id, name) if owner == ctx.account_id else None
         if g is None:
             raise InvalidGroupNotFound(name)
     else:

@@ -437,3 +437,82 @@ def test_v2_host_with_a_default_port_and_a_plus_read_as_a_space():
         verify_request(method="GET", host="ec2.example:81", path="/", raw_query="", headers={},
                        body=b"", form=form, secret_for=secret_for, now=when)
     assert ei.value.code == "SignatureDoesNotMatch"
+
+
+# ------------------------------------------------- requests AWS refuses that once passed here
+
+class SigV4WithoutHost(SigV4Auth):
+    """botocore's signer, but leaving `host` out of SignedHeaders (a signature for any endpoint)."""
+
+    def headers_to_sign(self, request):
+        headers = super().headers_to_sign(request)
+        del headers["host"]
+        return headers
+
+
+class SigV4QueryWithoutHost(SigV4QueryAuth):
+    def headers_to_sign(self, request):
+        headers = super().headers_to_sign(request)
+        del headers["host"]
+        return headers
+
+
+HOST_UNSIGNED = "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
+
+
+def test_v4_host_must_be_signed():
+    req = post_request()
+    SigV4WithoutHost(CREDS, "ec2", "us-east-1").add_auth(req)
+    p = req.prepare()
+    assert "SignedHeaders=content-type;x-amz-date," in p.headers["Authorization"]
+    assert expect("IncompleteSignature", 400, p).message == HOST_UNSIGNED
+    req = AWSRequest(method="GET", url=URL, params=dict(FORM), headers={"X-Custom": "1"})
+    SigV4QueryWithoutHost(CREDS, "ec2", "us-east-1", expires=300).add_auth(req)
+    p = req.prepare()
+    assert wire(p)["form"]["X-Amz-SignedHeaders"] == "x-custom"
+    assert expect("IncompleteSignature", 400, p).message == HOST_UNSIGNED
+
+
+def presigned_unsigned_payload(params=FORM):
+    """A presigned GET URL whose payload hash is UNSIGNED-PAYLOAD (botocore's for HTTPS with
+    payload signing off; over plain HTTP it signs the empty body). The scheme is not signed."""
+    req = AWSRequest(method="GET", url="https://127.0.0.1:8773/", params=dict(params))
+    req.context["payload_signing_enabled"] = False
+    SigV4QueryAuth(CREDS, "ec2", "us-east-1", expires=300).add_auth(req)
+    return req.prepare()
+
+
+def test_v4_presigned_refuses_parameters_in_the_body():
+    """A presigned URL (UNSIGNED-PAYLOAD) signs no body: a form body's parameters, which would
+    override the signed ones (another Action), are refused; the URL alone still works."""
+    p = presigned_unsigned_payload()
+    assert verify(p) == Principal(AK, "us-east-1")
+    body = b"Action=CreateKeyPair&KeyName=smuggled&Version=2016-11-15"
+    form = {**wire(p)["form"], **dict(parse_qsl(body.decode()))}
+    for headers in ({"content-type": "application/x-www-form-urlencoded"}, {}):
+        err = expect("IncompleteSignature", 400, p, body=body, form=form, headers=headers)
+        assert "body" in err.message
+    # a body that is not a form carries no parameters (the HTTP layer does not read it as one)
+    assert verify(p, body=b"\x00binary", headers={"content-type": "application/octet-stream"}).access_key == AK
+
+
+@pytest.mark.parametrize("host", ["ec2.us-east-1.amazonaws.com", "ec2.us-east-1.amazonaws.com:8773",
+                                  "ec2-fips.us-east-1.amazonaws.com", "ec2.us-east-1.api.aws"])
+def test_v4_scope_must_name_the_region_of_a_regional_host(host):
+    url = f"http://{host}/"
+    for presign in (False, True):
+        def signed(region):
+            if presign:
+                return v4q(AWSRequest(method="GET", url=url, params=dict(FORM)), region=region)
+            return v4(AWSRequest(method="POST", url=url, data=dict(FORM), headers={
+                "Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}), region=region)
+        assert verify(signed("us-east-1"), host=host) == Principal(AK, "us-east-1")
+        err = expect("AuthFailure", 401, signed("eu-west-1"), host=host)
+        assert err.message == "Credential should be scoped to a valid region, not 'eu-west-1'."
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8773", "ec2.amazonaws.com", "localhost", "ec2.internal.example"])
+def test_v4_hosts_without_a_region_take_the_scopes(host):
+    req = AWSRequest(method="POST", url=f"http://{host}/", data=dict(FORM),
+                     headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    assert verify(v4(req, region="eu-west-1"), host=host).region == "eu-west-1"

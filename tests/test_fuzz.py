@@ -32,6 +32,7 @@ from emulator.registry import HANDLERS, load_handlers
 load_handlers()
 
 from .server import ACCESS_KEY, SECRET_KEY
+from .test_wire import raw
 
 REGION = "eu-west-3"
 XMLNS = "http://ec2.amazonaws.com/doc/2016-11-15/"
@@ -469,3 +470,130 @@ def test_nul_and_control_characters_in_every_text_member(server, known):
                 failures.append(f"{params!r}\n    {str(exc)[:300]}")
     assert not failures, (f"{len(failures)} requests failed:\n" + "\n".join(failures[:20])
                           + f"\n--- server log tail:\n{log_tail(server)}")
+
+
+# ------------------------------------------------------------------------- hostile input classes
+# What an outside probe found answering 500s, plain text or JSON, or stalling the event loop:
+# timestamps no datetime holds, list members without their index or keys, id lists longer than
+# a database binds, wildcards that backtrack, methods other than GET and POST, a URL httptools
+# cannot read, values of megabytes. Every answer: below 500, EC2 XML, a short message.
+
+OVERFLOWING_TIMES = ["1e20", "-1e20", "inf", "-inf", "nan", "1e400", "9" * 400, "-99999999999",
+                     "99999-01-01T00:00:00Z", "0001-01-01T00:00:00-23:59"]
+PATHOLOGICAL_WILDCARDS = ["*********Z", "*" * 40 + "Z", "?*" * 40 + "Z", "*a*a*a*a*a*a*a*a*a*a*b",
+                          "*?*?*?*?*?*?*?*?*?*?*?*?x", "\\" * 50 + "*" * 50, "*" + "?" * 300]
+UNUSUAL_METHODS = ["PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE"]
+HUGE_SIZES = [70_000, 1_000_000, 10_000_000]
+
+
+def _paths(shape, kinds: tuple[str, ...], prefix: str = "", depth: int = 0) -> list[tuple[str, object]]:
+    """Wire paths (lists as .1) to the members of these types below a shape."""
+    out = []
+    if depth > 5:
+        return out
+    if shape.type_name == "structure":
+        for name, member in shape.members.items():
+            path = f"{prefix}.{wire_name(name, member)}" if prefix else wire_name(name, member)
+            out += _paths(member, kinds, path, depth + 1)
+    elif shape.type_name == "list":
+        out += _paths(shape.member, kinds, f"{prefix}.1", depth + 1)
+    elif shape.type_name in kinds:
+        out.append((prefix, shape))
+    return out
+
+
+def _ops_with(kinds: tuple[str, ...]) -> list[tuple[str, str]]:
+    found = []
+    for op in IMPLEMENTED:
+        shape = SERVICE.operation_model(op).input_shape
+        if shape is not None:
+            found += [(op, path) for path, _ in _paths(shape, kinds)]
+    return sorted(found)
+
+
+TIMESTAMP_MEMBERS = _ops_with(("timestamp",))
+LIST_MEMBERS = sorted({(op, path) for op, path in _ops_with(("string", "structure", "integer", "boolean"))
+                       if ".1" in path})
+STRING_LIST_MEMBERS = sorted(
+    (op, wire_name(name, m)) for op in IMPLEMENTED if SERVICE.operation_model(op).input_shape
+    for name, m in SERVICE.operation_model(op).input_shape.members.items()
+    if m.type_name == "list" and m.member.type_name == "string")
+DESCRIBES_WITH_FILTERS = sorted(op for op in IMPLEMENTED if SERVICE.operation_model(op).input_shape
+                                and "Filters" in SERVICE.operation_model(op).input_shape.members)
+STRING_MEMBERS = _ops_with(("string",))
+
+
+def _with(params: list[tuple[str, str]], key: str, value: str) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in params if k != key] + [(key, value)]
+
+
+def check_hostile(action: str, status: int, payload: bytes, server) -> None:
+    assert status < 500, f"{action}: HTTP {status}: {payload[:500]!r}\n--- server log tail:\n{log_tail(server)}"
+    check_response(action, status, payload, lambda: log_tail(server))
+    if status != 200:
+        message = ET.fromstring(payload).find("Errors/Error/Message").text or ""
+        assert len(message) <= 1024, f"{action}: a message of {len(message)} characters"
+
+
+def hostile_request(server, known: dict, data) -> None:
+    kind = data.draw(st.sampled_from(["timestamp", "list-keys", "wildcard", "method", "huge-value", "long-url"]),
+                     label="input class")
+    if kind == "timestamp":
+        action, path = data.draw(st.sampled_from(TIMESTAMP_MEMBERS), label="timestamp member")
+        params = _with(minimal_params(action, known), path, data.draw(st.sampled_from(OVERFLOWING_TIMES)))
+    elif kind == "list-keys":
+        action, path = data.draw(st.sampled_from(LIST_MEMBERS), label="list member")
+        params = _with(minimal_params(action, known), path, data.draw(st.one_of(SPECIAL, TEXT)))
+        how = data.draw(st.sampled_from(["bare", "no-leaf", "index-only"]))
+        if how == "bare":  # Name.1.Member -> Name.Member, Name.1 -> Name
+            params = [(k.replace(".1", "", 1) if k == path else k, v) for k, v in params]
+        elif how == "no-leaf":  # the list item's own key left out: Filter.1 instead of Filter.1.Name
+            params = [(k.rsplit(".", 1)[0] if k == path and not k.endswith(".1") else k, v) for k, v in params]
+        else:  # only the index, no member at all
+            params = [(k, v) for k, v in params if k != path] + [(path.split(".1")[0] + ".1", "")]
+    elif kind == "wildcard":
+        action = data.draw(st.sampled_from(DESCRIBES_WITH_FILTERS), label="describe")
+        params = [("Action", action), ("Version", "2016-11-15"),
+                  ("Filter.1.Name", data.draw(st.sampled_from(FILTER_NAMES))),
+                  ("Filter.1.Value.1", data.draw(st.sampled_from(PATHOLOGICAL_WILDCARDS)))]
+    elif kind == "huge-value":
+        action, path = data.draw(st.sampled_from(STRING_MEMBERS), label="string member")
+        size = data.draw(st.sampled_from(HUGE_SIZES))
+        params = _with(minimal_params(action, known), path, data.draw(st.sampled_from(["x", "i-", "*"])) * size)
+    elif kind == "method":
+        method = data.draw(st.sampled_from(UNUSUAL_METHODS), label="method")
+        status, headers, payload = raw(server, method, "/?Action=DescribeRegions&Version=2016-11-15")
+        assert status == 405 and headers.get("x-amzn-requestid"), (method, status, headers, payload[:300])
+        if method == "HEAD":
+            assert payload == b""
+        else:
+            check_hostile("DescribeRegions", status, payload, server)
+        return
+    else:  # a GET whose request target httptools cannot read
+        size = data.draw(st.sampled_from([66_000, 200_000]))
+        status, headers, payload = raw(server, "GET", "/?Action=DescribeRegions&X=" + "a" * size)
+        assert headers.get("x-amzn-requestid")
+        check_hostile("DescribeRegions", status, payload, server)
+        return
+    note(f"params: {params!r}"[:3000])
+    status, payload = signed_post(server.endpoint, params)
+    check_hostile(params[0][1], status, payload, server)
+
+
+@settings(max_examples=120, **FUZZ_SETTINGS)
+@given(data=st.data())
+def test_hostile_input_classes_answer_ec2_xml_below_500(server, known, data):
+    hostile_request(server, known, data)
+
+
+@pytest.mark.parametrize("action, member", STRING_LIST_MEMBERS)
+def test_id_lists_longer_than_a_database_binds(server, known, action, member):
+    """Name.N lists longer than a database binds in one statement (PostgreSQL: 65535 parameters;
+    SQLite: 250000 as Debian builds it) on every implemented operation taking a list of strings:
+    instance ids, the ones the probe sent, 260,000 times; the others 70,000 times."""
+    count = 260_000 if member == "InstanceId" else 70_000
+    is_id, prefix = id_prefix(member)
+    params = [(k, v) for k, v in minimal_params(action, known) if not k.startswith(member + ".")]
+    params += [(f"{member}.{n}", f"{prefix or 'i'}-{n:017x}") for n in range(1, count + 1)]
+    status, payload = signed_post(server.endpoint, params)
+    check_hostile(action, status, payload, server)
