@@ -679,17 +679,18 @@ def _host_spec(host: Host, session: Session, row: Instance) -> InstanceSpec:
     return _spec(host.context(session, row.account_id, row.region), row)
 
 
-def _spec_if(host: Host, instance_id: str, state: S) -> InstanceSpec | None:
-    """The instance's spec as the database says now, if it is still in `state` (an action that a
-    later request overtook, e.g. a start followed by a terminate, then does nothing)."""
-    with host.Session() as session:
-        row = session.get(Instance, instance_id)
-        return _host_spec(host, session, row) if row is not None and row.state == state else None
+def _still(session: Session, instance_id: str, state: S) -> Instance | None:
+    """The instance if the database still has it in `state` (an action that a later request
+    overtook, e.g. a start followed by a terminate, then does nothing)."""
+    row = session.get(Instance, instance_id)
+    return row if row is not None and row.state == state else None
 
 
 @host_action("instance.start")
 def start_on_host(host: Host, instance_id: str) -> None:
-    spec = _spec_if(host, instance_id, S.PENDING)
+    with host.Session() as session:
+        row = _still(session, instance_id, S.PENDING)
+        spec = _host_spec(host, session, row) if row is not None else None
     if spec is not None:
         host.driver.start(spec)
 
@@ -716,13 +717,17 @@ def start_failed(host: Host, instance_id: str, error: str) -> None:
 
 @host_action("instance.stop")
 def stop_on_host(host: Host, instance_id: str, force: bool = False) -> None:
-    if _spec_if(host, instance_id, S.STOPPING) is not None:
+    with host.Session() as session:
+        stopping = _still(session, instance_id, S.STOPPING) is not None
+    if stopping:
         host.driver.stop(instance_id, force)
 
 
 @host_action("instance.reboot")
 def reboot_on_host(host: Host, instance_id: str) -> None:
-    if _spec_if(host, instance_id, S.RUNNING) is not None:
+    with host.Session() as session:
+        running = _still(session, instance_id, S.RUNNING) is not None
+    if running:
         host.driver.reboot(instance_id)
 
 
