@@ -48,10 +48,7 @@ def enqueue(session: Session, kind: str, resource_id: str, zone: str | None = No
 
 
 LANES = ("guests", "images")
-
-
-def lane_of(kind: str) -> str:
-    return "images" if kind.startswith("image.") else "guests"
+IMAGE_KINDS = "image."  # a kind with this prefix runs in the images lane, any other in guests
 
 
 def unfinished_resources(session: Session) -> set[str]:
@@ -71,7 +68,7 @@ class HostWorker:
         self.Session = Session
         self.lane = lane
         self.idle = idle
-        in_images = HostTask.kind.like("image.%")
+        in_images = HostTask.kind.startswith(IMAGE_KINDS, autoescape=True)
         self._mine = in_images if lane == "images" else ~in_images
         self.host: Host | None = None
         self._wake = threading.Event()

@@ -430,21 +430,23 @@ class LibvirtDriver(Driver):
         dom = self._domain(instance_id)
         if dom is None:
             return
-        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-        if disk_id in domainxml.disks(xml):
-            dom.detachDeviceFlags(tostring(domainxml.disks(xml)[disk_id][1], encoding="unicode"),
-                                  libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        self._detach(dom, disk_id, libvirt.VIR_DOMAIN_XML_INACTIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
         if not dom.isActive():
             return
-        xml = dom.XMLDesc()
-        if disk_id in domainxml.disks(xml):
-            dom.detachDeviceFlags(tostring(domainxml.disks(xml)[disk_id][1], encoding="unicode"),
-                                  libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        self._detach(dom, disk_id, 0, libvirt.VIR_DOMAIN_AFFECT_LIVE)
         deadline = time.monotonic() + DETACH_WAIT_SECONDS
         while dom.isActive() and disk_id in domainxml.disks(dom.XMLDesc()):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{instance_id} did not release {disk_id} within {DETACH_WAIT_SECONDS} s")
             time.sleep(0.1)
+
+    @staticmethod
+    def _detach(dom, disk_id: str, xml_flags: int, affect: int) -> None:
+        """Detach the disk from the definition (xml_flags INACTIVE, affect CONFIG) or the live
+        guest (0, LIVE), if that one has it."""
+        found = domainxml.disks(dom.XMLDesc(xml_flags)).get(disk_id)
+        if found is not None:
+            dom.detachDeviceFlags(tostring(found[1], encoding="unicode"), affect)
 
     def snapshot_disk(self, disk_id: str, snapshot_id: str, key: bytes | None = None) -> None:
         """See Driver.snapshot_disk. Of a disk a running guest writes to, the copy is crash-
