@@ -228,11 +228,10 @@ class NoneDriver(Driver):
     def ensure_vpc(self, vpc: VpcSpec) -> None:
         """See Driver.ensure_vpc."""
         subnets = [[sid, str(ipaddress.ip_network(cidr))] for sid, cidr in vpc.subnets]
-        with self._lock:
+        with self._changing():
             have = self.host["vpcs"].setdefault(vpc.vpc_id, {"ports": {}, "nat": {}, "names": {},
                                                              "firewall": None})
             have.update(subnets=subnets, dns_domain=vpc.dns_domain, public_dns_domain=vpc.public_dns_domain)
-            self._save()
 
     def remove_vpc(self, vpc_id: str) -> bool:
         """See Driver.remove_vpc."""
@@ -256,12 +255,11 @@ class NoneDriver(Driver):
         named |= {r.group_id for g in groups for r in (*g.ingress, *g.egress) if r.group_id}
         if named - known:
             raise ValueError(f"groups not given: {sorted(named - known)}")
-        with self._lock:
+        with self._changing():
             self._vpc(vpc_id)["firewall"] = {
                 "groups": {g.group_id: {"ingress": [vars(r) for r in g.ingress],
                                         "egress": [vars(r) for r in g.egress]} for g in groups},
                 "ports": {p.ip: list(p.group_ids) for p in ports}}
-            self._save()
 
     def admits(self, vpc_id: str, src_ip: str, dst_ip: str, protocol: str, port: int | None = None) -> bool:
         """Would the applied firewall let a new connection from src_ip to dst_ip:port through?
@@ -294,7 +292,7 @@ class NoneDriver(Driver):
 
     def map_address(self, vpc_id: str, public_ip: str, private_ip: str, public_hostname: str = "") -> None:
         """See Driver.map_address."""
-        with self._lock:
+        with self._changing():
             vpc = self._vpc(vpc_id)
             for other in self.host["vpcs"].values():
                 if other["nat"].pop(public_ip, None) is not None:
@@ -305,7 +303,6 @@ class NoneDriver(Driver):
             vpc["nat"][public_ip] = private_ip
             if public_hostname:
                 vpc["names"][public_ip] = public_hostname
-            self._save()
 
     def unmap_address(self, vpc_id: str, public_ip: str, private_ip: str) -> None:
         """See Driver.unmap_address."""
