@@ -257,21 +257,32 @@ class Driver:
         the new size). Shrinking is refused (ValueError); the same size changes nothing."""
         raise NotImplementedError
 
-    def attach_disk(self, instance_id: str, disk_id: str, key: bytes | None = None) -> None:
+    def attach_disk(self, instance_id: str, disk_id: str, key: bytes | None = None,
+                    device: str | None = None) -> None:
         """Attach a disk to a guest as a virtio disk whose serial is disk_id (the guest finds it
         as /dev/disk/by-id/virtio-<disk_id>): hot-plugged if it runs, and kept across stop/start.
-        Already attached to it: nothing. LookupError if the disk or guest does not exist."""
+        `device` is the name the user gave (/dev/sdf, xvdg...): the guest's images make that name
+        exist. Already attached to it: nothing. LookupError if the disk or guest does not exist."""
         raise NotImplementedError
 
-    def detach_disk(self, instance_id: str, disk_id: str) -> None:
+    def detach_disk(self, instance_id: str, disk_id: str, force: bool = False) -> None:
         """Detach a disk from a guest; returns once the guest no longer has it (raises if the
-        guest does not let go). Not attached (or no such guest): nothing."""
+        guest does not let go, unless `force`: then the guest loses it without being asked).
+        Not attached (or no such guest): nothing."""
         raise NotImplementedError
 
-    def snapshot_disk(self, disk_id: str, snapshot_id: str, key: bytes | None = None) -> None:
-        """Copy a disk's current contents into a standalone snapshot (independent of the disk
-        and of its backing image), encrypted with `key` if the disk is. LookupError if the disk
-        does not exist."""
+    def snapshot_disk(self, disk_id: str, snapshot_id: str, key: bytes | None = None) -> int:
+        """Keep a point-in-time copy of a disk's contents (also of a disk a running guest writes
+        to: crash-consistent, the guest is not stopped), encrypted with `key` if the disk is.
+        Returns the bytes the snapshot stores (what changed since the disk's previous snapshot:
+        snapshots are incremental). LookupError if the disk does not exist."""
+        raise NotImplementedError
+
+    def copy_snapshot(self, snapshot_id: str, new_snapshot_id: str, key: bytes | None = None,
+                      new_key: bytes | None = None) -> int:
+        """A standalone copy of a snapshot (CopySnapshot: it must outlive its source), opened with
+        `key` if the source is encrypted and encrypted with `new_key` if given. Returns the bytes
+        it stores. LookupError if the source does not exist."""
         raise NotImplementedError
 
     def delete_disk(self, disk_id: str) -> None:

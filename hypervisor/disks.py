@@ -181,6 +181,20 @@ class Disks:
                           *self._luks(key), str(partial), luks=key is not None)
         self._make(self.snapshot_path(snapshot_id), build)
 
+    def copy_snapshot(self, snapshot_id: str, new_snapshot_id: str, key: bytes | None = None,
+                      new_key: bytes | None = None) -> None:
+        """See Driver.copy_snapshot: a flattened copy, re-encrypted with new_key if given."""
+        source = self.snapshot_path(snapshot_id)
+        if not source.exists() or self._deleted_mark(snapshot_id).exists():
+            raise LookupError(f"no snapshot {snapshot_id}")
+
+        def build(partial: Path) -> None:
+            with self._secret(key, new_key) as secret:  # sec0: the source's key, sec1: the new one
+                self._img("convert", *secret, *_opts(source, key is not None), "-O", "qcow2",
+                          *self._luks(new_key, "sec1" if key is not None else SECRET_ID), str(partial),
+                          luks=key is not None or new_key is not None)
+        self._make(self.snapshot_path(new_snapshot_id), build)
+
     def delete(self, disk_id: str) -> None:
         """See Driver.delete_disk (the driver checks that no guest has it)."""
         self.path(disk_id).unlink(missing_ok=True)

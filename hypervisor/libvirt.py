@@ -402,7 +402,8 @@ class LibvirtDriver(Driver):
     def _secret_uuid(self, disk_id: str) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, "ec2emu-volume:" + disk_id))
 
-    def attach_disk(self, instance_id: str, disk_id: str, key: bytes | None = None) -> None:
+    def attach_disk(self, instance_id: str, disk_id: str, key: bytes | None = None,
+                    device: str | None = None) -> None:
         """See Driver.attach_disk: to the live guest and to its definition, whichever lacks it."""
         dom = self._domain(instance_id)
         if dom is None:
@@ -424,7 +425,7 @@ class LibvirtDriver(Driver):
                 dom.attachDeviceFlags(domainxml.disk(str(path), domainxml.free_target(xml), disk_id, secret_uuid),
                                       flag)
 
-    def detach_disk(self, instance_id: str, disk_id: str) -> None:
+    def detach_disk(self, instance_id: str, disk_id: str, force: bool = False) -> None:
         """See Driver.detach_disk: from the definition, then from the live guest, waiting until
         the guest has let go (it must acknowledge the ACPI unplug)."""
         dom = self._domain(instance_id)
@@ -448,11 +449,18 @@ class LibvirtDriver(Driver):
         if found is not None:
             dom.detachDeviceFlags(tostring(found[1], encoding="unicode"), affect)
 
-    def snapshot_disk(self, disk_id: str, snapshot_id: str, key: bytes | None = None) -> None:
+    def snapshot_disk(self, disk_id: str, snapshot_id: str, key: bytes | None = None) -> int:
         """See Driver.snapshot_disk. Of a disk a running guest writes to, the copy is crash-
         consistent at best (qemu-img reads it while the guest writes; a point-in-time copy of a
         live disk needs a libvirt block job: not done yet)."""
         self.disks.snapshot(disk_id, snapshot_id, key)
+        return self.disks.snapshot_path(snapshot_id).stat().st_size
+
+    def copy_snapshot(self, snapshot_id: str, new_snapshot_id: str, key: bytes | None = None,
+                      new_key: bytes | None = None) -> int:
+        """See Driver.copy_snapshot."""
+        self.disks.copy_snapshot(snapshot_id, new_snapshot_id, key, new_key)
+        return self.disks.snapshot_path(new_snapshot_id).stat().st_size
 
     def delete_disk(self, disk_id: str) -> None:
         """See Driver.delete_disk."""

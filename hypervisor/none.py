@@ -359,7 +359,8 @@ class NoneDriver(Driver):
                 raise ValueError(f"{disk_id} has {disk['size_gib']} GiB: disks only grow")
             disk["size_gib"] = size_gib
 
-    def attach_disk(self, instance_id: str, disk_id: str, key: bytes | None = None) -> None:
+    def attach_disk(self, instance_id: str, disk_id: str, key: bytes | None = None,
+                    device: str | None = None) -> None:
         """See Driver.attach_disk."""
         with self._changing():
             disk = self._disk(disk_id)
@@ -369,18 +370,31 @@ class NoneDriver(Driver):
                 raise ValueError(f"{disk_id} is attached to {disk['attached_to']}")
             disk["attached_to"] = instance_id
 
-    def detach_disk(self, instance_id: str, disk_id: str) -> None:
+    def detach_disk(self, instance_id: str, disk_id: str, force: bool = False) -> None:
         """See Driver.detach_disk."""
         with self._changing():
             if self.host["disks"].get(disk_id, {}).get("attached_to") == instance_id:
                 self.host["disks"][disk_id]["attached_to"] = None
 
-    def snapshot_disk(self, disk_id: str, snapshot_id: str, key: bytes | None = None) -> None:
-        """See Driver.snapshot_disk."""
+    def snapshot_disk(self, disk_id: str, snapshot_id: str, key: bytes | None = None) -> int:
+        """See Driver.snapshot_disk (a pretend host stores nothing: 0 bytes)."""
         with self._changing():
             disk = self._disk(disk_id)
             self.host["snapshots"].setdefault(snapshot_id, {"size_gib": disk["size_gib"],
                                                             "encrypted": disk["encrypted"], "deleted": False})
+        return 0
+
+    def copy_snapshot(self, snapshot_id: str, new_snapshot_id: str, key: bytes | None = None,
+                      new_key: bytes | None = None) -> int:
+        """See Driver.copy_snapshot."""
+        with self._changing():
+            source = self.host["snapshots"].get(snapshot_id)
+            if source is None or source["deleted"]:
+                raise LookupError(f"no snapshot {snapshot_id}")
+            self.host["snapshots"].setdefault(new_snapshot_id, {
+                "size_gib": source["size_gib"], "encrypted": new_key is not None or source["encrypted"],
+                "deleted": False})
+        return 0
 
     def delete_disk(self, disk_id: str) -> None:
         """See Driver.delete_disk."""
