@@ -279,8 +279,9 @@ def _verify_v4(method: str, path: str, canonical_headers: str, signed_names: str
 def _only_signed_parameters(payload_hash: str, headers: Mapping[str, str], body: bytes) -> None:
     """A signature whose payload hash is not the body's (UNSIGNED-PAYLOAD, STREAMING-..., as a
     presigned URL has) covers no body: parameters in a form body (another Action, say) were signed
-    by no one, so the request is refused rather than let them count. (AWS's EC2 hashes the body
-    itself and so refuses these too; a body that is not a form carries no parameters.)"""
+    by no one, so the request is refused rather than let them count. (AWS documents
+    UNSIGNED-PAYLOAD for S3 only; other services hash the body themselves, so such a request fails
+    there as SignatureDoesNotMatch. A body that is not a form carries no parameters.)"""
     if not body or payload_hash.lower() == hashlib.sha256(body).hexdigest():
         return
     if "form-urlencoded" in headers.get("content-type", "application/x-www-form-urlencoded") \
