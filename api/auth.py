@@ -254,8 +254,9 @@ def _signed_header_block(signed_headers: str, host: str,
 
 def _verify_v4(method: str, path: str, canonical_headers: str, signed_names: str,
                query_pairs: list[tuple[str, str]], payload_hashes: tuple[str, ...],
-               amz_date: str, scope: str, key: bytes, provided: str) -> bool:
-    """Try the candidate canonical requests; True if any matches ``provided``."""
+               amz_date: str, scope: str, key: bytes, provided: str) -> str:
+    """Try the candidate canonical requests; -> the payload hash of the one that matches
+    ``provided``, or raise SignatureDoesNotMatch."""
     uri = _canonical_uri(path)
     raw_has_plus = any("+" in k or "+" in v for k, v in query_pairs)
     # '+' on the wire normally means space (form encoding; botocore's own GET
@@ -271,8 +272,22 @@ def _verify_v4(method: str, path: str, canonical_headers: str, signed_names: str
                    + hashlib.sha256(creq.encode("utf-8", "surrogateescape")).hexdigest())
             sig = hmac.new(key, sts.encode("utf-8"), hashlib.sha256).hexdigest()
             if _eq(sig, provided):
-                return True
-    return False
+                return payload_hash
+    raise SignatureDoesNotMatch()
+
+
+def _only_signed_parameters(payload_hash: str, headers: Mapping[str, str], body: bytes) -> None:
+    """A signature whose payload hash is not the body's (UNSIGNED-PAYLOAD, STREAMING-..., as a
+    presigned URL has) covers no body: parameters in a form body (another Action, say) were signed
+    by no one, so the request is refused rather than let them count. (AWS documents
+    UNSIGNED-PAYLOAD for S3 only; other services hash the body themselves, so such a request fails
+    there as SignatureDoesNotMatch. A body that is not a form carries no parameters.)"""
+    if not body or payload_hash.lower() == hashlib.sha256(body).hexdigest():
+        return
+    if "form-urlencoded" in headers.get("content-type", "application/x-www-form-urlencoded") \
+            and parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
+        raise IncompleteSignature(f"The request body is not signed (payload {payload_hash}): send every "
+                                  "parameter in the signed query string, or sign the body.")
 
 
 def _payload_hashes(headers: Mapping[str, str], body: bytes) -> tuple[str, ...]:
@@ -328,9 +343,9 @@ def _v4_header(method: str, host: str, path: str, query_pairs, headers, body,
     canonical_headers, signed_names = _signed_header_block(signed_headers, host, headers)
     key = _signing_key(secret, datestamp, region, service)
     scope = f"{datestamp}/{region}/{service}/{TERMINATOR}"
-    if not _verify_v4(method, path, canonical_headers, signed_names, query_pairs,
-                      _payload_hashes(headers, body), amz_date, scope, key, signature):
-        raise SignatureDoesNotMatch()
+    payload_hash = _verify_v4(method, path, canonical_headers, signed_names, query_pairs,
+                              _payload_hashes(headers, body), amz_date, scope, key, signature)
+    _only_signed_parameters(payload_hash, headers, body)
 
     if abs(now - req_time) > MAX_SKEW:
         raise RequestExpired()
@@ -343,13 +358,6 @@ def _v4_presigned(method: str, host: str, path: str, query_pairs, headers, body,
     for k, v in query_pairs:
         if k.startswith("X-Amz-"):
             params[k] = _decode_component(v, True)
-    # A presigned URL signs its query string and no body (UNSIGNED-PAYLOAD): a parameter in a
-    # form body (another Action, say) was signed by no one, so none may count.
-    if body and "form-urlencoded" in headers.get("content-type", "application/x-www-form-urlencoded") \
-            and parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
-        raise IncompleteSignature("Query-string authentication signs no request body: send every "
-                                  "parameter in the presigned URL, none in the body.")
-
     algorithm = params.get("X-Amz-Algorithm", "")
     if algorithm != ALGORITHM_V4:
         raise IncompleteSignature(f"X-Amz-Algorithm only supports '{ALGORITHM_V4}', got "
@@ -389,10 +397,10 @@ def _v4_presigned(method: str, host: str, path: str, query_pairs, headers, body,
         params["X-Amz-SignedHeaders"], host, headers)
     key = _signing_key(secret, datestamp, region, service)
     scope = f"{datestamp}/{region}/{service}/{TERMINATOR}"
-    if not _verify_v4(method, path, canonical_headers, signed_names, query_pairs,
-                      _payload_hashes(headers, body), amz_date, scope, key,
-                      params["X-Amz-Signature"]):
-        raise SignatureDoesNotMatch()
+    payload_hash = _verify_v4(method, path, canonical_headers, signed_names, query_pairs,
+                              _payload_hashes(headers, body), amz_date, scope, key,
+                              params["X-Amz-Signature"])
+    _only_signed_parameters(payload_hash, headers, body)
 
     if req_time - now > MAX_SKEW:  # signed in the future
         raise RequestExpired()

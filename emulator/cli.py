@@ -187,6 +187,40 @@ def _port_forward(args) -> int:
         return 0
 
 
+def _env(args) -> int:
+    """The shell environment that points clients at this emulator, for `eval "$(ec2emu env)"`:
+    boto3, the AWS CLI, the JavaScript SDK and Ansible (AWS_*), and euca2ools 3, which reads
+    EC2_URL and signs for AWS_AUTH_REGION (else `undefined-<pid>`, which no region answers)."""
+    import shlex
+
+    from emulator.catalogue import REGIONS
+    from emulator.config import load_config
+    config = load_config(args.config, {"default_region": args.region})
+    if config.default_region not in REGIONS:
+        raise SystemExit(f"ec2emu env: no region {config.default_region!r} here (one of: {', '.join(REGIONS)})")
+    if args.access_key:
+        cred = config.account_for(args.access_key)
+        if cred is None:
+            raise SystemExit(f"ec2emu env: {args.access_key} is none of the configured access keys")
+    else:
+        cred = config.credentials[0]
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(config.host, config.host)
+    endpoint = (args.endpoint or f"http://{host}:{config.port}").rstrip("/")
+    region = config.default_region
+    print(f"# ec2emu at {endpoint}/, account {cred.account_id}, region {region}: eval \"$(ec2emu env)\"")
+    print("unset AWS_PROFILE AWS_SESSION_TOKEN AWS_SECURITY_TOKEN  # else a real profile or token would be used")
+    for name, value in (
+            ("AWS_ENDPOINT_URL", endpoint),             # boto3, the AWS CLI, the JavaScript SDK v3
+            ("AWS_ACCESS_KEY_ID", cred.access_key), ("AWS_SECRET_ACCESS_KEY", cred.secret_key),
+            ("AWS_DEFAULT_REGION", region), ("AWS_REGION", region),  # AWS_REGION: the JS SDK, Ansible
+            ("EC2_URL", endpoint + "/"),                # euca2ools
+            ("AWS_AUTH_REGION", region),                # euca2ools: the region it signs for
+            ("AWS_ACCESS_KEY", cred.access_key), ("AWS_SECRET_KEY", cred.secret_key),  # older tools' names
+            ("EC2_ACCESS_KEY", cred.access_key), ("EC2_SECRET_KEY", cred.secret_key)):
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
 def _add_client_args(p) -> None:
     p.add_argument("instance_id")
     p.add_argument("--endpoint", default="http://127.0.0.1:8773")
@@ -231,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     _add_client_args(fwd)
     fwd.add_argument("ports", help="LOCAL[:REMOTE], e.g. 2222:22")
     fwd.set_defaults(fn=_port_forward)
+    env = sub.add_parser("env", help='print the shell environment for clients: eval "$(ec2emu env)"')
+    env.add_argument("--endpoint", help="the API's URL (default: http://HOST:PORT of the settings)")
+    env.add_argument("--region", help="the region to act in (default: default_region)")
+    env.add_argument("--access-key", help="one of the configured access keys (default: the first)")
+    env.add_argument("--config", help="TOML file with settings (see README)")
+    env.set_defaults(fn=_env)
     argv = sys.argv[1:] if argv is None else list(argv)
     tail: list[str] = []
     if "--" in argv:  # `ec2emu ssh ID [options] -- COMMAND...`

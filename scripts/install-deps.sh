@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what ec2emu needs on a Debian 12 machine, as root. Idempotent.
 #   scripts/install-deps.sh          the emulator: QEMU, libvirt, the network tools, the Python package
-#   scripts/install-deps.sh --test   and what the tests need (PostgreSQL, awscli, libcloud, hypothesis)
+#   scripts/install-deps.sh --test   and what the tests need (PostgreSQL, awscli, libcloud, hypothesis,
+#                                    Ansible, node with the pinned AWS SDK for JavaScript in tests/js)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
@@ -10,7 +11,12 @@ debs=(python3 python3-pip python3-venv python3-dev gcc pkg-config
       qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev   # guests
       iproute2 dnsmasq-base nftables openssh-client                                  # VPC networks
       busybox-static e2fsprogs cpio kmod mmdebstrap)                                 # image building
-[ "${1:-}" = "--test" ] && debs+=(postgresql putty-tools openssl)  # putty-tools: the PPK check
+if [ "${1:-}" = "--test" ]; then
+  debs+=(postgresql putty-tools openssl)  # putty-tools: the PPK check
+  # node and npm for tests/js: Debian's, unless a node is already there (nodesource's bundles npm)
+  command -v node >/dev/null || debs+=(nodejs)
+  command -v npm >/dev/null || debs+=(npm)
+fi
 missing=()
 for d in "${debs[@]}"; do dpkg -s "$d" >/dev/null 2>&1 || missing+=("$d"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -29,4 +35,9 @@ if [ "$managed" = 0 ] && [ ! -d .venv ]; then
 else
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/pip install -q -e ".${extras}"
+fi
+
+if [ "${1:-}" = "--test" ]; then
+  # The AWS SDK for JavaScript v3, exactly as package-lock.json pins it (tests/test_js_sdk.py).
+  (cd tests/js && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi

@@ -125,11 +125,62 @@ def test_v4_region_from_scope():
     assert verify(v4(get_request(), region="ap-southeast-2")).region == "ap-southeast-2"
 
 
-def test_v4_unsigned_payload_header():
-    req = post_request()
+class SigV4UnsignedUndeclared(SigV4Auth):
+    """Signs UNSIGNED-PAYLOAD without the x-amz-content-sha256 header that declares it."""
+
+    def payload(self, request):
+        return "UNSIGNED-PAYLOAD"
+
+
+def unsigned_payload(url=URL, data=None):
+    """A header-signed POST whose payload hash is UNSIGNED-PAYLOAD: its body is signed by no one."""
+    req = AWSRequest(method="POST", url=url, data=data, headers={
+        "Content-Type": "application/x-www-form-urlencoded; charset=utf-8"} if data else {})
     req.context["payload_signing_enabled"] = False
-    p = v4(req)
+    return v4(req)
+
+
+def test_v4_unsigned_payload_header_counts_no_body_parameters():
+    """UNSIGNED-PAYLOAD leaves the body unsigned: a form body's parameters are refused (they were
+    accepted once); the same signature over parameters in the query string, no body, is served."""
+    p = unsigned_payload(data=dict(FORM))
     assert p.headers["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD"
+    assert "body is not signed" in expect("IncompleteSignature", 400, p).message
+    query = URL + "?Action=DescribeRegions&Version=2016-11-15"
+    assert verify(unsigned_payload(url=query)) == Principal(AK, "us-east-1")
+    # undeclared: a signature over UNSIGNED-PAYLOAD with no header saying so
+    req = AWSRequest(method="POST", url=URL, data=dict(FORM),
+                     headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    SigV4UnsignedUndeclared(CREDS, "ec2", "us-east-1").add_auth(req)
+    p = req.prepare()
+    assert "X-Amz-Content-SHA256" not in p.headers
+    expect("IncompleteSignature", 400, p)
+    req = AWSRequest(method="POST", url=query)
+    SigV4UnsignedUndeclared(CREDS, "ec2", "us-east-1").add_auth(req)
+    assert verify(req.prepare()) == Principal(AK, "us-east-1")
+
+
+def test_v4_unsigned_body_cannot_replace_the_signed_action():
+    """The attack: Action=DescribeRegions signed in the query, Action=CreateKeyPair in an unsigned
+    body (which the HTTP layer would merge over the query's): refused, whatever the body's type
+    says it is, unless it is not a form at all."""
+    p = unsigned_payload(url=URL + "?Action=DescribeRegions&Version=2016-11-15")
+    body = b"Action=CreateKeyPair&KeyName=smuggled&Version=2016-11-15"
+    form = {**wire(p)["form"], **dict(parse_qsl(body.decode()))}
+    assert form["Action"] == "CreateKeyPair"
+    assert verify(p) == Principal(AK, "us-east-1")  # as signed: no body
+    headers = wire(p)["headers"]
+    assert "content-type" not in headers and "content-type" not in p.headers["Authorization"]
+    for content_type in ({"content-type": "application/x-www-form-urlencoded"}, {}):
+        expect("IncompleteSignature", 400, p, body=body, form=form, headers={**headers, **content_type})
+    octets = {**headers, "content-type": "application/octet-stream"}
+    assert verify(p, body=b"\x00binary", headers=octets).access_key == AK
+
+
+def test_v4_signed_body_declared_in_capitals():
+    """A body signed under its hash in capitals is still signed: its parameters count."""
+    body = b"Action=DescribeRegions&Version=2016-11-15"
+    p = v4(post_request(headers={"X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest().upper()}))
     assert verify(p) == Principal(AK, "us-east-1")
 
 

@@ -266,6 +266,26 @@ def test_a_presigned_url_counts_no_body_parameters(server, ec2):
     assert status == 200 and b"<zoneName>us-east-1a</zoneName>" in data
 
 
+def test_an_unsigned_payload_counts_no_body_parameters(server, ec2):
+    """Header-signed with x-amz-content-sha256: UNSIGNED-PAYLOAD, Action=DescribeRegions in the
+    signed query and Action=CreateKeyPair in the unsigned body: refused, no key pair made; the
+    same request without the body is served."""
+    name = unique("smuggled")
+    req = AWSRequest(method="POST", url=f"https://127.0.0.1:{server.port}/?" + urllib.parse.urlencode(REGIONS_PARAMS))
+    req.context["payload_signing_enabled"] = False  # UNSIGNED-PAYLOAD (over https: the scheme is not signed)
+    botocore.auth.SigV4Auth(CREDS, "ec2", "us-east-1").add_auth(req)
+    signed = req.prepare()
+    assert signed.headers["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD"
+    assert "content-length" not in signed.headers["Authorization"]
+    body = f"Action=CreateKeyPair&KeyName={name}&Version=2016-11-15".encode()
+    status, data = send_prepared(server, signed, body=body, headers={
+        "Content-Type": "application/x-www-form-urlencoded", "Content-Length": str(len(body))})
+    assert status == 400 and wire_code(data) == "IncompleteSignature", data
+    assert ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [name]}])["KeyPairs"] == []
+    status, data = send_prepared(server, signed)
+    assert status == 200 and b"<zoneName>us-east-1a</zoneName>" in data
+
+
 def test_a_regional_endpoint_refuses_another_regions_scope(server):
     """Host ec2.us-east-1.amazonaws.com with an eu-west-1 credential scope: refused (it was served
     in eu-west-1)."""
