@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from hypervisor import HostEvent, InstanceSpec
 
-from . import images, keypairs, security_groups, vpcs
+from . import firewall, images, keypairs, security_groups, vpcs
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
 from .dns import private_dns_domain, private_dns_name, public_dns_domain, public_dns_name
 from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceCreditSpecificationNotSupported,
@@ -422,6 +422,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
     for row in rows:
         if tags:
             set_tags(ctx, row.id, tags)
+    firewall.changed(ctx, subnet.vpc_id)  # before the starts: each port is plugged already filtered
     for row in rows:
         ctx.host_task("instance.start", row.id, row.availability_zone)
     ctx.session.flush()  # the describe below reads tags on the connection, past the ORM
@@ -572,6 +573,7 @@ def start_instances(ctx: Context, p: dict) -> dict:
             to_start.append(row)
         changes.append(_change(row, previous))
     for row in to_start:
+        firewall.changed(ctx, row.vpc_id)  # (its VPC's network may have gone while it was stopped)
         ctx.host_task("instance.start", row.id, row.availability_zone)
     return {"StartingInstances": changes}
 
@@ -623,6 +625,7 @@ def terminate_instances(ctx: Context, p: dict) -> dict:
         if row.state not in ("shutting-down", "terminated"):
             _user_initiated(row, "shutting-down", now)
             ctx.host_task("instance.terminate", row.id, row.availability_zone)
+            firewall.changed(ctx, row.vpc_id)  # after it: its address has left its groups' sets
         changes.append(_change(row, previous))
     return {"TerminatingInstances": changes}
 
@@ -774,6 +777,7 @@ def reconcile(host: Host) -> None:
             elif row.state == S.RUNNING:
                 apply_hypervisor_event(session, row.id,
                                        HostEvent.STOPPED if found == HostEvent.STOPPED else HostEvent.VANISHED)
+        firewall.reconcile(session)
         session.commit()
 
 
@@ -866,6 +870,7 @@ def modify_instance_attribute(ctx: Context, p: dict) -> None:
     elif attr == "groupSet":
         groups = security_groups.resolve_groups(ctx, row.vpc_id, list(value), None)
         row.security_group_ids = [g.id for g in groups]
+        firewall.changed(ctx, row.vpc_id)
     elif attr == "instanceInitiatedShutdownBehavior":
         if value not in ("stop", "terminate"):
             raise InvalidParameterValue.value(value, "InstanceInitiatedShutdownBehavior")
