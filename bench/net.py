@@ -9,8 +9,7 @@ Prints:
      completes is the first packet the new rule admitted. Timed from the moment the boto3 call
      returned (its answer) and from the moment it was made; N trials (default 10), each rule
      revoked again after; median and max (target: answered -> admitted <= 100 ms).
-  2. Guest-to-guest TCP throughput (busybox `dd | nc`, M MiB, dd's own rate: the pipe into nc
-     drains at the network's pace) and latency (busybox ping, 20 echoes, average RTT), A -> B
+  2. Guest-to-guest TCP throughput (busybox `dd | nc`, M MiB, timed by the sender's uptime) and latency (busybox ping, 20 echoes, average RTT), A -> B
      in the same subnet, with 200 security-group rules installed (4 groups of 50 ingress rules,
      each guest in all of them, the rule admitting A's traffic last) against the same guests with
      no security-group table at all (the plain bridge). Alternated, 3 rounds each; medians and
@@ -125,13 +124,16 @@ def authorize_to_admitted(ec2, group: str, ns: str, ip: str, trials: int) -> tup
 
 def transfer(ns: str, pem: Path, a: str, b: str, megabytes: int) -> tuple[float, float]:
     """(MB/s by dd, average ping RTT in ms) from guest a to guest b."""
-    out = ssh(ns, pem, a, f"dd if=/dev/zero bs=1048576 count={megabytes} 2>/tmp/dd | nc {b} {SINK_PORT};"
-                          f" cat /tmp/dd; ping -c 20 -i 0.2 {b}")
-    m = re.search(r"copied, ([\d.]+) seconds", out)
+    # (busybox dd prints no rate: the guest's uptime, 10 ms steps, around it; nc returns at EOF)
+    out = ssh(ns, pem, a, "s=$(cut -d' ' -f1 /proc/uptime);"
+                          f" dd if=/dev/zero bs=1048576 count={megabytes} 2>/dev/null | nc {b} {SINK_PORT};"
+                          " e=$(cut -d' ' -f1 /proc/uptime); echo elapsed $s $e;"
+                          f" sudo ping -c 20 -i 0.2 {b}")
+    m = re.search(r"elapsed ([\d.]+) ([\d.]+)", out)
     rtt = re.search(r"min/avg/max = [\d.]+/([\d.]+)/", out)
     if not m or not rtt:
         raise RuntimeError(f"unexpected output: {out}")
-    return megabytes / float(m.group(1)), float(rtt.group(1))
+    return megabytes / (float(m.group(2)) - float(m.group(1))), float(rtt.group(1))
 
 
 def sg_table(ns: str) -> bool:

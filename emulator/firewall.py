@@ -2,7 +2,8 @@
 task that applies it.
 
 Whatever changes what a VPC's firewall must be (a rule authorized, revoked or modified, a group
-deleted, an instance launched, started, terminated or given other groups) calls `changed`: a
+deleted, an instance launched, started or given other groups; its address freed when it is
+terminated, whatever ended it) calls `changed` (or `ask`, from a driver event): a
 `vpc.firewall` host task joins the request's transaction, so the change and the promise to
 enforce it commit together. The task reads the VPC's groups, rules and instances when it runs and
 hands all of it to `driver.apply_firewall`, which replaces what was there at once. So one apply
@@ -41,6 +42,12 @@ def changed(ctx: Context, vpc_id: str) -> None:
     transaction: the task reads everything when it runs)."""
     if not _asked(ctx.session, vpc_id):
         ctx.host_task(KIND, vpc_id)
+
+
+def ask(session: Session, vpc_id: str) -> None:
+    """changed() for code that holds a session, not a request (driver events, the reconciler)."""
+    if not _asked(session, vpc_id):
+        enqueue(session, KIND, vpc_id)
 
 
 def _asked(session: Session, vpc_id: str) -> bool:
@@ -106,5 +113,4 @@ def reconcile(session: Session) -> None:
     """At start-up (and after a reconnect): apply every VPC's firewall again, from the database,
     for every VPC that has instances (the host kept the last one applied meanwhile)."""
     for vpc_id in session.scalars(select(Instance.vpc_id).where(Instance.state != "terminated").distinct()):
-        if not _asked(session, vpc_id):
-            enqueue(session, KIND, vpc_id)
+        ask(session, vpc_id)

@@ -625,15 +625,14 @@ def terminate_instances(ctx: Context, p: dict) -> dict:
         if row.state not in ("shutting-down", "terminated"):
             _user_initiated(row, "shutting-down", now)
             ctx.host_task("instance.terminate", row.id, row.availability_zone)
-            firewall.changed(ctx, row.vpc_id)  # after it: its address has left its groups' sets
         changes.append(_change(row, previous))
     return {"TerminatingInstances": changes}
 
 
 def apply_hypervisor_event(session: Session, instance_id: str, state: str) -> bool:
-    """Move an instance on from what the host really did. When the host must now tear the guest
-    down (its own shutdown with behaviour 'terminate', or a lost guest), a terminate task joins
-    the same transaction; returns True then."""
+    """Move an instance on from what the host really did. When the host must now act (tear the
+    guest down after its own shutdown with behaviour 'terminate' or a lost guest; a terminated
+    guest's firewall), a host task joins the same transaction; returns True then."""
     row = session.get(Instance, instance_id, with_for_update=True)
     if row is None or row.state == S.TERMINATED:
         return False
@@ -659,6 +658,8 @@ def apply_hypervisor_event(session: Session, instance_id: str, state: str) -> bo
             return True
     elif state == HostEvent.TERMINATED:
         _terminated(row, now)
+        firewall.ask(session, row.vpc_id)  # its address leaves its groups' sets
+        return True
     elif state == HostEvent.VANISHED:  # the host lost the guest: AWS reports an internal error
         row.state_reason_code = "Server.InternalError"
         row.state_reason_message = "Server.InternalError: Internal error on launch"

@@ -1,4 +1,5 @@
-"""Security groups enforced on the wire, with real tiny-image guests (three, shared by the module).
+"""Security groups enforced on the wire: what the emulator asks the host for (the `none` driver's
+kept firewall, no guests), then real tiny-image guests (three, shared by the module).
 
 A and B are in their VPC's default group (which admits its own members, and SSH from anywhere:
 the module's server opens it as a user would, see test_guests.cloud); C is in a group of its own,
@@ -15,6 +16,7 @@ Where the traffic comes from, and why it meets the guests' groups as on AWS:
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
@@ -22,8 +24,6 @@ import pytest
 
 from .helpers import tiny_image, unique
 from .test_guests import _console, _key, _ssh, cloud, fast_waiter  # noqa: F401 (fixture)
-
-pytestmark = pytest.mark.slow
 
 LISTEN_PORT = 7000
 # A persistent busybox nc server answering each connection with the guest's name (the tiny image
@@ -98,6 +98,51 @@ def guests(cloud):  # noqa: F811
 SSH_ANYWHERE = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
 
 
+def test_the_host_is_given_the_firewall_the_api_describes(server, ec2):
+    """The `none` driver keeps what apply_firewall was given (none-host.json): after each change,
+    the VPC's whole firewall as the database says, re-rendered by the vpc.firewall host task."""
+    def applied(vpc_id: str) -> dict:
+        try:
+            host = json.loads((server.state_dir / "none-host.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):  # (replaced atomically; not written yet)
+            return {}
+        return host.get("firewalls", {}).get(vpc_id) or {}
+
+    def eventually(check) -> None:
+        assert _until(check, True, timeout=10), "the host was never given the change"
+
+    web = ec2.create_security_group(GroupName=unique("fw-web"), Description="web")["GroupId"]
+    inst = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1,
+                             SecurityGroupIds=[web])["Instances"][0]
+    iid, vpc = inst["InstanceId"], inst["VpcId"]
+    eventually(lambda: applied(vpc).get("ports", {}).get(iid) == {"ip": inst["PrivateIpAddress"], "groups": [web]})
+    # AWS's default for a new group: all egress, no ingress.
+    assert applied(vpc)["groups"][web] == {"ingress": [], "egress": [
+        {"protocol": "all", "from_port": None, "to_port": None, "cidr": "0.0.0.0/0", "group_id": None}]}
+    default = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["default"]},
+                                                    {"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"][0]
+    # The default group admits its own members (a reference to itself).
+    assert {"protocol": "all", "from_port": None, "to_port": None, "cidr": None,
+            "group_id": default["GroupId"]} in applied(vpc)["groups"][default["GroupId"]]["ingress"]
+
+    rule = {"protocol": "tcp", "from_port": 80, "to_port": 80, "cidr": "10.0.0.0/8", "group_id": None}
+    perm = [{"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "10.1.2.3/8"}]}]
+    ec2.authorize_security_group_ingress(GroupId=web, IpPermissions=perm)
+    eventually(lambda: applied(vpc)["groups"][web]["ingress"] == [rule])  # (the CIDR as a network)
+    ref = [{"IpProtocol": "icmp", "FromPort": 8, "ToPort": -1, "UserIdGroupPairs": [{"GroupId": default["GroupId"]}]}]
+    ec2.authorize_security_group_ingress(GroupId=web, IpPermissions=ref)
+    eventually(lambda: applied(vpc)["groups"][web]["ingress"] == [rule, {
+        "protocol": "icmp", "from_port": 8, "to_port": None, "cidr": None, "group_id": default["GroupId"]}])
+    ec2.revoke_security_group_ingress(GroupId=web, IpPermissions=perm + ref)
+    eventually(lambda: applied(vpc)["groups"][web]["ingress"] == [])
+
+    ec2.modify_instance_attribute(InstanceId=iid, Groups=[default["GroupId"], web])
+    eventually(lambda: applied(vpc)["ports"][iid]["groups"] == [default["GroupId"], web])
+    ec2.terminate_instances(InstanceIds=[iid])
+    eventually(lambda: iid not in applied(vpc)["ports"])
+
+
+@pytest.mark.slow
 def test_port_22_opens_on_authorize_and_closes_for_new_connections_on_revoke(cloud, guests):  # noqa: F811
     """From the VPC router (its gateway address is in no group: an outsider, as a user on the
     internet is on AWS) to C, whose group admits nothing until the rule is authorized."""
@@ -134,6 +179,7 @@ def test_port_22_opens_on_authorize_and_closes_for_new_connections_on_revoke(clo
     _ssh(cloud, c["id"], guests["pem"], LISTENER)
 
 
+@pytest.mark.slow
 def test_default_group_members_reach_each_other(cloud, guests):  # noqa: F811
     """Guest to guest (both groups apply), and from the router as the outsider beside it."""
     pem, a, b = guests["pem"], guests["a"], guests["b"]
@@ -145,6 +191,7 @@ def test_default_group_members_reach_each_other(cloud, guests):  # noqa: F811
     assert not _connects(guests["ns"], a["ip"], LISTEN_PORT)
 
 
+@pytest.mark.slow
 def test_another_group_is_admitted_by_a_group_reference(cloud, guests):  # noqa: F811
     """C (group fw-other) reaches A and B only once the default group names fw-other in a rule."""
     ec2, pem, a, b, c = guests["ec2"], guests["pem"], guests["a"], guests["b"], guests["c"]
@@ -173,6 +220,7 @@ def test_another_group_is_admitted_by_a_group_reference(cloud, guests):  # noqa:
     assert _until(lambda: "hello-from-" in _fetch(cloud, c, pem, a["ip"]), False) is False
 
 
+@pytest.mark.slow
 def test_a_restarted_emulator_applies_the_firewall_again(cloud, guests):  # noqa: F811
     """The host's rules are rebuilt from the database: removed behind the emulator's back while
     it was down, they are back after its start (the reconciler), and still say the same."""
