@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from hypervisor import HostEvent, InstanceSpec
 
-from . import images, keypairs, security_groups, vpcs
+from . import firewall, images, keypairs, security_groups, vpcs
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
 from .dns import private_dns_domain, private_dns_name, public_dns_domain, public_dns_name
 from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceCreditSpecificationNotSupported,
@@ -422,6 +422,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
     for row in rows:
         if tags:
             set_tags(ctx, row.id, tags)
+    firewall.changed(ctx, subnet.vpc_id)  # before the starts: each port is plugged already filtered
     for row in rows:
         ctx.host_task("instance.start", row.id, row.availability_zone)
     ctx.session.flush()  # the describe below reads tags on the connection, past the ORM
@@ -572,6 +573,7 @@ def start_instances(ctx: Context, p: dict) -> dict:
             to_start.append(row)
         changes.append(_change(row, previous))
     for row in to_start:
+        firewall.changed(ctx, row.vpc_id)  # (its VPC's network may have gone while it was stopped)
         ctx.host_task("instance.start", row.id, row.availability_zone)
     return {"StartingInstances": changes}
 
@@ -628,9 +630,9 @@ def terminate_instances(ctx: Context, p: dict) -> dict:
 
 
 def apply_hypervisor_event(session: Session, instance_id: str, state: str) -> bool:
-    """Move an instance on from what the host really did. When the host must now tear the guest
-    down (its own shutdown with behaviour 'terminate', or a lost guest), a terminate task joins
-    the same transaction; returns True then."""
+    """Move an instance on from what the host really did. When the host must now act (tear the
+    guest down after its own shutdown with behaviour 'terminate' or a lost guest; a terminated
+    guest's firewall), a host task joins the same transaction; returns True then."""
     row = session.get(Instance, instance_id, with_for_update=True)
     if row is None or row.state == S.TERMINATED:
         return False
@@ -656,6 +658,8 @@ def apply_hypervisor_event(session: Session, instance_id: str, state: str) -> bo
             return True
     elif state == HostEvent.TERMINATED:
         _terminated(row, now)
+        firewall.ask(session, row.vpc_id)  # its address leaves its groups' sets
+        return True
     elif state == HostEvent.VANISHED:  # the host lost the guest: AWS reports an internal error
         row.state_reason_code = "Server.InternalError"
         row.state_reason_message = "Server.InternalError: Internal error on launch"
@@ -774,6 +778,7 @@ def reconcile(host: Host) -> None:
             elif row.state == S.RUNNING:
                 apply_hypervisor_event(session, row.id,
                                        HostEvent.STOPPED if found == HostEvent.STOPPED else HostEvent.VANISHED)
+        firewall.reconcile(session)
         session.commit()
 
 
@@ -866,6 +871,7 @@ def modify_instance_attribute(ctx: Context, p: dict) -> None:
     elif attr == "groupSet":
         groups = security_groups.resolve_groups(ctx, row.vpc_id, list(value), None)
         row.security_group_ids = [g.id for g in groups]
+        firewall.changed(ctx, row.vpc_id)
     elif attr == "instanceInitiatedShutdownBehavior":
         if value not in ("stop", "terminate"):
             raise InvalidParameterValue.value(value, "InstanceInitiatedShutdownBehavior")

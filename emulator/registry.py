@@ -24,7 +24,7 @@ from hypervisor import Driver
 from .config import Config
 
 # Every module of emulator/ that registers handlers, in no particular order.
-HANDLER_MODULES = ("addresses", "image_import", "images", "instance_types", "instances", "keypairs",
+HANDLER_MODULES = ("addresses", "firewall", "image_import", "images", "instance_types", "instances", "keypairs",
                    "regions", "security_groups", "tags", "vpcs")
 
 

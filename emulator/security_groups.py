@@ -21,6 +21,7 @@ from datetime import timedelta
 
 from sqlalchemy import bindparam, delete, select
 
+from . import firewall
 from .errors import (CannotDelete, DependencyViolation, InvalidGroupDuplicate, InvalidGroupIdMalformed,
                      InvalidGroupNotFound, InvalidParameter, InvalidParameterCombination, InvalidParameterValue,
                      InvalidPermissionDuplicate, InvalidPermissionNotFound, InvalidPrefixListIdMalformed,
@@ -514,6 +515,8 @@ def _authorize(ctx: Context, p: dict, egress: bool) -> dict:
         raise RulesPerSecurityGroupLimitExceeded()
     rows = [_new_rule(ctx, group, egress, s, seq) for seq, s in enumerate(specs)]
     ctx.session.flush()
+    if rows:
+        firewall.changed(ctx, group.vpc_id)
     for r in rows:
         if tags:
             set_tags(ctx, r.id, tags)
@@ -561,6 +564,8 @@ def _revoke(ctx: Context, p: dict, egress: bool) -> dict:
     for r in unique:
         ctx.session.execute(delete(Tag).where(Tag.resource_id == r.id, Tag.account_id == ctx.account_id))
         ctx.session.delete(r)
+    if unique:
+        firewall.changed(ctx, group.vpc_id)
     return {"Return": True, "RevokedSecurityGroupRules": [{
         "SecurityGroupRuleId": r.id, "GroupId": r.group_id, "IsEgress": r.is_egress,
         "IpProtocol": r.ip_protocol, "FromPort": r.from_port, "ToPort": r.to_port, "CidrIpv4": r.cidr_ipv4,
@@ -620,6 +625,8 @@ def modify_security_group_rules(ctx: Context, p: dict) -> dict:
         row.referenced_group_id, row.referenced_user_id = spec.referenced_group_id, spec.referenced_user_id
         row.description = spec.description
         row.rule_key = rule_key(row)
+    if rows:
+        firewall.changed(ctx, group.vpc_id)
     return {"Return": True}
 
 
@@ -672,6 +679,7 @@ def delete_security_group(ctx: Context, p: dict) -> dict:
     # removes the row; the other finds nothing and answers NotFound, as AWS does.
     if ctx.session.execute(delete(SecurityGroup).where(SecurityGroup.id == group.id)).rowcount != 1:
         raise InvalidGroupNotFound(group.id)
+    firewall.changed(ctx, group.vpc_id)
     return {"Return": True, "GroupId": group.id}
 
 

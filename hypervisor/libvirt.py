@@ -26,7 +26,7 @@ from . import domainxml
 from .base import Driver, FirewallPort, HostEvent, InstanceSpec, Listener, SecurityGroupRules, VpcSpec
 from .disks import GIB, Disks
 from .host import crash_point, run
-from .network import Desired, Network, PortSpec, disable_ipv6
+from .network import Desired, Network, PortSpec, disable_ipv6, firewall_state
 
 log = logging.getLogger("ec2emu.libvirt")
 
@@ -349,7 +349,9 @@ class LibvirtDriver(Driver):
 
     def apply_firewall(self, vpc_id: str, groups: Sequence[SecurityGroupRules],
                        ports: Sequence[FirewallPort]) -> None:
-        raise NotImplementedError("security groups are enforced with the VPC issue")
+        """See Driver.apply_firewall: nftables in the VPC's namespace (nftables.firewall_table),
+        kept for a VPC whose network is not there yet."""
+        self.network.apply_firewall(vpc_id, firewall_state(groups, ports))
 
     # ---------------------------------------------------------------------------- addresses
 

@@ -13,7 +13,7 @@ Per VPC, namespace `<prefix>-<vpc id>`:
   * one dnsmasq (dnsmasq.py): DHCP with one fixed lease per interface, DNS for the names the
     emulator gave (hostnames, DNS domains), never forwarding a query anywhere;
   * nftables (nftables.py: the ruleset as a pure function of the VPC's state): per-port
-    anti-spoofing and the internet gateway's 1:1 NAT.
+    anti-spoofing, the internet gateway's 1:1 NAT and the security groups.
 
 One more namespace, `<prefix>-internet`, plays the internet. Each VPC namespace has a veth into
 it (`igw` in the VPC namespace, `x<10 hex of the vpc id>` in the internet one), unnumbered in
@@ -32,6 +32,8 @@ and IPv6 is disabled on them before they come up (no link-local addresses, no ND
 
 Every operation is idempotent and rebuilds from state: per-VPC state lives in
 `<state_dir>/<vpc id>/state.json` beside dnsmasq's files (vpcstore.py, which also holds the lock);
+the security groups last applied in `<state_dir>/firewalls/<vpc id>.json`, kept while the VPC
+has no network too (so its first port is plugged already filtered, never up open);
 `sync` rebuilds everything from a desired description (the reconciler's view of the database)
 after a crash or restart. This module orchestrates; names.py names devices, links.py makes
 every `ip` call.
@@ -39,9 +41,11 @@ every `ip` call.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import secrets
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -51,11 +55,11 @@ from .host import HostError
 from .links import disable_ipv6
 from .names import (gateway, gateway_mac, internet_link_name, port_name, root_bridge_name, root_veth_name,
                     subnet_bridge_name)
-from .nftables import IGW_IFNAME
+from .nftables import IGW_IFNAME, firewall_state
 from .vpcstore import VpcStore, write_if_changed
 
 __all__ = ["Desired", "INTERNET_ADDRESS", "LINK_VPC_ADDRESS", "METADATA_ADDRESS", "Network", "PortSpec",
-           "VpcSpec", "disable_ipv6", "root_bridge_name"]
+           "VpcSpec", "disable_ipv6", "firewall_state", "root_bridge_name"]
 
 log = logging.getLogger("ec2emu.network")
 
@@ -221,6 +225,30 @@ class Network:
                 return False
             self._remove_vpc(vpc_id)
             return True
+
+    # ------------------------------------------------------------------------------ firewall
+
+    def _firewall_path(self, vpc_id: str):
+        return self.state_dir / "firewalls" / f"{vpc_id}.json"
+
+    def firewall(self, vpc_id: str) -> dict | None:
+        """The security groups last applied to a VPC (firewall_state's form), None if none."""
+        try:
+            return json.loads(self._firewall_path(vpc_id).read_text())
+        except FileNotFoundError:
+            return None
+
+    def apply_firewall(self, vpc_id: str, firewall: dict) -> None:
+        """Enforce security groups (firewall_state's form) in a VPC, replacing what was there in
+        one nft transaction (established connections live on: conntrack keeps them). A VPC with
+        no network yet keeps them for when it is made: its first port is plugged filtered."""
+        with self.locked():
+            path = self._firewall_path(vpc_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_if_changed(path, json.dumps(firewall, indent=1, sort_keys=True))
+            ns = self.namespace_of(vpc_id)
+            if self.store.load(vpc_id) is not None and host.netns_exists(ns):
+                links.exec_in(ns, "nft", "-f", "-", input=nftables.firewall_script(firewall))
 
     def _remove_ns(self, ns: str) -> None:
         dnsmasq.stop_strays(ns)
@@ -388,7 +416,7 @@ class Network:
         hosts_changed = write_if_changed(d / "hosts", dnsmasq.hosts(st["ports"], st["nat"], st["public_names"],
                                                                      st["dns_domain"]))
         removed = bool(old_dhcp - set(dhcp_lines))
-        links.exec_in(ns, "nft", "-f", "-", input=nftables.ruleset(st["ports"], st["nat"]))
+        links.exec_in(ns, "nft", "-f", "-", input=nftables.ruleset(st["ports"], st["nat"], self.firewall(vpc_id)))
         conf_changed = write_if_changed(d / "dnsmasq.conf", dnsmasq.config(
             d.resolve(), st["subnets"].items(), st["dns_domain"], st["public_dns_domain"]))
         daemon = self._dnsmasq(vpc_id)
@@ -474,3 +502,4 @@ class Network:
                     links.del_link(None, name)
             for vpc_id in self.store.known():
                 self.store.remove(vpc_id)
+            shutil.rmtree(self.state_dir / "firewalls", ignore_errors=True)

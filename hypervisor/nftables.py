@@ -1,22 +1,28 @@
 """The nftables ruleset of a VPC namespace, as a pure function of what the VPC holds.
 
-Two tables, each replaced whole and atomically by one `nft -f` run of the text:
+Three tables, each replaced whole and atomically by one `nft -f` run of the text:
   * `bridge ec2emu_ports`: per-port anti-spoofing, stateless (this kernel has no bridge-family
     conntrack): a port may only send frames from its MAC, ARP for its own address and IPv4 from
     its own address (or 0.0.0.0 -> 255.255.255.255 for DHCP); anything else (IPv6, VLAN tags...)
     is dropped;
   * `ip ec2emu_igw`: the internet gateway: 1:1 NAT of public IPs (DNAT in from the internet link,
-    SNAT out to it), and only instances with a public IP may use that link.
-Other code (security groups) may add its own tables in the same namespace; names differ.
+    SNAT out to it), and only instances with a public IP may use that link;
+  * `inet ec2emu_sg`: security groups (`firewall_table`), stateful. The kernel has no
+    bridge-family conntrack (FACTS.md), but with br_netfilter on in the namespace bridged IPv4
+    passes the inet hooks, where conntrack works. There `iifname` is the bridge, not the port:
+    guests are matched by address, which the bridge table above pins to their port.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 
+from .base import FirewallPort, SecurityGroupRules
 from .names import hex10, port_name
 
 PORTS_TABLE = "ec2emu_ports"  # bridge family
 IGW_TABLE = "ec2emu_igw"      # ip family
+SG_TABLE = "ec2emu_sg"        # inet family
 IGW_IFNAME = "igw"            # the VPC namespace's end of its link to the internet namespace
 
 
@@ -82,6 +88,117 @@ def igw_table(nat: Mapping[str, str]) -> list[str]:
         "}"]
 
 
-def ruleset(ports: Mapping[str, Mapping[str, str]], nat: Mapping[str, str]) -> str:
+def firewall_state(groups: Sequence[SecurityGroupRules], ports: Sequence[FirewallPort]) -> dict:
+    """Driver.apply_firewall's arguments as the plain data nftables.firewall_table renders and
+    firewall.json keeps. ValueError if a port or rule names a group that is not given."""
+    known = {g.group_id for g in groups}
+    named = {gid for p in ports for gid in p.group_ids}
+    named |= {r.group_id for g in groups for r in (*g.ingress, *g.egress) if r.group_id}
+    if named - known:
+        raise ValueError(f"groups not given: {sorted(named - known)}")
+    ips = [p.ip for p in ports]
+    if len(set(ips)) != len(ips):
+        raise ValueError(f"two ports with one address: {sorted(ips)}")
+    return {"groups": {g.group_id: {"ingress": [asdict(r) for r in g.ingress],
+                                    "egress": [asdict(r) for r in g.egress]} for g in groups},
+            "ports": {p.instance_id: {"ip": p.ip, "groups": list(p.group_ids)} for p in ports}}
+
+
+
+def _tail(resource_id: str) -> str:
+    """The whole hex part of an id: set and chain names (up to 256 characters) need no shortening."""
+    hex10(resource_id)  # validates it
+    return resource_id.split("-", 1)[1].lower()
+
+
+def _match(rule: Mapping, direction: str) -> str:
+    """One security-group rule as nft matches (without its verdict). rule: a base.Rule as a dict."""
+    peer = "saddr" if direction == "ingress" else "daddr"
+    parts = []
+    if rule.get("group_id"):
+        parts.append(f"ip {peer} @g_{_tail(rule['group_id'])}")
+    elif rule.get("cidr") not in (None, "0.0.0.0/0"):
+        parts.append(f"ip {peer} {rule['cidr']}")
+    proto, lo, hi = rule["protocol"], rule.get("from_port"), rule.get("to_port")
+    if proto in ("tcp", "udp"):
+        if lo is None or hi is None or (lo <= 0 and hi >= 65535):
+            parts.append(f"meta l4proto {proto}")
+        else:
+            parts.append(f"{proto} dport {lo}" if lo == hi else f"{proto} dport {lo}-{hi}")
+    elif proto == "icmp":
+        if lo is None or lo < 0:
+            parts.append("meta l4proto icmp")
+        else:
+            parts.append(f"icmp type {lo}")
+            if hi is not None and hi >= 0:
+                parts.append(f"icmp code {hi}")
+    return " ".join(parts)
+
+
+def _vmap(addr: str, ports: list, kind: str) -> list[str]:
+    if not ports:
+        return []
+    items = ", ".join(f"{p['ip']} : jump {kind}_{_tail(iid)}" for iid, p in ports)
+    return [f"    ip {addr} vmap {{ {items} }}"]
+
+
+def firewall_table(firewall: Mapping | None) -> list[str]:
+    """Security groups. firewall: {"groups": {group id: {"ingress": [rule], "egress": [rule]}},
+    "ports": {instance id: {"ip": ..., "groups": [group id, ...]}}} (rules as base.Rule dicts);
+    None: nothing is filtered (no table at all).
+
+    Only new connections meet the rules: `ct state established,related` is accepted first, so
+    replies pass and established connections outlive a rule's removal (AWS's behaviour). A new
+    connection from a port must pass one egress rule of one of its groups (its `out_` chain
+    returns to the forward chain), then, if it goes to a port, one ingress rule of one of that
+    port's groups (its `in_` chain accepts); anything else is dropped. Each group is a named set
+    of its members' addresses (`g_<hex>`): a rule naming a group admits those.
+
+    What AWS never filters stays unfiltered: traffic to and from the router itself (DHCP, DNS,
+    the metadata address) does not cross the forward hook at all. Connections the router opens
+    to a port (a user's `ec2emu ssh`, a test) come from its gateway address and meet the port's
+    ingress rules like any other peer (output chain); DHCP answers (to an address conntrack has
+    not seen: the request was a broadcast) are let through there."""
+    if firewall is None:
+        return [f"table inet {SG_TABLE}", f"delete table inet {SG_TABLE}"]
+    groups, ports = firewall.get("groups", {}), sorted(firewall.get("ports", {}).items())
+    members: dict[str, list[str]] = {gid: [] for gid in groups}
+    for _iid, p in ports:
+        for gid in p["groups"]:
+            members.setdefault(gid, []).append(p["ip"])
+    lines = _replace("inet", SG_TABLE)
+    for gid in sorted(members):
+        ips = sorted(set(members[gid]))
+        elements = f" elements = {{ {', '.join(ips)} }};" if ips else ""
+        lines.append(f"  set g_{_tail(gid)} {{ type ipv4_addr;{elements} }}")
+    lines += ["  chain forward {",
+              "    type filter hook forward priority filter; policy accept;",
+              "    ct state established,related accept",
+              *_vmap("saddr", ports, "out"),
+              *_vmap("daddr", ports, "in"),
+              "  }",
+              "  chain output {",
+              "    type filter hook output priority filter; policy accept;",
+              "    ct state established,related accept",
+              "    udp sport 67 udp dport 68 accept",
+              *_vmap("daddr", ports, "in"),
+              "  }"]
+    for iid, p in ports:
+        for direction, kind, verdict in (("egress", "out", "return"), ("ingress", "in", "accept")):
+            lines.append(f"  chain {kind}_{_tail(iid)} {{")
+            for gid in p["groups"]:
+                for rule in groups.get(gid, {}).get(direction, []):
+                    match = _match(rule, direction)
+                    lines.append(f"    {match} {verdict}" if match else f"    {verdict}")
+            lines += ["    drop", "  }"]
+    return lines + ["}"]
+
+
+def ruleset(ports: Mapping[str, Mapping[str, str]], nat: Mapping[str, str], firewall: Mapping | None = None) -> str:
     """The whole script for `nft -f -` in a VPC namespace."""
-    return "\n".join(ports_table(ports) + igw_table(nat)) + "\n"
+    return "\n".join(ports_table(ports) + igw_table(nat) + firewall_table(firewall)) + "\n"
+
+
+def firewall_script(firewall: Mapping | None) -> str:
+    """The security groups alone (a rule change need not rewrite the other tables)."""
+    return "\n".join(firewall_table(firewall)) + "\n"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .base import (Driver, FirewallPort, HostEvent, InstanceSpec, Listener, SecurityGroupRules,
                    VpcSpec)
+from .nftables import firewall_state
 
 HOST_FILE = "none-host.json"
 
@@ -229,8 +230,7 @@ class NoneDriver(Driver):
         """See Driver.ensure_vpc."""
         subnets = [[sid, str(ipaddress.ip_network(cidr))] for sid, cidr in vpc.subnets]
         with self._changing():
-            have = self.host["vpcs"].setdefault(vpc.vpc_id, {"ports": {}, "nat": {}, "names": {},
-                                                             "firewall": None})
+            have = self.host["vpcs"].setdefault(vpc.vpc_id, {"ports": {}, "nat": {}, "names": {}})
             have.update(subnets=subnets, dns_domain=vpc.dns_domain, public_dns_domain=vpc.public_dns_domain)
 
     def remove_vpc(self, vpc_id: str) -> bool:
@@ -249,34 +249,28 @@ class NoneDriver(Driver):
 
     def apply_firewall(self, vpc_id: str, groups: Sequence[SecurityGroupRules],
                        ports: Sequence[FirewallPort]) -> None:
-        """See Driver.apply_firewall. Kept as given; `admits` evaluates it."""
-        known = {g.group_id for g in groups}
-        named = {gid for p in ports for gid in p.group_ids}
-        named |= {r.group_id for g in groups for r in (*g.ingress, *g.egress) if r.group_id}
-        if named - known:
-            raise ValueError(f"groups not given: {sorted(named - known)}")
+        """See Driver.apply_firewall. Kept as given (also for a VPC without a network yet, as the
+        libvirt driver keeps it for when the network comes); `admits` evaluates it."""
         with self._changing():
-            self._vpc(vpc_id)["firewall"] = {
-                "groups": {g.group_id: {"ingress": [vars(r) for r in g.ingress],
-                                        "egress": [vars(r) for r in g.egress]} for g in groups},
-                "ports": {p.ip: list(p.group_ids) for p in ports}}
+            self.host.setdefault("firewalls", {})[vpc_id] = firewall_state(groups, ports)
 
     def admits(self, vpc_id: str, src_ip: str, dst_ip: str, protocol: str, port: int | None = None) -> bool:
         """Would the applied firewall let a new connection from src_ip to dst_ip:port through?
         Both ends' groups are asked (egress of the source, ingress of the destination); an address
         that is not a listed port is not filtered on its side."""
         with self._lock:
-            fw = copy.deepcopy(self._vpc(vpc_id)["firewall"]) or {"groups": {}, "ports": {}}
+            fw = copy.deepcopy(self.host.get("firewalls", {}).get(vpc_id)) or {"groups": {}, "ports": {}}
+        groups_of = {p["ip"]: p["groups"] for p in fw["ports"].values()}
 
         def peer_matches(rule: dict, peer_ip: str) -> bool:
             if rule["cidr"] is not None:
                 return ipaddress.ip_address(peer_ip) in ipaddress.ip_network(rule["cidr"])
-            return rule["group_id"] in fw["ports"].get(peer_ip, [])
+            return rule["group_id"] in groups_of.get(peer_ip, [])
 
         def allowed(own_ip: str, direction: str, peer_ip: str) -> bool:
-            if own_ip not in fw["ports"]:
+            if own_ip not in groups_of:
                 return True
-            for gid in fw["ports"][own_ip]:
+            for gid in groups_of[own_ip]:
                 for r in fw["groups"][gid][direction]:
                     if r["protocol"] not in ("all", protocol) or not peer_matches(r, peer_ip):
                         continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
 import threading
 
 import pytest
@@ -116,5 +117,12 @@ def test_remove_vpc_refuses_while_a_port_is_plugged(driver):
                         "10.77.0.5", "")
     assert driver.remove_vpc(vpc.vpc_id) is False
     assert driver.network.namespace_of(vpc.vpc_id) in os.listdir("/run/netns")
-    with pytest.raises(NotImplementedError):
-        driver.apply_firewall(vpc.vpc_id, [], [])
+    # Its firewall is applied in its namespace (ValueError for a group it was not given).
+    from hypervisor.base import FirewallPort, SecurityGroupRules
+    with pytest.raises(ValueError):
+        driver.apply_firewall(vpc.vpc_id, [], [FirewallPort("i-0000000000000000a", "10.77.0.5", ("sg-1",))])
+    driver.apply_firewall(vpc.vpc_id, [SecurityGroupRules("sg-0000000000000000a")],
+                          [FirewallPort("i-0000000000000000a", "10.77.0.5", ("sg-0000000000000000a",))])
+    table = subprocess.run(["ip", "netns", "exec", driver.network.namespace_of(vpc.vpc_id), "nft", "list", "table",
+                            "inet", "ec2emu_sg"], capture_output=True, text=True).stdout
+    assert "10.77.0.5 : jump in_0000000000000000a" in table

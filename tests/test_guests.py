@@ -52,6 +52,11 @@ def cloud(tmp_path_factory):
         "EC2EMU_IMAGE_DIR": IMAGE_CACHE, "EC2EMU_NETWORK_PREFIX": prefix, "EC2EMU_CREDENTIALS": CREDENTIALS,
         "EC2EMU_STOP_TIMEOUT_SECONDS": "30"}).start()
     srv.prefix = prefix
+    # Security groups are enforced on the wire: the default group admits only its own members.
+    # As an AWS user does, open SSH in it (from anywhere: the VPC router, where `ec2emu ssh` and
+    # port-forward connect from, and the namespace playing the internet).
+    srv.client().authorize_security_group_ingress(GroupName="default", IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
     yield srv
     _terminate_everything(srv)
     srv.stop()

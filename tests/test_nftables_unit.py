@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hypervisor import dnsmasq, nftables
 
 PORTS = {"i-0123456789abcdef0": {"mac": "0a:00:00:00:00:01", "ip": "10.0.0.5", "subnet_id": "subnet-1",
@@ -71,3 +73,82 @@ def test_dnsmasq_serves_only_the_names_it_is_given():
     # No domains given: none served, and none invented.
     bare = dnsmasq.config(Path("/s/vpc-1"), [("subnet-0000000001", "10.0.0.0/24")], "", "")
     assert "domain=" not in bare and "local=" not in bare and "no-resolv" in bare
+
+
+# ------------------------------------------------------------------------------ security groups
+
+WEB, ADMIN = "sg-0000000000000000a", "sg-0000000000000000b"
+I1, I2 = "i-0123456789abcdef0", "i-00000000000000ff1"
+
+
+def firewall(**ports):
+    from hypervisor import FirewallPort, Rule, SecurityGroupRules
+    web = SecurityGroupRules(WEB, ingress=(Rule("tcp", 80, 80, cidr="0.0.0.0/0"),
+                                           Rule("tcp", 22, 22, group_id=ADMIN),
+                                           Rule("icmp", 8, None, cidr="10.0.0.0/8"),
+                                           Rule("udp", 0, 65535, cidr="192.0.2.0/24")),
+                             egress=(Rule("all", cidr="0.0.0.0/0"),))
+    admin = SecurityGroupRules(ADMIN, ingress=(Rule("all", group_id=ADMIN),),
+                               egress=(Rule("tcp", 22, 22, group_id=WEB), Rule("icmp", 3, 4, cidr="10.0.0.0/8")))
+    return nftables.firewall_state([web, admin], [FirewallPort(iid, ip, tuple(groups))
+                                                  for iid, (ip, groups) in ports.items()])
+
+
+def test_security_groups_are_one_inet_table_of_per_port_chains():
+    fw = firewall(**{I1: ("10.0.0.5", [WEB]), I2: ("10.0.0.6", [ADMIN])})
+    text = nftables.ruleset(PORTS, {}, fw)
+    # Replaced whole with the other tables, in the same script (one nft transaction).
+    assert "table inet ec2emu_sg\ndelete table inet ec2emu_sg\ntable inet ec2emu_sg {" in text
+    text = text[text.index("table inet ec2emu_sg {"):]  # (the igw table has chains of the same names)
+    # Each group is a named set of its members' addresses.
+    assert "  set g_0000000000000000a { type ipv4_addr; elements = { 10.0.0.5 }; }" in text
+    assert "  set g_0000000000000000b { type ipv4_addr; elements = { 10.0.0.6 }; }" in text
+    # Stateful: only new connections meet the rules; the sender's egress, then the receiver's ingress.
+    assert chain(text, "forward") == [
+        "type filter hook forward priority filter; policy accept;",
+        "ct state established,related accept",
+        "ip saddr vmap { 10.0.0.6 : jump out_00000000000000ff1, 10.0.0.5 : jump out_0123456789abcdef0 }",
+        "ip daddr vmap { 10.0.0.6 : jump in_00000000000000ff1, 10.0.0.5 : jump in_0123456789abcdef0 }"]
+    # What the router opens to a guest meets its ingress too; DHCP answers pass.
+    assert chain(text, "output")[1:] == [
+        "ct state established,related accept", "udp sport 67 udp dport 68 accept",
+        "ip daddr vmap { 10.0.0.6 : jump in_00000000000000ff1, 10.0.0.5 : jump in_0123456789abcdef0 }"]
+    # Allow-only: a rule's match admits, anything else is dropped. Egress returns (ingress is next).
+    assert chain(text, "in_0123456789abcdef0") == [
+        "tcp dport 80 accept",                       # 0.0.0.0/0: no address match
+        "ip saddr @g_0000000000000000b tcp dport 22 accept",  # a group reference: its members
+        "ip saddr 10.0.0.0/8 icmp type 8 accept",    # ICMP type, any code
+        "ip saddr 192.0.2.0/24 meta l4proto udp accept",  # the whole port range: the protocol
+        "drop"]
+    assert chain(text, "out_0123456789abcdef0") == ["return", "drop"]  # allow all out
+    assert chain(text, "in_00000000000000ff1") == ["ip saddr @g_0000000000000000b accept", "drop"]  # self-reference
+    assert chain(text, "out_00000000000000ff1") == ["ip daddr @g_0000000000000000a tcp dport 22 return",
+                                                    "ip daddr 10.0.0.0/8 icmp type 3 icmp code 4 return", "drop"]
+
+
+def test_a_port_in_several_groups_gets_all_their_rules_and_a_group_without_members_an_empty_set():
+    fw = firewall(**{I1: ("10.0.0.5", [ADMIN, WEB])})
+    text = nftables.firewall_script(fw)
+    assert "  set g_0000000000000000a { type ipv4_addr; elements = { 10.0.0.5 }; }" in text
+    assert chain(text, "in_0123456789abcdef0")[0] == "ip saddr @g_0000000000000000b accept"  # its groups in order
+    assert chain(text, "in_0123456789abcdef0")[1] == "tcp dport 80 accept"
+    empty = nftables.firewall_script(firewall(**{I1: ("10.0.0.5", [WEB])}))
+    assert "  set g_0000000000000000b { type ipv4_addr; }" in empty  # nft refuses `elements = { }`
+
+
+def test_no_ports_filters_nothing_and_none_removes_the_table():
+    text = nftables.firewall_script(firewall())
+    assert "vmap" not in text and "chain in_" not in text
+    assert chain(text, "forward")[1:] == ["ct state established,related accept"]
+    assert nftables.firewall_script(None) == "table inet ec2emu_sg\ndelete table inet ec2emu_sg\n"
+
+
+def test_firewall_state_refuses_what_the_contract_refuses():
+    from hypervisor import FirewallPort, Rule, SecurityGroupRules
+    with pytest.raises(ValueError):  # a port in a group that is not given
+        nftables.firewall_state([], [FirewallPort(I1, "10.0.0.5", (WEB,))])
+    with pytest.raises(ValueError):  # a rule naming a group that is not given
+        nftables.firewall_state([SecurityGroupRules(WEB, ingress=(Rule("all", group_id=ADMIN),))], [])
+    with pytest.raises(ValueError):  # two ports, one address
+        nftables.firewall_state([SecurityGroupRules(WEB)], [FirewallPort(I1, "10.0.0.5", (WEB,)),
+                                                            FirewallPort(I2, "10.0.0.5", (WEB,))])

@@ -1,0 +1,116 @@
+"""Security groups on the wire: a VPC's whole firewall rendered from the database, and the host
+task that applies it.
+
+Whatever changes what a VPC's firewall must be (a rule authorized, revoked or modified, a group
+deleted, an instance launched, started or given other groups; its address freed when it is
+terminated, whatever ended it) calls `changed` (or `ask`, from a driver event): a
+`vpc.firewall` host task joins the request's transaction, so the change and the promise to
+enforce it commit together. The task reads the VPC's groups, rules and instances when it runs and
+hands all of it to `driver.apply_firewall`, which replaces what was there at once. So one apply
+covers every change committed before it reads: it marks the other pending tasks of its VPC that
+it covered as done (several changes in a row become one apply).
+
+A launch's task is written before its `instance.start` (tasks run in order): the new port's
+rules are on the host before the port is plugged. The reconciler asks for every VPC's firewall
+again at start-up (`reconcile`).
+
+What the host does not enforce (no IPv6 on guest networks; prefix lists and protocols other
+than TCP, UDP and ICMP are not modelled by the driver) admits nothing: a port's rules only ever
+open what AWS's would.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from hypervisor import FirewallPort, Rule, SecurityGroupRules
+
+from .host_tasks import enqueue
+from .models import HostTask, HostTaskState, Instance, SecurityGroup, SecurityGroupRule, utcnow
+from .registry import Context, Host, host_action
+
+log = logging.getLogger("ec2emu.firewall")
+
+KIND = "vpc.firewall"
+
+
+def changed(ctx: Context, vpc_id: str) -> None:
+    """Ask for the VPC's firewall to be applied again once this transaction commits (once per
+    transaction: the task reads everything when it runs)."""
+    if not _asked(ctx.session, vpc_id):
+        ctx.host_task(KIND, vpc_id)
+
+
+def ask(session: Session, vpc_id: str) -> None:
+    """changed() for code that holds a session, not a request (driver events, the reconciler)."""
+    if not _asked(session, vpc_id):
+        enqueue(session, KIND, vpc_id)
+
+
+def _asked(session: Session, vpc_id: str) -> bool:
+    return any(isinstance(o, HostTask) and o.kind == KIND and o.resource_id == vpc_id for o in session.new)
+
+
+def _rule(r: SecurityGroupRule) -> Rule | None:
+    """A rule row as the driver's Rule; None for what the host does not filter (see the top)."""
+    protocol = "all" if r.ip_protocol == "-1" else r.ip_protocol
+    if protocol not in ("tcp", "udp", "icmp", "all"):
+        return None
+    if r.cidr_ipv4:
+        peer = {"cidr": str(ipaddress.IPv4Network(r.cidr_ipv4, strict=False))}
+    elif r.referenced_group_id:
+        peer = {"group_id": r.referenced_group_id}
+    else:
+        return None
+    if protocol == "all":
+        return Rule("all", **peer)
+    return Rule(protocol, None if r.from_port == -1 else r.from_port, None if r.to_port == -1 else r.to_port,
+                **peer)
+
+
+def desired(session: Session, vpc_id: str) -> tuple[list[SecurityGroupRules], list[FirewallPort]]:
+    """The VPC's firewall as the database says it must be: every group of the VPC with its rules
+    (rules naming a group that no longer exists dropped: it has no members), and every instance
+    that holds an address in it (a stopped one keeps its address and groups, as on AWS)."""
+    groups = {g: ([], []) for g in session.scalars(select(SecurityGroup.id).where(SecurityGroup.vpc_id == vpc_id))}
+    if groups:
+        for r in session.scalars(select(SecurityGroupRule).where(SecurityGroupRule.group_id.in_(list(groups)))
+                                 .order_by(SecurityGroupRule.created_at, SecurityGroupRule.id)):
+            rule = _rule(r)
+            if rule is not None and (rule.group_id is None or rule.group_id in groups):
+                groups[r.group_id][1 if r.is_egress else 0].append(rule)
+    ports = [FirewallPort(iid, ip, tuple(g for g in (gids or []) if g in groups))
+             for iid, ip, gids in session.execute(
+                 select(Instance.id, Instance.private_ip, Instance.security_group_ids).where(
+                     Instance.vpc_id == vpc_id, Instance.state != "terminated",
+                     Instance.private_ip.is_not(None)).order_by(Instance.id))]
+    return [SecurityGroupRules(gid, tuple(i), tuple(e)) for gid, (i, e) in sorted(groups.items())], ports
+
+
+def _pending(vpc_id: str):
+    return (HostTask.kind == KIND, HostTask.resource_id == vpc_id, HostTask.state == HostTaskState.PENDING)
+
+
+@host_action(KIND)
+def apply_on_host(host: Host, vpc_id: str) -> None:
+    with host.Session() as session:
+        # The newest task read before the state: every change it stands for is committed, so
+        # the state read next includes it, and that task (and older ones) need not run again.
+        covered = session.scalar(select(func.max(HostTask.id)).where(*_pending(vpc_id)))
+        groups, ports = desired(session, vpc_id)
+    host.driver.apply_firewall(vpc_id, groups, ports)
+    if covered is not None:
+        with host.Session() as session:
+            session.execute(update(HostTask).where(*_pending(vpc_id), HostTask.id <= covered).values(
+                state=HostTaskState.DONE, finished_at=utcnow(), attempts=HostTask.attempts + 1))
+            session.commit()
+
+
+def reconcile(session: Session) -> None:
+    """At start-up (and after a reconnect): apply every VPC's firewall again, from the database,
+    for every VPC that has instances (the host kept the last one applied meanwhile)."""
+    for vpc_id in session.scalars(select(Instance.vpc_id).where(Instance.state != "terminated").distinct()):
+        ask(session, vpc_id)
