@@ -32,7 +32,8 @@ def wait_state(ec2, vid: str, state: str) -> dict:
 
 
 def new_volume(ec2, zone: str = ZONE, **kw) -> str:
-    kw.setdefault("Size", 1)
+    if "SnapshotId" not in kw:
+        kw.setdefault("Size", 1)
     vid = ec2.create_volume(AvailabilityZone=zone, **kw)["VolumeId"]
     wait_state(ec2, vid, "available")
     return vid
