@@ -423,3 +423,28 @@ def test_other_account_cannot_touch(other_account, ec2, instance):
     expect_error("InvalidVolume.NotFound", other_account.attach_volume, VolumeId=vid, InstanceId=instance,
                  Device="/dev/sdf")
     assert OTHER_ACCOUNT != "123456789012"
+
+
+def test_metadata_lists_volumes_present_at_last_start(server, ec2):
+    """block-device-mapping/ebsN lists the volumes the instance had when it was launched or last
+    started (AWS's rule): one attached while it runs appears after a stop and start."""
+    from metadata.tree import meta_data
+
+    from .test_metadata import facts_for, fake_instance
+
+    iid = run_instance(ec2)
+    vid = new_volume(ec2)
+    attach(ec2, vid, iid, "/dev/sdj")
+
+    def listed() -> list[tuple]:
+        with sqlite3.connect(server.state_dir / "ec2emu.sqlite") as db:
+            return db.execute("SELECT device, listed FROM volume_attachments WHERE instance_id = ?", (iid,)).fetchall()
+    assert listed() == [("/dev/sdj", 0)]
+    ec2.stop_instances(InstanceIds=[iid])
+    fast_waiter(ec2, "instance_stopped")(InstanceIds=[iid])
+    ec2.start_instances(InstanceIds=[iid])
+    assert listed() == [("/dev/sdj", 1)]
+    tree = meta_data(facts_for(fake_instance(block_device_mappings=[]), volume_devices=["/dev/sdj"]))
+    assert tree["block-device-mapping"] == {"ami": "/dev/xvda", "root": "/dev/xvda", "ebs1": "sdj"}
+    assert meta_data(facts_for(fake_instance(block_device_mappings=[])))["block-device-mapping"] == {
+        "ami": "/dev/xvda", "root": "/dev/xvda"}
