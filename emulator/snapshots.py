@@ -152,8 +152,7 @@ def create_snapshots(ctx: Context, p: dict) -> dict:
     tags = tag_specifications(p.get("TagSpecifications"), "snapshot")
     description = _check_description(p.get("Description"))
     excluded = set(spec.get("ExcludeDataVolumeIds") or [])
-    for volume_id in excluded:
-        volumes.get_volume(ctx, volume_id)
+    volumes.existing(ctx, list(excluded))
     copy_tags = p.get("CopyTagsFromSource")
     if copy_tags not in (None, "volume"):
         raise InvalidParameterValue.value(copy_tags, "CopyTagsFromSource", "Valid values: volume.")

@@ -142,6 +142,17 @@ def get_volume(ctx: Context, volume_id: str, *, for_update: bool = False) -> Vol
     return v
 
 
+def existing(ctx: Context, volume_ids) -> None:
+    """Every id names one of the caller's volumes (one query, however many ids), or AWS's error."""
+    for volume_id in volume_ids:
+        _check_id(volume_id)
+    have = set(ctx.session.scalars(select(Volume.id).where(Volume.account_id == ctx.account_id,
+                                                           Volume.region == ctx.region)))
+    missing = [v for v in volume_ids if v not in have]
+    if missing:
+        raise InvalidVolumeNotFound(*missing)
+
+
 def _attachments_of(ctx: Context, volume_ids) -> dict[str, list[VolumeAttachment]]:
     out: dict[str, list[VolumeAttachment]] = {}
     rows = ctx.session.scalars(select(VolumeAttachment).where(
@@ -490,9 +501,10 @@ MODIFICATIONS = Resource("VolumesModifications", lambda ctx, page, tags: [_modif
 @action("DescribeVolumesModifications")
 def describe_volumes_modifications(ctx: Context, p: dict) -> dict:
     rows = _volume_rows(ctx)
+    have = {v.id for v in rows}
     for volume_id in p.get("VolumeIds") or []:  # a volume that does not exist is that error first
         _check_id(volume_id)
-        if not any(v.id == volume_id for v in rows):
+        if volume_id not in have:
             raise InvalidVolumeNotFound(volume_id)
     return describe(ctx, MODIFICATIONS, p, [v for v in rows if v.modification])
 
