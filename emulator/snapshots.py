@@ -378,7 +378,7 @@ def _pending(host: Host, snapshot_id: str) -> tuple[Snapshot, bytes | None] | No
         s = session.get(Snapshot, snapshot_id)
         if s is None or s.state != "pending":
             return None
-        return s, crypto.unwrap(host.config, s.wrapped_key, s.id)
+        return s, crypto.passphrase(host.config, s.wrapped_key, s.id)
 
 
 @host_action("snapshot.create")

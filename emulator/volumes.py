@@ -594,7 +594,7 @@ def delete_volume(ctx: Context, p: dict) -> None:
 # ------------------------------------------------------------------------------- host side
 
 def _key(host: Host, v: Volume) -> bytes | None:
-    return crypto.unwrap(host.config, v.wrapped_key, v.id)
+    return crypto.passphrase(host.config, v.wrapped_key, v.id)
 
 
 @host_action("volume.create")
