@@ -45,6 +45,10 @@ class Config:
     # empty: the default images from the shared cache `ec2emu images build` fills
     # ($EC2EMU_IMAGE_CACHE, else /var/cache/ec2emu/images), registered copies in <state_dir>/images.
     image_dir: str = ""
+    # The master key that wraps every encrypted EBS volume's data key (base64 of 32 bytes). Empty:
+    # a key made once in <state_dir>/ebs-master.key (0600). Processes sharing one database (several
+    # API processes, one host agent per zone) must share it: set it here then.
+    ebs_master_key: str = ""
     # libvirt driver
     libvirt_uri: str = "qemu:///system"
     domain_type: str = "auto"  # 'kvm', 'qemu' (TCG), or 'auto': try KVM once, fall back to TCG

@@ -138,6 +138,33 @@ class InvalidInstanceType(NotFound):
     singular = plural = "The following supplied instance types do not exist: [{}]"
 
 
+class InvalidVolumeNotFound(NotFound):
+    code = "InvalidVolume.NotFound"
+    singular = "The volume '{}' does not exist."
+
+
+class InvalidSnapshotNotFound(NotFound):
+    code = "InvalidSnapshot.NotFound"
+    singular = "The snapshot '{}' does not exist."
+
+
+class InvalidVolumeModificationNotFound(NotFound):
+    code = "InvalidVolumeModification.NotFound"
+    singular = "Modification for volume '{}' does not exist."
+
+
+class InvalidAttachmentNotFound(EC2Error):
+    code = "InvalidAttachment.NotFound"
+
+    @classmethod
+    def not_attached(cls, volume_id: str, instance_id: str) -> InvalidAttachmentNotFound:
+        return cls(f"Volume {volume_id} can not be detached from {instance_id} because it is not attached")
+
+    @classmethod
+    def not_as_device(cls, volume_id: str, instance_id: str, device: str) -> InvalidAttachmentNotFound:
+        return cls(f"The volume {volume_id} is not attached to instance {instance_id} as device {device}")
+
+
 class InvalidPermissionNotFound(EC2Error):
     code = "InvalidPermission.NotFound"
     message = "The specified rule does not exist in this security group."
@@ -180,6 +207,11 @@ class InvalidRamDiskIdMalformed(Malformed):
 class InvalidSnapshotIDMalformed(Malformed):
     code = "InvalidSnapshotID.Malformed"
     prefix = "snap"
+
+
+class InvalidVolumeIDMalformed(Malformed):
+    code = "InvalidVolumeID.Malformed"
+    prefix = "vol"
 
 
 class InvalidGroupIdMalformed(Malformed):
@@ -451,8 +483,76 @@ class IncorrectState(EC2Error):
         return cls("The request conflicted with a concurrent change; retry it.")
 
     @classmethod
+    def volume(cls, volume_id: str, state: str) -> IncorrectState:
+        return cls(f"Volume '{volume_id}' is in the '{state}' state.")
+
+    @classmethod
+    def not_available(cls, volume_id: str) -> IncorrectState:
+        return cls(f"{volume_id} is not 'available'.")
+
+    @classmethod
+    def instance_not_running(cls, instance_id: str) -> IncorrectState:
+        return cls(f"Instance '{instance_id}' is not 'running'.")
+
+    @classmethod
+    def snapshot(cls, snapshot_id: str, state: str) -> IncorrectState:
+        return cls(f"Snapshot '{snapshot_id}' is in the '{state}' state.")
+
+    @classmethod
     def not_cancellable(cls, task_id: str, status: str) -> IncorrectState:
         return cls(f"The import task {task_id} cannot be cancelled: it is {status}.")
+
+
+class IncorrectModificationState(EC2Error):
+    code = "IncorrectModificationState"
+
+    def __init__(self, volume_id: str):
+        super().__init__(f"Volume {volume_id} is already being modified.")
+
+
+class VolumeInUse(EC2Error):
+    code = "VolumeInUse"
+
+    @classmethod
+    def attached(cls, volume_id: str) -> VolumeInUse:
+        """AttachVolume of a volume another instance has (and that is not Multi-Attach)."""
+        return cls(f"{volume_id} is already attached to an instance")
+
+    @classmethod
+    def attached_to(cls, volume_id: str, instance_id: str) -> VolumeInUse:
+        """DeleteVolume of an attached volume."""
+        return cls(f"Volume {volume_id} is currently attached to {instance_id}")
+
+
+class InvalidVolumeZoneMismatch(EC2Error):
+    code = "InvalidVolume.ZoneMismatch"
+
+    def __init__(self, volume_id: str, instance_id: str):
+        super().__init__(f"The volume '{volume_id}' is not in the same availability zone as instance "
+                         f"'{instance_id}'")
+
+
+class InvalidSnapshotInUse(EC2Error):
+    code = "InvalidSnapshot.InUse"
+
+    def __init__(self, snapshot_id: str, image_id: str):
+        super().__init__(f"The snapshot {snapshot_id} is currently in use by {image_id}")
+
+
+class InvalidParameterDependency(EC2Error):
+    code = "InvalidParameterDependency"
+
+    @classmethod
+    def requires(cls, parameter: str, needed: str) -> InvalidParameterDependency:
+        return cls(f"The parameter {parameter} requires the parameter {needed} to be set.")
+
+
+class AttachmentLimitExceeded(EC2Error):
+    code = "AttachmentLimitExceeded"
+
+    def __init__(self, volume_id: str, limit: int):
+        super().__init__(f"Volume {volume_id} is attached to the maximum of {limit} instances "
+                         "a Multi-Attach volume supports.")
 
 
 class OperationNotPermitted(EC2Error):

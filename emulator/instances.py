@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from hypervisor import HostEvent, InstanceSpec
 
-from . import firewall, images, keypairs, security_groups, vpcs
+from . import attachments, firewall, images, keypairs, security_groups, vpcs
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
 from .dns import private_dns_domain, private_dns_name, public_dns_domain, public_dns_name
 from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceCreditSpecificationNotSupported,
@@ -171,7 +171,7 @@ def get_instance(ctx: Context, instance_id: str) -> Instance:
 
 # ---------------------------------------------------------------------------------- output
 
-def _describe(row: Instance, tags: dict, groups: dict[str, str]) -> dict:
+def _describe(row: Instance, tags: dict, groups: dict[str, str], volumes: list[dict]) -> dict:
     region = row.region
     alive = row.state != "terminated"
     public_dns = public_dns_name(region, row.public_ip)
@@ -192,7 +192,8 @@ def _describe(row: Instance, tags: dict, groups: dict[str, str]) -> dict:
         "SubnetId": row.subnet_id if alive else None, "VpcId": row.vpc_id if alive else None,
         "PrivateIpAddress": row.private_ip, "PublicIpAddress": row.public_ip,
         "Architecture": row.architecture, "RootDeviceType": row.root_device_type,
-        "RootDeviceName": row.root_device_name, "BlockDeviceMappings": row.block_device_mappings or [],
+        "RootDeviceName": row.root_device_name,
+        "BlockDeviceMappings": [*(row.block_device_mappings or []), *volumes],
         "VirtualizationType": "hvm", "ClientToken": row.client_token or "",
         "Tags": tag_list(tags), "SecurityGroups": sgs,
         "SourceDestCheck": attrs.get("SourceDestCheck", True) if alive else None,
@@ -241,7 +242,8 @@ def describe_rows(ctx: Context, rows: list[Instance], tags: dict | None = None) 
     tags = tags_for(ctx, [r.id for r in rows]) if tags is None else tags
     group_ids = {g for r in rows for g in r.security_group_ids}
     names = security_groups.group_names(ctx, group_ids)
-    return [_describe(r, tags.get(r.id, {}), names) for r in rows]
+    volumes = attachments.mappings_by_instance(ctx.session, ctx.account_id, ctx.region) if rows else {}
+    return [_describe(r, tags.get(r.id, {}), names, volumes.get(r.id, [])) for r in rows]
 
 
 def _reservations(ctx: Context, rows: list[Instance], tags: dict | None = None) -> list[dict]:
@@ -566,6 +568,7 @@ def start_instances(ctx: Context, p: dict) -> dict:
             row.state = "pending"
             row.state_transition_reason = ""
             row.state_reason_code = row.state_reason_message = None
+            attachments.instance_started(ctx.session, row.id)  # its volumes now show in its metadata
             subnet = ctx.session.get(Subnet, row.subnet_id)
             if subnet is not None and subnet.map_public_ip_on_launch and not row.public_ip:
                 row.public_ip = _allocate_public_ip(ctx, taken)  # AWS gives a new one at each start
@@ -659,6 +662,8 @@ def apply_hypervisor_event(session: Session, instance_id: str, state: str) -> bo
     elif state == HostEvent.TERMINATED:
         _terminated(row, now)
         firewall.ask(session, row.vpc_id)  # its address leaves its groups' sets
+        # The host detached its disks: the volumes are free (or deleted, DeleteOnTermination).
+        attachments.release(session, row.id)
         return True
     elif state == HostEvent.VANISHED:  # the host lost the guest: AWS reports an internal error
         row.state_reason_code = "Server.InternalError"
@@ -803,7 +808,8 @@ def describe_instance_attribute(ctx: Context, p: dict) -> dict:
         "instanceInitiatedShutdownBehavior": ("InstanceInitiatedShutdownBehavior",
                                               {"Value": a.get("InstanceInitiatedShutdownBehavior", "stop")}),
         "rootDeviceName": ("RootDeviceName", {"Value": row.root_device_name}),
-        "blockDeviceMapping": ("BlockDeviceMappings", row.block_device_mappings or []),
+        "blockDeviceMapping": ("BlockDeviceMappings", [*(row.block_device_mappings or []), *map(
+            attachments.mapping, attachments.of_instance(ctx.session, row.id))]),
         "productCodes": ("ProductCodes", []),
         "sourceDestCheck": ("SourceDestCheck", {"Value": a.get("SourceDestCheck", True)}),
         "groupSet": ("Groups", [{"GroupId": g, "GroupName": n} for g, n in

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from enum import StrEnum
 
-from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -189,6 +189,74 @@ class Instance(Owned, Base):
         UniqueConstraint("account_id", "region", "client_token", "launch_index", name="uq_instances_client_token"),
         Index("ix_instances_client_token", "account_id", "region", "client_token"),
     )
+
+
+class Volume(Owned, Base):
+    """An EBS volume: a disk in one availability zone (its host's). State creating -> available
+    <-> in-use -> deleting (then the row goes); 'error' when the host could not make it.
+    `wrapped_key` is the data key of an encrypted volume, wrapped by the emulator's master key
+    (ebs_encryption.py): the plain key is never stored, logged or put in a host task."""
+    __tablename__ = "volumes"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    availability_zone: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column(Integer)  # GiB
+    volume_type: Mapped[str] = mapped_column(String(16))
+    iops: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    throughput: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    multi_attach: Mapped[bool] = mapped_column(Boolean, default=False)
+    encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
+    kms_key_id: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the key's ARN
+    wrapped_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    snapshot_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    state: Mapped[str] = mapped_column(String(16), default="creating")
+    attributes: Mapped[dict] = mapped_column(JSON, default=dict)  # AutoEnableIO, ProductCodes
+    # The latest ModifyVolume (AWS's VolumeModification fields), None when never modified.
+    modification: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    client_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    __table_args__ = (UniqueConstraint("account_id", "region", "client_token", name="uq_volumes_client_token"),)
+
+
+class VolumeAttachment(Base):
+    """A volume attached (or attaching, detaching) to an instance; the row goes once detached.
+    The unique constraints are AWS's rules as invariants: a device name once per instance, a
+    volume once per instance. `listed`: the instance has been started since it was attached, so
+    the metadata service lists it (AWS lists only volumes present at launch or last start)."""
+    __tablename__ = "volume_attachments"
+    volume_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+    device: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="attaching")
+    attach_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delete_on_termination: Mapped[bool] = mapped_column(Boolean, default=False)
+    listed: Mapped[bool] = mapped_column(Boolean, default=False)
+    account_id: Mapped[str] = mapped_column(String(12))
+    region: Mapped[str] = mapped_column(String(32))
+    __table_args__ = (UniqueConstraint("instance_id", "device", name="uq_volume_attachments_device"),
+                      Index("ix_volume_attachments_scope", "account_id", "region"))
+
+
+class Snapshot(Owned, Base):
+    """An EBS snapshot: pending -> completed (or error), driven by its host task. `stored_bytes`
+    is what the host stores for it (incremental); `create_volume_permissions` lists
+    {"UserId": ...} / {"Group": "all"}. `zone` is where its data lives (its volume's zone): the
+    host lane that works on it."""
+    __tablename__ = "snapshots"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    volume_id: Mapped[str] = mapped_column(String(32), index=True)
+    volume_size: Mapped[int] = mapped_column(Integer)
+    zone: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    state_message: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    progress: Mapped[str] = mapped_column(String(8), default="0%")
+    description: Mapped[str] = mapped_column(String(255), default="")
+    encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
+    kms_key_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    wrapped_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stored_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # CopySnapshot: the source, read by the copy's host task (it may be in another region).
+    source_snapshot_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    create_volume_permissions: Mapped[list] = mapped_column(JSON, default=list)
 
 
 class ImportImageTask(Owned, Base):

@@ -24,8 +24,8 @@ from hypervisor import Driver
 from .config import Config
 
 # Every module of emulator/ that registers handlers, in no particular order.
-HANDLER_MODULES = ("addresses", "firewall", "image_import", "images", "instance_types", "instances", "keypairs",
-                   "regions", "security_groups", "tags", "vpcs")
+HANDLER_MODULES = ("addresses", "ebs_encryption", "firewall", "image_import", "images", "instance_types",
+                   "instances", "keypairs", "regions", "security_groups", "snapshots", "tags", "volumes", "vpcs")
 
 
 @dataclass

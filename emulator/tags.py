@@ -8,9 +8,11 @@ from sqlalchemy import bindparam, delete, select
 
 from .errors import (InvalidAMIIDNotFound, InvalidConversionTaskId, InvalidGroupNotFound, InvalidID,
                      InvalidInstanceIDNotFound, InvalidKeyPairNotFound, InvalidParameterValue,
-                     InvalidSecurityGroupRuleIdNotFound, InvalidSubnetIDNotFound, InvalidVpcIDNotFound,
+                     InvalidSecurityGroupRuleIdNotFound, InvalidSnapshotNotFound, InvalidSubnetIDNotFound,
+                     InvalidVolumeNotFound, InvalidVpcIDNotFound,
                      MissingParameter, NotFound, TagLimitExceeded)
-from .models import Image, ImportImageTask, Instance, KeyPair, SecurityGroup, SecurityGroupRule, Subnet, Tag, Vpc
+from .models import (Image, ImportImageTask, Instance, KeyPair, SecurityGroup, SecurityGroupRule, Snapshot, Subnet,
+                     Tag, Volume, Vpc)
 from .query import Resource, describe
 from .registry import Context, action
 
@@ -34,6 +36,8 @@ KINDS: dict[str, Kind] = {
     "sgr": Kind("security-group-rule", SecurityGroupRule, InvalidSecurityGroupRuleIdNotFound),
     "vpc": Kind("vpc", Vpc, InvalidVpcIDNotFound),
     "subnet": Kind("subnet", Subnet, InvalidSubnetIDNotFound),
+    "vol": Kind("volume", Volume, InvalidVolumeNotFound),
+    "snap": Kind("snapshot", Snapshot, InvalidSnapshotNotFound),
 }
 
 MAX_TAGS = 50

@@ -170,6 +170,7 @@ class MetadataServer:
     # ----------------------------------------------------------------------------- lookups
 
     def lookup(self, vpc_id: str, source_ip: str) -> InstanceFacts | None:
+        from emulator.attachments import listed_devices
         from emulator.models import Instance, KeyPair, SecurityGroup, Subnet, Tag, Vpc
 
         with self.session_factory() as session:
@@ -189,6 +190,7 @@ class MetadataServer:
                     KeyPair.account_id == row.account_id, KeyPair.region == row.region,
                     KeyPair.name == row.key_name)).first()
             tags = {t.key: t.value for t in session.scalars(select(Tag).where(Tag.resource_id == row.id))}
+            volumes = listed_devices(session, row.id)
             session.expunge_all()
         return InstanceFacts(
             instance=row,
@@ -197,7 +199,7 @@ class MetadataServer:
             security_groups=[(g, groups.get(g, "")) for g in row.security_group_ids or []],
             key_name=row.key_name if key else None,
             public_key=key.public_key if key else None,
-            tags=tags)
+            tags=tags, volume_devices=volumes)
 
     # ----------------------------------------------------------------------------- logging
 

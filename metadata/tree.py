@@ -58,6 +58,9 @@ class InstanceFacts:
     key_name: str | None = None
     public_key: str | None = None       # OpenSSH public key of the key pair
     tags: dict[str, str] = field(default_factory=dict)
+    # Device names of the EBS volumes attached when the instance was launched or last started
+    # (AWS lists no volume attached since: block-device-mapping/ebsN).
+    volume_devices: list[str] = field(default_factory=list)
 
     @property
     def options(self) -> dict:
@@ -88,10 +91,11 @@ def _iso(dt) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _block_devices(row) -> dict:
+def _block_devices(row, volume_devices: list[str]) -> dict:
     out = {"ami": row.root_device_name, "root": row.root_device_name}
     ebs = ephemeral = 0
-    for m in row.block_device_mappings or []:
+    mappings = [*(row.block_device_mappings or []), *({"DeviceName": d} for d in volume_devices)]
+    for m in mappings:
         dev = m.get("DeviceName") or ""
         if dev == row.root_device_name:
             continue
@@ -130,7 +134,7 @@ def meta_data(f: InstanceFacts) -> dict:
         "ami-id": row.image_id,
         "ami-launch-index": str(row.launch_index),
         "ami-manifest-path": "(unknown)",
-        "block-device-mapping": _block_devices(row),
+        "block-device-mapping": _block_devices(row, f.volume_devices),
         "hostname": local_name,
         "instance-action": "none",
         "instance-id": row.id,

@@ -1,0 +1,75 @@
+"""Volume attachments as an instance sees them: its block device mappings in DescribeInstances
+and DescribeInstanceAttribute, what its start and termination do to them. (volumes.py attaches
+and detaches; this module is what instances.py and the metadata service read, with no import of
+either resource module.)"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+
+from .models import Volume, VolumeAttachment
+
+_OF_SCOPE = select(VolumeAttachment).where(
+    VolumeAttachment.account_id == bindparam("account"), VolumeAttachment.region == bindparam("region"))
+
+
+def mapping(a: VolumeAttachment) -> dict:
+    """One attachment as an InstanceBlockDeviceMapping."""
+    return {"DeviceName": a.device, "Ebs": {"VolumeId": a.volume_id, "Status": a.state,
+                                            "AttachTime": a.attach_time,
+                                            "DeleteOnTermination": a.delete_on_termination}}
+
+
+def mappings_by_instance(session: Session, account_id: str, region: str) -> dict[str, list[dict]]:
+    """instance id -> its attached volumes' mappings, for a whole describe page in one query (an
+    account has far fewer attachments than a describe has instances)."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    for a in session.scalars(_OF_SCOPE.order_by(VolumeAttachment.attach_time, VolumeAttachment.device),
+                             {"account": account_id, "region": region}):
+        out[a.instance_id].append(mapping(a))
+    return out
+
+
+def of_instance(session: Session, instance_id: str) -> list[VolumeAttachment]:
+    return list(session.scalars(select(VolumeAttachment).where(VolumeAttachment.instance_id == instance_id)
+                                .order_by(VolumeAttachment.attach_time, VolumeAttachment.device)))
+
+
+def listed_devices(session: Session, instance_id: str) -> list[str]:
+    """The device names the metadata service lists (block-device-mapping/ebsN): volumes present
+    when the instance was launched or last started, as AWS lists them."""
+    return [a.device for a in of_instance(session, instance_id) if a.listed]
+
+
+def instance_started(session: Session, instance_id: str) -> None:
+    """The instance (re)starts: the volumes it has now are in its metadata from now on."""
+    session.execute(update(VolumeAttachment).where(VolumeAttachment.instance_id == instance_id)
+                    .values(listed=True))
+
+
+def release(session: Session, instance_id: str) -> bool:
+    """The instance is gone (terminated; the host detached its disks): its attachments end, its
+    volumes are available again unless still attached elsewhere (Multi-Attach), or deleted when
+    marked DeleteOnTermination (a volume.delete task joins the transaction). Returns True when
+    a task was written."""
+    from .host_tasks import enqueue  # host_tasks -> registry; this module stays import-light
+
+    wrote = False
+    for a in of_instance(session, instance_id):
+        session.delete(a)
+        session.flush()
+        volume = session.get(Volume, a.volume_id)
+        if volume is None or volume.state != "in-use":
+            continue
+        if session.scalar(select(VolumeAttachment.instance_id).where(
+                VolumeAttachment.volume_id == a.volume_id).limit(1)) is not None:
+            continue  # still attached to another instance (Multi-Attach)
+        if a.delete_on_termination:
+            volume.state = "deleting"
+            enqueue(session, "volume.delete", volume.id, volume.availability_zone)
+            wrote = True
+        else:
+            volume.state = "available"
+    return wrote
