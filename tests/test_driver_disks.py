@@ -19,9 +19,8 @@ MARKER = "ec2emu-disk-marker-0123456789"
 
 def qemu_io(disks: Disks, path, command: str, key: bytes | None = None) -> subprocess.CompletedProcess:
     """Run one qemu-io command on a disk file (opening it with `key` if given)."""
-    from hypervisor.disks import _opts
     with disks._secret(key) as secret:
-        args = ["qemu-io", *secret, *(_opts(path, True) if key else ["-f", "qcow2", str(path)]), "-c", command]
+        args = ["qemu-io", *secret, *(disks._open(path, key) if key else ["-f", "qcow2", str(path)]), "-c", command]
         return subprocess.run(args, capture_output=True, text=True, timeout=60)
 
 
