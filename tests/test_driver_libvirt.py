@@ -1,11 +1,18 @@
-"""The libvirt driver's disk attach/detach and synchronous terminate, against the real libvirt
-daemon, on a domain that is defined but never booted (no guest needed)."""
+"""The libvirt driver against the real libvirt daemon: disk attach/detach and synchronous
+terminate on a domain that is defined but never booted; live snapshots and forced detach on a
+running domain with no OS (its QEMU writes to the disk as a guest would, through the monitor's
+qemu-io, and nothing in it acknowledges an unplug); EBS device names in a real tiny guest."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -78,6 +85,18 @@ def test_attach_detach_by_serial(driver):
     disks = domainxml.disks(xml)
     assert set(disks) == {"vol-0000000000000000a", "vol-0000000000000000b"}
     assert {t for t, _ in disks.values()} == {"vdb", "vdc"}  # the root is vda
+    # Nitro's serial (20 bytes, virtio-blk's limit) and the first free EBS slot from /dev/sdf.
+    assert disks["vol-0000000000000000a"][1].findtext("serial") == "vol0000000000000000a"
+    assert [domainxml.letter_of(e) for _t, e in disks.values()] == ["f", "g"]
+    with pytest.raises(LookupError):
+        driver.attach_disk(iid, "vol-0000000000000000c", device="/dev/sdf")  # no such disk yet
+    driver.create_disk("vol-0000000000000000c", 1)
+    with pytest.raises(ValueError):
+        driver.attach_disk(iid, "vol-0000000000000000c", device="/dev/xvdf")  # the letter is taken
+    driver.attach_disk(iid, "vol-0000000000000000c", device="/dev/xvdp")
+    assert domainxml.letter_of(domainxml.disks(driver._domain(iid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                               ["vol-0000000000000000c"][1]) == "p"
+    driver.detach_disk(iid, "vol-0000000000000000c")
     enc = disks["vol-0000000000000000b"][1].find("source/encryption/secret")
     assert enc is not None  # private: libvirt hands its value to QEMU only
     assert driver.conn.secretLookupByUUIDString(enc.get("uuid")).usageID() == \
@@ -118,3 +137,97 @@ def test_remove_vpc_refuses_while_a_port_is_plugged(driver):
     assert driver.network.namespace_of(vpc.vpc_id) in os.listdir("/run/netns")
     with pytest.raises(NotImplementedError):
         driver.apply_firewall(vpc.vpc_id, [], [])
+
+
+# ------------------------------------------------------------------ a running domain, no OS
+
+@pytest.fixture
+def running(driver, tmp_path):
+    """A running domain with a blank root and no NIC: SeaBIOS finds nothing to boot and idles.
+    Its QEMU is as live as any guest's; nothing in it answers an ACPI unplug."""
+    iid = "i-" + secrets.token_hex(9)[:17]
+    root = tmp_path / f"{iid}.qcow2"
+    driver.disks._img("create", "-q", "-f", "qcow2", str(root), "64M")
+    xml = domainxml.domain(domainxml.DomainSpec(
+        name=iid, uuid=secrets.token_hex(16), domain_type="qemu", memory_mib=64, vcpus=1,
+        instance_type="t3.nano", root_disk=str(root), bridge="none", mac="0a:00:00:00:00:07",
+        console_log=str(tmp_path / "console.log")))
+    dom = driver.conn.defineXML(re.sub(r"<interface.*?</interface>", "", xml, flags=re.S))
+    dom.create()
+    try:
+        yield iid, dom
+    finally:
+        dom.destroy()
+        dom.undefine()
+
+
+def guest_io(dom, disk_id: str, command: str) -> str:
+    """A qemu-io command on the disk, run by the domain's QEMU through its device: the guest's
+    own path to the disk, while it runs (the same request a guest's write makes)."""
+    import libvirt_qemu
+    alias = domainxml.disks(dom.XMLDesc())[disk_id][1].find("alias").get("name")
+    out = libvirt_qemu.qemuMonitorCommand(dom, f'qemu-io -d /machine/peripheral/{alias}/virtio-backend "{command}"',
+                                          libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+    assert "error" not in out.lower() and "failed" not in out.lower(), out
+    return out
+
+
+def file_holds(path, pattern: int, offset: int, length: str) -> bool:
+    proc = subprocess.run(["qemu-io", "-r", "-U", "-f", "qcow2", str(path), "-c",
+                           f"read -P {pattern} {offset} {length}"], capture_output=True, text=True, timeout=60)
+    return proc.returncode == 0 and "Pattern verification failed" not in proc.stdout + proc.stderr
+
+
+def test_live_snapshots_are_point_in_time_incremental_and_merge(driver, running):
+    iid, dom = running
+    vol = "vol-0123456789abcdef0"
+    driver.create_disk(vol, 1)
+    driver.attach_disk(iid, vol, device="/dev/sdf")
+    guest_io(dom, vol, "write -P 0x11 0 10M")
+    stored1 = driver.snapshot_disk(vol, "snap-1")
+    guest_io(dom, vol, "write -P 0x22 0 1M")  # after the snapshot: must not reach it
+    assert file_holds(driver.disks.snapshot_path("snap-1"), 0x11, 0, "10M")
+    assert 10 << 20 <= stored1 <= 1.1 * (10 << 20)
+    # The guest goes on in a new layer, in its definition too (it survives a stop/start).
+    layer = str(driver.disks.layer(vol))
+    assert layer.endswith("+snap-1.qcow2")
+    for flags in (0, libvirt.VIR_DOMAIN_XML_INACTIVE):
+        assert domainxml.disks(dom.XMLDesc(flags))[vol][1].find("source").get("file") == layer
+    guest_io(dom, vol, "write -P 0x33 20M 10M")
+    stored2 = driver.snapshot_disk(vol, "snap-2")
+    assert driver.snapshot_disk(vol, "snap-2") == stored2  # again: nothing new
+    assert 11 << 20 <= stored2 <= 1.1 * (11 << 20)  # what changed since snap-1: 1 + 10 MiB
+    assert file_holds(driver.disks.snapshot_path("snap-2"), 0x22, 0, "1M")
+    assert file_holds(driver.disks.snapshot_path("snap-2"), 0x11, 1 << 20, "9M")
+
+    # A clone of snap-1 is an overlay on it.
+    driver.clone_disk("vol-0000000000000000c", 1, snapshot_id="snap-1")
+    assert file_holds(driver.disks.path("vol-0000000000000000c"), 0x11, 0, "10M")
+    # Deleting snap-1 keeps its layer (the clone and snap-2 need it); deleting the clone then
+    # merges it into snap-2's layer, which a running guest reads: nothing changes for it.
+    driver.delete_snapshot("snap-1")
+    assert len(driver.disks._layers()) == 4
+    driver.delete_disk("vol-0000000000000000c")
+    assert len(driver.disks._layers()) == 2
+    assert file_holds(driver.disks.snapshot_path("snap-2"), 0x11, 1 << 20, "9M")
+    # Deleting snap-2 pulls it into the live disk's layer (a block job): one layer left.
+    driver.delete_snapshot("snap-2")
+    assert [p.name for p in driver.disks._layers()] == [f"{vol}+snap-2.qcow2"]
+    assert "backing-filename" not in driver.disks.info(driver.disks.layer(vol))
+    guest_io(dom, vol, "read -P 0x22 0 1M")
+    guest_io(dom, vol, "read -P 0x11 1M 9M")
+    guest_io(dom, vol, "read -P 0x33 20M 10M")
+    driver.detach_disk(iid, vol, force=True)
+
+
+def test_forced_detach_does_not_wait_for_the_guest(driver, running, monkeypatch):
+    import hypervisor.libvirt as lv
+    iid, dom = running
+    driver.create_disk("vol-0000000000000000d", 1)
+    driver.attach_disk(iid, "vol-0000000000000000d")
+    monkeypatch.setattr(lv, "DETACH_WAIT_SECONDS", 1)
+    with pytest.raises(RuntimeError, match="did not release"):
+        driver.detach_disk(iid, "vol-0000000000000000d")  # nothing in the guest answers
+    driver.detach_disk(iid, "vol-0000000000000000d", force=True)  # returns all the same
+    assert "vol-0000000000000000d" not in domainxml.disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    assert "vol-0000000000000000d" in domainxml.disks(dom.XMLDesc())  # the guest never let go
