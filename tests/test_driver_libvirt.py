@@ -231,3 +231,95 @@ def test_forced_detach_does_not_wait_for_the_guest(driver, running, monkeypatch)
     driver.detach_disk(iid, "vol-0000000000000000d", force=True)  # returns all the same
     assert "vol-0000000000000000d" not in domainxml.disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     assert "vol-0000000000000000d" in domainxml.disks(dom.XMLDesc())  # the guest never let go
+
+
+# -------------------------------------------------------------------------- a real tiny guest
+
+@pytest.fixture(scope="module")
+def tiny_guest(tmp_path_factory):
+    """A tiny guest booted by a libvirt-backed server, and a driver of the test's own on the same
+    state dir (the server's host worker is idle: the driver calls are this test's)."""
+    from emulator.config import Config
+    from hypervisor.imagebuild import default_images_dir
+    from hypervisor.libvirt import LibvirtDriver
+
+    from .conftest import CREDENTIALS
+    from .helpers import tiny_image, unique
+    from .server import Server
+    images = default_images_dir()
+    if not Path(images, "ec2emu-tiny-busybox-2026.11-x86_64.qcow2").exists() or not shutil.which("ssh"):
+        pytest.skip(f"needs the tiny image in {images} and ssh")
+    prefix = "ebs" + secrets.token_hex(3)
+    srv = Server(tmp_path_factory.mktemp("ebs"), hypervisor="libvirt", extra_env={
+        "EC2EMU_IMAGE_DIR": images, "EC2EMU_NETWORK_PREFIX": prefix, "EC2EMU_CREDENTIALS": CREDENTIALS}).start()
+    srv.prefix = prefix
+    ec2 = srv.client()
+    name = unique("key")
+    pem = srv.state_dir / f"{name}.pem"
+    pem.write_text(ec2.create_key_pair(KeyName=name)["KeyMaterial"])
+    pem.chmod(0o600)
+    iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1, InstanceType="t2.micro",
+                            KeyName=name)["Instances"][0]["InstanceId"]
+    drv = LibvirtDriver(lambda *_: None, Config(state_dir=str(srv.state_dir), image_dir=images, domain_type="qemu",
+                                                network_prefix=prefix))
+
+    def ssh(command: str, timeout: float = 180) -> str:
+        cmd = [sys.executable, "-m", "emulator.cli", "ssh", iid, "--endpoint", srv.endpoint,
+               "--state-dir", str(srv.state_dir), "-i", str(pem), "--", command]
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = subprocess.run(cmd, cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=60,
+                                  env=dict(os.environ, EC2EMU_NETWORK_PREFIX=prefix))
+            if proc.returncode == 0:
+                return proc.stdout
+            assert time.monotonic() < deadline, f"ssh {command!r}: {proc.stderr}"
+            time.sleep(2)
+    try:
+        yield drv, iid, ssh
+    finally:
+        drv.close()
+        ec2.terminate_instances(InstanceIds=[iid])
+        for _ in range(120):
+            if drv._domain(iid) is None:
+                break
+            time.sleep(0.5)
+        srv.stop()
+        from hypervisor.network import Network
+        Network(srv.state_dir / "network", prefix=prefix).teardown_all()
+
+
+LINKS = "for n in sdf xvdf sdg xvdg sdh; do echo $n=$(readlink /dev/$n) $(cat /sys/block/$(readlink /dev/$n)/serial 2>/dev/null); done"
+
+
+def guest_links(ssh) -> dict[str, tuple[str, ...]]:
+    return {line.split("=")[0]: tuple(line.split("=")[1].split()) for line in ssh(LINKS).splitlines() if "=" in line}
+
+
+@pytest.mark.slow
+def test_device_names_exist_in_a_real_guest(tiny_guest):
+    drv, iid, ssh = tiny_guest
+    assert ssh("readlink /dev/xvda; readlink /dev/sda").split() == ["vda", "vda"]  # the root, as on Nitro
+    assert guest_links(ssh)["sdf"] == ()  # positive control below: nothing there before
+    drv.create_disk("vol-00000000000000f0f", 1)
+    drv.create_disk("vol-00000000000000e0e", 1)
+    drv.attach_disk(iid, "vol-00000000000000f0f", device="/dev/sdf")
+    drv.attach_disk(iid, "vol-00000000000000e0e", device="/dev/xvdg")
+    deadline = time.monotonic() + 60
+    while (links := guest_links(ssh))["xvdg"] == () and time.monotonic() < deadline:
+        time.sleep(1)
+    # Both names of each letter, pointing at the disk whose serial is the volume id (Nitro's form).
+    assert links["sdf"][1:] == links["xvdf"][1:] == ("vol00000000000000f0f",), links
+    assert links["sdg"][1:] == links["xvdg"][1:] == ("vol00000000000000e0e",), links
+    assert links["sdf"][0] != links["sdg"][0] and links["sdh"] == ()
+    # Partitions get their names too.
+    out = ssh("echo 'n\np\n1\n\n\nw' | sudo fdisk /dev/sdf >/dev/null 2>&1; sleep 2; readlink /dev/sdf1; readlink /dev/xvdf1")
+    assert out.split() == [links["sdf"][0] + "1"] * 2, out
+    # Detach: the names go with the disk, the other stays.
+    drv.detach_disk(iid, "vol-00000000000000f0f")
+    deadline = time.monotonic() + 30
+    while (links := guest_links(ssh))["sdf"] != () and time.monotonic() < deadline:
+        time.sleep(1)
+    assert links["sdf"] == links["xvdf"] == () and links["sdg"][1:] == ("vol00000000000000e0e",)
+    assert ssh("ls /dev/sdf1 /dev/xvdf1 2>&1 || true").count("No such file") == 2
+    drv.detach_disk(iid, "vol-00000000000000e0e", force=True)  # the guest acknowledges: gone
+    assert "vol-00000000000000e0e" not in domainxml.disks(drv._domain(iid).XMLDesc())
