@@ -249,6 +249,12 @@ def tiny_guest(tmp_path_factory):
     images = default_images_dir()
     if not Path(images, "ec2emu-tiny-busybox-2026.11-x86_64.qcow2").exists() or not shutil.which("ssh"):
         pytest.skip(f"needs the tiny image in {images} and ssh")
+    import json
+
+    from hypervisor.imagebuild import GUEST_DIR, TINY_FILE, _tree_hash
+    recorded = json.loads(Path(images, TINY_FILE + ".inputs.json").read_text()).get("guest")
+    if recorded != _tree_hash(GUEST_DIR / "tiny"):
+        pytest.skip(f"the tiny image in {images} predates hypervisor/guest/tiny: ec2emu images build")
     prefix = "ebs" + secrets.token_hex(3)
     srv = Server(tmp_path_factory.mktemp("ebs"), hypervisor="libvirt", extra_env={
         "EC2EMU_IMAGE_DIR": images, "EC2EMU_NETWORK_PREFIX": prefix, "EC2EMU_CREDENTIALS": CREDENTIALS}).start()
