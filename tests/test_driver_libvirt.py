@@ -311,8 +311,10 @@ def test_device_names_exist_in_a_real_guest(tiny_guest):
     drv.attach_disk(iid, "vol-00000000000000f0f", device="/dev/sdf")
     drv.attach_disk(iid, "vol-00000000000000e0e", device="/dev/xvdg")
     deadline = time.monotonic() + 60
-    while (links := guest_links(ssh))["xvdg"] == () and time.monotonic() < deadline:
+    links = guest_links(ssh)
+    while any(len(links[n]) < 2 for n in ("sdf", "xvdf", "sdg", "xvdg")) and time.monotonic() < deadline:
         time.sleep(1)
+        links = guest_links(ssh)
     # Both names of each letter, pointing at the disk whose serial is the volume id (Nitro's form).
     assert links["sdf"][1:] == links["xvdf"][1:] == ("vol00000000000000f0f",), links
     assert links["sdg"][1:] == links["xvdg"][1:] == ("vol00000000000000e0e",), links
@@ -323,8 +325,10 @@ def test_device_names_exist_in_a_real_guest(tiny_guest):
     # Detach: the names go with the disk, the other stays.
     drv.detach_disk(iid, "vol-00000000000000f0f")
     deadline = time.monotonic() + 30
-    while (links := guest_links(ssh))["sdf"] != () and time.monotonic() < deadline:
+    links = guest_links(ssh)
+    while (links["sdf"] or links["xvdf"]) and time.monotonic() < deadline:
         time.sleep(1)
+        links = guest_links(ssh)
     assert links["sdf"] == links["xvdf"] == () and links["sdg"][1:] == ("vol00000000000000e0e",)
     assert ssh("ls /dev/sdf1 /dev/xvdf1 2>&1 || true").count("No such file") == 2
     drv.detach_disk(iid, "vol-00000000000000e0e", force=True)  # the guest acknowledges: gone
