@@ -259,23 +259,33 @@ class Driver:
 
     def attach_disk(self, instance_id: str, disk_id: str, key: bytes | None = None,
                     device: str | None = None) -> None:
-        """Attach a disk to a guest as a virtio disk whose serial is disk_id (the guest finds it
-        as /dev/disk/by-id/virtio-<disk_id>): hot-plugged if it runs, and kept across stop/start.
-        `device` is the name the user gave (/dev/sdf, xvdg...): the guest's images make that name
-        exist. Already attached to it: nothing. LookupError if the disk or guest does not exist."""
+        """Attach a disk to a guest as a virtio disk whose serial is the Nitro form of disk_id
+        ('vol-0123...' -> 'vol0123...', 20 bytes: the guest finds /dev/disk/by-id/virtio-vol0123...):
+        hot-plugged if it runs, and kept across stop/start. `device` is the name the user gave
+        (/dev/sdf, /dev/xvdg, sdg...): its letter picks the disk's PCI slot, from which the default
+        images make both /dev/sdX and /dev/xvdX (and partition names) point at it; without one,
+        the first free letter from 'f'. ValueError if that letter is taken on the guest or the
+        name has no single disk letter. Already attached to it: nothing. LookupError if the disk
+        or guest does not exist."""
         raise NotImplementedError
 
     def detach_disk(self, instance_id: str, disk_id: str, force: bool = False) -> None:
         """Detach a disk from a guest; returns once the guest no longer has it (raises if the
-        guest does not let go, unless `force`: then the guest loses it without being asked).
-        Not attached (or no such guest): nothing."""
+        guest does not let go within a while). `force`: gone from the guest's definition at
+        once; the running guest is asked to let go, but not waited for beyond a few seconds
+        (a virtio disk cannot be pulled from a guest that ignores the unplug: it loses it when
+        it acknowledges, at the latest when it stops); it returns normally. Until the guest lets
+        go, the disk stays open by it (attaching it elsewhere fails). Not attached (or no such
+        guest): nothing."""
         raise NotImplementedError
 
     def snapshot_disk(self, disk_id: str, snapshot_id: str, key: bytes | None = None) -> int:
         """Keep a point-in-time copy of a disk's contents (also of a disk a running guest writes
         to: crash-consistent, the guest is not stopped), encrypted with `key` if the disk is.
         Returns the bytes the snapshot stores (what changed since the disk's previous snapshot:
-        snapshots are incremental). LookupError if the disk does not exist."""
+        snapshots are incremental; a disk cloned from a snapshot or image builds on it, so its
+        first snapshot stores what changed since the clone). Again with the same ids: the same
+        answer. LookupError if the disk does not exist."""
         raise NotImplementedError
 
     def copy_snapshot(self, snapshot_id: str, new_snapshot_id: str, key: bytes | None = None,
@@ -285,11 +295,17 @@ class Driver:
         it stores. LookupError if the source does not exist."""
         raise NotImplementedError
 
-    def delete_disk(self, disk_id: str) -> None:
-        """Remove a disk that no guest has attached (ValueError if one has). Missing: nothing."""
+    def delete_disk(self, disk_id: str, key: bytes | None = None) -> None:
+        """Remove a disk that no guest has attached (ValueError if one has), and what the host
+        kept only for it (layers of deleted snapshots it built on). `key`, the disk's key if it
+        is encrypted: merging what is kept into the layers that still need it reads encrypted
+        layers, and without the key they stay unmerged until a later call brings it (never
+        lost, only not yet merged). Missing: nothing."""
         raise NotImplementedError
 
-    def delete_snapshot(self, snapshot_id: str) -> None:
-        """Remove a snapshot. Disks cloned from it keep working (the host keeps what they still
-        need until they are deleted). Missing: nothing."""
+    def delete_snapshot(self, snapshot_id: str, key: bytes | None = None) -> None:
+        """Remove a snapshot. Disks cloned from it and later snapshots keep working: what they
+        still need is kept, merged into the one that needs it when only one does (so chains do
+        not grow without bound), until they are deleted. `key`: the snapshot's key if it is
+        encrypted (see delete_disk). Missing: nothing."""
         raise NotImplementedError

@@ -44,6 +44,14 @@ ssh_genkeytypes: [ed25519, ecdsa]
 
 FSTAB = "/dev/vda / ext4 rw,discard,errors=remount-ro 0 1\n"
 
+# EBS device names as Amazon Linux makes them on Nitro (/dev/sdf and /dev/xvdf -> the disk, also
+# for partitions): the tiny image's ec2emu-ebs-names derives them from the disk's PCI slot.
+EBS_NAMES_SCRIPT = Path(__file__).parent / "guest" / "tiny" / "usr" / "sbin" / "ec2emu-ebs-names"
+EBS_UDEV_RULE = """\
+# ec2emu: EBS device names (/dev/sdf, /dev/xvdf) for virtio disks, from their PCI slot.
+ACTION=="add|change", SUBSYSTEM=="block", KERNEL=="vd*", PROGRAM="/usr/sbin/ec2emu-ebs-names %k", SYMLINK+="%c"
+"""
+
 INTERFACES = """\
 auto lo
 iface lo inet loopback
@@ -58,7 +66,8 @@ def _run(*cmd: str) -> None:
 def _inputs() -> str:
     """What the image is made from (a change means a rebuild): its packages and files."""
     return json.dumps({"packages": PACKAGES, "cloud.cfg": CLOUD_CFG, "fstab": FSTAB,
-                       "interfaces": INTERFACES}, sort_keys=True)
+                       "interfaces": INTERFACES, "ebs-udev-rule": EBS_UDEV_RULE,
+                       "ebs-names": EBS_NAMES_SCRIPT.read_text()}, sort_keys=True)
 
 
 def _record(out: Path) -> Path:
@@ -92,6 +101,11 @@ def build_debian(out: Path, progress=print, size: str = "1200M") -> None:
         (root / "etc/network/interfaces").write_text(INTERFACES)
         (root / "etc/network/interfaces.d").mkdir(exist_ok=True)
         (root / "etc/cloud/cloud.cfg.d/99-ec2emu.cfg").write_text(CLOUD_CFG)
+        names = root / "usr/sbin/ec2emu-ebs-names"
+        names.write_text(EBS_NAMES_SCRIPT.read_text())
+        names.chmod(0o755)
+        (root / "etc/udev/rules.d").mkdir(parents=True, exist_ok=True)
+        (root / "etc/udev/rules.d/66-ec2emu-ebs.rules").write_text(EBS_UDEV_RULE)
         # Host keys are made per instance by cloud-init, never baked into the image.
         for key in (root / "etc/ssh").glob("ssh_host_*"):
             key.unlink()

@@ -1,11 +1,34 @@
-"""Disks as qcow2 files, made with qemu-img: blank, cloned (a copy-on-write overlay on an image
-or snapshot), resized, snapshotted (a standalone copy), deleted; LUKS-encrypted when given a key.
+"""Disks and snapshots as chains of qcow2 layers, made with qemu-img; LUKS-encrypted when given a key.
 
-Layout under the store's root: `volumes/<disk id>.qcow2`, `snapshots/<snapshot id>.qcow2`. Files
-are made under `.partial` names and renamed into place, so every operation can simply be run
-again after a crash. A deleted snapshot that disks still use as their backing file stays in place, marked by an
-empty `snapshots/<id>.deleted` (clones refuse it), until the last of those disks is deleted. Keys are handed to qemu-img in a 0600 file on a
-tmpfs, never on a command line.
+Layout under the store's root:
+
+* `layers/<name>.qcow2`: every qcow2 file of the store. A layer's backing file is another layer
+  (or an image file outside the store), always by its absolute path, and layers never move, so
+  a chain read by any process (a running guest's QEMU too) stays valid.
+* `volumes/<disk id>.qcow2` -> the disk's active layer (a symlink), the one its guest writes.
+* `snapshots/<snapshot id>.qcow2` -> the snapshot's layer (a symlink), frozen for ever.
+
+A snapshot freezes the disk's active layer as the snapshot and continues the disk in a new empty
+overlay on it (`layers/<disk>+<snapshot>.qcow2`): it stores exactly what changed since the
+disk's previous snapshot, and of a disk a running guest writes to, the driver makes the new
+layer through the hypervisor at one instant (`freeze`), so the snapshot is crash-consistent.
+A clone of a snapshot is a new overlay on its layer. Removing a name (delete_disk,
+delete_snapshot) leaves layers that no name points at: `_sweep` removes those nobody needs and
+merges one that a single layer still builds on into that layer (`qemu-img commit` of the child
+into it, then it replaces the child under the child's path), so chains only hold named layers
+and layers that two or more others share (a deleted snapshot that two clones use).
+
+Crash safety: new layers are made under `.partial` names and renamed; names move by atomic
+symlink replacement; a snapshot whose new layer exists but whose names were not moved yet is
+finished by `_recover` (its guest may already write to the new layer: roll forward, never back);
+a merge that stopped half-way is merely done again (committing the same clusters twice changes
+nothing). Every operation can be run again after a crash at any point.
+
+Encryption: every layer of an encrypted disk is encrypted with the disk's key (LUKS in qcow2),
+its snapshots too, so opening any layer of the chain needs that one key, and each is opened with
+the whole chain spelt out (`_open`). A clone of an encrypted snapshot gets a new key, so it is a
+full re-encrypted copy, never an overlay (a chain never mixes two keys). Keys are handed to
+qemu-img in a 0600 file on a tmpfs, never on a command line.
 """
 from __future__ import annotations
 
@@ -13,6 +36,7 @@ import base64
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,28 +47,71 @@ LUKS_ITER_MS = 100   # PBKDF time per open: qemu's default 2 s would cost 2 CPU-
 SECRET_ID = "sec0"
 
 
-def _opts(path: Path, key_given: bool) -> list[str]:
-    """How qemu-img opens an existing image (encrypted ones need the secret)."""
-    if not key_given:
-        return [str(path)]
-    return ["--image-opts", f"driver=qcow2,file.filename={str(path).replace(',', ',,')},"
-                            f"encrypt.key-secret={SECRET_ID}"]
+Freeze = Callable[[Path, Path], bool]  # (active layer, new layer) -> True if done live
+Pull = Callable[[Path, Path | None], bool]  # (layer, new backing or None) -> True if done live
+
+
+def _esc(path: str | os.PathLike) -> str:
+    return str(path).replace(",", ",,")
 
 
 class Disks:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
-        for sub in ("volumes", "snapshots"):
+        for sub in ("layers", "volumes", "snapshots"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
+    # ------------------------------------------------------------------------------- names
+
     def path(self, disk_id: str) -> Path:
+        """The disk's name: a symlink to its active layer (use layer() for what a guest opens)."""
         return self.root / "volumes" / f"{disk_id}.qcow2"
 
     def snapshot_path(self, snapshot_id: str) -> Path:
+        """The snapshot's name: a symlink to its layer."""
         return self.root / "snapshots" / f"{snapshot_id}.qcow2"
 
-    def _deleted_mark(self, snapshot_id: str) -> Path:
-        return self.root / "snapshots" / f"{snapshot_id}.deleted"
+    def _layer_path(self, name: str) -> Path:
+        return self.root / "layers" / f"{name}.qcow2"
+
+    def layer(self, disk_id: str) -> Path:
+        """The file a guest opens for the disk (its active layer); LookupError if no such disk.
+        An unfinished snapshot is finished first (a guest may already write its new layer)."""
+        self._recover()
+        if not self.path(disk_id).exists():
+            raise LookupError(f"no disk {disk_id}")
+        return self.path(disk_id).resolve()
+
+    def snapshot_layer(self, snapshot_id: str) -> Path:
+        if not self.snapshot_path(snapshot_id).exists():
+            raise LookupError(f"no snapshot {snapshot_id}")
+        return self.snapshot_path(snapshot_id).resolve()
+
+    def stored(self, snapshot_id: str) -> int:
+        """The bytes a snapshot's own layer stores (what changed since the one before it)."""
+        return self.snapshot_layer(snapshot_id).stat().st_size
+
+    @staticmethod
+    def _link(link: Path, target: Path) -> None:
+        """Point `link` at `target`, atomically (a new symlink renamed over the old)."""
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            return
+        tmp = link.with_name(link.name + ".link-tmp")
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+
+    def _names(self) -> dict[Path, list[Path]]:
+        """layer -> the names (volume and snapshot symlinks) pointing at it."""
+        named: dict[Path, list[Path]] = {}
+        for sub in ("volumes", "snapshots"):
+            for link in (self.root / sub).glob("*.qcow2"):
+                if link.is_symlink():
+                    named.setdefault(Path(os.readlink(link)), []).append(link)
+        return named
+
+    def _layers(self) -> list[Path]:
+        return sorted((self.root / "layers").glob("*.qcow2"))
 
     # ------------------------------------------------------------------------------ qemu-img
 
@@ -80,6 +147,32 @@ class Disks:
         """qemu-img info (without opening an encrypted payload; -U: a running guest may hold it)."""
         return json.loads(self._img("info", "-U", "--output=json", str(path)))
 
+    def chain(self, path: Path) -> list[dict]:
+        """qemu-img info of a layer and each of its backing files, top first."""
+        out = json.loads(self._img("info", "-U", "--backing-chain", "--output=json", str(path)))
+        return out if isinstance(out, list) else [out]
+
+    def _backing(self, path: Path) -> Path | None:
+        backing = self.info(path).get("full-backing-filename")
+        return Path(backing) if backing else None
+
+    def _open(self, path: Path, key: bytes | None, secret: str = SECRET_ID, locking: bool = True) -> list[str]:
+        """How qemu-img opens an existing layer: by name when no layer is encrypted, else with
+        every layer of its chain spelt out, each encrypted one given the key (all layers of an
+        encrypted disk share it). locking=False: layers a running guest holds open read-only
+        (frozen ones, which it never writes) may be written by a merge."""
+        if key is None and locking:
+            return [str(path)]
+        parts, prefix = [], ""
+        for layer in self.chain(path):
+            parts += [f"{prefix}driver={layer['format']}", f"{prefix}file.filename={_esc(layer['filename'])}"]
+            if layer.get("encrypted") and key is not None:
+                parts.append(f"{prefix}encrypt.key-secret={secret}")
+            if not locking:
+                parts.append(f"{prefix}file.locking=off")
+            prefix += "backing."
+        return ["--image-opts", ",".join(parts)]
+
     @staticmethod
     def _luks(key: bytes | None, secret: str = SECRET_ID) -> list[str]:
         return ["-o", f"encrypt.format=luks,encrypt.key-secret={secret},encrypt.iter-time={LUKS_ITER_MS}"] \
@@ -94,18 +187,30 @@ class Disks:
         build(partial)
         os.replace(partial, final)
 
+    def _overlay(self, partial: Path, backing: Path, fmt: str, size: int | None, key: bytes | None) -> None:
+        """A qcow2 overlay on `backing`. With a size given the backing is not opened (-u): an
+        encrypted one could not be without its key, and we know its format."""
+        with self._secret(key) as secret:
+            self._img("create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(backing), *(["-u"] if size else []),
+                      *secret, *self._luks(key), str(partial), *([str(size)] if size else []),
+                      luks=key is not None)
+
     # ------------------------------------------------------------------------------ operations
 
     def create(self, disk_id: str, size_gib: int, key: bytes | None = None) -> None:
         """See Driver.create_disk."""
         if size_gib < 1:
             raise ValueError("a disk has at least 1 GiB")
+        if self.path(disk_id).exists():
+            return
 
         def build(partial: Path) -> None:
             with self._secret(key) as secret:
                 self._img("create", "-q", "-f", "qcow2", *secret, *self._luks(key), str(partial),
                           str(size_gib * GIB), luks=key is not None)
-        self._make(self.path(disk_id), build)
+        layer = self._layer_path(disk_id)
+        self._make(layer, build)
+        self._link(self.path(disk_id), layer)
 
     def clone(self, disk_id: str, size_gib: int, *, image_path: str | None = None,
               snapshot_id: str | None = None, key: bytes | None = None,
@@ -115,28 +220,33 @@ class Disks:
             raise ValueError("clone from exactly one of image_path and snapshot_id")
         if self.path(disk_id).exists():
             return
-        source = Path(image_path).resolve() if image_path else self.snapshot_path(snapshot_id)
-        if not source.exists() or (snapshot_id and self._deleted_mark(snapshot_id).exists()):
-            raise LookupError(f"no {'image file' if image_path else 'snapshot'} {image_path or snapshot_id}")
+        if image_path:
+            source = Path(image_path).resolve()
+            if not source.exists():
+                raise LookupError(f"no image file {image_path}")
+        else:
+            source = self.snapshot_layer(snapshot_id)
         info = self.info(source)
-        if size_gib * GIB < info["virtual-size"]:
+        size = size_gib * GIB
+        if size < info["virtual-size"]:
             raise ValueError(f"{size_gib} GiB is smaller than the source ({info['virtual-size']} bytes)")
-        encrypted_source = bool(info.get("encrypted"))
+        encrypted_source = any(layer.get("encrypted") for layer in self.chain(source))
         if encrypted_source and source_key is None:
             raise ValueError(f"{source.name} is encrypted: source_key needed")
 
         def overlay(partial: Path) -> None:
-            self._overlay(partial, source, info["format"], size_gib * GIB, key)
+            self._overlay(partial, source, info["format"], size, key)
 
         def copy(partial: Path) -> None:
-            # An encrypted backing file would need its own key at every open: copy instead.
+            # A new key for the clone: its chain may not mix keys, so a flattened copy.
             with self._secret(source_key, key) as secret:  # sec0: the source's key, sec1: the new one
-                self._img("convert", *secret, *_opts(source, True), "-O", "qcow2",
+                self._img("convert", *secret, *self._open(source, source_key), "-O", "qcow2",
                           *self._luks(key, "sec1"), str(partial), luks=True)
             with self._secret(key) as secret:
-                self._img("resize", "-q", *secret, *_opts(partial, key is not None), str(size_gib * GIB),
-                          luks=key is not None)
-        self._make(self.path(disk_id), copy if encrypted_source else overlay)
+                self._img("resize", "-q", *secret, *self._open(partial, key), str(size), luks=key is not None)
+        layer = self._layer_path(disk_id)
+        self._make(layer, copy if encrypted_source else overlay)
+        self._link(self.path(disk_id), layer)
 
     def overlay(self, path: str | os.PathLike, backing: str | os.PathLike) -> None:
         """A qcow2 overlay of a qcow2 file's size at `path` (an instance's root disk), unless it
@@ -147,11 +257,6 @@ class Disks:
             raise LookupError(f"image disk {backing} is missing: run `ec2emu images build`")
         self._make(Path(path), lambda partial: self._overlay(partial, backing, "qcow2", None, None))
 
-    def _overlay(self, partial: Path, backing: Path, fmt: str, size: int | None, key: bytes | None) -> None:
-        with self._secret(key) as secret:
-            self._img("create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(backing), *secret, *self._luks(key),
-                      str(partial), *([str(size)] if size else []), luks=key is not None)
-
     def resize(self, disk_id: str, size_gib: int, key: bytes | None = None) -> None:
         """See Driver.resize_disk (offline; the driver resizes attached disks through libvirt)."""
         current = self.size(disk_id)
@@ -160,64 +265,128 @@ class Disks:
         if size_gib * GIB == current:
             return
         with self._secret(key) as secret:
-            self._img("resize", "-q", *secret, *_opts(self.path(disk_id), key is not None), str(size_gib * GIB),
+            self._img("resize", "-q", *secret, *self._open(self.layer(disk_id), key), str(size_gib * GIB),
                       luks=key is not None)
 
     def size(self, disk_id: str) -> int:
         """Virtual size in bytes; LookupError if there is no such disk."""
-        if not self.path(disk_id).exists():
-            raise LookupError(f"no disk {disk_id}")
-        return self.info(self.path(disk_id))["virtual-size"]
+        return self.info(self.layer(disk_id))["virtual-size"]
 
-    def snapshot(self, disk_id: str, snapshot_id: str, key: bytes | None = None) -> None:
-        """See Driver.snapshot_disk: a flattened copy (-U: also of a disk a guest has open, which
-        is then only crash-consistent)."""
-        if not self.path(disk_id).exists():
-            raise LookupError(f"no disk {disk_id}")
+    def snapshot(self, disk_id: str, snapshot_id: str, key: bytes | None = None,
+                 freeze: Freeze | None = None) -> int:
+        """See Driver.snapshot_disk: the disk's active layer becomes the snapshot, the disk goes
+        on in a new overlay on it. `freeze(active, new)` makes the new layer under a running
+        guest and returns True (False: nobody runs the disk, qemu-img makes it here). Steps, each
+        re-runnable: the new layer, then the snapshot's name, then the disk's (_recover finishes
+        the names after a crash)."""
+        layer = self.layer(disk_id)  # finishes an interrupted snapshot first
+        if self.snapshot_path(snapshot_id).exists():
+            return self.stored(snapshot_id)
+        new = self._layer_path(f"{disk_id}+{snapshot_id}")
+        if not new.exists():
+            if not (freeze and freeze(layer, new)):
+                size = self.info(layer)["virtual-size"]
+                self._make(new, lambda partial: self._overlay(partial, layer, "qcow2", size, key))
+        self._finish_snapshot(disk_id, snapshot_id, new)
+        return self.stored(snapshot_id)
 
-        def build(partial: Path) -> None:
-            with self._secret(key) as secret:
-                self._img("convert", "-U", *secret, *_opts(self.path(disk_id), key is not None), "-O", "qcow2",
-                          *self._luks(key), str(partial), luks=key is not None)
-        self._make(self.snapshot_path(snapshot_id), build)
+    def _finish_snapshot(self, disk_id: str, snapshot_id: str, new: Path) -> None:
+        frozen = self._backing(new)
+        self._link(self.snapshot_path(snapshot_id), frozen)
+        self._link(self.path(disk_id), new)
+
+    def _recover(self) -> None:
+        """Finish snapshots interrupted after their new layer was made: a layer `<disk>+<snap>`
+        that no name points at, built on the layer the disk's name still points at."""
+        named = self._names()
+        for layer in self._layers():
+            if "+" not in layer.stem or layer in named:
+                continue
+            disk_id, snapshot_id = layer.stem.split("+", 1)
+            if self.path(disk_id).is_symlink() and self._backing(layer) == Path(os.readlink(self.path(disk_id))):
+                self._finish_snapshot(disk_id, snapshot_id, layer)
 
     def copy_snapshot(self, snapshot_id: str, new_snapshot_id: str, key: bytes | None = None,
-                      new_key: bytes | None = None) -> None:
-        """See Driver.copy_snapshot: a flattened copy, re-encrypted with new_key if given."""
-        source = self.snapshot_path(snapshot_id)
-        if not source.exists() or self._deleted_mark(snapshot_id).exists():
-            raise LookupError(f"no snapshot {snapshot_id}")
+                      new_key: bytes | None = None) -> int:
+        """See Driver.copy_snapshot: the chain flattened into one layer, re-encrypted with
+        new_key if given."""
+        if not self.snapshot_path(new_snapshot_id).exists():
+            source = self.snapshot_layer(snapshot_id)
 
-        def build(partial: Path) -> None:
-            with self._secret(key, new_key) as secret:  # sec0: the source's key, sec1: the new one
-                self._img("convert", *secret, *_opts(source, key is not None), "-O", "qcow2",
-                          *self._luks(new_key, "sec1" if key is not None else SECRET_ID), str(partial),
-                          luks=key is not None or new_key is not None)
-        self._make(self.snapshot_path(new_snapshot_id), build)
+            def build(partial: Path) -> None:
+                with self._secret(key, new_key) as secret:  # sec0: the source's key, sec1: the new one
+                    self._img("convert", *secret, *self._open(source, key), "-O", "qcow2",
+                              *self._luks(new_key, "sec1" if key is not None else SECRET_ID), str(partial),
+                              luks=key is not None or new_key is not None)
+            layer = self._layer_path(new_snapshot_id)
+            self._make(layer, build)
+            self._link(self.snapshot_path(new_snapshot_id), layer)
+        return self.stored(new_snapshot_id)
 
-    def delete(self, disk_id: str) -> None:
+    def delete(self, disk_id: str, key: bytes | None = None, pull: Pull | None = None) -> None:
         """See Driver.delete_disk (the driver checks that no guest has it)."""
+        self._recover()
         self.path(disk_id).unlink(missing_ok=True)
-        self._sweep()
+        self._sweep(key, pull)
 
-    def delete_snapshot(self, snapshot_id: str) -> None:
+    def delete_snapshot(self, snapshot_id: str, key: bytes | None = None, pull: Pull | None = None) -> None:
         """See Driver.delete_snapshot."""
-        if self.snapshot_path(snapshot_id).exists():
-            self._deleted_mark(snapshot_id).touch()
-            self._sweep()
+        self._recover()
+        self.snapshot_path(snapshot_id).unlink(missing_ok=True)
+        self._sweep(key, pull)
 
-    def _backing_users(self, path: Path) -> list[Path]:
-        users = []
-        for disk in (self.root / "volumes").glob("*.qcow2"):
-            if self.info(disk).get("backing-filename") == str(path):
-                users.append(disk)
-        return users
+    def _sweep(self, key: bytes | None = None, pull: Pull | None = None) -> None:
+        """Drop the layers no name points at: those nothing builds on are removed, one that a
+        single layer builds on is merged into it, one that two or more share stays (until all but
+        one of them are gone). Leftovers of interrupted steps (.partial files, temporary links)
+        go too. An encrypted layer is merged only with `key` (else it stays for a later sweep)."""
+        self._recover()
+        for leftover in [*(self.root / "layers").glob("*.partial"), *self.root.glob("*/*.link-tmp")]:
+            leftover.unlink(missing_ok=True)
+        while True:
+            named = self._names()
+            layers = self._layers()
+            children: dict[Path, list[Path]] = {}
+            for layer in layers:
+                backing = self._backing(layer)
+                if backing is not None:
+                    children.setdefault(backing, []).append(layer)
+            progress = False
+            for layer in layers:
+                if layer in named:
+                    continue
+                kids = children.get(layer, [])
+                if not kids:
+                    layer.unlink(missing_ok=True)
+                    progress = True
+                elif len(kids) == 1 and self._merge(layer, kids[0], named, key, pull):
+                    progress = True
+            if not progress:
+                return
 
-    def _sweep(self) -> None:
-        """Remove deleted snapshots that no disk uses any more (the file first: a crash between
-        the two leaves a mark without a file, which is harmless)."""
-        for mark in (self.root / "snapshots").glob("*.deleted"):
-            path = self.snapshot_path(mark.name.removesuffix(".deleted"))
-            if not self._backing_users(path):
-                path.unlink(missing_ok=True)
-                mark.unlink()
+    def _merge(self, layer: Path, child: Path, named: dict[Path, list[Path]], key: bytes | None,
+               pull: Pull | None) -> bool:
+        """Fold an unnamed layer into its only child; False if it cannot be now (encrypted and no
+        key, or the key given is not its). A child that a running guest writes is pulled by the
+        hypervisor (`pull`); any other child is committed into the layer (the layer now holds the
+        child's view), which then replaces the child under the child's path: the child's own
+        children keep their backing path. A child is written only if it is an active layer (then
+        with image locking, so a guest holding it makes this fail rather than corrupt it);
+        frozen layers may be held read-only by guests, which never notice (same contents)."""
+        if any(item.get("encrypted") for item in self.chain(child)[:2]) and key is None:
+            return False
+        backing = self._backing(layer)
+        if pull is not None and pull(child, backing):
+            layer.unlink(missing_ok=True)
+            return True
+        active = any(link.parent.name == "volumes" for link in named.get(child, []))
+        try:
+            with self._secret(key) as secret:
+                self._img("commit", "-q", "-d", *secret, *self._open(child, key, locking=active),
+                          luks=key is not None)
+        except HostError as exc:
+            if key is not None and "Invalid password" in exc.stderr:
+                return False
+            raise
+        os.replace(layer, child)
+        return True

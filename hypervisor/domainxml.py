@@ -1,9 +1,17 @@
 """libvirt XML, built with ElementTree: the domain of an instance, a disk to hot-plug, a secret.
 
 qemu runs as root without relabelling (`<seclabel>`): libvirt's dynamic ownership would otherwise
-chown the shared base images and kernels to libvirt-qemu (FACTS.md)."""
+chown the shared base images and kernels to libvirt-qemu (FACTS.md).
+
+PCI slots carry the EBS device letter (Amazon Linux on Nitro names `/dev/sdf` from the NVMe
+controller; here the guest's images name it from the slot, see guest/tiny/usr/sbin/ec2emu-ebs-names):
+the NIC and rng sit in slots 2 and 3, the disk for letter L in slot 5 + (L - 'a'), the root disk
+being 'a' (slot 5), 'z' slot 30. A disk's serial is the Nitro form of its volume id (`vol` and 17
+hex digits, no dash: virtio-blk serials are 20 bytes, and a 21-byte `vol-...` arrives cut to 20).
+"""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element, SubElement, fromstring, tostring
 
@@ -64,35 +72,127 @@ def domain(spec: DomainSpec) -> str:
     _el(d, "on_crash", "destroy")
     _el(_el(d, "seclabel", type="static", model="dac", relabel="no"), "label", "+0:+0")
     devices = _el(d, "devices")
-    devices.append(disk_element(spec.root_disk, "vda"))
+    devices.append(disk_element(spec.root_disk, "vda", letter="a"))
     nic = _el(devices, "interface", type="bridge")
     _el(nic, "mac", address=spec.mac)
     _el(nic, "source", bridge=spec.bridge)
     _el(nic, "model", type="virtio")
+    _pci(nic, NIC_SLOT)
     serial = _el(devices, "serial", type="file")
     _el(serial, "source", path=spec.console_log, append="on")
     _el(serial, "target", port="0")
-    _el(_el(devices, "rng", model="virtio"), "backend", "/dev/urandom", model="random")
+    rng = _el(devices, "rng", model="virtio")
+    _el(rng, "backend", "/dev/urandom", model="random")
+    _pci(rng, RNG_SLOT)
     _el(devices, "memballoon", model="none")
     return tostring(d, encoding="unicode")
 
 
-def disk_element(path: str, target: str, serial: str | None = None, secret_uuid: str | None = None) -> Element:
+NIC_SLOT, RNG_SLOT = 2, 3
+FIRST_DISK_SLOT = 5  # letter 'a' (the root disk); 'b'..'z' follow: slots 6..30 of the 32
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_DEVICE = re.compile(r"(?:/dev/)?(?:sd|xvd|vd|hd)([a-z])")
+
+
+def _pci(parent: Element, slot: int) -> Element:
+    return _el(parent, "address", type="pci", domain="0x0000", bus="0x00", slot=f"0x{slot:02x}", function="0x0")
+
+
+def device_letter(device: str) -> str:
+    """The letter of an EBS device name: '/dev/sdf', 'xvdf', 'sdf' -> 'f'. ValueError for a name
+    that is not one disk letter (a partition like /dev/sda1 names the root, 'a')."""
+    m = _DEVICE.fullmatch(device)
+    if not m:
+        raise ValueError(f"device name {device!r}: /dev/sdX or /dev/xvdX expected")
+    return m.group(1)
+
+
+def serial(disk_id: str) -> str:
+    """The virtio serial of a volume: Nitro's form, 'vol-0123456789abcdef0' -> 'vol0123456789abcdef0'
+    (20 bytes, what virtio-blk carries). Other ids are kept (cut to 20 by the guest if longer)."""
+    return "vol" + disk_id[4:] if disk_id.startswith("vol-") else disk_id
+
+
+def disk_id_of(serial_: str) -> str:
+    """serial() reversed: 'vol0123...' -> 'vol-0123...'."""
+    return "vol-" + serial_[3:] if serial_.startswith("vol") and not serial_.startswith("vol-") else serial_
+
+
+def disk_element(path: str, target: str, serial_: str | None = None, secret_uuid: str | None = None,
+                 letter: str | None = None, backing: list[tuple[str, str, bool]] | None = None) -> Element:
+    """A virtio <disk>. `backing`: its backing chain, (path, format, encrypted) from the top's
+    backing down, given when a layer is encrypted (libvirt cannot open those by itself: each needs
+    the secret; all layers of one disk share its key)."""
     disk = _el(None, "disk", type="file", device="disk")
     _el(disk, "driver", name="qemu", type="qcow2")
     source = _el(disk, "source", file=path)
     if secret_uuid:
         _el(_el(source, "encryption", format="luks"), "secret", type="passphrase", uuid=secret_uuid)
+    if backing is not None:
+        parent = disk
+        for layer, fmt, encrypted in backing:
+            parent = _el(parent, "backingStore", type="file")
+            _el(parent, "format", type=fmt)
+            src = _el(parent, "source", file=layer)
+            if encrypted and secret_uuid:
+                _el(_el(src, "encryption", format="luks"), "secret", type="passphrase", uuid=secret_uuid)
+        _el(parent, "backingStore")
     _el(disk, "target", dev=target, bus="virtio")
-    if serial:
-        _el(disk, "serial", serial)
+    if serial_:
+        _el(disk, "serial", serial(serial_))
+    if letter:
+        _pci(disk, FIRST_DISK_SLOT + LETTERS.index(letter))
     return disk
 
 
-def disk(path: str, target: str, serial: str, secret_uuid: str | None = None) -> str:
-    """A virtio disk for attachDeviceFlags; the guest finds it by `serial` (the target name is
-    only a hint: FACTS.md)."""
-    return tostring(disk_element(path, target, serial, secret_uuid), encoding="unicode")
+def disk(path: str, target: str, disk_id: str, secret_uuid: str | None = None, letter: str | None = None,
+         backing: list[tuple[str, str, bool]] | None = None) -> str:
+    """A virtio disk for attachDeviceFlags; the guest finds it by its serial (serial(disk_id)) and
+    its EBS name by its slot (`letter`; the target name is only a hint: FACTS.md)."""
+    return tostring(disk_element(path, target, disk_id, secret_uuid, letter, backing), encoding="unicode")
+
+
+def letter_of(element: Element) -> str | None:
+    """The EBS device letter a <disk> element's PCI slot carries, None if it has none."""
+    address = element.find("address")
+    if address is None or address.get("type") != "pci" or int(address.get("bus", "0"), 0) != 0:
+        return None
+    index = int(address.get("slot", "0"), 0) - FIRST_DISK_SLOT
+    return LETTERS[index] if 0 <= index < len(LETTERS) else None
+
+
+def free_letter(domain_xml: str, first: str = "f") -> str:
+    """The first device letter from `first` (AWS suggests f..p) whose slot no device uses."""
+    used = {int(a.get("slot", "0"), 0) for a in fromstring(domain_xml).iterfind("devices/*/address")
+            if a.get("type") == "pci" and int(a.get("bus", "0"), 0) == 0}
+    for c in LETTERS[LETTERS.index(first):] + LETTERS[1:LETTERS.index(first)]:
+        if FIRST_DISK_SLOT + LETTERS.index(c) not in used:
+            return c
+    raise ValueError("no free device letter")
+
+
+def letter_in_use(domain_xml: str, letter: str) -> bool:
+    slot = FIRST_DISK_SLOT + LETTERS.index(letter)
+    return any(a.get("type") == "pci" and int(a.get("bus", "0"), 0) == 0 and int(a.get("slot", "0"), 0) == slot
+               for a in fromstring(domain_xml).iterfind("devices/*/address"))
+
+
+def disk_snapshot(domain_xml: str, target: str, new_layer: str, secret_uuid: str | None = None) -> str:
+    """A disk-only external snapshot of one disk (`target`) into `new_layer`; every other disk of
+    the domain is left out (snapshot='no'), as libvirt would otherwise snapshot them all."""
+    snap = _el(None, "domainsnapshot")
+    disks_ = _el(snap, "disks")
+    for d in fromstring(domain_xml).iterfind("devices/disk"):
+        dev = d.find("target").get("dev")
+        if dev != target:
+            _el(disks_, "disk", name=dev, snapshot="no")
+            continue
+        disk_ = _el(disks_, "disk", name=dev, snapshot="external", type="file")
+        _el(disk_, "driver", type="qcow2")
+        source = _el(disk_, "source", file=new_layer)
+        if secret_uuid:
+            _el(_el(source, "encryption", format="luks"), "secret", type="passphrase", uuid=secret_uuid)
+    return tostring(snap, encoding="unicode")
 
 
 def volume_secret(uuid: str, path: str) -> str:
@@ -104,12 +204,13 @@ def volume_secret(uuid: str, path: str) -> str:
 
 
 def disks(domain_xml: str) -> dict[str, tuple[str, Element]]:
-    """serial -> (target dev, <disk> element) of a domain's disks that have a serial."""
+    """disk id -> (target dev, <disk> element) of a domain's disks that have a serial (read back
+    with disk_id_of)."""
     found = {}
     for d in fromstring(domain_xml).iterfind("devices/disk"):
-        serial, target = d.findtext("serial"), d.find("target")
-        if serial and target is not None:
-            found[serial] = (target.get("dev"), d)
+        serial_, target = d.findtext("serial"), d.find("target")
+        if serial_ and target is not None:
+            found[disk_id_of(serial_)] = (target.get("dev"), d)
     return found
 
 

@@ -31,6 +31,7 @@ from .network import Desired, Network, PortSpec, disable_ipv6, firewall_state
 log = logging.getLogger("ec2emu.libvirt")
 
 DETACH_WAIT_SECONDS = 20  # a guest acknowledges an ACPI unplug in ~0.35 s (FACTS.md); TCG is slower
+FORCE_DETACH_WAIT_SECONDS = 3  # a forced detach waits this long for the guest, then gives up
 CONSOLE_TAIL = 64 * 1024
 
 _event_loop_started = False
@@ -380,9 +381,14 @@ class LibvirtDriver(Driver):
         """(domain, live?, target dev) for every domain definition or running guest with the disk."""
         found = []
         for dom in self.conn.listAllDomains():
-            xmls = [(False, dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))]
-            if dom.isActive():
-                xmls.append((True, dom.XMLDesc()))
+            try:
+                xmls = [(False, dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))]
+                if dom.isActive():
+                    xmls.append((True, dom.XMLDesc()))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue  # undefined since it was listed: it holds nothing
+                raise
             for live, xml in xmls:
                 if disk_id in domainxml.disks(xml):
                     found.append((dom, live, domainxml.disks(xml)[disk_id][0]))
@@ -404,32 +410,48 @@ class LibvirtDriver(Driver):
     def _secret_uuid(self, disk_id: str) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, "ec2emu-volume:" + disk_id))
 
+    def _disk_xml(self, disk_id: str, target: str, letter: str | None, key: bytes | None) -> str:
+        """The <disk> of a volume: its active layer, serial, slot; an encrypted one with its
+        backing chain spelt out, each encrypted layer opened with the volume's secret."""
+        layer = self.disks.layer(disk_id)
+        secret_uuid = backing = None
+        if key is not None:
+            secret_uuid = self._secret_uuid(disk_id)
+            secret = self.conn.secretDefineXML(domainxml.volume_secret(secret_uuid, str(self.disks.path(disk_id))))
+            secret.setValue(key)
+            backing = [(item["filename"], item["format"], bool(item.get("encrypted")))
+                       for item in self.disks.chain(layer)[1:]]
+        return domainxml.disk(str(layer), target, disk_id, secret_uuid, letter, backing)
+
     def attach_disk(self, instance_id: str, disk_id: str, key: bytes | None = None,
                     device: str | None = None) -> None:
-        """See Driver.attach_disk: to the live guest and to its definition, whichever lacks it."""
+        """See Driver.attach_disk: to the live guest and to its definition, whichever lacks it,
+        in the PCI slot of the device's letter (the first free one from 'f' without a device)."""
         dom = self._domain(instance_id)
         if dom is None:
             raise LookupError(f"no guest {instance_id}")
-        path = self.disks.path(disk_id)
-        if not path.exists():
-            raise LookupError(f"no disk {disk_id}")
-        secret_uuid = None
-        if key is not None:
-            secret_uuid = self._secret_uuid(disk_id)
-            secret = self.conn.secretDefineXML(domainxml.volume_secret(secret_uuid, str(path)))
-            secret.setValue(key)
+        self.disks.layer(disk_id)  # LookupError if there is no such disk
         config = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
         wanted = [(libvirt.VIR_DOMAIN_AFFECT_CONFIG, config)]
         if dom.isActive():
             wanted.append((libvirt.VIR_DOMAIN_AFFECT_LIVE, dom.XMLDesc()))
+        held = [domainxml.letter_of(domainxml.disks(xml)[disk_id][1]) for _f, xml in wanted
+                if disk_id in domainxml.disks(xml)]
+        letter = domainxml.device_letter(device) if device else (held[0] if held else None)
+        letter = letter or domainxml.free_letter(config)
         for flag, xml in wanted:
-            if disk_id not in domainxml.disks(xml):
-                dom.attachDeviceFlags(domainxml.disk(str(path), domainxml.free_target(xml), disk_id, secret_uuid),
-                                      flag)
+            if disk_id in domainxml.disks(xml):
+                continue
+            if domainxml.letter_in_use(xml, letter):
+                raise ValueError(f"{instance_id} has a device at /dev/sd{letter} already")
+            dom.attachDeviceFlags(self._disk_xml(disk_id, domainxml.free_target(xml), letter, key), flag)
 
     def detach_disk(self, instance_id: str, disk_id: str, force: bool = False) -> None:
         """See Driver.detach_disk: from the definition, then from the live guest, waiting until
-        the guest has let go (it must acknowledge the ACPI unplug)."""
+        the guest has let go (it must acknowledge the ACPI unplug). Forced: the unplug is asked
+        for all the same (libvirt cannot take a virtio disk from a guest that does not let go),
+        but only FORCE_DETACH_WAIT_SECONDS are waited for: the disk is then gone from the
+        definition, and from the guest when it acknowledges or at the latest when it stops."""
         dom = self._domain(instance_id)
         if dom is None:
             return
@@ -437,44 +459,112 @@ class LibvirtDriver(Driver):
         if not dom.isActive():
             return
         self._detach(dom, disk_id, 0, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-        deadline = time.monotonic() + DETACH_WAIT_SECONDS
+        wait = FORCE_DETACH_WAIT_SECONDS if force else DETACH_WAIT_SECONDS
+        deadline = time.monotonic() + wait
         while dom.isActive() and disk_id in domainxml.disks(dom.XMLDesc()):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{instance_id} did not release {disk_id} within {DETACH_WAIT_SECONDS} s")
+                if force:
+                    log.warning("%s did not release %s within %s s: detached from its definition; "
+                                "the guest loses it when it acknowledges the unplug or stops",
+                                instance_id, disk_id, wait)
+                    return
+                raise RuntimeError(f"{instance_id} did not release {disk_id} within {wait} s")
             time.sleep(0.1)
 
     @staticmethod
     def _detach(dom, disk_id: str, xml_flags: int, affect: int) -> None:
         """Detach the disk from the definition (xml_flags INACTIVE, affect CONFIG) or the live
-        guest (0, LIVE), if that one has it."""
+        guest (0, LIVE), if that one has it. A live unplug already asked for is not asked again
+        (libvirt refuses a second request while the guest has not answered the first)."""
         found = domainxml.disks(dom.XMLDesc(xml_flags)).get(disk_id)
-        if found is not None:
+        if found is None:
+            return
+        try:
             dom.detachDeviceFlags(tostring(found[1], encoding="unicode"), affect)
+        except libvirt.libvirtError as exc:
+            if affect != libvirt.VIR_DOMAIN_AFFECT_LIVE or "already in the process of unplug" not in str(exc):
+                raise
+
+    def _freeze(self, disk_id: str, key: bytes | None):
+        """Disks.snapshot's freeze: a running guest's QEMU makes the disk's new layer at one
+        instant (an external disk-only snapshot of that disk alone: the active layer is frozen,
+        writes go on in the new one), so the snapshot is crash-consistent."""
+        def freeze(active: Path, new: Path) -> bool:
+            live = [(dom, target) for dom, is_live, target in self._holders(disk_id) if is_live]
+            if not live:
+                return False
+            dom, target = live[0]
+            secret_uuid = self._secret_uuid(disk_id) if key is not None else None
+            dom.snapshotCreateXML(
+                domainxml.disk_snapshot(dom.XMLDesc(), target, str(new), secret_uuid),
+                libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA
+                | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC)
+            return True
+        return freeze
+
+    def _pull(self, child: Path, backing: Path | None) -> bool:
+        """Disks' merge of a layer into the active layer `child` of a running guest: a block pull
+        down to `backing` (QEMU copies the layer's data up, then points the child at `backing`;
+        None: the whole chain, the child then stands alone)."""
+        for dom in self.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            try:
+                xml = dom.XMLDesc()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue
+                raise
+            for _disk_id, (target, element) in domainxml.disks(xml).items():
+                source = element.find("source")
+                if source is None or source.get("file") != str(child):
+                    continue
+                dom.blockRebase(target, str(backing) if backing else None, 0, 0)
+                while True:
+                    info = dom.blockJobInfo(target, 0)
+                    if not info:
+                        break
+                    time.sleep(0.1)
+                if self.disks._backing(child) != backing:
+                    raise RuntimeError(f"pulling into {child} did not rebase it onto {backing}")
+                return True
+        return False
+
+    def _sync_definitions(self, disk_id: str, key: bytes | None) -> None:
+        """Definitions that name an older layer of the disk than its active one (a snapshot of a
+        disk attached to a stopped guest) are pointed at the active layer, same slot and target."""
+        layer = str(self.disks.layer(disk_id))
+        for dom, live, target in self._holders(disk_id):
+            if live:
+                continue
+            element = domainxml.disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))[disk_id][1]
+            if element.find("source").get("file") == layer:
+                continue
+            dom.detachDeviceFlags(tostring(element, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            dom.attachDeviceFlags(self._disk_xml(disk_id, target, domainxml.letter_of(element), key),
+                                  libvirt.VIR_DOMAIN_AFFECT_CONFIG)
 
     def snapshot_disk(self, disk_id: str, snapshot_id: str, key: bytes | None = None) -> int:
-        """See Driver.snapshot_disk. Of a disk a running guest writes to, the copy is crash-
-        consistent at best (qemu-img reads it while the guest writes; a point-in-time copy of a
-        live disk needs a libvirt block job: not done yet)."""
-        self.disks.snapshot(disk_id, snapshot_id, key)
-        return self.disks.snapshot_path(snapshot_id).stat().st_size
+        """See Driver.snapshot_disk: the disk's active layer is frozen as the snapshot (through
+        the running guest's QEMU if one has it: crash-consistent, the guest goes on)."""
+        stored = self.disks.snapshot(disk_id, snapshot_id, key, freeze=self._freeze(disk_id, key))
+        self._sync_definitions(disk_id, key)
+        return stored
 
     def copy_snapshot(self, snapshot_id: str, new_snapshot_id: str, key: bytes | None = None,
                       new_key: bytes | None = None) -> int:
         """See Driver.copy_snapshot."""
-        self.disks.copy_snapshot(snapshot_id, new_snapshot_id, key, new_key)
-        return self.disks.snapshot_path(new_snapshot_id).stat().st_size
+        return self.disks.copy_snapshot(snapshot_id, new_snapshot_id, key, new_key)
 
-    def delete_disk(self, disk_id: str) -> None:
+    def delete_disk(self, disk_id: str, key: bytes | None = None) -> None:
         """See Driver.delete_disk."""
         holders = {dom.name() for dom, _live, _t in self._holders(disk_id)}
         if holders:
             raise ValueError(f"{disk_id} is attached to {', '.join(sorted(holders))}")
-        self.disks.delete(disk_id)
+        self.disks.delete(disk_id, key, pull=self._pull)
         try:
             self.conn.secretLookupByUUIDString(self._secret_uuid(disk_id)).undefine()
         except libvirt.libvirtError:
             pass
 
-    def delete_snapshot(self, snapshot_id: str) -> None:
+    def delete_snapshot(self, snapshot_id: str, key: bytes | None = None) -> None:
         """See Driver.delete_snapshot."""
-        self.disks.delete_snapshot(snapshot_id)
+        self.disks.delete_snapshot(snapshot_id, key, pull=self._pull)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .base import (Driver, FirewallPort, HostEvent, InstanceSpec, Listener, SecurityGroupRules,
                    VpcSpec)
+from .domainxml import LETTERS, device_letter
 from .nftables import firewall_state
 
 HOST_FILE = "none-host.json"
@@ -362,7 +363,14 @@ class NoneDriver(Driver):
                 raise LookupError(f"no guest {instance_id}")
             if disk["attached_to"] not in (None, instance_id):
                 raise ValueError(f"{disk_id} is attached to {disk['attached_to']}")
-            disk["attached_to"] = instance_id
+            if disk["attached_to"] == instance_id:
+                return
+            taken = {d.get("letter") for d in self.host["disks"].values() if d["attached_to"] == instance_id}
+            letter = device_letter(device) if device else next(
+                (c for c in LETTERS[LETTERS.index("f"):] + LETTERS[1:LETTERS.index("f")] if c not in taken), None)
+            if letter is None or letter in taken or letter == "a":  # 'a': the root disk's
+                raise ValueError(f"{instance_id} has a device at /dev/sd{letter} already")
+            disk["attached_to"], disk["letter"] = instance_id, letter
 
     def detach_disk(self, instance_id: str, disk_id: str, force: bool = False) -> None:
         """See Driver.detach_disk."""
@@ -390,7 +398,7 @@ class NoneDriver(Driver):
                 "deleted": False})
         return 0
 
-    def delete_disk(self, disk_id: str) -> None:
+    def delete_disk(self, disk_id: str, key: bytes | None = None) -> None:
         """See Driver.delete_disk."""
         with self._lock:
             disk = self.host["disks"].get(disk_id)
@@ -402,7 +410,7 @@ class NoneDriver(Driver):
             self._forget_deleted_snapshots()
             self._save()
 
-    def delete_snapshot(self, snapshot_id: str) -> None:
+    def delete_snapshot(self, snapshot_id: str, key: bytes | None = None) -> None:
         """See Driver.delete_snapshot: kept (marked deleted) while a disk was cloned from it."""
         with self._lock:
             snap = self.host["snapshots"].get(snapshot_id)

@@ -2,6 +2,7 @@
 encrypted disks hold no plaintext and refuse a wrong key, and every step can be run again."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -19,19 +20,18 @@ MARKER = "ec2emu-disk-marker-0123456789"
 
 def qemu_io(disks: Disks, path, command: str, key: bytes | None = None) -> subprocess.CompletedProcess:
     """Run one qemu-io command on a disk file (opening it with `key` if given)."""
-    from hypervisor.disks import _opts
     with disks._secret(key) as secret:
-        args = ["qemu-io", *secret, *(_opts(path, True) if key else ["-f", "qcow2", str(path)]), "-c", command]
+        args = ["qemu-io", *secret, *(disks._open(path, key) if key else ["-f", "qcow2", str(path)]), "-c", command]
         return subprocess.run(args, capture_output=True, text=True, timeout=60)
 
 
-def write(disks, path, pattern: int, offset: int = 0, key=None) -> None:
-    proc = qemu_io(disks, path, f"write -P {pattern} {offset} 64k", key)
+def write(disks, path, pattern: int, offset: int = 0, key=None, size: str = "64k") -> None:
+    proc = qemu_io(disks, path, f"write -P {pattern} {offset} {size}", key)
     assert proc.returncode == 0 and "wrote" in proc.stdout, proc.stdout + proc.stderr
 
 
-def holds(disks, path, pattern: int, offset: int = 0, key=None) -> bool:
-    proc = qemu_io(disks, path, f"read -P {pattern} {offset} 64k", key)
+def holds(disks, path, pattern: int, offset: int = 0, key=None, size: str = "64k") -> bool:
+    proc = qemu_io(disks, path, f"read -P {pattern} {offset} {size}", key)
     return proc.returncode == 0 and "Pattern verification failed" not in proc.stdout + proc.stderr
 
 
@@ -52,27 +52,140 @@ def test_blank_resize_snapshot_clone_delete(tmp_path):
     disks.snapshot("vol-1", "snap-1")
     disks.snapshot("vol-1", "snap-1")
     write(disks, disks.path("vol-1"), 0xCD)  # later writes do not reach the snapshot
-    assert "backing-filename" not in disks.info(disks.snapshot_path("snap-1"))  # standalone
+    assert "backing-filename" not in disks.info(disks.snapshot_path("snap-1"))  # the first layer
     with pytest.raises(ValueError):
         disks.clone("vol-2", 1, snapshot_id="snap-1")  # smaller than the source
     disks.clone("vol-2", 3, snapshot_id="snap-1")
     info = disks.info(disks.path("vol-2"))
-    assert info["backing-filename"] == str(disks.snapshot_path("snap-1")) and info["virtual-size"] == 3 * GIB
+    assert info["backing-filename"] == str(disks.snapshot_layer("snap-1")) and info["virtual-size"] == 3 * GIB
     assert holds(disks, disks.path("vol-2"), 0xAB)
     write(disks, disks.path("vol-2"), 0xEF)  # copy-on-write: the snapshot is untouched
     assert holds(disks, disks.snapshot_path("snap-1"), 0xAB)
 
-    # Deleting the snapshot while vol-2 is its clone keeps the file; deleting vol-2 removes it.
+    # Deleting the snapshot while vol-1 and vol-2 build on it keeps its layer (nameless);
+    # deleting vol-2 then merges it into vol-1's layer.
+    kept = disks.snapshot_layer("snap-1")
     disks.delete_snapshot("snap-1")
-    assert disks.snapshot_path("snap-1").exists() and holds(disks, disks.path("vol-2"), 0xEF)
+    assert kept.exists() and holds(disks, disks.path("vol-2"), 0xEF) and holds(disks, disks.path("vol-1"), 0xCD)
     with pytest.raises(LookupError):
         disks.clone("vol-3", 3, snapshot_id="snap-1")
     disks.delete("vol-2")
     disks.delete("vol-2")
-    assert not disks.snapshot_path("snap-1").exists()
+    assert not kept.exists() and holds(disks, disks.path("vol-1"), 0xCD)
+    assert "backing-filename" not in disks.info(disks.path("vol-1"))
     with pytest.raises(LookupError):
         disks.snapshot("vol-2", "snap-2")
-    assert sorted(p.name for p in (tmp_path / "store").rglob("*") if p.is_file()) == ["vol-1.qcow2"]
+    assert files(disks) == ["layers/vol-1+snap-1.qcow2", "volumes/vol-1.qcow2"]
+
+
+def files(disks) -> list[str]:
+    return sorted(str(p.relative_to(disks.root)) for p in disks.root.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def test_snapshots_are_incremental_and_chains_merge(tmp_path):
+    disks = Disks(tmp_path / "store")
+    disks.create("vol-1", 1)
+    write(disks, disks.path("vol-1"), 0x01, size="100M")
+    first = disks.snapshot("vol-1", "snap-1")
+    assert 100 << 20 <= first <= 1.1 * (100 << 20)
+    write(disks, disks.path("vol-1"), 0x02, offset=200 << 20, size="10M")
+    second = disks.snapshot("vol-1", "snap-2")
+    assert 10 << 20 <= second <= 1.1 * (10 << 20)  # only what changed since snap-1
+    assert disks.stored("snap-2") == second
+    write(disks, disks.path("vol-1"), 0x03, size="1M")
+    disks.snapshot("vol-1", "snap-3")
+    assert holds(disks, disks.snapshot_path("snap-2"), 0x01, size="100M")  # through the chain
+    assert holds(disks, disks.snapshot_path("snap-1"), 0, offset=200 << 20)  # point in time
+    assert len(disks.chain(disks.layer("vol-1"))) == 4
+
+    # Deleting middle and oldest snapshots merges their layers: the chain shrinks, data stays.
+    disks.delete_snapshot("snap-2")
+    assert len(disks.chain(disks.layer("vol-1"))) == 3
+    assert disks.stored("snap-3") > 10 << 20  # snap-2's data moved up into snap-3
+    disks.delete_snapshot("snap-1")
+    assert len(disks.chain(disks.layer("vol-1"))) == 2
+    assert holds(disks, disks.snapshot_path("snap-3"), 0x03, size="1M")
+    assert holds(disks, disks.snapshot_path("snap-3"), 0x01, offset=1 << 20, size="99M")
+    assert holds(disks, disks.snapshot_path("snap-3"), 0x02, offset=200 << 20, size="10M")
+    # A standalone copy of a chained snapshot outlives it.
+    disks.snapshot("vol-1", "snap-4")
+    copied = disks.copy_snapshot("snap-4", "snap-5")
+    assert copied >= 110 << 20 and "backing-filename" not in disks.info(disks.snapshot_path("snap-5"))
+    disks.delete_snapshot("snap-4")
+    disks.delete_snapshot("snap-3")
+    disks.delete("vol-1")
+    assert files(disks) == ["layers/snap-5.qcow2", "snapshots/snap-5.qcow2"]
+    assert holds(disks, disks.snapshot_path("snap-5"), 0x02, offset=200 << 20, size="10M")
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_after(monkeypatch, nth: int):
+    """From now on the store's nth step (a qemu-img run, a rename or a symlink swap: every
+    change it makes to the files) raises Crash after it is done."""
+    import hypervisor.disks as module
+    count = {"n": 0}
+
+    def step(real):
+        def wrapped(*args, **kwargs):
+            result = real(*args, **kwargs)
+            count["n"] += 1
+            if count["n"] == nth:
+                raise Crash(f"crash after step {nth}")
+            return result
+        return wrapped
+    monkeypatch.setattr(module, "run", step(module.run))
+    monkeypatch.setattr(module.os, "replace", step(os.replace))
+    return count
+
+
+@pytest.mark.parametrize("operation", ["snapshot", "delete_snapshot", "delete", "clone", "copy_snapshot"])
+def test_a_crash_after_any_step_converges_when_run_again(tmp_path, monkeypatch, operation):
+    """Every operation, crashed after each of its steps in turn, then run again: the same files
+    as an uninterrupted run, no leftovers, the data intact."""
+    def setup(root):
+        disks = Disks(root)
+        disks.create("vol-1", 1)
+        write(disks, disks.path("vol-1"), 0x01)
+        disks.snapshot("vol-1", "snap-1")
+        write(disks, disks.path("vol-1"), 0x02, offset=1 << 20)
+        disks.snapshot("vol-1", "snap-2")
+        disks.clone("vol-2", 1, snapshot_id="snap-1")
+        write(disks, disks.path("vol-1"), 0x03, offset=2 << 20)
+        return disks
+    act = {"snapshot": lambda d: d.snapshot("vol-1", "snap-3"),
+           "delete_snapshot": lambda d: (d.delete_snapshot("snap-2"), d.delete_snapshot("snap-1")),
+           "delete": lambda d: (d.delete_snapshot("snap-1"), d.delete("vol-2")),
+           "clone": lambda d: d.clone("vol-3", 2, snapshot_id="snap-2"),
+           "copy_snapshot": lambda d: d.copy_snapshot("snap-2", "snap-9")}[operation]
+    reference = setup(tmp_path / "reference")
+    act(reference)
+    expected = files(reference)
+    nth = 1
+    while True:
+        disks = setup(tmp_path / f"crash{nth}")
+        with monkeypatch.context() as m:
+            count = crash_after(m, nth)
+            try:
+                act(disks)
+                crashed = False
+            except Crash:
+                crashed = True
+        act(disks)  # run again after the crash
+        assert files(disks) == expected, f"crash after step {nth}"
+        assert holds(disks, disks.path("vol-1"), 0x03, offset=2 << 20), f"crash after step {nth}"
+        assert holds(disks, disks.path("vol-1"), 0x02, offset=1 << 20)
+        assert holds(disks, disks.path("vol-1"), 0x01)
+        for name in ("vol-2", "vol-3"):
+            if disks.path(name).exists():
+                assert holds(disks, disks.path(name), 0x01)
+        if not crashed:
+            break
+        assert count["n"] >= nth
+        nth += 1
+    assert nth > 1  # it did crash at least once
 
 
 def test_clone_of_an_image_is_an_overlay(tmp_path):
@@ -116,3 +229,42 @@ def test_encrypted_disks(tmp_path):
     assert holds(disks, disks.path("vol-2"), 0x42, offset=1 << 20, key=OTHER_KEY)
     with pytest.raises(HostError):
         disks.resize("vol-2", 4, key=KEY)  # the old key does not open the copy
+
+
+def test_encrypted_chains(tmp_path):
+    """Every layer of an encrypted disk is encrypted with its key: snapshots, and the new layers
+    the disk goes on in; merging them needs the key (without it the layer waits)."""
+    disks = Disks(tmp_path / "store")
+    disks.create("vol-1", 1, key=KEY)
+    proc = qemu_io(disks, disks.path("vol-1"), f"write -P 0x41 0 {len(MARKER)}", KEY)
+    assert proc.returncode == 0, proc.stderr
+    disks.snapshot("vol-1", "snap-1", key=KEY)
+    write(disks, disks.path("vol-1"), 0x42, offset=1 << 20, key=KEY)
+    disks.snapshot("vol-1", "snap-2", key=KEY)
+    write(disks, disks.path("vol-1"), 0x43, offset=2 << 20, key=KEY)
+    assert all(layer["encrypted"] for layer in disks.chain(disks.layer("vol-1")))
+    for layer in disks._layers():
+        assert b"A" * len(MARKER) not in layer.read_bytes()
+    assert holds(disks, disks.snapshot_path("snap-2"), 0x42, offset=1 << 20, key=KEY)
+    assert not holds(disks, disks.snapshot_path("snap-2"), 0x42, offset=1 << 20, key=OTHER_KEY)
+    disks.resize("vol-1", 2, key=KEY)
+    assert disks.size("vol-1") == 2 * GIB
+
+    disks.delete_snapshot("snap-1")  # no key: the layer waits, nameless
+    assert len(disks._layers()) == 3
+    disks.delete_snapshot("snap-1", key=OTHER_KEY)  # not its key: still waits
+    assert len(disks._layers()) == 3
+    disks.delete_snapshot("snap-1", key=KEY)
+    assert len(disks._layers()) == 2
+    assert holds(disks, disks.snapshot_path("snap-2"), 0x41, key=KEY, size=str(len(MARKER)))
+    assert holds(disks, disks.path("vol-1"), 0x43, offset=2 << 20, key=KEY)
+    # A clone of the chained snapshot, with its own key: a flattened re-encrypted copy.
+    disks.clone("vol-2", 2, snapshot_id="snap-2", key=OTHER_KEY, source_key=KEY)
+    assert holds(disks, disks.path("vol-2"), 0x42, offset=1 << 20, key=OTHER_KEY)
+    assert "backing-filename" not in disks.info(disks.path("vol-2"))
+    disks.copy_snapshot("snap-2", "snap-3", key=KEY, new_key=KEY)
+    disks.delete_snapshot("snap-2", key=KEY)
+    disks.delete("vol-1", key=KEY)
+    assert files(disks) == ["layers/snap-3.qcow2", "layers/vol-2.qcow2", "snapshots/snap-3.qcow2",
+                            "volumes/vol-2.qcow2"]
+    assert holds(disks, disks.snapshot_path("snap-3"), 0x42, offset=1 << 20, key=KEY)

@@ -143,13 +143,19 @@ def test_disk_contracts(tmp_path):
     d.start(spec())
     d.attach_disk("i-0000000000000000a", "vol-2")
     d.attach_disk("i-0000000000000000a", "vol-2")
+    assert d.host["disks"]["vol-2"]["letter"] == "f"  # the first free EBS letter, as libvirt's
+    with pytest.raises(ValueError):
+        d.attach_disk("i-0000000000000000a", "vol-3", device="/dev/xvdf")  # the letter is taken
+    with pytest.raises(ValueError):
+        d.attach_disk("i-0000000000000000a", "vol-3", device="/dev/sda1")  # not one disk letter
     with pytest.raises(ValueError):
         d.delete_disk("vol-2")
     d.detach_disk("i-0000000000000000a", "vol-2")
     d.detach_disk("i-0000000000000000a", "vol-2")
     d.delete_disk("vol-2")
     assert "snap-1" not in d.host["snapshots"]  # its last clone went
-    d.attach_disk("i-0000000000000000a", "vol-3")
+    d.attach_disk("i-0000000000000000a", "vol-3", device="/dev/sdg")
+    assert d.host["disks"]["vol-3"]["letter"] == "g"
     d.terminate("i-0000000000000000a")
     assert d.host["disks"]["vol-3"]["attached_to"] is None  # detached and kept
     # Disks survive a restart of the server.
