@@ -358,8 +358,10 @@ def delete_snapshot(ctx: Context, p: dict) -> None:
     delete_all_tags(ctx, s.id)
     ctx.session.delete(s)
     # The host lets go of it after every task asked before (its own snapshot or copy, volumes
-    # being made from it): they run first, in order. Volumes made from it keep working.
-    ctx.host_task("snapshot.delete", s.id, zone)
+    # being made from it): they run first, in order. Volumes made from it keep working. An
+    # encrypted one's key goes along WRAPPED (the row is gone when the task runs): the host needs
+    # it to merge the snapshot's layer into the one layer that still builds on it.
+    ctx.host_task("snapshot.delete", s.id, zone, wrapped_key=s.wrapped_key)
     return None
 
 
@@ -417,5 +419,5 @@ host_action_failed("snapshot.copy")(_failed)
 
 
 @host_action("snapshot.delete")
-def delete_on_host(host: Host, snapshot_id: str) -> None:
-    host.driver.delete_snapshot(snapshot_id)
+def delete_on_host(host: Host, snapshot_id: str, wrapped_key: str | None = None) -> None:
+    host.driver.delete_snapshot(snapshot_id, crypto.passphrase(host.config, wrapped_key, snapshot_id))

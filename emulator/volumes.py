@@ -731,7 +731,10 @@ def modify_failed(host: Host, volume_id: str, error: str) -> None:
 
 @host_action("volume.delete")
 def delete_on_host(host: Host, volume_id: str) -> None:
-    host.driver.delete_disk(volume_id)  # (a missing disk is nothing to do)
+    with host.Session() as session:  # its key: merging what the host kept for it reads its layers
+        v = session.get(Volume, volume_id)
+        key = _key(host, v) if v is not None and v.state == "deleting" else None
+    host.driver.delete_disk(volume_id, key)  # (a missing disk is nothing to do)
     crash_point(host.config, "volume.delete:after-driver")
     with host.Session() as session:
         v = session.get(Volume, volume_id)
