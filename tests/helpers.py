@@ -1,4 +1,5 @@
 """Small helpers shared by the end-to-end tests."""
+import time
 import uuid
 
 import pytest
@@ -32,3 +33,14 @@ def fast_waiter(ec2, name: str):
     """boto3's waiter with a short poll (AWS's default is 15 s)."""
     waiter = ec2.get_waiter(name)
     return lambda **kw: waiter.wait(WaiterConfig={"Delay": 0.2, "MaxAttempts": 100}, **kw)
+
+
+def eventually(check, what: str = "", within: float = 10, every: float = 0.1):
+    """Call check until it returns something true (returned), failing after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"not within {within} s: {what}"
+        time.sleep(every)

@@ -6,25 +6,14 @@ Nitro form (`vol` + 17 hex, no dash).
 """
 from __future__ import annotations
 
-import time
 
 import pytest
 
-from .helpers import expect_error, tiny_image
+from .helpers import eventually, expect_error, tiny_image
 from .test_guests import _key, _ssh, _terminate_everything, fast_waiter
 from .test_guests import cloud  # noqa: F401 (the module-scoped libvirt-backed server, here too)
 
 pytestmark = pytest.mark.slow
-
-
-def _eventually(check, what: str, within: float = 120):
-    deadline = time.monotonic() + within
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, what
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +44,7 @@ def _disk_in(cloud, iid, pem, vid: str, present: bool = True) -> str:
         out = _ssh(cloud, iid, pem, _find_disk(vid)).strip()
         return (out or None) if present else (out == "" and "gone")
     try:
-        return _eventually(look, f"{vid} {'in' if present else 'gone from'} {iid}")
+        return eventually(look, f"{vid} {'in' if present else 'gone from'} {iid}", within=120, every=0.5)
     except AssertionError:
         serials = _ssh(cloud, iid, pem, "grep -H . /sys/block/vd*/serial")
         raise AssertionError(f"{vid} {'not found in' if present else 'still in'} {iid}; serials:\n{serials}") from None
@@ -66,12 +55,12 @@ def _volume(ec2, vid):
 
 
 def _wait(ec2, vid, state):
-    return _eventually(lambda: _volume(ec2, vid)["State"] == state, f"{vid} {state}")
+    return eventually(lambda: _volume(ec2, vid)["State"] == state, f"{vid} {state}", within=120, every=0.5)
 
 
 def _attach(ec2, vid, iid, device="/dev/sdf"):
     ec2.attach_volume(VolumeId=vid, InstanceId=iid, Device=device)
-    _eventually(lambda: (_volume(ec2, vid)["Attachments"] or [{}])[0].get("State") == "attached", "attached")
+    eventually(lambda: (_volume(ec2, vid)["Attachments"] or [{}])[0].get("State") == "attached", "attached", within=120, every=0.5)
 
 
 def _detach(ec2, vid):
@@ -117,9 +106,9 @@ def test_online_resize_is_seen_by_the_guest(cloud, pair):
     sectors = lambda: int(_ssh(cloud, a, pem, f"cat /sys/block/{disk[5:]}/size").strip())  # noqa: E731
     assert sectors() == 2 * 1024 * 1024  # 1 GiB in 512-byte sectors (positive control)
     ec2.modify_volume(VolumeId=vid, Size=2)
-    _eventually(lambda: ec2.describe_volumes_modifications(VolumeIds=[vid])["VolumesModifications"][0]
-                ["ModificationState"] == "completed", "modified")
-    _eventually(lambda: sectors() == 4 * 1024 * 1024, "the guest sees 2 GiB")
+    eventually(lambda: ec2.describe_volumes_modifications(VolumeIds=[vid])["VolumesModifications"][0]
+                ["ModificationState"] == "completed", "modified", within=120, every=0.5)
+    eventually(lambda: sectors() == 4 * 1024 * 1024, "the guest sees 2 GiB", within=120, every=0.5)
     _detach(ec2, vid)
 
 
@@ -130,7 +119,7 @@ def test_snapshot_of_an_attached_volume_holds_its_data(cloud, pair):
     marker = "snap-marker-" + vid
     _write(cloud, a, pem, _disk_in(cloud, a, pem, vid), marker)
     sid = ec2.create_snapshot(VolumeId=vid)["SnapshotId"]  # while attached to a running guest
-    _eventually(lambda: ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]["State"] == "completed", "snap")
+    eventually(lambda: ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]["State"] == "completed", "snap", within=120, every=0.5)
     restored = _new(ec2, SnapshotId=sid)
     _attach(ec2, restored, b, "/dev/sdj")
     assert _read(cloud, b, pem, _disk_in(cloud, b, pem, restored), len(marker)) == marker

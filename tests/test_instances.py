@@ -2,11 +2,10 @@
 import base64
 import ipaddress
 import re
-import time
 
 import pytest
 
-from .helpers import expect_error, fast_waiter, tiny_image, unique
+from .helpers import eventually, expect_error, fast_waiter, tiny_image, unique
 
 
 @pytest.fixture(scope="module")
@@ -20,16 +19,9 @@ def run(ec2, image, **kw):
     return ec2.run_instances(ImageId=image, **kw)
 
 
-
 def _console(ec2, iid: str) -> str:
     return ec2.get_console_output(InstanceId=iid).get("Output") or ""  # (botocore decodes it)
 
-
-def _eventually(check, what: str, within: float = 10) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 def test_run_describe_and_state_machine(ec2, image):
     key = unique("key")
@@ -83,7 +75,7 @@ def test_run_describe_and_state_machine(ec2, image):
     assert ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["PublicIpAddress"]
     assert _console(ec2, iid).endswith("ec2emu-none: boot 2\n")  # the second boot (none driver's console)
     ec2.reboot_instances(InstanceIds=[iid])  # the host reboots the guest: a third boot
-    _eventually(lambda: _console(ec2, iid).endswith("ec2emu-none: reboot, boot 3\n"), "the reboot reached the host")
+    eventually(lambda: _console(ec2, iid).endswith("ec2emu-none: reboot, boot 3\n"), "the reboot reached the host")
     assert ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
 
     term = ec2.terminate_instances(InstanceIds=[iid])["TerminatingInstances"][0]
