@@ -47,9 +47,9 @@ def get_set(ctx: Context, dopt_id: str) -> DhcpOptions:
     return row
 
 
-def domain_name(ctx: Context, vpc: Vpc) -> str | None:
+def domain_name(ctx: Context, vpc: Vpc | None) -> str | None:
     """The domain-name option a VPC's instances get (None: none, the `default` association)."""
-    if not vpc.dhcp_options_id or vpc.dhcp_options_id == "default":
+    if vpc is None or not vpc.dhcp_options_id or vpc.dhcp_options_id == "default":
         return None
     row = ctx.session.get(DhcpOptions, vpc.dhcp_options_id)
     for c in (row.configurations if row else []):
