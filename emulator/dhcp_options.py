@@ -18,7 +18,7 @@ from .models import DhcpOptions, Tag, Vpc
 from .query import Resource, Selector, describe
 from .registry import Context, action
 from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications
-from .vpcs import get_vpc
+from .vpcs import get_vpc, owned
 
 AMAZON_DNS = "AmazonProvidedDNS"
 # option name -> most values AWS takes (None: no limit it documents)
@@ -41,10 +41,7 @@ def default_set(ctx: Context) -> DhcpOptions:
 
 
 def get_set(ctx: Context, dopt_id: str) -> DhcpOptions:
-    row = ctx.session.get(DhcpOptions, dopt_id)
-    if row is None or row.account_id != ctx.account_id or row.region != ctx.region:
-        raise InvalidDhcpOptionIDNotFound(dopt_id)
-    return row
+    return owned(ctx, DhcpOptions, dopt_id, InvalidDhcpOptionIDNotFound)
 
 
 def domain_name(ctx: Context, vpc: Vpc | None) -> str | None:

@@ -17,14 +17,11 @@ from .models import Instance, InternetGateway, Tag, Vpc
 from .query import Resource, Selector, describe
 from .registry import Context, action
 from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications
-from .vpcs import get_vpc, lock_vpc
+from .vpcs import get_vpc, lock_vpc, owned
 
 
 def get_gateway(ctx: Context, igw_id: str) -> InternetGateway:
-    row = ctx.session.get(InternetGateway, igw_id)
-    if row is None or row.account_id != ctx.account_id or row.region != ctx.region:
-        raise InvalidInternetGatewayIDNotFound(igw_id)
-    return row
+    return owned(ctx, InternetGateway, igw_id, InvalidInternetGatewayIDNotFound)
 
 
 def attach_default_gateway(ctx: Context, vpc: Vpc) -> None:

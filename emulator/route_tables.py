@@ -27,7 +27,7 @@ from .models import Instance, InternetGateway, Route, RouteTable, RouteTableAsso
 from .query import Resource, Selector, describe
 from .registry import Context, action
 from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications
-from .vpcs import get_subnet, get_vpc
+from .vpcs import get_subnet, get_vpc, owned
 
 LOCAL = "local"
 # CreateRoute/ReplaceRoute targets this emulator has no resource for (yet)
@@ -89,17 +89,7 @@ def forget_subnet(ctx: Context, subnet_id: str) -> None:
 
 
 def get_table(ctx: Context, table_id: str) -> RouteTable:
-    row = ctx.session.get(RouteTable, table_id)
-    if row is None or row.account_id != ctx.account_id or row.region != ctx.region:
-        raise InvalidRouteTableIDNotFound(table_id)
-    return row
-
-
-def _get_association(ctx: Context, assoc_id: str) -> RouteTableAssociation:
-    row = ctx.session.get(RouteTableAssociation, assoc_id)
-    if row is None or row.account_id != ctx.account_id or row.region != ctx.region:
-        raise InvalidAssociationIDNotFound(assoc_id)
-    return row
+    return owned(ctx, RouteTable, table_id, InvalidRouteTableIDNotFound)
 
 
 # ------------------------------------------------------------------------------------ tables
@@ -165,9 +155,7 @@ def _target(ctx: Context, table: RouteTable, p: dict, destination: str) -> dict:
     if member == "GatewayId":
         if not value.startswith("igw-"):
             raise InvalidGatewayIDNotFound(value)
-        igw = ctx.session.get(InternetGateway, value)
-        if igw is None or igw.account_id != ctx.account_id or igw.region != ctx.region:
-            raise InvalidInternetGatewayIDNotFound(value)
+        igw = owned(ctx, InternetGateway, value, InvalidInternetGatewayIDNotFound)
         if igw.vpc_id != table.vpc_id:
             raise InvalidParameterValue(f"route table {table.id} and network gateway {igw.id} belong to "
                                         "different networks")
@@ -178,9 +166,8 @@ def _target(ctx: Context, table: RouteTable, p: dict, destination: str) -> dict:
                                         "interface or an instance.")
         return {"gateway_id": igw.id}
     if member == "InstanceId":
-        inst = ctx.session.get(Instance, value)
-        if inst is None or inst.account_id != ctx.account_id or inst.region != ctx.region \
-                or inst.state == "terminated":
+        inst = owned(ctx, Instance, value, InvalidInstanceIDNotFound)
+        if inst.state == "terminated":
             raise InvalidInstanceIDNotFound(value)
     else:
         inst = ctx.session.scalars(select(Instance).where(
@@ -277,7 +264,7 @@ def associate_route_table(ctx: Context, p: dict) -> dict:
 
 @action("DisassociateRouteTable")
 def disassociate_route_table(ctx: Context, p: dict) -> dict:
-    assoc = _get_association(ctx, p["AssociationId"])
+    assoc = owned(ctx, RouteTableAssociation, p["AssociationId"], InvalidAssociationIDNotFound)
     if assoc.main:
         raise InvalidParameterValue(f"cannot disassociate the main route table association {assoc.id}")
     if ctx.session.execute(delete(RouteTableAssociation).where(RouteTableAssociation.id == assoc.id)).rowcount != 1:
@@ -287,7 +274,7 @@ def disassociate_route_table(ctx: Context, p: dict) -> dict:
 
 @action("ReplaceRouteTableAssociation")
 def replace_route_table_association(ctx: Context, p: dict) -> dict:
-    assoc = _get_association(ctx, p["AssociationId"])
+    assoc = owned(ctx, RouteTableAssociation, p["AssociationId"], InvalidAssociationIDNotFound)
     table = get_table(ctx, p["RouteTableId"])
     if table.vpc_id != assoc.vpc_id:
         what = f"subnet {assoc.subnet_id}" if assoc.subnet_id else f"vpc {assoc.vpc_id}"

@@ -22,7 +22,7 @@ from .errors import (DefaultSubnetAlreadyExistsInAvailabilityZone, DefaultVpcAlr
                      InvalidSubnetConflict, InvalidSubnetIDNotFound, InvalidSubnetRange, InvalidVpcIDNotFound,
                      InvalidVpcRange, MissingInput, MissingParameter, Unsupported, VpcDependencyViolation)
 from .ids import new_id
-from .models import (Instance, InternetGateway, NetworkAcl, RouteTable, SecurityGroup, SecurityGroupRule, Subnet,
+from .models import (Instance, InternetGateway, NetworkAcl, SecurityGroup, SecurityGroupRule, Subnet,
                      Tag, Vpc)
 from .query import Resource, Selector, describe
 from .registry import Context, action
@@ -66,11 +66,17 @@ def default_vpc(ctx: Context) -> Vpc | None:
                                                  Vpc.is_default.is_(True))).first()
 
 
+def owned(ctx: Context, model, resource_id: str, not_found):
+    """The row of `model` with this id if it is the caller's (account and region), else
+    `not_found(id)` is raised: the one lookup of the VPC family's resources."""
+    row = ctx.session.get(model, resource_id)
+    if row is None or row.account_id != ctx.account_id or row.region != ctx.region:
+        raise not_found(resource_id)
+    return row
+
+
 def get_vpc(ctx: Context, vpc_id: str) -> Vpc:
-    vpc = ctx.session.get(Vpc, vpc_id)
-    if vpc is None or vpc.account_id != ctx.account_id or vpc.region != ctx.region:
-        raise InvalidVpcIDNotFound(vpc_id)
-    return vpc
+    return owned(ctx, Vpc, vpc_id, InvalidVpcIDNotFound)
 
 
 def lock_vpc(ctx: Context, vpc_id: str) -> Vpc:
@@ -83,10 +89,7 @@ def lock_vpc(ctx: Context, vpc_id: str) -> Vpc:
 
 
 def get_subnet(ctx: Context, subnet_id: str) -> Subnet:
-    subnet = ctx.session.get(Subnet, subnet_id)
-    if subnet is None or subnet.account_id != ctx.account_id or subnet.region != ctx.region:
-        raise InvalidSubnetIDNotFound(subnet_id)
-    return subnet
+    return owned(ctx, Subnet, subnet_id, InvalidSubnetIDNotFound)
 
 
 def default_subnet(ctx: Context, zone: str | None) -> Subnet:

@@ -14,7 +14,7 @@ import pytest
 
 from .helpers import tiny_image
 from .test_firewall import _connects, _namespace
-from .test_guests import _console, _key, _ssh, cloud, fast_waiter  # noqa: F401 (fixture)
+from .test_guests import _console, _key, cloud, fast_waiter  # noqa: F401 (fixture)
 
 SAME_IP, ONLY_IN_B = "10.0.1.5", "10.0.1.6"
 DOMAIN = "corp.example"

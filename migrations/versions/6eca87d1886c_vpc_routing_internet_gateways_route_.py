@@ -107,7 +107,8 @@ def upgrade() -> None:
 
 def _existing_vpcs_get_their_defaults() -> None:
     """VPCs made before this revision (default VPCs) get what every VPC has: a main route table
-    with its local route, and the default network ACL."""
+    with its local route, and the default network ACL; a default VPC also its internet gateway
+    and the main table's route to it, as AWS makes them."""
     import secrets
     from datetime import datetime, timezone
 
@@ -115,11 +116,14 @@ def _existing_vpcs_get_their_defaults() -> None:
         return f"{prefix}-{secrets.token_hex(9)[:17]}"
 
     now = datetime.now(timezone.utc)
-    vpcs = sa.table("vpcs", sa.column("id"), sa.column("account_id"), sa.column("region"), sa.column("cidr_block"))
+    vpcs = sa.table("vpcs", sa.column("id"), sa.column("account_id"), sa.column("region"), sa.column("cidr_block"),
+                    sa.column("is_default", sa.Boolean))
+    gateways = sa.table("internet_gateways", sa.column("id"), sa.column("vpc_id"), sa.column("account_id"),
+                        sa.column("region"), sa.column("created_at"))
     tables = sa.table("route_tables", sa.column("id"), sa.column("vpc_id"), sa.column("account_id"),
                       sa.column("region"), sa.column("created_at"))
     routes = sa.table("routes", sa.column("route_table_id"), sa.column("destination"), sa.column("origin"),
-                      sa.column("account_id"), sa.column("region"))
+                      sa.column("gateway_id"), sa.column("account_id"), sa.column("region"))
     assocs = sa.table("route_table_associations", sa.column("id"), sa.column("route_table_id"),
                       sa.column("vpc_id"), sa.column("subnet_id"), sa.column("main"), sa.column("main_of"),
                       sa.column("account_id"), sa.column("region"))
@@ -127,13 +131,18 @@ def _existing_vpcs_get_their_defaults() -> None:
                     sa.column("entries", sa.JSON), sa.column("account_id"), sa.column("region"),
                     sa.column("created_at"))
     bind = op.get_bind()
-    for vpc_id, account, region, cidr in bind.execute(sa.select(vpcs.c.id, vpcs.c.account_id, vpcs.c.region,
-                                                                vpcs.c.cidr_block)).all():
+    for vpc_id, account, region, cidr, is_default in bind.execute(sa.select(
+            vpcs.c.id, vpcs.c.account_id, vpcs.c.region, vpcs.c.cidr_block, vpcs.c.is_default)).all():
         scope = {"account_id": account, "region": region}
         rtb = new_id("rtb")
         bind.execute(tables.insert().values(id=rtb, vpc_id=vpc_id, created_at=now, **scope))
         bind.execute(routes.insert().values(route_table_id=rtb, destination=cidr, origin="CreateRouteTable",
                                             **scope))
+        if is_default:
+            igw = new_id("igw")
+            bind.execute(gateways.insert().values(id=igw, vpc_id=vpc_id, created_at=now, **scope))
+            bind.execute(routes.insert().values(route_table_id=rtb, destination="0.0.0.0/0", gateway_id=igw,
+                                                origin="CreateRoute", **scope))
         bind.execute(assocs.insert().values(id=new_id("rtbassoc"), route_table_id=rtb, vpc_id=vpc_id,
                                             subnet_id=None, main=True, main_of=vpc_id, **scope))
         entries = [{"RuleNumber": n, "Protocol": "-1", "RuleAction": action, "Egress": egress,
