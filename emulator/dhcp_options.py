@@ -12,7 +12,7 @@ import ipaddress
 from sqlalchemy import delete, select
 
 from .dns import private_dns_domain
-from .errors import InvalidDhcpOptionIDNotFound, InvalidParameterValue, MissingParameter, VpcDependencyViolation
+from .errors import InvalidDhcpOptionIDNotFound, InvalidParameterValue, MissingParameter, DependencyViolation
 from .ids import new_id
 from .models import DhcpOptions, Tag, Vpc
 from .query import Resource, Selector, describe
@@ -121,7 +121,7 @@ def create_dhcp_options(ctx: Context, p: dict) -> dict:
 def delete_dhcp_options(ctx: Context, p: dict) -> dict:
     row = get_set(ctx, p["DhcpOptionsId"])
     if ctx.session.scalars(select(Vpc.id).where(Vpc.dhcp_options_id == row.id).limit(1)).first():
-        raise VpcDependencyViolation("dhcpOptions", row.id)
+        raise DependencyViolation.has_dependencies("dhcpOptions", row.id)
     ctx.session.execute(delete(Tag).where(Tag.resource_id == row.id, Tag.account_id == ctx.account_id))
     if ctx.session.execute(delete(DhcpOptions).where(DhcpOptions.id == row.id)).rowcount != 1:
         raise InvalidDhcpOptionIDNotFound(row.id)

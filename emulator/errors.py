@@ -656,6 +656,12 @@ class DependencyViolation(EC2Error):
     def __init__(self, resource_id: str):
         super().__init__(f"resource {resource_id} has a dependent object")
 
+    @classmethod
+    def has_dependencies(cls, kind: str, resource_id: str) -> DependencyViolation:
+        """As the VPC family words it (kind as AWS spells it: vpc, subnet, internetGateway,
+        routeTable, dhcpOptions)."""
+        return cls.worded(f"The {kind} '{resource_id}' has dependencies and cannot be deleted.")
+
 
 # ---------------------------------------------------------------------------- authentication
 
@@ -742,15 +748,6 @@ class DefaultSubnetAlreadyExistsInAvailabilityZone(EC2Error):
 
     def __init__(self, zone: str, subnet_id: str):
         super().__init__(f"Default subnet {subnet_id} already exists in availability zone {zone}.")
-
-
-class VpcDependencyViolation(EC2Error):
-    """DependencyViolation as the VPC family words it: "The <kind> '<id>' has dependencies and
-    cannot be deleted." (kind as AWS spells it: vpc, subnet, internetGateway, routeTable, dhcpOptions)."""
-    code = "DependencyViolation"
-
-    def __init__(self, kind: str, resource_id: str):
-        super().__init__(f"The {kind} '{resource_id}' has dependencies and cannot be deleted.")
 
 
 class InvalidInternetGatewayIDNotFound(NotFound):

@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from .errors import (GatewayNotAttached, InvalidInternetGatewayIDNotFound, ResourceAlreadyAssociated,
-                     VpcDependencyViolation)
+                     DependencyViolation)
 from .ids import new_id
 from .models import Instance, InternetGateway, Tag, Vpc
 from .query import Resource, Selector, describe
@@ -77,7 +77,7 @@ def detach_internet_gateway(ctx: Context, p: dict) -> dict:
     mapped = ctx.session.scalars(select(Instance.id).where(
         Instance.vpc_id == vpc.id, Instance.public_ip.is_not(None), Instance.state != "terminated").limit(1)).first()
     if mapped is not None:
-        raise VpcDependencyViolation.worded(
+        raise DependencyViolation.worded(
             f"Network {vpc.id} has some mapped public address(es). Please unmap those public address(es) "
             "before detaching the gateway.")
     igw.vpc_id = None
@@ -88,7 +88,7 @@ def detach_internet_gateway(ctx: Context, p: dict) -> dict:
 def delete_internet_gateway(ctx: Context, p: dict) -> dict:
     igw = get_gateway(ctx, p["InternetGatewayId"])
     if igw.vpc_id is not None:
-        raise VpcDependencyViolation("internetGateway", igw.id)
+        raise DependencyViolation.has_dependencies("internetGateway", igw.id)
     ctx.session.execute(delete(Tag).where(Tag.resource_id == igw.id, Tag.account_id == ctx.account_id))
     if ctx.session.execute(delete(InternetGateway).where(InternetGateway.id == igw.id,
                                                          InternetGateway.vpc_id.is_(None))).rowcount != 1:

@@ -21,7 +21,7 @@ from .errors import (InvalidAssociationIDNotFound, InvalidGatewayIDNotFound, Inv
                      InvalidInternetGatewayIDNotFound, InvalidNatGatewayIDNotFound,
                      InvalidNetworkInterfaceIDNotFound, InvalidParameterCombination, InvalidParameterValue,
                      InvalidRouteNotFound, InvalidRouteTableIDNotFound, MissingParameter, ResourceAlreadyAssociated,
-                     RouteAlreadyExists, Unsupported, VpcDependencyViolation)
+                     RouteAlreadyExists, Unsupported, DependencyViolation)
 from .ids import new_id
 from .models import Instance, InternetGateway, Route, RouteTable, RouteTableAssociation, Tag, Vpc
 from .query import Resource, Selector, describe
@@ -115,7 +115,7 @@ def delete_route_table(ctx: Context, p: dict) -> dict:
     table = get_table(ctx, p["RouteTableId"])
     if ctx.session.scalars(select(RouteTableAssociation.id).where(
             RouteTableAssociation.route_table_id == table.id).limit(1)).first() is not None:
-        raise VpcDependencyViolation("routeTable", table.id)  # the main table, or subnets use it
+        raise DependencyViolation.has_dependencies("routeTable", table.id)  # the main table, or subnets use it
     ctx.session.execute(delete(Route).where(Route.route_table_id == table.id))
     ctx.session.execute(delete(Tag).where(Tag.resource_id == table.id, Tag.account_id == ctx.account_id))
     if ctx.session.execute(delete(RouteTable).where(RouteTable.id == table.id)).rowcount != 1:

@@ -20,7 +20,7 @@ from .catalogue import REGIONS
 from .errors import (DefaultSubnetAlreadyExistsInAvailabilityZone, DefaultVpcAlreadyExists,
                      DefaultVpcDoesNotExist, InvalidParameterCombination, InvalidParameterValue,
                      InvalidSubnetConflict, InvalidSubnetIDNotFound, InvalidSubnetRange, InvalidVpcIDNotFound,
-                     InvalidVpcRange, MissingInput, MissingParameter, Unsupported, VpcDependencyViolation)
+                     InvalidVpcRange, MissingInput, MissingParameter, Unsupported, DependencyViolation)
 from .ids import new_id
 from .models import (Instance, InternetGateway, NetworkAcl, SecurityGroup, SecurityGroupRule, Subnet,
                      Tag, Vpc)
@@ -173,7 +173,7 @@ def delete_vpc(ctx: Context, p: dict) -> dict:
             or _has(ctx, SecurityGroup, SecurityGroup.vpc_id == vpc.id, SecurityGroup.name != DEFAULT_NAME)
             or route_tables.has_custom_tables(ctx, vpc.id)
             or _has(ctx, NetworkAcl, NetworkAcl.vpc_id == vpc.id, NetworkAcl.is_default.is_(False))):
-        raise VpcDependencyViolation("vpc", vpc.id)
+        raise DependencyViolation.has_dependencies("vpc", vpc.id)
     groups = list(ctx.session.scalars(select(SecurityGroup.id).where(SecurityGroup.vpc_id == vpc.id)))
     rules = list(ctx.session.scalars(select(SecurityGroupRule.id).where(SecurityGroupRule.group_id.in_(groups))))
     gone = [vpc.id, *groups, *rules, *route_tables.delete_tables_of(ctx, vpc.id),
@@ -428,7 +428,7 @@ def delete_subnet(ctx: Context, p: dict) -> dict:
     subnet = get_subnet(ctx, p["SubnetId"])
     lock_vpc(ctx, subnet.vpc_id)  # against a launch into it at the same time (PostgreSQL)
     if subnet_in_use(ctx, subnet.id):
-        raise VpcDependencyViolation("subnet", subnet.id)
+        raise DependencyViolation.has_dependencies("subnet", subnet.id)
     route_tables.forget_subnet(ctx, subnet.id)
     ctx.session.execute(delete(Tag).where(Tag.resource_id == subnet.id, Tag.account_id == ctx.account_id))
     if ctx.session.execute(delete(Subnet).where(Subnet.id == subnet.id)).rowcount != 1:
