@@ -656,6 +656,12 @@ class DependencyViolation(EC2Error):
     def __init__(self, resource_id: str):
         super().__init__(f"resource {resource_id} has a dependent object")
 
+    @classmethod
+    def has_dependencies(cls, kind: str, resource_id: str) -> DependencyViolation:
+        """As the VPC family words it (kind as AWS spells it: vpc, subnet, internetGateway,
+        routeTable, dhcpOptions)."""
+        return cls.worded(f"The {kind} '{resource_id}' has dependencies and cannot be deleted.")
+
 
 # ---------------------------------------------------------------------------- authentication
 
@@ -702,3 +708,118 @@ class IncompleteSignature(AuthError):
     code = "IncompleteSignature"
     status = 400
 
+
+
+# ---------------------------------------------------------- VPCs, subnets, gateways, routing
+
+class InvalidVpcRange(EC2Error):
+    code = "InvalidVpc.Range"
+
+    def __init__(self, cidr: str):
+        super().__init__(f"The CIDR '{cidr}' is invalid.")
+
+
+class InvalidSubnetRange(EC2Error):
+    code = "InvalidSubnet.Range"
+
+    def __init__(self, cidr: str):
+        super().__init__(f"The CIDR '{cidr}' is invalid.")
+
+
+class InvalidSubnetConflict(EC2Error):
+    code = "InvalidSubnet.Conflict"
+
+    def __init__(self, cidr: str):
+        super().__init__(f"The CIDR '{cidr}' conflicts with another subnet")
+
+
+class DefaultVpcAlreadyExists(EC2Error):
+    code = "DefaultVpcAlreadyExists"
+    message = "A Default VPC already exists for this account in this region."
+
+
+class DefaultVpcDoesNotExist(EC2Error):
+    code = "DefaultVpcDoesNotExist"
+    message = "No default VPC exists for this account in this region."
+
+
+class DefaultSubnetAlreadyExistsInAvailabilityZone(EC2Error):
+    code = "DefaultSubnetAlreadyExistsInAvailabilityZone"
+
+    def __init__(self, zone: str, subnet_id: str):
+        super().__init__(f"Default subnet {subnet_id} already exists in availability zone {zone}.")
+
+
+class InvalidInternetGatewayIDNotFound(NotFound):
+    code = "InvalidInternetGatewayID.NotFound"
+    singular = "The internetGateway ID '{}' does not exist"
+
+
+class InvalidRouteTableIDNotFound(NotFound):
+    code = "InvalidRouteTableID.NotFound"
+    singular = "The routeTable ID '{}' does not exist"
+
+
+class InvalidDhcpOptionIDNotFound(NotFound):
+    code = "InvalidDhcpOptionID.NotFound"
+    singular = "The dhcpOption ID '{}' does not exist"
+
+
+class InvalidAssociationIDNotFound(NotFound):
+    code = "InvalidAssociationID.NotFound"
+    singular = "The association ID '{}' does not exist"
+
+
+class InvalidNetworkInterfaceIDNotFound(NotFound):
+    code = "InvalidNetworkInterfaceID.NotFound"
+    singular = "The networkInterface ID '{}' does not exist"
+
+
+class InvalidNetworkAclIDNotFound(NotFound):
+    code = "InvalidNetworkAclID.NotFound"
+    singular = "The networkAcl ID '{}' does not exist"
+
+
+class InvalidRouteNotFound(EC2Error):
+    code = "InvalidRoute.NotFound"
+
+    def __init__(self, destination: str, table_id: str):
+        super().__init__(f"no route with destination-cidr-block {destination} in route table {table_id}")
+
+
+class RouteAlreadyExists(EC2Error):
+    code = "RouteAlreadyExists"
+
+    def __init__(self, destination: str, table_id: str):
+        super().__init__(f"The route identified by {destination} already exists.")
+
+
+class ResourceAlreadyAssociated(EC2Error):
+    code = "Resource.AlreadyAssociated"
+
+
+class GatewayNotAttached(EC2Error):
+    code = "Gateway.NotAttached"
+
+    def __init__(self, gateway_id: str, vpc_id: str):
+        super().__init__(f"resource {gateway_id} is not attached to network {vpc_id}")
+
+
+class InvalidGatewayIDNotFound(NotFound):
+    code = "InvalidGatewayID.NotFound"
+    singular = "The gateway ID '{}' does not exist"
+
+
+class InvalidVpcIDMalformed(Malformed):
+    code = "InvalidVpcID.Malformed"
+    prefix = "vpc"
+
+
+class InvalidSubnetIDMalformed(Malformed):
+    code = "InvalidSubnetID.Malformed"
+    prefix = "subnet"
+
+
+class InvalidNatGatewayIDNotFound(NotFound):
+    code = "InvalidNatGatewayID.NotFound"
+    singular = "The natGateway ID '{}' does not exist"

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from hypervisor import HostEvent, InstanceSpec
 
-from . import attachments, firewall, images, keypairs, security_groups, vpcs
+from . import attachments, dhcp_options, firewall, images, keypairs, security_groups, vpcs
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
 from .dns import private_dns_domain, private_dns_name, public_dns_domain, public_dns_name
 from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceCreditSpecificationNotSupported,
@@ -31,7 +31,7 @@ from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, Instan
                      InvalidUserDataMalformed, MissingParameter, OperationNotPermitted, Unsupported)
 from .ids import new_id, well_formed
 from .host_tasks import enqueue, unfinished_resources
-from .models import Instance, Subnet, Tag, utcnow
+from .models import Instance, Subnet, Tag, Vpc, utcnow
 from .models import InstanceState as S
 from .times import aware
 from .query import Resource, Selector, describe
@@ -281,7 +281,8 @@ def _spec(ctx: Context, row: Instance) -> InstanceSpec:
                         dns_domain=private_dns_domain(row.region),
                         public_hostname=public_dns_name(row.region, row.public_ip),
                         public_dns_domain=public_dns_domain(row.region),
-                        instance_type=row.instance_type, vpc_subnets=[tuple(s) for s in subnets])
+                        instance_type=row.instance_type, vpc_subnets=[tuple(s) for s in subnets],
+                        dhcp_domain=dhcp_options.domain_name(ctx, ctx.session.get(Vpc, row.vpc_id)) or "")
 
 
 def _validate_user_data(data: str | None) -> None:

@@ -80,6 +80,8 @@ class Subnet(Owned, Base):
     default_for_az: Mapped[bool] = mapped_column(Boolean, default=False)
     map_public_ip_on_launch: Mapped[bool] = mapped_column(Boolean, default=False)
     state: Mapped[str] = mapped_column(String(16), default="available")
+    # ModifySubnetAttribute's other settings (EnableDns64, PrivateDnsHostnameTypeOnLaunch, ...)
+    attributes: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class SecurityGroup(Owned, Base):
@@ -307,3 +309,67 @@ class HostTask(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     __table_args__ = (Index("ix_host_tasks_state", "state", "id"),)
+
+
+# ------------------------------------------------------------------- VPC routing and options
+
+class InternetGateway(Owned, Base):
+    """An internet gateway; `vpc_id` is the one VPC it is attached to (None: detached)."""
+    __tablename__ = "internet_gateways"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    vpc_id: Mapped[str | None] = mapped_column(String(32), nullable=True, unique=True)
+
+
+class RouteTable(Owned, Base):
+    """A route table of a VPC; which one is the VPC's main table is its main association."""
+    __tablename__ = "route_tables"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    vpc_id: Mapped[str] = mapped_column(String(32), index=True)
+
+
+class Route(Base):
+    """One route: a destination in a table, and its target (exactly one of the target columns;
+    all None for the local route). `origin` is AWS's: CreateRouteTable (the local route and the
+    default VPC's own), CreateRoute."""
+    __tablename__ = "routes"
+    route_table_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gateway_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    nat_gateway_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    instance_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    network_interface_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    origin: Mapped[str] = mapped_column(String(32), default="CreateRoute")
+    account_id: Mapped[str] = mapped_column(String(12))
+    region: Mapped[str] = mapped_column(String(32))
+
+
+class RouteTableAssociation(Base):
+    """A subnet's explicit association with a table, or (main=True, subnet None) the VPC's main
+    association. A subnet has at most one (the unique constraint); a VPC one main."""
+    __tablename__ = "route_table_associations"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    route_table_id: Mapped[str] = mapped_column(String(32), index=True)
+    vpc_id: Mapped[str] = mapped_column(String(32), index=True)
+    subnet_id: Mapped[str | None] = mapped_column(String(32), nullable=True, unique=True)
+    main: Mapped[bool] = mapped_column(Boolean, default=False)
+    main_of: Mapped[str | None] = mapped_column(String(32), nullable=True, unique=True)  # vpc id when main
+    account_id: Mapped[str] = mapped_column(String(12))
+    region: Mapped[str] = mapped_column(String(32))
+
+
+class DhcpOptions(Owned, Base):
+    """A DHCP option set: [{"Key": "domain-name", "Values": [...]}, ...] as AWS lists them.
+    `is_default`: the set AWS makes for an account in a region (new VPCs get it)."""
+    __tablename__ = "dhcp_options"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    configurations: Mapped[list] = mapped_column(JSON, default=list)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class NetworkAcl(Owned, Base):
+    """A network ACL (recorded only: not enforced yet). Entries as AWS lists them."""
+    __tablename__ = "network_acls"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    vpc_id: Mapped[str] = mapped_column(String(32), index=True)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    entries: Mapped[list] = mapped_column(JSON, default=list)

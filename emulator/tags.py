@@ -11,8 +11,11 @@ from .errors import (InvalidAMIIDNotFound, InvalidConversionTaskId, InvalidGroup
                      InvalidSecurityGroupRuleIdNotFound, InvalidSnapshotNotFound, InvalidSubnetIDNotFound,
                      InvalidVolumeNotFound, InvalidVpcIDNotFound,
                      MissingParameter, NotFound, TagLimitExceeded)
+from .errors import (InvalidDhcpOptionIDNotFound, InvalidInternetGatewayIDNotFound, InvalidNetworkAclIDNotFound,
+                     InvalidRouteTableIDNotFound)
 from .models import (Image, ImportImageTask, Instance, KeyPair, SecurityGroup, SecurityGroupRule, Snapshot, Subnet,
                      Tag, Volume, Vpc)
+from .models import DhcpOptions, InternetGateway, NetworkAcl, RouteTable
 from .query import Resource, describe
 from .registry import Context, action
 
@@ -36,6 +39,10 @@ KINDS: dict[str, Kind] = {
     "sgr": Kind("security-group-rule", SecurityGroupRule, InvalidSecurityGroupRuleIdNotFound),
     "vpc": Kind("vpc", Vpc, InvalidVpcIDNotFound),
     "subnet": Kind("subnet", Subnet, InvalidSubnetIDNotFound),
+    "igw": Kind("internet-gateway", InternetGateway, InvalidInternetGatewayIDNotFound),
+    "rtb": Kind("route-table", RouteTable, InvalidRouteTableIDNotFound),
+    "dopt": Kind("dhcp-options", DhcpOptions, InvalidDhcpOptionIDNotFound),
+    "acl": Kind("network-acl", NetworkAcl, InvalidNetworkAclIDNotFound),
     "vol": Kind("volume", Volume, InvalidVolumeNotFound),
     "snap": Kind("snapshot", Snapshot, InvalidSnapshotNotFound),
 }

@@ -1,35 +1,63 @@
-"""VPCs and subnets as records: the default VPC (172.31.0.0/16) and its default subnets (one /20
-per zone), DescribeVpcs and DescribeSubnets."""
+"""VPCs and subnets: CreateVpc / DeleteVpc / CreateDefaultVpc and their attributes, subnets
+inside them (CreateSubnet / DeleteSubnet / CreateDefaultSubnet / ModifySubnetAttribute), and
+their Describe operations.
+
+Every VPC comes with what AWS gives it: its default security group, a main route table holding
+the local route, the default network ACL (allow all) and the account's default DHCP option set.
+The default VPC (172.31.0.0/16) also gets a default subnet per zone (one /20 each) and an
+internet gateway that its main table routes 0.0.0.0/0 to. DeleteVpc takes those along and
+refuses (DependencyViolation) while anything a user made is still in it.
+
+On the host a VPC is a network namespace of its own, made with its first instance (so CIDRs of
+different VPCs may overlap): nothing here acts on the host."""
 from __future__ import annotations
 
 import ipaddress
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from .catalogue import REGIONS
-from .errors import InvalidSubnetIDNotFound, InvalidVpcIDNotFound, MissingInput
+from .errors import (DefaultSubnetAlreadyExistsInAvailabilityZone, DefaultVpcAlreadyExists,
+                     DefaultVpcDoesNotExist, InvalidParameterCombination, InvalidParameterValue,
+                     InvalidSubnetConflict, InvalidSubnetIDNotFound, InvalidSubnetRange, InvalidVpcIDNotFound,
+                     InvalidVpcRange, MissingInput, MissingParameter, Unsupported, DependencyViolation)
 from .ids import new_id
-from .models import Instance, Subnet, Vpc
+from .models import (Instance, InternetGateway, NetworkAcl, SecurityGroup, SecurityGroupRule, Subnet,
+                     Tag, Vpc)
 from .query import Resource, Selector, describe
 from .registry import Context, action
-from .tags import tag_list
+from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications
 
 DEFAULT_VPC_CIDR = "172.31.0.0/16"
+DEFAULT_SUBNET_PREFIX = 20
+SMALLEST_PREFIX, LARGEST_PREFIX = 16, 28  # AWS: a VPC's or subnet's block is /16 to /28
+
+
+def _vpc_defaults(ctx: Context, vpc: Vpc) -> None:
+    """What every new VPC gets: default group, main route table, default network ACL."""
+    from . import network_acls, route_tables
+    from .security_groups import create_default_group
+
+    ctx.session.flush()
+    create_default_group(ctx, vpc.id)
+    route_tables.create_main_table(ctx, vpc)
+    network_acls.create_default_acl(ctx, vpc)
 
 
 def create_default_vpc(ctx: Context) -> Vpc:
-    from .security_groups import create_default_group
+    from . import dhcp_options, internet_gateways
 
     vpc = Vpc(id=new_id("vpc"), account_id=ctx.account_id, region=ctx.region,
-              cidr_block=DEFAULT_VPC_CIDR, is_default=True, enable_dns_hostnames=True)
+              cidr_block=DEFAULT_VPC_CIDR, is_default=True, enable_dns_hostnames=True,
+              dhcp_options_id=dhcp_options.default_set(ctx).id)
     ctx.session.add(vpc)
-    blocks = ipaddress.ip_network(DEFAULT_VPC_CIDR).subnets(new_prefix=20)
+    blocks = ipaddress.ip_network(DEFAULT_VPC_CIDR).subnets(new_prefix=DEFAULT_SUBNET_PREFIX)
     for zone, block in zip(REGIONS[ctx.region].zones, blocks):
         ctx.session.add(Subnet(id=new_id("subnet"), account_id=ctx.account_id, region=ctx.region,
                                vpc_id=vpc.id, cidr_block=str(block), availability_zone=zone.name,
                                default_for_az=True, map_public_ip_on_launch=True))
-    ctx.session.flush()
-    create_default_group(ctx, vpc.id)
+    _vpc_defaults(ctx, vpc)
+    internet_gateways.attach_default_gateway(ctx, vpc)
     return vpc
 
 
@@ -38,18 +66,30 @@ def default_vpc(ctx: Context) -> Vpc | None:
                                                  Vpc.is_default.is_(True))).first()
 
 
+def owned(ctx: Context, model, resource_id: str, not_found):
+    """The row of `model` with this id if it is the caller's (account and region), else
+    `not_found(id)` is raised: the one lookup of the VPC family's resources."""
+    row = ctx.session.get(model, resource_id)
+    if row is None or row.account_id != ctx.account_id or row.region != ctx.region:
+        raise not_found(resource_id)
+    return row
+
+
 def get_vpc(ctx: Context, vpc_id: str) -> Vpc:
-    vpc = ctx.session.get(Vpc, vpc_id)
+    return owned(ctx, Vpc, vpc_id, InvalidVpcIDNotFound)
+
+
+def lock_vpc(ctx: Context, vpc_id: str) -> Vpc:
+    """get_vpc, its row locked for this transaction (PostgreSQL; SQLite has one writer anyway):
+    two concurrent CreateSubnet calls then check overlaps one after the other."""
+    vpc = ctx.session.scalars(select(Vpc).where(Vpc.id == vpc_id).with_for_update()).first()
     if vpc is None or vpc.account_id != ctx.account_id or vpc.region != ctx.region:
         raise InvalidVpcIDNotFound(vpc_id)
     return vpc
 
 
 def get_subnet(ctx: Context, subnet_id: str) -> Subnet:
-    subnet = ctx.session.get(Subnet, subnet_id)
-    if subnet is None or subnet.account_id != ctx.account_id or subnet.region != ctx.region:
-        raise InvalidSubnetIDNotFound(subnet_id)
-    return subnet
+    return owned(ctx, Subnet, subnet_id, InvalidSubnetIDNotFound)
 
 
 def default_subnet(ctx: Context, zone: str | None) -> Subnet:
@@ -70,11 +110,90 @@ def available_ips(subnet: Subnet, used: int) -> int:
     return ipaddress.ip_network(subnet.cidr_block).num_addresses - RESERVED_ADDRESSES - used
 
 
+def parse_cidr(value: str | None, parameter: str = "cidrBlock") -> ipaddress.IPv4Network:
+    """An IPv4 block as AWS takes it: a.b.c.d/n with no host bits set."""
+    try:
+        return ipaddress.IPv4Network(value or "", strict=True)
+    except ValueError:
+        raise InvalidParameterValue.value(value, parameter, "This is not a valid CIDR block.") from None
+
+
+def _no_ipv6(p: dict) -> None:
+    if p.get("AmazonProvidedIpv6CidrBlock") or p.get("Ipv6Pool") or p.get("Ipv6CidrBlock") \
+            or p.get("Ipv6IpamPoolId") or p.get("Ipv6Native"):
+        raise Unsupported("IPv6 CIDR blocks are not supported by this emulator: VPCs and subnets are IPv4 only.")
+
+
+# --------------------------------------------------------------------------------------- VPCs
+
+@action("CreateVpc")
+def create_vpc(ctx: Context, p: dict) -> dict:
+    from . import dhcp_options
+
+    _no_ipv6(p)
+    if p.get("Ipv4IpamPoolId"):
+        raise Unsupported("IPAM pools are not supported by this emulator: give CidrBlock.")
+    if not p.get("CidrBlock"):
+        raise MissingParameter.worded("Either 'cidrBlock' or 'ipv4IpamPoolId' should be provided.")
+    block = parse_cidr(p["CidrBlock"])
+    if not SMALLEST_PREFIX <= block.prefixlen <= LARGEST_PREFIX:
+        raise InvalidVpcRange(p["CidrBlock"])
+    tenancy = p.get("InstanceTenancy") or "default"
+    if tenancy not in ("default", "dedicated"):
+        raise InvalidParameterValue.value(tenancy, "instanceTenancy")
+    refuse_other_tag_types(p.get("TagSpecifications"), {"vpc"})
+    tags = tag_specifications(p.get("TagSpecifications"), "vpc")
+    vpc = Vpc(id=new_id("vpc"), account_id=ctx.account_id, region=ctx.region, cidr_block=str(block),
+              instance_tenancy=tenancy, dhcp_options_id=dhcp_options.default_set(ctx).id)
+    ctx.session.add(vpc)
+    _vpc_defaults(ctx, vpc)
+    set_tags(ctx, vpc.id, tags)
+    return {"Vpc": _vpc_out(vpc, {t["Key"]: t.get("Value") or "" for t in tags})}
+
+
+@action("CreateDefaultVpc")
+def create_default_vpc_action(ctx: Context, p: dict) -> dict:
+    if default_vpc(ctx) is not None:
+        raise DefaultVpcAlreadyExists()
+    return {"Vpc": _vpc_out(create_default_vpc(ctx), {})}
+
+
+def _has(ctx: Context, model, *where) -> bool:
+    return ctx.session.scalars(select(model.id).where(*where).limit(1)).first() is not None
+
+
+@action("DeleteVpc")
+def delete_vpc(ctx: Context, p: dict) -> dict:
+    from . import network_acls, route_tables
+    from .security_groups import DEFAULT_NAME
+
+    vpc = lock_vpc(ctx, p["VpcId"])
+    if (_has(ctx, Subnet, Subnet.vpc_id == vpc.id)
+            or _has(ctx, InternetGateway, InternetGateway.vpc_id == vpc.id)
+            or _has(ctx, SecurityGroup, SecurityGroup.vpc_id == vpc.id, SecurityGroup.name != DEFAULT_NAME)
+            or route_tables.has_custom_tables(ctx, vpc.id)
+            or _has(ctx, NetworkAcl, NetworkAcl.vpc_id == vpc.id, NetworkAcl.is_default.is_(False))):
+        raise DependencyViolation.has_dependencies("vpc", vpc.id)
+    groups = list(ctx.session.scalars(select(SecurityGroup.id).where(SecurityGroup.vpc_id == vpc.id)))
+    rules = list(ctx.session.scalars(select(SecurityGroupRule.id).where(SecurityGroupRule.group_id.in_(groups))))
+    gone = [vpc.id, *groups, *rules, *route_tables.delete_tables_of(ctx, vpc.id),
+            *network_acls.delete_acls_of(ctx, vpc.id)]
+    ctx.session.execute(delete(SecurityGroupRule).where(SecurityGroupRule.group_id.in_(groups)))
+    ctx.session.execute(delete(SecurityGroup).where(SecurityGroup.id.in_(groups)))
+    ctx.session.execute(delete(Tag).where(Tag.resource_id.in_(gone), Tag.account_id == ctx.account_id))
+    # Conditional, as DeleteSecurityGroup's: of two concurrent deletes one answers NotFound.
+    if ctx.session.execute(delete(Vpc).where(Vpc.id == vpc.id)).rowcount != 1:
+        raise InvalidVpcIDNotFound(vpc.id)
+    return {}
+
+
 # AWS still accepts some filter names of the old camelCase API beside the documented ones, and
 # clients send them: Terraform's `data "aws_vpc" { default = true }` filters on isDefault, its
 # aws_subnet data source on availabilityZone, availabilityZoneId, defaultForAz and cidrBlock.
 VPC_FILTERS = {
     "vpc-id": lambda v: v.id,
+    "cidr-block-association.association-id": lambda v: "vpc-cidr-assoc-" + v.id[4:],
+    "ipv6-cidr-block-association.ipv6-cidr-block": lambda v: [],  # no IPv6 blocks here
     "cidr": lambda v: v.cidr_block,
     "cidr-block-association.cidr-block": lambda v: v.cidr_block,
     "cidr-block-association.state": lambda v: "associated",
@@ -87,7 +206,7 @@ VPC_FILTERS = {
 }
 
 
-def _vpc_out(v: Vpc, tags: dict) -> dict:
+def _vpc_out(v: Vpc, tags: dict | None) -> dict:
     return {"VpcId": v.id, "OwnerId": v.account_id, "CidrBlock": v.cidr_block, "State": v.state,
             "DhcpOptionsId": v.dhcp_options_id, "InstanceTenancy": v.instance_tenancy,
             "IsDefault": v.is_default, "Tags": tag_list(tags),
@@ -121,6 +240,32 @@ def describe_vpc_attribute(ctx: Context, p: dict) -> dict:
     return out
 
 
+VPC_ATTRIBUTES = {"EnableDnsSupport": "enableDnsSupport", "EnableDnsHostnames": "enableDnsHostnames",
+                  "EnableNetworkAddressUsageMetrics": "enableNetworkAddressUsageMetrics"}
+
+
+@action("ModifyVpcAttribute")
+def modify_vpc_attribute(ctx: Context, p: dict) -> dict:
+    vpc = get_vpc(ctx, p["VpcId"])
+    given = [m for m in VPC_ATTRIBUTES if p.get(m) is not None]
+    if len(given) > 1:  # AWS: one attribute a call
+        raise InvalidParameterCombination("Fields for multiple attribute types specified: "
+                                          + ", ".join(VPC_ATTRIBUTES[m] for m in given))
+    if not given:
+        raise MissingParameter.no_attributes()
+    member = given[0]
+    value = (p[member] or {}).get("Value")
+    if value is None:
+        raise MissingParameter(f"{VPC_ATTRIBUTES[member]}.value")
+    if member == "EnableDnsSupport":
+        vpc.enable_dns_support = bool(value)
+    elif member == "EnableDnsHostnames":
+        vpc.enable_dns_hostnames = bool(value)
+    elif value:
+        raise Unsupported("Network address usage metrics are not supported by this emulator.")
+    return {}
+
+
 SUBNET_FILTERS = {
     "subnet-id": lambda s: s.id,
     "vpc-id": lambda s: s.vpc_id,
@@ -134,6 +279,9 @@ SUBNET_FILTERS = {
     "default-for-az": lambda s: s.default_for_az,
     "defaultForAz": lambda s: s.default_for_az,
     "map-public-ip-on-launch": lambda s: s.map_public_ip_on_launch,
+    "subnet-arn": lambda s: _arn(s),
+    "enable-dns64": lambda s: (s.attributes or {}).get("EnableDns64", False),
+    "ipv6-native": lambda s: False,
     "ipv6-cidr-block-association.ipv6-cidr-block": lambda s: [],  # no IPv6 blocks here
     "owner-id": lambda s: s.account_id,
     "state": lambda s: s.state,
@@ -154,16 +302,23 @@ def used_ips(ctx: Context, subnet_ids) -> dict[str, int]:
 def _subnets(ctx: Context, page: list, tags) -> list[dict]:
     used = used_ips(ctx, [s.id for s in page])
     return [{
-        "SubnetId": s.id, "SubnetArn": f"arn:aws:ec2:{s.region}:{s.account_id}:subnet/{s.id}",
+        "SubnetId": s.id, "SubnetArn": _arn(s),
         "VpcId": s.vpc_id, "OwnerId": s.account_id, "State": s.state, "CidrBlock": s.cidr_block,
         "AvailabilityZone": s.availability_zone, "AvailabilityZoneId": _zone_id(s),
         "AvailableIpAddressCount": available_ips(s, used.get(s.id, 0)),
         "DefaultForAz": s.default_for_az, "MapPublicIpOnLaunch": s.map_public_ip_on_launch,
         "MapCustomerOwnedIpOnLaunch": False, "AssignIpv6AddressOnCreation": False,
         "Ipv6CidrBlockAssociationSet": [], "Ipv6Native": False, "Tags": tag_list(tags[s.id]),
-        "PrivateDnsNameOptionsOnLaunch": {"HostnameType": "ip-name", "EnableResourceNameDnsARecord": False,
-                                          "EnableResourceNameDnsAAAARecord": False},
+        "EnableDns64": (s.attributes or {}).get("EnableDns64", False),
+        "PrivateDnsNameOptionsOnLaunch": {
+            "HostnameType": (s.attributes or {}).get("PrivateDnsHostnameTypeOnLaunch", "ip-name"),
+            "EnableResourceNameDnsARecord": (s.attributes or {}).get("EnableResourceNameDnsARecordOnLaunch", False),
+            "EnableResourceNameDnsAAAARecord": False},
     } for s in page]
+
+
+def _arn(s: Subnet) -> str:
+    return f"arn:aws:ec2:{s.region}:{s.account_id}:subnet/{s.id}"
 
 
 SUBNETS = Resource("Subnets", _subnets, SUBNET_FILTERS, (Selector("SubnetIds", lambda s: s.id, InvalidSubnetIDNotFound),))
@@ -174,3 +329,145 @@ def describe_subnets(ctx: Context, p: dict) -> dict:
     rows = ctx.session.scalars(select(Subnet).where(Subnet.account_id == ctx.account_id,
                                                     Subnet.region == ctx.region).order_by(Subnet.id)).all()
     return describe(ctx, SUBNETS, p, rows)
+
+
+# ------------------------------------------------------------------------------------ subnets
+
+def _zone(ctx: Context, p: dict, vpc: Vpc) -> str:
+    zones = REGIONS[ctx.region].zones
+    name, zone_id = p.get("AvailabilityZone"), p.get("AvailabilityZoneId")
+    if name and zone_id:
+        raise InvalidParameterCombination.together("availabilityZone", "availabilityZoneId")
+    if name or zone_id:
+        found = next((z.name for z in zones if z.name == name or z.zone_id == zone_id), None)
+        if found is None:
+            param = "availabilityZone" if name else "availabilityZoneId"
+            raise InvalidParameterValue.value(
+                name or zone_id, param, "Subnets can currently only be created in the following availability "
+                "zones: " + ", ".join(z.name if name else z.zone_id for z in zones) + ".")
+        return found
+    # AWS picks a zone for the caller: here the zone with the fewest of this VPC's subnets.
+    counts = dict(ctx.session.execute(select(Subnet.availability_zone, func.count()).where(
+        Subnet.vpc_id == vpc.id).group_by(Subnet.availability_zone)).all())
+    return min(zones, key=lambda z: counts.get(z.name, 0)).name
+
+
+def _check_block(ctx: Context, vpc: Vpc, cidr: str) -> str:
+    block = parse_cidr(cidr)
+    if not block.subnet_of(ipaddress.IPv4Network(vpc.cidr_block)) \
+            or not SMALLEST_PREFIX <= block.prefixlen <= LARGEST_PREFIX:
+        raise InvalidSubnetRange(cidr)
+    for other in ctx.session.scalars(select(Subnet.cidr_block).where(Subnet.vpc_id == vpc.id)):
+        if block.overlaps(ipaddress.IPv4Network(other)):
+            raise InvalidSubnetConflict(cidr)
+    return str(block)
+
+
+def _subnet_out(ctx: Context, subnet: Subnet, tags: dict) -> dict:
+    return _subnets(ctx, [subnet], {subnet.id: tags})[0]
+
+
+@action("CreateSubnet")
+def create_subnet(ctx: Context, p: dict) -> dict:
+    _no_ipv6(p)
+    if p.get("OutpostArn") or p.get("Ipv4IpamPoolId"):
+        raise Unsupported("Outposts and IPAM pools are not supported by this emulator.")
+    vpc = lock_vpc(ctx, p["VpcId"])
+    if not p.get("CidrBlock"):
+        raise MissingParameter("CidrBlock")
+    cidr = _check_block(ctx, vpc, p["CidrBlock"])
+    zone = _zone(ctx, p, vpc)
+    refuse_other_tag_types(p.get("TagSpecifications"), {"subnet"})
+    tags = tag_specifications(p.get("TagSpecifications"), "subnet")
+    subnet = Subnet(id=new_id("subnet"), account_id=ctx.account_id, region=ctx.region, vpc_id=vpc.id,
+                    cidr_block=cidr, availability_zone=zone, default_for_az=False,
+                    map_public_ip_on_launch=False, state="available")
+    ctx.session.add(subnet)
+    ctx.session.flush()
+    set_tags(ctx, subnet.id, tags)
+    return {"Subnet": _subnet_out(ctx, subnet, {t["Key"]: t.get("Value") or "" for t in tags})}
+
+
+@action("CreateDefaultSubnet")
+def create_default_subnet(ctx: Context, p: dict) -> dict:
+    _no_ipv6(p)
+    vpc = default_vpc(ctx)
+    if vpc is None:
+        raise DefaultVpcDoesNotExist()
+    vpc = lock_vpc(ctx, vpc.id)
+    zone = _zone(ctx, {"AvailabilityZone": p.get("AvailabilityZone"),
+                       "AvailabilityZoneId": p.get("AvailabilityZoneId")}, vpc)
+    existing = ctx.session.scalars(select(Subnet).where(Subnet.vpc_id == vpc.id, Subnet.availability_zone == zone,
+                                                        Subnet.default_for_az.is_(True))).first()
+    if existing is not None:
+        raise DefaultSubnetAlreadyExistsInAvailabilityZone(zone, existing.id)
+    taken = [ipaddress.IPv4Network(c) for c in ctx.session.scalars(select(Subnet.cidr_block).where(
+        Subnet.vpc_id == vpc.id))]
+    block = next((b for b in ipaddress.IPv4Network(vpc.cidr_block).subnets(new_prefix=DEFAULT_SUBNET_PREFIX)
+                  if not any(b.overlaps(t) for t in taken)), None)
+    if block is None:
+        raise InvalidSubnetConflict.worded(f"There is no room in the default VPC {vpc.id} for another /20 "
+                                           "default subnet.")
+    subnet = Subnet(id=new_id("subnet"), account_id=ctx.account_id, region=ctx.region, vpc_id=vpc.id,
+                    cidr_block=str(block), availability_zone=zone, default_for_az=True,
+                    map_public_ip_on_launch=True, state="available")
+    ctx.session.add(subnet)
+    ctx.session.flush()
+    return {"Subnet": _subnet_out(ctx, subnet, {})}
+
+
+def subnet_in_use(ctx: Context, subnet_id: str) -> bool:
+    return ctx.session.scalars(select(Instance.id).where(Instance.subnet_id == subnet_id,
+                                                         Instance.state != "terminated").limit(1)).first() is not None
+
+
+@action("DeleteSubnet")
+def delete_subnet(ctx: Context, p: dict) -> dict:
+    from . import route_tables
+
+    subnet = get_subnet(ctx, p["SubnetId"])
+    lock_vpc(ctx, subnet.vpc_id)  # against a launch into it at the same time (PostgreSQL)
+    if subnet_in_use(ctx, subnet.id):
+        raise DependencyViolation.has_dependencies("subnet", subnet.id)
+    route_tables.forget_subnet(ctx, subnet.id)
+    ctx.session.execute(delete(Tag).where(Tag.resource_id == subnet.id, Tag.account_id == ctx.account_id))
+    if ctx.session.execute(delete(Subnet).where(Subnet.id == subnet.id)).rowcount != 1:
+        raise InvalidSubnetIDNotFound(subnet.id)
+    return {}
+
+
+# ModifySubnetAttribute members kept in Subnet.attributes (as booleans or the hostname type).
+SUBNET_SETTINGS = ("EnableDns64", "EnableResourceNameDnsARecordOnLaunch", "PrivateDnsHostnameTypeOnLaunch")
+SUBNET_REFUSED = {  # member -> why it cannot be true here
+    "AssignIpv6AddressOnCreation": "The subnet has no IPv6 CIDR block (IPv6 is not supported by this emulator).",
+    "EnableResourceNameDnsAAAARecordOnLaunch": "IPv6 is not supported by this emulator.",
+    "MapCustomerOwnedIpOnLaunch": "Customer-owned IP pools (Outposts) are not supported by this emulator.",
+}
+
+
+@action("ModifySubnetAttribute")
+def modify_subnet_attribute(ctx: Context, p: dict) -> dict:
+    subnet = get_subnet(ctx, p["SubnetId"])
+    given = [m for m in ("MapPublicIpOnLaunch", *SUBNET_SETTINGS, *SUBNET_REFUSED, "CustomerOwnedIpv4Pool",
+                         "EnableLniAtDeviceIndex", "DisableLniAtDeviceIndex") if p.get(m) is not None]
+    if not given:
+        raise MissingParameter.no_attributes()
+    if len(given) > 1:  # AWS: one attribute a call
+        raise InvalidParameterCombination("Fields for multiple attribute types specified: " + ", ".join(
+            m[0].lower() + m[1:] for m in given))
+    member = given[0]
+    value = p[member]
+    if isinstance(value, dict):  # AttributeBooleanValue
+        value = value.get("Value")
+        if value is None:
+            raise MissingParameter(f"{member[0].lower() + member[1:]}.value")
+    if member == "MapPublicIpOnLaunch":
+        subnet.map_public_ip_on_launch = bool(value)
+    elif member in SUBNET_SETTINGS:
+        subnet.attributes = {**(subnet.attributes or {}), member: value}
+    elif member in SUBNET_REFUSED:
+        if value:
+            raise InvalidParameterValue(SUBNET_REFUSED[member])
+    else:
+        raise Unsupported(f"{member} is not supported by this emulator (no Outposts or local network interfaces).")
+    return {}

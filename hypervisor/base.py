@@ -66,10 +66,11 @@ class InstanceSpec:
     dns_domain: str = ""         # the VPC's private DNS domain ('ec2.internal'); '' = none served
     public_hostname: str = ""    # the public DNS name ('ec2-198-51-100-7.compute-1.amazonaws.com') or ''
     public_dns_domain: str = ""  # 'compute-1.amazonaws.com'; '' = public names not answered locally
+    dhcp_domain: str = ""        # the VPC's DHCP option set's domain-name; '' = dns_domain
 
     def vpc(self) -> VpcSpec:
         return VpcSpec(self.vpc_id, tuple(tuple(s) for s in self.vpc_subnets), self.dns_domain,
-                       self.public_dns_domain, self.region)
+                       self.public_dns_domain, self.region, self.dhcp_domain)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class VpcSpec:
     dns_domain: str = ""
     public_dns_domain: str = ""
     region: str = ""
+    dhcp_domain: str = ""  # the domain name DHCP hands out (its option set's); '' = dns_domain
 
 
 # ----------------------------------------------------------------------------------- firewall

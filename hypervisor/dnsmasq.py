@@ -55,8 +55,10 @@ def hosts(ports: Mapping[str, Mapping[str, str]], nat: Mapping[str, str], public
     return "".join(lines)
 
 
-def config(d: Path, subnets: Iterable[tuple[str, str]], dns_domain: str, public_dns_domain: str) -> str:
-    """dnsmasq.conf for a VPC whose files live in `d` (absolute)."""
+def config(d: Path, subnets: Iterable[tuple[str, str]], dns_domain: str, public_dns_domain: str,
+           dhcp_domain: str = "") -> str:
+    """dnsmasq.conf for a VPC whose files live in `d` (absolute). `dhcp_domain`: the domain name
+    DHCP hands out (the VPC's DHCP option set's domain-name) when it is not `dns_domain`."""
     lines = [
         "# written by ec2emu; rewritten on every change",
         f"pid-file={d / 'dnsmasq.pid'}",
@@ -67,6 +69,10 @@ def config(d: Path, subnets: Iterable[tuple[str, str]], dns_domain: str, public_
     ]
     if dns_domain:
         lines += [f"domain={dns_domain}", f"local=/{dns_domain}/"]
+    if dhcp_domain and dhcp_domain != dns_domain:
+        # Option 15 as the option set says (guests make it their resolver's search list); the
+        # names dnsmasq answers stay the region's, as Amazon's resolver's do.
+        lines.append(f"dhcp-option=option:domain-name,{dhcp_domain}")
     if public_dns_domain:
         # Public DNS names of the region resolve inside (hosts file); others: NXDOMAIN.
         lines.append(f"local=/{public_dns_domain}/")

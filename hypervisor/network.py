@@ -132,13 +132,13 @@ class Network:
     # ------------------------------------------------------------------------------ VPCs
 
     def ensure_vpc(self, vpc_id: str, region: str, subnets: Iterable[tuple[str, str]],
-                   dns_domain: str = "", public_dns_domain: str = "") -> str:
+                   dns_domain: str = "", public_dns_domain: str = "", dhcp_domain: str = "") -> str:
         """Create or repair a VPC's namespace, bridges, internet link, dnsmasq and rules.
         Returns the namespace name."""
         with self.locked():
             st = self.store.load(vpc_id) or {"vpc_id": vpc_id, "ports": {}, "nat": {}, "public_names": {}}
             st.update(region=region, subnets=_subnets(subnets), dns_domain=dns_domain,
-                      public_dns_domain=public_dns_domain)
+                      public_dns_domain=public_dns_domain, dhcp_domain=dhcp_domain)
             self.store.save(st)
             self._plumb_vpc(st)
             self._apply(st)
@@ -150,7 +150,8 @@ class Network:
             return ns
 
     def ensure(self, vpc: VpcSpec) -> str:
-        return self.ensure_vpc(vpc.vpc_id, vpc.region, vpc.subnets, vpc.dns_domain, vpc.public_dns_domain)
+        return self.ensure_vpc(vpc.vpc_id, vpc.region, vpc.subnets, vpc.dns_domain, vpc.public_dns_domain,
+                               vpc.dhcp_domain)
 
     def _plumb_vpc(self, st: dict) -> None:
         vpc_id = st["vpc_id"]
@@ -213,7 +214,7 @@ class Network:
                 if (not host.netns_exists(self.namespace_of(vpc_id))
                         or (st["subnets"] and not self._dnsmasq(vpc_id).running())):
                     self.ensure_vpc(vpc_id, st["region"], st["subnets"].items(), st.get("dns_domain", ""),
-                                    st.get("public_dns_domain", ""))
+                                    st.get("public_dns_domain", ""), st.get("dhcp_domain", ""))
                     repaired.append(vpc_id)
         return repaired
 
@@ -418,7 +419,8 @@ class Network:
         removed = bool(old_dhcp - set(dhcp_lines))
         links.exec_in(ns, "nft", "-f", "-", input=nftables.ruleset(st["ports"], st["nat"], self.firewall(vpc_id)))
         conf_changed = write_if_changed(d / "dnsmasq.conf", dnsmasq.config(
-            d.resolve(), st["subnets"].items(), st["dns_domain"], st["public_dns_domain"]))
+            d.resolve(), st["subnets"].items(), st["dns_domain"], st["public_dns_domain"],
+            st.get("dhcp_domain", "")))
         daemon = self._dnsmasq(vpc_id)
         if not st["subnets"]:
             daemon.stop()
@@ -461,6 +463,7 @@ class Network:
                 mine = ports[vpc_id]
                 st = {"vpc_id": vpc_id, "region": spec.region, "subnets": _subnets(spec.subnets),
                       "dns_domain": spec.dns_domain, "public_dns_domain": spec.public_dns_domain,
+                      "dhcp_domain": spec.dhcp_domain,
                       "ports": {p.instance_id: _port(p) for p in mine},
                       "nat": {p.public_ip: p.ip for p in mine if p.public_ip},
                       "public_names": {p.public_ip: p.public_hostname for p in mine

@@ -232,7 +232,8 @@ class NoneDriver(Driver):
         subnets = [[sid, str(ipaddress.ip_network(cidr))] for sid, cidr in vpc.subnets]
         with self._changing():
             have = self.host["vpcs"].setdefault(vpc.vpc_id, {"ports": {}, "nat": {}, "names": {}})
-            have.update(subnets=subnets, dns_domain=vpc.dns_domain, public_dns_domain=vpc.public_dns_domain)
+            have.update(subnets=subnets, dns_domain=vpc.dns_domain, public_dns_domain=vpc.public_dns_domain,
+                        dhcp_domain=vpc.dhcp_domain)
 
     def remove_vpc(self, vpc_id: str) -> bool:
         """See Driver.remove_vpc."""
