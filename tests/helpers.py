@@ -35,7 +35,7 @@ def fast_waiter(ec2, name: str):
     return lambda **kw: waiter.wait(WaiterConfig={"Delay": 0.2, "MaxAttempts": 100}, **kw)
 
 
-def eventually(check, what: str = "", within: float = 10, every: float = 0.1):
+def eventually(check, what: str = "", within: float = 15, every: float = 0.1):
     """Call check until it returns something true (returned), failing after `within` seconds."""
     deadline = time.monotonic() + within
     while True:

@@ -9,7 +9,7 @@ from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, 
 
 from .helpers import fast_waiter, tiny_image
 from .server import Server
-from .test_volumes import _eventually
+from .helpers import eventually
 
 ZONE = "us-east-1a"
 DIED = (ConnectionClosedError, EndpointConnectionError, ReadTimeoutError)
@@ -61,7 +61,7 @@ def test_create_and_attach_survive_a_crash_at_every_step(srv):
     vid = _crash_then_restart(srv, "volume.create:after-driver",
                               lambda c: c.create_volume(AvailabilityZone=ZONE, Size=1, Encrypted=True)["VolumeId"])
     ec2 = srv.client()
-    _eventually(lambda: ec2.describe_volumes(VolumeIds=[vid])["Volumes"][0]["State"] == "available", "available")
+    eventually(lambda: ec2.describe_volumes(VolumeIds=[vid])["Volumes"][0]["State"] == "available", "available")
     assert _tasks(srv, vid) == [("volume.create", "done")]
     assert list(_host(srv)["disks"]) == [vid] and _host(srv)["disks"][vid]["encrypted"]
 
@@ -69,21 +69,21 @@ def test_create_and_attach_survive_a_crash_at_every_step(srv):
     _crash_then_restart(srv, "volume.attach:after-driver",
                         lambda c: c.attach_volume(VolumeId=vid, InstanceId=iid, Device="/dev/sdf"))
     ec2 = srv.client()
-    _eventually(lambda: ec2.describe_volumes(VolumeIds=[vid])["Volumes"][0]["Attachments"][0]["State"] == "attached",
+    eventually(lambda: ec2.describe_volumes(VolumeIds=[vid])["Volumes"][0]["Attachments"][0]["State"] == "attached",
                 "attached")
     assert _host(srv)["disks"][vid]["attached_to"] == iid
 
     # Detached on the host, then the crash: the attachment ends at the restart.
     _crash_then_restart(srv, "volume.detach:after-driver", lambda c: c.detach_volume(VolumeId=vid))
     ec2 = srv.client()
-    _eventually(lambda: ec2.describe_volumes(VolumeIds=[vid])["Volumes"][0]["State"] == "available", "detached")
+    eventually(lambda: ec2.describe_volumes(VolumeIds=[vid])["Volumes"][0]["State"] == "available", "detached")
     assert _host(srv)["disks"][vid]["attached_to"] is None
 
     # The file is removed, the process dies before the row goes: the restart removes the row,
     # and the host holds no disk for it.
     _crash_then_restart(srv, "volume.delete:after-driver", lambda c: c.delete_volume(VolumeId=vid))
     ec2 = srv.client()
-    _eventually(lambda: ec2.describe_volumes()["Volumes"] == [], "deleted")
+    eventually(lambda: ec2.describe_volumes()["Volumes"] == [], "deleted")
     assert _host(srv)["disks"] == {}
     assert [state for _kind, state in _tasks(srv, vid)] == ["done"] * 4
 
@@ -94,7 +94,7 @@ def test_a_crash_after_commit_or_mid_snapshot_loses_nothing(srv):
     vid = _crash_then_restart(srv, "after-commit:CreateVolume",
                               lambda c: c.create_volume(AvailabilityZone=ZONE, Size=2))
     ec2 = srv.client()
-    vols = _eventually(lambda: [v for v in ec2.describe_volumes()["Volumes"] if v["State"] == "available"], "made")
+    vols = eventually(lambda: [v for v in ec2.describe_volumes()["Volumes"] if v["State"] == "available"], "made")
     vid = vols[0]["VolumeId"]
     assert list(_host(srv)["disks"]) == [vid]
 
@@ -102,7 +102,7 @@ def test_a_crash_after_commit_or_mid_snapshot_loses_nothing(srv):
     sid = _crash_then_restart(srv, "snapshot.create:after-driver",
                               lambda c: c.create_snapshot(VolumeId=vid)["SnapshotId"])
     ec2 = srv.client()
-    _eventually(lambda: ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]["State"] == "completed", "done")
+    eventually(lambda: ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]["State"] == "completed", "done")
     snap = ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]
     assert snap["Progress"] == "100%"
     assert list(_host(srv)["snapshots"]) == [sid]

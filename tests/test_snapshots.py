@@ -7,7 +7,8 @@ import pytest
 
 from .conftest import OTHER_ACCOUNT
 from .helpers import expect_error, unique
-from .test_volumes import ZONE, _eventually, attach, new_volume, run_instance, volume, wait_state
+from .helpers import eventually
+from .test_volumes import ZONE, attach, new_volume, run_instance, volume, wait_state
 
 
 def snapshot(ec2, sid: str) -> dict:
@@ -15,7 +16,7 @@ def snapshot(ec2, sid: str) -> dict:
 
 
 def completed(ec2, sid: str) -> dict:
-    return _eventually(lambda: (s := snapshot(ec2, sid))["State"] == "completed" and s, f"{sid} completed")
+    return eventually(lambda: (s := snapshot(ec2, sid))["State"] == "completed" and s, f"{sid} completed")
 
 
 def new_snapshot(ec2, vid: str, **kw) -> str:

@@ -17,7 +17,7 @@ def volume(ec2, vid: str) -> dict:
 
 
 def wait_state(ec2, vid: str, state: str) -> dict:
-    return eventually(lambda: (v := volume(ec2, vid))["State"] == state and v, f"{vid} {state}", within=15)
+    return eventually(lambda: (v := volume(ec2, vid))["State"] == state and v, f"{vid} {state}")
 
 
 def new_volume(ec2, zone: str = ZONE, **kw) -> str:
@@ -35,7 +35,7 @@ def attachment(ec2, vid: str) -> dict | None:
 
 def attach(ec2, vid: str, iid: str, device: str = "/dev/sdf") -> dict:
     ec2.attach_volume(VolumeId=vid, InstanceId=iid, Device=device)
-    return eventually(lambda: (a := attachment(ec2, vid)) and a["State"] == "attached" and a, "attached", within=15)
+    return eventually(lambda: (a := attachment(ec2, vid)) and a["State"] == "attached" and a, "attached")
 
 
 def detach(ec2, vid: str, **kw) -> None:
@@ -186,7 +186,7 @@ def test_attach_detach_life(ec2, instance):
     assert out["State"] == "attaching" and out["Device"] == "/dev/sdf" and out["InstanceId"] == instance
     assert out["DeleteOnTermination"] is False
     assert volume(ec2, vid)["State"] == "in-use"
-    a = eventually(lambda: (x := attachment(ec2, vid)) and x["State"] == "attached" and x, "attached", within=15)
+    a = eventually(lambda: (x := attachment(ec2, vid)) and x["State"] == "attached" and x, "attached")
     assert a["InstanceId"] == instance and a["Device"] == "/dev/sdf"
     inst = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]
     mapping = next(m for m in inst["BlockDeviceMappings"] if m["DeviceName"] == "/dev/sdf")
@@ -299,7 +299,7 @@ def test_modify_volume(server, ec2, instance):
     def done():
         mods = ec2.describe_volumes_modifications(VolumeIds=[vid])["VolumesModifications"]
         return mods[0]["ModificationState"] == "completed" and mods[0]
-    mod = eventually(done, "modification completed", within=15)
+    mod = eventually(done, "modification completed")
     assert mod["Progress"] == 100 and mod["EndTime"] >= mod["StartTime"]
     v = volume(ec2, vid)
     assert (v["Size"], v["VolumeType"], v["Iops"], v["Throughput"]) == (10, "gp3", 4000, 200)
@@ -320,7 +320,7 @@ def test_modify_volume(server, ec2, instance):
     expect_error("InvalidVolumeModification.NotFound", ec2.describe_volumes_modifications, VolumeIds=[never])
     # back to gp2 drops the provisioned IOPS and throughput
     ec2.modify_volume(VolumeId=vid, VolumeType="gp2")
-    eventually(lambda: volume(ec2, vid)["VolumeType"] == "gp2" and done(), "gp2", within=15)
+    eventually(lambda: volume(ec2, vid)["VolumeType"] == "gp2" and done(), "gp2")
     assert "Throughput" not in volume(ec2, vid) and volume(ec2, vid)["Iops"] == 100  # gp2 of 10 GiB: floor
     detach(ec2, vid)
 
@@ -347,7 +347,7 @@ def test_delete_volume(server, ec2):
     vid = new_volume(ec2)
     ec2.delete_volume(VolumeId=vid)
     ec2.delete_volume(VolumeId=vid)  # again while deleting: fine
-    eventually(lambda: vid not in [v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]], "gone", within=15)
+    eventually(lambda: vid not in [v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]], "gone")
     expect_error("InvalidVolume.NotFound", ec2.delete_volume, VolumeId=vid)
     host = json.loads((server.state_dir / "none-host.json").read_text())
     assert vid not in host["disks"]
