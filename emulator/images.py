@@ -45,7 +45,7 @@ from .errors import (AuthFailure, InvalidAMIAttributeItemValue, InvalidAMIIDMalf
                      InvalidUserIDMalformed, Malformed, MissingParameter)
 from .ids import new_id, well_formed
 from .image_import import disk_image_row, root_mapping
-from .models import Image, utcnow
+from .models import Image, Snapshot, utcnow
 from .times import iso8601
 from .query import Resource, Selector, describe
 from .registry import Context, action
@@ -67,7 +67,7 @@ class PublicImage:
     image_type: str  # machine | kernel | ramdisk
     file: str  # under <state dir>/images/, built by the image builder
     description: str
-    root_size_gib: int | None = None  # machine images: the root EBS volume
+    root_size_gib: int | None = None  # machine images: the root volume (the file's virtual size, in GiB up)
     login_user: str | None = None
 
 
@@ -102,15 +102,44 @@ def image_file(images_dir: str, file: str) -> str:
     return os.path.join(os.path.abspath(images_dir), file)
 
 
+def public_snapshot_id(region: str, name: str) -> str:
+    """The id of a public machine image's root snapshot in a region (stable, like the image's)."""
+    return f"snap-{hashlib.sha256(f'{region}/{name}/root'.encode()).hexdigest()[:17]}"
+
+
+def _root_mapping(snapshot_id: str, size_gib: int) -> list[dict]:
+    """A public machine image's block device mappings, as AWS's EBS-backed images have them."""
+    return [{"DeviceName": "/dev/xvda",
+             "Ebs": {"DeleteOnTermination": True, "SnapshotId": snapshot_id, "VolumeSize": size_gib,
+                     "VolumeType": "gp2", "Encrypted": False}}]
+
+
 def register_public_images(ctx: Context) -> None:
-    """Create the emulator's public images in ctx.region (idempotent; owner EMULATOR_OWNER_ID)."""
+    """Create the emulator's public images in ctx.region (idempotent; owner EMULATOR_OWNER_ID).
+    Machine images are EBS-backed, as AWS's are: each has a public root snapshot whose data is
+    the image's file (`Snapshot.disk_path`; volumes are copy-on-write clones of it); kernel and
+    ramdisk images are files only. Rows of an older start without snapshots get them."""
+    from .snapshots import COPY_VOLUME_ID  # snapshots imports instances, which imports this module
+
     kernel_id = public_image_id(ctx.region, KERNEL_NAME)
     ramdisk_id = public_image_id(ctx.region, RAMDISK_NAME)
     for spec in PUBLIC_IMAGES:
         image_id = public_image_id(ctx.region, spec.name)
-        if ctx.session.get(Image, image_id) is not None:
-            continue
         machine = spec.image_type == "machine"
+        path = image_file(ctx.config.public_image_dir, spec.file)
+        snapshot_id = public_snapshot_id(ctx.region, spec.name) if machine else None
+        if machine and ctx.session.get(Snapshot, snapshot_id) is None:
+            ctx.session.add(Snapshot(
+                id=snapshot_id, account_id=EMULATOR_OWNER_ID, region=ctx.region, volume_id=COPY_VOLUME_ID,
+                volume_size=spec.root_size_gib, zone=None, state="completed", progress="100%",
+                description=f"Root volume of {spec.name}", encrypted=False, stored_bytes=None,
+                completed_at=PUBLIC_CREATION_DATE, create_volume_permissions=[{"Group": "all"}],
+                disk_path=path, created_at=PUBLIC_CREATION_DATE))
+        known = ctx.session.get(Image, image_id)
+        if known is not None:
+            if machine and not _ebs_values(known, "SnapshotId"):
+                known.block_device_mappings = _root_mapping(snapshot_id, spec.root_size_gib)
+            continue
         img = Image(
             id=image_id, account_id=EMULATOR_OWNER_ID, region=ctx.region, created_at=PUBLIC_CREATION_DATE,
             name=spec.name, description=spec.description, image_type=spec.image_type,
@@ -120,18 +149,24 @@ def register_public_images(ctx: Context) -> None:
             root_device_name="/dev/xvda" if machine else None,
             virtualization_type="hvm" if machine else "paravirtual",
             platform_details="Linux/UNIX", image_location=f"{EMULATOR_OWNER_ALIAS}/{spec.name}",
-            block_device_mappings=[{
-                "DeviceName": "/dev/xvda",
-                "Ebs": {"DeleteOnTermination": True, "VolumeSize": spec.root_size_gib,
-                        "VolumeType": "gp3", "Iops": 3000, "Throughput": 125, "Encrypted": False},
-            }] if machine else [],
+            block_device_mappings=_root_mapping(snapshot_id, spec.root_size_gib) if machine else [],
             launch_permissions=[],
             attributes={"EnaSupport": True, "SriovNetSupport": "simple", "BootMode": "legacy-bios",
                         "LoginUser": spec.login_user} if machine else {},
-            disk_path=image_file(ctx.config.public_image_dir, spec.file),
+            disk_path=path,
         )
         ctx.session.add(img)
     ctx.session.flush()
+
+
+def snapshot_file(config, snapshot) -> str | None:
+    """The host file behind a snapshot that is one (a public image's root), else None. A public
+    one follows the configured image directory, as `disk_file` does."""
+    if not snapshot.disk_path:
+        return None
+    if snapshot.account_id == EMULATOR_OWNER_ID:
+        return image_file(config.public_image_dir, os.path.basename(snapshot.disk_path))
+    return snapshot.disk_path
 
 
 # ------------------------------------------------------------------------------- lookups

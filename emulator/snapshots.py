@@ -24,6 +24,7 @@ from hypervisor.host import crash_point
 
 from . import ebs_encryption as crypto
 from . import instances, volumes
+from .images import snapshot_file
 from .catalogue import REGIONS
 from .errors import (IncorrectState, InvalidParameterCombination, InvalidParameterValue, InvalidSnapshotIDMalformed,
                      InvalidSnapshotInUse, InvalidSnapshotNotFound, InvalidUserIDMalformed, MissingParameter)
@@ -246,7 +247,8 @@ def copy_snapshot(ctx: Context, p: dict) -> dict:
     s = Snapshot(id=snapshot_id, account_id=ctx.account_id, region=ctx.region, volume_id=COPY_VOLUME_ID,
                  volume_size=source.volume_size, zone=source.zone, state="pending", progress="0%",
                  description=description, encrypted=encrypted, kms_key_id=kms, wrapped_key=wrapped,
-                 source_snapshot_id=source.id, create_volume_permissions=[], created_at=utcnow())
+                 source_snapshot_id=source.id, create_volume_permissions=[], created_at=utcnow(),
+                 disk_path=snapshot_file(ctx.config, source))  # a file-backed one's copy shares the file
     ctx.session.add(s)
     ctx.session.flush()
     if tags:
@@ -400,6 +402,9 @@ def copy_on_host(host: Host, snapshot_id: str, source_encrypted: bool = False) -
     if found is None:
         return
     s, key = found
+    if s.disk_path:  # a copy of a public image's root: the same (never written) file
+        _complete(host, snapshot_id, 0)
+        return
     # An encrypted source: the copy has its data key (opened and re-encrypted with it); a plain
     # source copied encrypted: the copy's own new key.
     stored = host.driver.copy_snapshot(s.source_snapshot_id, snapshot_id, key if source_encrypted else None, key)

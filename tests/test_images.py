@@ -52,7 +52,8 @@ def test_public_images_are_listed_with_aws_fields(ec2):
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", img["CreationDate"])
         [root] = img["BlockDeviceMappings"]
         assert root["DeviceName"] == "/dev/xvda"
-        assert root["Ebs"]["VolumeType"] == "gp3" and root["Ebs"]["DeleteOnTermination"] is True
+        assert root["Ebs"]["VolumeType"] == "gp2" and root["Ebs"]["DeleteOnTermination"] is True
+        assert re.fullmatch(r"snap-[0-9a-f]{17}", root["Ebs"]["SnapshotId"]) and root["Ebs"]["Encrypted"] is False
     assert tiny["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 1
     assert debian["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 2
     assert "ec2-user" in tiny["Description"]
