@@ -310,6 +310,23 @@ def _mappings(raw: list[dict] | None) -> list[dict]:
     return out
 
 
+def _from_snapshots(ctx: Context, mappings: list[dict]) -> None:
+    """EBS mappings naming a snapshot: it must be one the caller may restore, completed; the
+    volume size defaults to the snapshot's (never smaller), and encryption follows it."""
+    from .snapshots import restorable
+
+    for m in mappings:
+        ebs = m.get("Ebs") or {}
+        if not ebs.get("SnapshotId"):
+            continue
+        snap = restorable(ctx, ebs["SnapshotId"])
+        size = ebs.setdefault("VolumeSize", snap.volume_size)
+        if size < snap.volume_size:
+            raise InvalidBlockDeviceMapping(f"Volume of size {size}GB is smaller than snapshot '{snap.id}', "
+                                            f"expect size >= {snap.volume_size}GB")
+        ebs["Encrypted"] = snap.encrypted
+
+
 @action("RegisterImage")
 def register_image(ctx: Context, p: dict) -> dict:
     name = p["Name"]
@@ -322,6 +339,7 @@ def register_image(ctx: Context, p: dict) -> dict:
     mappings = _mappings(p.get("BlockDeviceMappings"))
     if root and not location and not any(m["DeviceName"] == root and "Ebs" in m for m in mappings):
         raise InvalidBlockDeviceMapping.root_not_ebs(root)
+    _from_snapshots(ctx, mappings)
     if len(p.get("Description") or "") > 255:
         raise InvalidParameterValue.too_long("description")
     try:
@@ -454,8 +472,8 @@ IMAGE_FILTERS = {
     "ramdisk-id": lambda i: i.ramdisk_id,
     "root-device-name": lambda i: i.root_device_name,
     "root-device-type": lambda i: i.root_device_type,
-    "source-image-id": lambda i: None,
-    "source-image-region": lambda i: None,
+    "source-image-id": lambda i: _attr(i, "SourceImageId"),
+    "source-image-region": lambda i: _attr(i, "SourceImageRegion"),
     "source-instance-id": lambda i: _attr(i, "SourceInstanceId"),
     "sriov-net-support": lambda i: _attr(i, "SriovNetSupport"),
     "state": lambda i: i.state,
@@ -486,6 +504,7 @@ def _image_out(img: Image, tags: dict) -> dict:
         "BootMode": a.get("BootMode"), "TpmSupport": a.get("TpmSupport"),
         "ImdsSupport": a.get("ImdsSupport"), "DeprecationTime": a.get("DeprecationTime"),
         "SourceInstanceId": a.get("SourceInstanceId"), "LastLaunchedTime": a.get("LastLaunchedTime"),
+        "SourceImageId": a.get("SourceImageId"), "SourceImageRegion": a.get("SourceImageRegion"),
         "PlatformDetails": img.platform_details, "UsageOperation": "RunInstances",
         "Tags": tag_list(tags),
     }
@@ -688,6 +707,184 @@ def reset_image_attribute(ctx: Context, p: dict) -> dict:
         img.public = False
         img.launch_permissions = []
     return {"Return": True}
+
+
+# ------------------------------------------------------------------- images from disks
+
+def snapshots_settled(session, snapshot_id: str) -> None:
+    """A snapshot completed or failed: each pending image made of it (CreateImage, CopyImage)
+    becomes available once all its snapshots have completed, failed if one of them failed."""
+    for img in session.scalars(select(Image).where(Image.state == "pending")).all():
+        ids = [s for s in _ebs_values(img, "SnapshotId") if s]
+        if snapshot_id not in ids:
+            continue
+        states = [session.get(Snapshot, s) for s in ids]
+        if any(s is None or s.state == "error" for s in states):
+            img.state = "failed"
+            img.attributes = {**(img.attributes or {}), "StateReason": {
+                "Code": "Client.SnapshotCreationFailed", "Message": f"A snapshot of the image failed: {snapshot_id}"}}
+        elif all(s.state == "completed" for s in states):
+            img.state = "available"
+
+
+def _new_name(ctx: Context, name: str) -> None:
+    _check_name(name)
+    existing = _named(ctx, name)
+    if existing is not None:
+        raise InvalidAMINameDuplicate(name, existing.id)
+
+
+def _ebs_of(volume, snapshot_id: str, delete_on_termination: bool) -> dict:
+    """An image's EBS mapping for a snapshot of `volume`, as AWS records it."""
+    ebs = {"DeleteOnTermination": delete_on_termination, "SnapshotId": snapshot_id, "VolumeSize": volume.size,
+           "VolumeType": volume.volume_type, "Encrypted": volume.encrypted}
+    if volume.volume_type in ("io1", "io2", "gp3"):
+        ebs["Iops"] = volume.iops
+    if volume.throughput is not None:
+        ebs["Throughput"] = volume.throughput
+    if volume.encrypted:
+        ebs["KmsKeyId"] = volume.kms_key_id
+    return ebs
+
+
+@action("CreateImage")
+def create_image(ctx: Context, p: dict) -> dict:
+    """An EBS-backed AMI of an instance (running or stopped): a snapshot of each attached volume
+    (snapshots.py's machinery: incremental, crash-consistent), the image 'pending' until they all
+    complete. A running instance is rebooted first unless NoReboot, as AWS does, so that its
+    file systems are flushed (the reboot task runs before the snapshots; a guest that has not
+    finished flushing by then still gives crash-consistent snapshots)."""
+    from . import attachments, instances, snapshots
+
+    from .errors import IncorrectInstanceState, UnsupportedOperation
+    instance = instances.get_instance(ctx, p["InstanceId"])
+    name = p["Name"]
+    _new_name(ctx, name)
+    if len(p.get("Description") or "") > 255:
+        raise InvalidParameterValue.too_long("description")
+    if instance.state not in ("running", "stopped"):
+        raise IncorrectInstanceState.cannot(instance.id, "imaged")
+    if instance.root_device_type != "ebs":
+        raise UnsupportedOperation(f"The instance '{instance.id}' does not have an 'ebs' root device type: "
+                                   f"only EBS-backed instances can be imaged with CreateImage.")
+    refuse_other_tag_types(p.get("TagSpecifications"), {"image", "snapshot"})
+    image_tags = tag_specifications(p.get("TagSpecifications"), "image")
+    snapshot_tags = tag_specifications(p.get("TagSpecifications"), "snapshot")
+    asked = {m.get("DeviceName"): m for m in p.get("BlockDeviceMappings") or []}
+    image_id = new_id("ami")
+    if instance.state == "running" and not p.get("NoReboot"):
+        ctx.host_task("instance.reboot", instance.id, instance.availability_zone)
+    mappings = []
+    for a in attachments.of_instance(ctx.session, instance.id):
+        if a.state != "attached" or (asked.get(a.device) or {}).get("NoDevice") is not None:
+            continue
+        from .volumes import get_volume
+        volume = get_volume(ctx, a.volume_id)
+        snap = snapshots.snapshot_of(ctx, volume, f"Created by CreateImage({instance.id}) for {image_id}",
+                                     snapshot_tags)
+        mappings.append({"DeviceName": a.device, "Ebs": _ebs_of(volume, snap.id, a.delete_on_termination)})
+    if not any(m["DeviceName"] == instance.root_device_name for m in mappings):
+        raise InvalidBlockDeviceMapping.root_not_ebs(instance.root_device_name)
+    store = {m["DeviceName"]: m for m in (instance.attributes or {}).get("InstanceStore") or []}
+    for device, m in asked.items():
+        if m.get("VirtualName"):
+            store[device] = m
+    mappings += [{"DeviceName": d, "VirtualName": m["VirtualName"]} for d, m in store.items()
+                 if (asked.get(d) or {}).get("NoDevice") is None]
+    source = image_by_id(ctx, instance.image_id, any_owner=True)
+    img = Image(
+        id=image_id, account_id=ctx.account_id, region=ctx.region, name=name, description=p.get("Description"),
+        image_type="machine", state="pending", architecture=instance.architecture, public=False, owner_alias=None,
+        kernel_id=instance.kernel_id, ramdisk_id=instance.ramdisk_id, root_device_type="ebs",
+        root_device_name=instance.root_device_name, virtualization_type="hvm", platform_details="Linux/UNIX",
+        image_location=f"{ctx.account_id}/{name}", block_device_mappings=mappings, launch_permissions=[],
+        attributes={"EnaSupport": True, "SriovNetSupport": "simple", "BootMode": "legacy-bios",
+                    "SourceInstanceId": instance.id,
+                    **({"LoginUser": source.attributes.get("LoginUser")}
+                       if source is not None and (source.attributes or {}).get("LoginUser") else {})},
+        disk_path=None)
+    ctx.session.add(img)
+    ctx.session.flush()
+    if image_tags:
+        set_tags(ctx, img.id, image_tags)
+    return {"ImageId": img.id}
+
+
+@action("CopyImage")
+def copy_image(ctx: Context, p: dict) -> dict:
+    """Called in the destination region: a copy of an EBS-backed image of SourceRegion that the
+    caller may launch, its snapshots copied by CopySnapshot's machinery; 'pending' until they
+    complete. An image registered from a host file has no snapshots to copy (not supported)."""
+    from .catalogue import REGIONS
+    from .errors import Unsupported
+    from .snapshots import copy_of
+
+    region = p["SourceRegion"]
+    if region not in REGIONS:
+        raise InvalidParameterValue.region(region)
+    _check_id(p["SourceImageId"])
+    source = ctx.session.get(Image, p["SourceImageId"])
+    if source is None or source.region != region or not (
+            source.public or source.account_id == ctx.account_id or _shared_with(source, ctx.account_id)):
+        raise InvalidAMIIDNotFound(p["SourceImageId"])
+    if source.image_type != "machine":
+        raise InvalidParameterValue(f"Image {source.id} is a {source.image_type} image: only machine images "
+                                    f"can be copied.")
+    if source.state != "available":
+        raise InvalidAMIIDUnavailable(source.id, source.state)
+    _new_name(ctx, p["Name"])
+    if not _ebs_values(source, "SnapshotId"):
+        raise Unsupported(f"Image {source.id} has no snapshots (it was registered from a file or an S3 "
+                          f"manifest): copying it is not supported by this emulator yet.")
+    token = p.get("ClientToken")
+    if token:
+        prior = ctx.session.scalars(select(Image).where(Image.account_id == ctx.account_id,
+                                                        Image.region == ctx.region)).all()
+        for img in prior:
+            if (img.attributes or {}).get("CopyClientToken") == token:
+                return {"ImageId": img.id}
+    image_id = new_id("ami")
+    mappings = []
+    for m in source.block_device_mappings or []:
+        ebs = m.get("Ebs")
+        if not ebs or not ebs.get("SnapshotId"):
+            mappings.append(dict(m))
+            continue
+        snap = ctx.session.get(Snapshot, ebs["SnapshotId"])
+        if snap is None:
+            raise InvalidAMIIDUnavailable(source.id, "its snapshot is gone")
+        copy = copy_of(ctx, snap, f"Copied for DestinationAmi {image_id} from SourceAmi {source.id} for "
+                                  f"SourceSnapshot {snap.id}", p.get("Encrypted"), p.get("KmsKeyId"), [])
+        mappings.append({"DeviceName": m["DeviceName"], "Ebs": {
+            **{k: v for k, v in ebs.items() if k != "KmsKeyId"}, "SnapshotId": copy.id,
+            "Encrypted": copy.encrypted, **({"KmsKeyId": copy.kms_key_id} if copy.encrypted else {})}})
+    kernel = source.kernel_id and public_kernel_in(source.kernel_id, region, ctx.region)
+    ramdisk = source.ramdisk_id and public_kernel_in(source.ramdisk_id, region, ctx.region)
+    img = Image(
+        id=image_id, account_id=ctx.account_id, region=ctx.region, name=p["Name"],
+        description=p.get("Description") if p.get("Description") is not None else source.description,
+        image_type="machine", state="pending", architecture=source.architecture, public=False, owner_alias=None,
+        kernel_id=kernel or None, ramdisk_id=ramdisk or None, root_device_type="ebs",
+        root_device_name=source.root_device_name, virtualization_type=source.virtualization_type,
+        platform_details=source.platform_details, image_location=f"{ctx.account_id}/{p['Name']}",
+        block_device_mappings=mappings, launch_permissions=[],
+        attributes={k: v for k, v in {**(source.attributes or {}), "SourceImageId": source.id,
+                                      "SourceImageRegion": region,
+                                      "CopyClientToken": token}.items()
+                    if v is not None and k not in ("LastLaunchedTime", "StateReason", "SourceInstanceId")},
+        disk_path=None)
+    ctx.session.add(img)
+    ctx.session.flush()
+    return {"ImageId": img.id}
+
+
+def public_kernel_in(image_id: str, from_region: str, to_region: str) -> str | None:
+    """The same public kernel or ramdisk image in another region (public ids differ per region),
+    None for any other image (a copied AMI then boots the default kernel, see instances._spec)."""
+    for spec in PUBLIC_IMAGES:
+        if spec.image_type != "machine" and public_image_id(from_region, spec.name) == image_id:
+            return public_image_id(to_region, spec.name)
+    return None
 
 
 # ------------------------------------------------------------------------------ DeregisterImage

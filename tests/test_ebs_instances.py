@@ -259,3 +259,100 @@ def test_instance_store_disks_only_where_the_type_has_them(server, ec2):
     terminate(ec2, m3)
     assert m3 not in host(server)["guests"]
     terminate(ec2, t2)
+
+
+# ------------------------------------------------------------------------ images from disks
+
+def image_state(ec2, image_id: str, region_client=None) -> str:
+    return (region_client or ec2).describe_images(ImageIds=[image_id])["Images"][0]["State"]
+
+
+def test_create_image_snapshots_the_volumes_and_launches(server, ec2):
+    inst = launch(ec2, BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 2,
+                                                                               "DeleteOnTermination": False}}])
+    iid = inst["InstanceId"]
+    m = mappings(ec2, iid)
+    boots = host(server)["guests"][iid]["boots"]
+    image = ec2.create_image(InstanceId=iid, Name=unique("made"), Description="mine", TagSpecifications=[
+        {"ResourceType": "image", "Tags": [{"Key": "k", "Value": "i"}]},
+        {"ResourceType": "snapshot", "Tags": [{"Key": "k", "Value": "s"}]}])["ImageId"]
+    _eventually(lambda: image_state(ec2, image) == "available", "image available")
+    img = ec2.describe_images(ImageIds=[image])["Images"][0]
+    assert img["SourceInstanceId"] == iid and img["RootDeviceType"] == "ebs" and img["RootDeviceName"] == "/dev/xvda"
+    assert img["Tags"] == [{"Key": "k", "Value": "i"}] and img["KernelId"] == inst["KernelId"]
+    by_device = {x["DeviceName"]: x["Ebs"] for x in img["BlockDeviceMappings"]}
+    assert set(by_device) == {"/dev/xvda", "/dev/sdf"}
+    assert by_device["/dev/sdf"]["DeleteOnTermination"] is False and by_device["/dev/sdf"]["VolumeSize"] == 2
+    for device, ebs in by_device.items():
+        snap = ec2.describe_snapshots(SnapshotIds=[ebs["SnapshotId"]])["Snapshots"][0]
+        assert snap["VolumeId"] == m[device]["VolumeId"] and snap["State"] == "completed"
+        assert snap["Tags"] == [{"Key": "k", "Value": "s"}] and image in snap["Description"]
+    # rebooted (not NoReboot): the pretend console counts a boot more
+    _eventually(lambda: host(server)["guests"][iid]["boots"] == boots + 1, "rebooted")
+    # NoReboot: no reboot
+    second = ec2.create_image(InstanceId=iid, Name=unique("made"), NoReboot=True)["ImageId"]
+    _eventually(lambda: image_state(ec2, second) == "available", "second image")
+    assert host(server)["guests"][iid]["boots"] == boots + 1
+    # launching it: the root and data volumes come from its snapshots
+    child = launch(ec2, image=image)["InstanceId"]
+    cm = mappings(ec2, child)
+    assert volume(ec2, cm["/dev/xvda"]["VolumeId"])["SnapshotId"] == by_device["/dev/xvda"]["SnapshotId"]
+    assert volume(ec2, cm["/dev/sdf"]["VolumeId"])["SnapshotId"] == by_device["/dev/sdf"]["SnapshotId"]
+    assert host(server)["disks"][cm["/dev/xvda"]["VolumeId"]]["source"] == f"snapshot:{by_device['/dev/xvda']['SnapshotId']}"
+    # its snapshots cannot go while it is registered; deregistering leaves them
+    expect_error("InvalidSnapshot.InUse", ec2.delete_snapshot, SnapshotId=by_device["/dev/xvda"]["SnapshotId"])
+    ec2.deregister_image(ImageId=image)
+    assert ec2.describe_snapshots(SnapshotIds=[by_device["/dev/xvda"]["SnapshotId"]])["Snapshots"]
+    ec2.delete_snapshot(SnapshotId=by_device["/dev/sdf"]["SnapshotId"])  # now allowed
+    # errors
+    expect_error("InvalidAMIName.Duplicate", ec2.create_image, InstanceId=iid,
+                 Name=ec2.describe_images(ImageIds=[second])["Images"][0]["Name"])
+    expect_error("InvalidInstanceID.NotFound", ec2.create_image, InstanceId="i-0123456789abcdef0", Name=unique("x"))
+    for i in (iid, child):
+        terminate(ec2, i)
+
+
+def test_register_image_from_a_snapshot_boots_with_the_default_kernel(server, ec2):
+    sid = new_snapshot(ec2, size=2)
+    name = unique("from-snap")
+    image = ec2.register_image(Name=name, RootDeviceName="/dev/xvda", Architecture="x86_64",
+                               VirtualizationType="hvm",
+                               BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": sid}}])["ImageId"]
+    img = ec2.describe_images(ImageIds=[image])["Images"][0]
+    assert img["State"] == "available" and img["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 2
+    assert "KernelId" not in img
+    iid = launch(ec2, image=image)["InstanceId"]
+    root = mappings(ec2, iid)["/dev/xvda"]["VolumeId"]
+    assert volume(ec2, root)["SnapshotId"] == sid and volume(ec2, root)["Size"] == 2
+    terminate(ec2, iid)
+    expect_error("InvalidBlockDeviceMapping", ec2.register_image, Name=unique("small"), RootDeviceName="/dev/xvda",
+                 BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": sid, "VolumeSize": 1}}])
+    expect_error("InvalidSnapshot.NotFound", ec2.register_image, Name=unique("none"), RootDeviceName="/dev/xvda",
+                 BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": "snap-0123456789abcdef0"}}])
+
+
+def test_copy_image_across_regions(server, ec2):
+    west = server.client(region="us-west-2")
+    iid = launch(ec2)["InstanceId"]
+    image = ec2.create_image(InstanceId=iid, Name=unique("to-copy"), NoReboot=True)["ImageId"]
+    _eventually(lambda: image_state(ec2, image) == "available", "source available")
+    copy = west.copy_image(SourceImageId=image, SourceRegion="us-east-1", Name=unique("copied"))["ImageId"]
+    _eventually(lambda: image_state(ec2, copy, west) == "available", "copy available")
+    img = west.describe_images(ImageIds=[copy])["Images"][0]
+    assert img["SourceImageId"] == image and img["SourceImageRegion"] == "us-east-1"
+    snap = img["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    original = ec2.describe_images(ImageIds=[image])["Images"][0]["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    assert snap != original and west.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]["State"] == "completed"
+    expect_error("InvalidAMIID.NotFound", ec2.describe_images, ImageIds=[copy])  # not in the source region
+    # the copy's kernel is the destination region's public kernel
+    kernel = img["KernelId"]
+    assert west.describe_images(ImageIds=[kernel])["Images"][0]["ImageType"] == "kernel"
+    child = launch(west, image=copy, Placement={"AvailabilityZone": "us-west-2a"})["InstanceId"]
+    assert volume(west, mappings(west, child)["/dev/xvda"]["VolumeId"])["SnapshotId"] == snap
+    terminate(west, child)
+    # a public image copies too (its file-backed snapshot's copy shares the file)
+    pub = west.copy_image(SourceImageId=tiny_image(ec2), SourceRegion="us-east-1", Name=unique("pub"))["ImageId"]
+    _eventually(lambda: image_state(ec2, pub, west) == "available", "public copy available")
+    expect_error("InvalidAMIID.NotFound", west.copy_image, SourceImageId="ami-0123456789abcdef0",
+                 SourceRegion="us-east-1", Name=unique("x"))
+    terminate(ec2, iid)
