@@ -225,8 +225,8 @@ def check_files(ctx: Context, image: Image, *parts: Image | None) -> None:
     if ctx.config.hypervisor != "libvirt":
         return  # the `none` driver boots nothing
     for img in (image, *parts):
-        if img is None:
-            continue
+        if img is None or (img is image and _root_snapshot(ctx, img) is not None):
+            continue  # its root is a snapshot (made by the host; a public one's file is its image's)
         path = disk_file(ctx.config, img)
         if path and os.path.isfile(path):
             continue
@@ -238,6 +238,17 @@ def check_files(ctx: Context, image: Image, *parts: Image | None) -> None:
         where = f"{path} is missing" if path else "it has no disk file (its location is not a host file)"
         raise InvalidAMIIDUnavailable.worded(
             f"The image {image.id} cannot be launched on this host: {img.id} ({img.name}): {where}; {how}.")
+
+
+def _root_snapshot(ctx: Context, img: Image) -> Snapshot | None:
+    """The snapshot an image's root volume is made from; None if the root has none (a disk
+    registered from a file) or a public image's snapshot whose file is not there."""
+    root = next((m for m in img.block_device_mappings or [] if m.get("DeviceName") == img.root_device_name), None)
+    snapshot_id = ((root or {}).get("Ebs") or {}).get("SnapshotId")
+    snap = ctx.session.get(Snapshot, snapshot_id) if snapshot_id else None
+    if snap is not None and snap.disk_path and not os.path.isfile(snapshot_file(ctx.config, snap)):
+        return None
+    return snap
 
 
 def note_launch(img: Image) -> None:

@@ -423,6 +423,10 @@ def detach_volume(ctx: Context, p: dict) -> dict:
         a = current[0]
     if device and a.device != device:
         raise InvalidAttachmentNotFound.not_as_device(volume.id, a.instance_id, device)
+    owner = instances.get_instance(ctx, a.instance_id)
+    if a.device == owner.root_device_name and owner.state not in ("stopped", "terminated"):
+        # a guest's root file system cannot be pulled from under it (once stopped, it may go)
+        raise IncorrectState(f"Unable to detach root volume '{volume.id}' from instance '{owner.id}'")
     force = bool(p.get("Force"))
     if a.state != "detaching" or force:  # again while detaching: only Force asks anything new
         a.state = "detaching"

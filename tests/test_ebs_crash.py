@@ -109,3 +109,27 @@ def test_a_crash_after_commit_or_mid_snapshot_loses_nothing(srv):
     assert snap["Progress"] == "100%"
     assert list(_host(srv)["snapshots"]) == [sid]
     assert _tasks(srv, sid) == [("snapshot.create", "done")]
+
+
+def test_a_launch_killed_after_its_disks_were_made_boots_from_them(srv):
+    """RunInstances with volumes: the first start makes the disks, then the process dies before
+    the guest is defined. The restart runs the start again: the same disks (made once), the
+    guest defined with them, the attachments 'attached'."""
+    ec2 = srv.client()
+    iid = _crash_then_restart(srv, "instance.start:after-disks", lambda c: c.run_instances(
+        ImageId=tiny_image(c), MinCount=1, MaxCount=1, Placement={"AvailabilityZone": ZONE},
+        BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 1, "Encrypted": True}}],
+    )["Instances"][0]["InstanceId"])
+    ec2 = srv.client()
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+    inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    volumes = {m["DeviceName"]: m["Ebs"] for m in inst["BlockDeviceMappings"]}
+    assert set(volumes) == {"/dev/xvda", "/dev/sdf"}
+    _eventually(lambda: all(m["Ebs"]["Status"] == "attached" for m in ec2.describe_instances(
+        InstanceIds=[iid])["Reservations"][0]["Instances"][0]["BlockDeviceMappings"]), "attached")
+    host = _host(srv)
+    assert sorted(host["disks"]) == sorted(v["VolumeId"] for v in volumes.values())
+    assert {d["attached_to"] for d in host["disks"].values()} == {iid}
+    assert host["disks"][volumes["/dev/sdf"]["VolumeId"]]["encrypted"] is True
+    assert host["guests"][iid]["root_disk"] == volumes["/dev/xvda"]["VolumeId"]
+    assert _tasks(srv, iid) == [("instance.start", "done")]

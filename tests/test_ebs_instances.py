@@ -356,3 +356,16 @@ def test_copy_image_across_regions(server, ec2):
     expect_error("InvalidAMIID.NotFound", west.copy_image, SourceImageId="ami-0123456789abcdef0",
                  SourceRegion="us-east-1", Name=unique("x"))
     terminate(ec2, iid)
+
+
+def test_the_root_volume_detaches_only_from_a_stopped_instance(ec2):
+    iid = launch(ec2)["InstanceId"]
+    root = mappings(ec2, iid)["/dev/xvda"]
+    message = expect_error("IncorrectState", ec2.detach_volume, VolumeId=root["VolumeId"])
+    assert message == f"Unable to detach root volume '{root['VolumeId']}' from instance '{iid}'"
+    ec2.stop_instances(InstanceIds=[iid])
+    fast_waiter(ec2, "instance_stopped")(InstanceIds=[iid])
+    ec2.detach_volume(VolumeId=root["VolumeId"])  # stopped: allowed
+    _eventually(lambda: volume(ec2, root["VolumeId"])["State"] == "available", "detached")
+    terminate(ec2, iid)
+    ec2.delete_volume(VolumeId=root["VolumeId"])
