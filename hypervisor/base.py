@@ -188,7 +188,8 @@ class Driver:
         thread: power off, undefine, unplug its interface and public mappings, remove its root
         disk (the instance-store one) and files (instance-store disks), remove its VPC's network
         if no other port is plugged there; then report TERMINATED. Volumes, the root volume
-        included, are detached and kept (deleting them is the emulator's call, by delete_disk). Calling it for an unknown instance just reports TERMINATED."""
+        included, are detached and kept (deleting them is the emulator's call, by delete_disk).
+        Calling it for an unknown instance just reports TERMINATED."""
         raise NotImplementedError
 
     def state(self, instance_id: str) -> str | None:

@@ -5,14 +5,15 @@ import json
 
 import pytest
 
-from .helpers import error_of, expect_error, fast_waiter, tiny_image, unique
+from .helpers import expect_error, fast_waiter, tiny_image, unique
 from .test_volumes import ZONE, _eventually, new_volume, volume
 
 DEBIAN = "debian-12-cloudinit-*"
 
 
 def debian_image(ec2) -> str:
-    return ec2.describe_images(Owners=["ec2emu"], Filters=[{"Name": "name", "Values": [DEBIAN]}])["Images"][0]["ImageId"]
+    return ec2.describe_images(Owners=["ec2emu"],
+                               Filters=[{"Name": "name", "Values": [DEBIAN]}])["Images"][0]["ImageId"]
 
 
 def launch(ec2, image=None, wait=True, **kw) -> dict:
@@ -55,7 +56,8 @@ def test_public_images_are_ebs_backed_by_public_snapshots(ec2):
                    "VolumeType": "gp2", "Encrypted": False}
     snap = ec2.describe_snapshots(SnapshotIds=[ebs["SnapshotId"]])["Snapshots"][0]
     assert snap["OwnerId"] == img["OwnerId"] and snap["State"] == "completed" and snap["VolumeSize"] == 1
-    assert ebs["SnapshotId"] in {s["SnapshotId"] for s in ec2.describe_snapshots(RestorableByUserIds=["all"])["Snapshots"]}
+    public = ec2.describe_snapshots(RestorableByUserIds=["all"])["Snapshots"]
+    assert ebs["SnapshotId"] in {s["SnapshotId"] for s in public}
     # a public image's snapshot is not the caller's to delete, nor to list among its own
     expect_error("InvalidSnapshot.NotFound", ec2.delete_snapshot, SnapshotId=ebs["SnapshotId"])
     assert ebs["SnapshotId"] not in {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
@@ -228,7 +230,8 @@ def test_duplicate_devices_are_refused(ec2):
 
 def test_no_device_suppresses_an_image_mapping(ec2):
     """An image with a data volume besides its root: NoDevice at launch leaves it out."""
-    root_snap = ec2.describe_images(ImageIds=[tiny_image(ec2)])["Images"][0]["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    [root] = ec2.describe_images(ImageIds=[tiny_image(ec2)])["Images"][0]["BlockDeviceMappings"]
+    root_snap = root["Ebs"]["SnapshotId"]
     image = ec2.register_image(Name=unique("two-disks"), RootDeviceName="/dev/xvda", Architecture="x86_64",
                                VirtualizationType="hvm", BlockDeviceMappings=[
                                    {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": root_snap}},
@@ -298,7 +301,8 @@ def test_create_image_snapshots_the_volumes_and_launches(server, ec2):
     cm = mappings(ec2, child)
     assert volume(ec2, cm["/dev/xvda"]["VolumeId"])["SnapshotId"] == by_device["/dev/xvda"]["SnapshotId"]
     assert volume(ec2, cm["/dev/sdf"]["VolumeId"])["SnapshotId"] == by_device["/dev/sdf"]["SnapshotId"]
-    assert host(server)["disks"][cm["/dev/xvda"]["VolumeId"]]["source"] == f"snapshot:{by_device['/dev/xvda']['SnapshotId']}"
+    root_source = host(server)["disks"][cm["/dev/xvda"]["VolumeId"]]["source"]
+    assert root_source == f"snapshot:{by_device['/dev/xvda']['SnapshotId']}"
     # its snapshots cannot go while it is registered; deregistering leaves them
     expect_error("InvalidSnapshot.InUse", ec2.delete_snapshot, SnapshotId=by_device["/dev/xvda"]["SnapshotId"])
     ec2.deregister_image(ImageId=image)
