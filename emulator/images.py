@@ -45,7 +45,7 @@ from .errors import (AuthFailure, InvalidAMIAttributeItemValue, InvalidAMIIDMalf
                      InvalidUserIDMalformed, Malformed, MissingParameter)
 from .ids import new_id, well_formed
 from .image_import import disk_image_row, root_mapping
-from .models import Image, utcnow
+from .models import Image, Snapshot, utcnow
 from .times import iso8601
 from .query import Resource, Selector, describe
 from .registry import Context, action
@@ -67,7 +67,7 @@ class PublicImage:
     image_type: str  # machine | kernel | ramdisk
     file: str  # under <state dir>/images/, built by the image builder
     description: str
-    root_size_gib: int | None = None  # machine images: the root EBS volume
+    root_size_gib: int | None = None  # machine images: the root volume (the file's virtual size, in GiB up)
     login_user: str | None = None
 
 
@@ -102,15 +102,44 @@ def image_file(images_dir: str, file: str) -> str:
     return os.path.join(os.path.abspath(images_dir), file)
 
 
+def public_snapshot_id(region: str, name: str) -> str:
+    """The id of a public machine image's root snapshot in a region (stable, like the image's)."""
+    return f"snap-{hashlib.sha256(f'{region}/{name}/root'.encode()).hexdigest()[:17]}"
+
+
+def _root_mapping(snapshot_id: str, size_gib: int) -> list[dict]:
+    """A public machine image's block device mappings, as AWS's EBS-backed images have them."""
+    return [{"DeviceName": "/dev/xvda",
+             "Ebs": {"DeleteOnTermination": True, "SnapshotId": snapshot_id, "VolumeSize": size_gib,
+                     "VolumeType": "gp2", "Encrypted": False}}]
+
+
 def register_public_images(ctx: Context) -> None:
-    """Create the emulator's public images in ctx.region (idempotent; owner EMULATOR_OWNER_ID)."""
+    """Create the emulator's public images in ctx.region (idempotent; owner EMULATOR_OWNER_ID).
+    Machine images are EBS-backed, as AWS's are: each has a public root snapshot whose data is
+    the image's file (`Snapshot.disk_path`; volumes are copy-on-write clones of it); kernel and
+    ramdisk images are files only. Rows of an older start without snapshots get them."""
+    from .snapshots import COPY_VOLUME_ID  # snapshots imports instances, which imports this module
+
     kernel_id = public_image_id(ctx.region, KERNEL_NAME)
     ramdisk_id = public_image_id(ctx.region, RAMDISK_NAME)
     for spec in PUBLIC_IMAGES:
         image_id = public_image_id(ctx.region, spec.name)
-        if ctx.session.get(Image, image_id) is not None:
-            continue
         machine = spec.image_type == "machine"
+        path = image_file(ctx.config.public_image_dir, spec.file)
+        snapshot_id = public_snapshot_id(ctx.region, spec.name) if machine else None
+        if machine and ctx.session.get(Snapshot, snapshot_id) is None:
+            ctx.session.add(Snapshot(
+                id=snapshot_id, account_id=EMULATOR_OWNER_ID, region=ctx.region, volume_id=COPY_VOLUME_ID,
+                volume_size=spec.root_size_gib, zone=None, state="completed", progress="100%",
+                description=f"Root volume of {spec.name}", encrypted=False, stored_bytes=None,
+                completed_at=PUBLIC_CREATION_DATE, create_volume_permissions=[{"Group": "all"}],
+                disk_path=path, created_at=PUBLIC_CREATION_DATE))
+        known = ctx.session.get(Image, image_id)
+        if known is not None:
+            if machine and not _ebs_values(known, "SnapshotId"):
+                known.block_device_mappings = _root_mapping(snapshot_id, spec.root_size_gib)
+            continue
         img = Image(
             id=image_id, account_id=EMULATOR_OWNER_ID, region=ctx.region, created_at=PUBLIC_CREATION_DATE,
             name=spec.name, description=spec.description, image_type=spec.image_type,
@@ -120,18 +149,24 @@ def register_public_images(ctx: Context) -> None:
             root_device_name="/dev/xvda" if machine else None,
             virtualization_type="hvm" if machine else "paravirtual",
             platform_details="Linux/UNIX", image_location=f"{EMULATOR_OWNER_ALIAS}/{spec.name}",
-            block_device_mappings=[{
-                "DeviceName": "/dev/xvda",
-                "Ebs": {"DeleteOnTermination": True, "VolumeSize": spec.root_size_gib,
-                        "VolumeType": "gp3", "Iops": 3000, "Throughput": 125, "Encrypted": False},
-            }] if machine else [],
+            block_device_mappings=_root_mapping(snapshot_id, spec.root_size_gib) if machine else [],
             launch_permissions=[],
             attributes={"EnaSupport": True, "SriovNetSupport": "simple", "BootMode": "legacy-bios",
                         "LoginUser": spec.login_user} if machine else {},
-            disk_path=image_file(ctx.config.public_image_dir, spec.file),
+            disk_path=path,
         )
         ctx.session.add(img)
     ctx.session.flush()
+
+
+def snapshot_file(config, snapshot) -> str | None:
+    """The host file behind a snapshot that is one (a public image's root), else None. A public
+    one follows the configured image directory, as `disk_file` does."""
+    if not snapshot.disk_path:
+        return None
+    if snapshot.account_id == EMULATOR_OWNER_ID:
+        return image_file(config.public_image_dir, os.path.basename(snapshot.disk_path))
+    return snapshot.disk_path
 
 
 # ------------------------------------------------------------------------------- lookups
@@ -190,8 +225,8 @@ def check_files(ctx: Context, image: Image, *parts: Image | None) -> None:
     if ctx.config.hypervisor != "libvirt":
         return  # the `none` driver boots nothing
     for img in (image, *parts):
-        if img is None:
-            continue
+        if img is None or (img is image and _root_snapshot(ctx, img) is not None):
+            continue  # its root is a snapshot (made by the host; a public one's file is its image's)
         path = disk_file(ctx.config, img)
         if path and os.path.isfile(path):
             continue
@@ -203,6 +238,17 @@ def check_files(ctx: Context, image: Image, *parts: Image | None) -> None:
         where = f"{path} is missing" if path else "it has no disk file (its location is not a host file)"
         raise InvalidAMIIDUnavailable.worded(
             f"The image {image.id} cannot be launched on this host: {img.id} ({img.name}): {where}; {how}.")
+
+
+def _root_snapshot(ctx: Context, img: Image) -> Snapshot | None:
+    """The snapshot an image's root volume is made from; None if the root has none (a disk
+    registered from a file) or a public image's snapshot whose file is not there."""
+    root = next((m for m in img.block_device_mappings or [] if m.get("DeviceName") == img.root_device_name), None)
+    snapshot_id = ((root or {}).get("Ebs") or {}).get("SnapshotId")
+    snap = ctx.session.get(Snapshot, snapshot_id) if snapshot_id else None
+    if snap is not None and snap.disk_path and not os.path.isfile(snapshot_file(ctx.config, snap)):
+        return None
+    return snap
 
 
 def note_launch(img: Image) -> None:
@@ -275,6 +321,23 @@ def _mappings(raw: list[dict] | None) -> list[dict]:
     return out
 
 
+def _from_snapshots(ctx: Context, mappings: list[dict]) -> None:
+    """EBS mappings naming a snapshot: it must be one the caller may restore, completed; the
+    volume size defaults to the snapshot's (never smaller), and encryption follows it."""
+    from .snapshots import restorable
+
+    for m in mappings:
+        ebs = m.get("Ebs") or {}
+        if not ebs.get("SnapshotId"):
+            continue
+        snap = restorable(ctx, ebs["SnapshotId"])
+        size = ebs.setdefault("VolumeSize", snap.volume_size)
+        if size < snap.volume_size:
+            raise InvalidBlockDeviceMapping(f"Volume of size {size}GB is smaller than snapshot '{snap.id}', "
+                                            f"expect size >= {snap.volume_size}GB")
+        ebs["Encrypted"] = snap.encrypted
+
+
 @action("RegisterImage")
 def register_image(ctx: Context, p: dict) -> dict:
     name = p["Name"]
@@ -287,6 +350,7 @@ def register_image(ctx: Context, p: dict) -> dict:
     mappings = _mappings(p.get("BlockDeviceMappings"))
     if root and not location and not any(m["DeviceName"] == root and "Ebs" in m for m in mappings):
         raise InvalidBlockDeviceMapping.root_not_ebs(root)
+    _from_snapshots(ctx, mappings)
     if len(p.get("Description") or "") > 255:
         raise InvalidParameterValue.too_long("description")
     try:
@@ -419,8 +483,8 @@ IMAGE_FILTERS = {
     "ramdisk-id": lambda i: i.ramdisk_id,
     "root-device-name": lambda i: i.root_device_name,
     "root-device-type": lambda i: i.root_device_type,
-    "source-image-id": lambda i: None,
-    "source-image-region": lambda i: None,
+    "source-image-id": lambda i: _attr(i, "SourceImageId"),
+    "source-image-region": lambda i: _attr(i, "SourceImageRegion"),
     "source-instance-id": lambda i: _attr(i, "SourceInstanceId"),
     "sriov-net-support": lambda i: _attr(i, "SriovNetSupport"),
     "state": lambda i: i.state,
@@ -451,6 +515,7 @@ def _image_out(img: Image, tags: dict) -> dict:
         "BootMode": a.get("BootMode"), "TpmSupport": a.get("TpmSupport"),
         "ImdsSupport": a.get("ImdsSupport"), "DeprecationTime": a.get("DeprecationTime"),
         "SourceInstanceId": a.get("SourceInstanceId"), "LastLaunchedTime": a.get("LastLaunchedTime"),
+        "SourceImageId": a.get("SourceImageId"), "SourceImageRegion": a.get("SourceImageRegion"),
         "PlatformDetails": img.platform_details, "UsageOperation": "RunInstances",
         "Tags": tag_list(tags),
     }
@@ -653,6 +718,184 @@ def reset_image_attribute(ctx: Context, p: dict) -> dict:
         img.public = False
         img.launch_permissions = []
     return {"Return": True}
+
+
+# ------------------------------------------------------------------- images from disks
+
+def snapshots_settled(session, snapshot_id: str) -> None:
+    """A snapshot completed or failed: each pending image made of it (CreateImage, CopyImage)
+    becomes available once all its snapshots have completed, failed if one of them failed."""
+    for img in session.scalars(select(Image).where(Image.state == "pending")).all():
+        ids = [s for s in _ebs_values(img, "SnapshotId") if s]
+        if snapshot_id not in ids:
+            continue
+        states = [session.get(Snapshot, s) for s in ids]
+        if any(s is None or s.state == "error" for s in states):
+            img.state = "failed"
+            img.attributes = {**(img.attributes or {}), "StateReason": {
+                "Code": "Client.SnapshotCreationFailed", "Message": f"A snapshot of the image failed: {snapshot_id}"}}
+        elif all(s.state == "completed" for s in states):
+            img.state = "available"
+
+
+def _new_name(ctx: Context, name: str) -> None:
+    _check_name(name)
+    existing = _named(ctx, name)
+    if existing is not None:
+        raise InvalidAMINameDuplicate(name, existing.id)
+
+
+def _ebs_of(volume, snapshot_id: str, delete_on_termination: bool) -> dict:
+    """An image's EBS mapping for a snapshot of `volume`, as AWS records it."""
+    ebs = {"DeleteOnTermination": delete_on_termination, "SnapshotId": snapshot_id, "VolumeSize": volume.size,
+           "VolumeType": volume.volume_type, "Encrypted": volume.encrypted}
+    if volume.volume_type in ("io1", "io2", "gp3"):
+        ebs["Iops"] = volume.iops
+    if volume.throughput is not None:
+        ebs["Throughput"] = volume.throughput
+    if volume.encrypted:
+        ebs["KmsKeyId"] = volume.kms_key_id
+    return ebs
+
+
+@action("CreateImage")
+def create_image(ctx: Context, p: dict) -> dict:
+    """An EBS-backed AMI of an instance (running or stopped): a snapshot of each attached volume
+    (snapshots.py's machinery: incremental, crash-consistent), the image 'pending' until they all
+    complete. A running instance is rebooted first unless NoReboot, as AWS does, so that its
+    file systems are flushed (the reboot task runs before the snapshots; a guest that has not
+    finished flushing by then still gives crash-consistent snapshots)."""
+    from . import attachments, instances, snapshots
+
+    from .errors import IncorrectInstanceState, UnsupportedOperation
+    instance = instances.get_instance(ctx, p["InstanceId"])
+    name = p["Name"]
+    _new_name(ctx, name)
+    if len(p.get("Description") or "") > 255:
+        raise InvalidParameterValue.too_long("description")
+    if instance.state not in ("running", "stopped"):
+        raise IncorrectInstanceState.cannot(instance.id, "imaged")
+    if instance.root_device_type != "ebs":
+        raise UnsupportedOperation(f"The instance '{instance.id}' does not have an 'ebs' root device type: "
+                                   f"only EBS-backed instances can be imaged with CreateImage.")
+    refuse_other_tag_types(p.get("TagSpecifications"), {"image", "snapshot"})
+    image_tags = tag_specifications(p.get("TagSpecifications"), "image")
+    snapshot_tags = tag_specifications(p.get("TagSpecifications"), "snapshot")
+    asked = {m.get("DeviceName"): m for m in p.get("BlockDeviceMappings") or []}
+    image_id = new_id("ami")
+    if instance.state == "running" and not p.get("NoReboot"):
+        ctx.host_task("instance.reboot", instance.id, instance.availability_zone)
+    mappings = []
+    for a in attachments.of_instance(ctx.session, instance.id):
+        if a.state != "attached" or (asked.get(a.device) or {}).get("NoDevice") is not None:
+            continue
+        from .volumes import get_volume
+        volume = get_volume(ctx, a.volume_id)
+        snap = snapshots.snapshot_of(ctx, volume, f"Created by CreateImage({instance.id}) for {image_id}",
+                                     snapshot_tags)
+        mappings.append({"DeviceName": a.device, "Ebs": _ebs_of(volume, snap.id, a.delete_on_termination)})
+    if not any(m["DeviceName"] == instance.root_device_name for m in mappings):
+        raise InvalidBlockDeviceMapping.root_not_ebs(instance.root_device_name)
+    store = {m["DeviceName"]: m for m in (instance.attributes or {}).get("InstanceStore") or []}
+    for device, m in asked.items():
+        if m.get("VirtualName"):
+            store[device] = m
+    mappings += [{"DeviceName": d, "VirtualName": m["VirtualName"]} for d, m in store.items()
+                 if (asked.get(d) or {}).get("NoDevice") is None]
+    source = image_by_id(ctx, instance.image_id, any_owner=True)
+    img = Image(
+        id=image_id, account_id=ctx.account_id, region=ctx.region, name=name, description=p.get("Description"),
+        image_type="machine", state="pending", architecture=instance.architecture, public=False, owner_alias=None,
+        kernel_id=instance.kernel_id, ramdisk_id=instance.ramdisk_id, root_device_type="ebs",
+        root_device_name=instance.root_device_name, virtualization_type="hvm", platform_details="Linux/UNIX",
+        image_location=f"{ctx.account_id}/{name}", block_device_mappings=mappings, launch_permissions=[],
+        attributes={"EnaSupport": True, "SriovNetSupport": "simple", "BootMode": "legacy-bios",
+                    "SourceInstanceId": instance.id,
+                    **({"LoginUser": source.attributes.get("LoginUser")}
+                       if source is not None and (source.attributes or {}).get("LoginUser") else {})},
+        disk_path=None)
+    ctx.session.add(img)
+    ctx.session.flush()
+    if image_tags:
+        set_tags(ctx, img.id, image_tags)
+    return {"ImageId": img.id}
+
+
+@action("CopyImage")
+def copy_image(ctx: Context, p: dict) -> dict:
+    """Called in the destination region: a copy of an EBS-backed image of SourceRegion that the
+    caller may launch, its snapshots copied by CopySnapshot's machinery; 'pending' until they
+    complete. An image registered from a host file has no snapshots to copy (not supported)."""
+    from .catalogue import REGIONS
+    from .errors import Unsupported
+    from .snapshots import copy_of
+
+    region = p["SourceRegion"]
+    if region not in REGIONS:
+        raise InvalidParameterValue.region(region)
+    _check_id(p["SourceImageId"])
+    source = ctx.session.get(Image, p["SourceImageId"])
+    if source is None or source.region != region or not (
+            source.public or source.account_id == ctx.account_id or _shared_with(source, ctx.account_id)):
+        raise InvalidAMIIDNotFound(p["SourceImageId"])
+    if source.image_type != "machine":
+        raise InvalidParameterValue(f"Image {source.id} is a {source.image_type} image: only machine images "
+                                    f"can be copied.")
+    if source.state != "available":
+        raise InvalidAMIIDUnavailable(source.id, source.state)
+    _new_name(ctx, p["Name"])
+    if not _ebs_values(source, "SnapshotId"):
+        raise Unsupported(f"Image {source.id} has no snapshots (it was registered from a file or an S3 "
+                          f"manifest): copying it is not supported by this emulator yet.")
+    token = p.get("ClientToken")
+    if token:
+        prior = ctx.session.scalars(select(Image).where(Image.account_id == ctx.account_id,
+                                                        Image.region == ctx.region)).all()
+        for img in prior:
+            if (img.attributes or {}).get("CopyClientToken") == token:
+                return {"ImageId": img.id}
+    image_id = new_id("ami")
+    mappings = []
+    for m in source.block_device_mappings or []:
+        ebs = m.get("Ebs")
+        if not ebs or not ebs.get("SnapshotId"):
+            mappings.append(dict(m))
+            continue
+        snap = ctx.session.get(Snapshot, ebs["SnapshotId"])
+        if snap is None:
+            raise InvalidAMIIDUnavailable(source.id, "its snapshot is gone")
+        copy = copy_of(ctx, snap, f"Copied for DestinationAmi {image_id} from SourceAmi {source.id} for "
+                                  f"SourceSnapshot {snap.id}", p.get("Encrypted"), p.get("KmsKeyId"), [])
+        mappings.append({"DeviceName": m["DeviceName"], "Ebs": {
+            **{k: v for k, v in ebs.items() if k != "KmsKeyId"}, "SnapshotId": copy.id,
+            "Encrypted": copy.encrypted, **({"KmsKeyId": copy.kms_key_id} if copy.encrypted else {})}})
+    kernel = source.kernel_id and public_kernel_in(source.kernel_id, region, ctx.region)
+    ramdisk = source.ramdisk_id and public_kernel_in(source.ramdisk_id, region, ctx.region)
+    img = Image(
+        id=image_id, account_id=ctx.account_id, region=ctx.region, name=p["Name"],
+        description=p.get("Description") if p.get("Description") is not None else source.description,
+        image_type="machine", state="pending", architecture=source.architecture, public=False, owner_alias=None,
+        kernel_id=kernel or None, ramdisk_id=ramdisk or None, root_device_type="ebs",
+        root_device_name=source.root_device_name, virtualization_type=source.virtualization_type,
+        platform_details=source.platform_details, image_location=f"{ctx.account_id}/{p['Name']}",
+        block_device_mappings=mappings, launch_permissions=[],
+        attributes={k: v for k, v in {**(source.attributes or {}), "SourceImageId": source.id,
+                                      "SourceImageRegion": region,
+                                      "CopyClientToken": token}.items()
+                    if v is not None and k not in ("LastLaunchedTime", "StateReason", "SourceInstanceId")},
+        disk_path=None)
+    ctx.session.add(img)
+    ctx.session.flush()
+    return {"ImageId": img.id}
+
+
+def public_kernel_in(image_id: str, from_region: str, to_region: str) -> str | None:
+    """The same public kernel or ramdisk image in another region (public ids differ per region),
+    None for any other image (a copied AMI then boots the default kernel, see instances._spec)."""
+    for spec in PUBLIC_IMAGES:
+        if spec.image_type != "machine" and public_image_id(from_region, spec.name) == image_id:
+            return public_image_id(to_region, spec.name)
+    return None
 
 
 # ------------------------------------------------------------------------------ DeregisterImage

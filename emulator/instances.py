@@ -15,12 +15,14 @@ import json
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from hypervisor import HostEvent, InstanceSpec
+from hypervisor import DiskSpec, HostEvent, InstanceSpec
+from hypervisor.host import crash_point
 
-from . import attachments, dhcp_options, firewall, images, keypairs, security_groups, vpcs
+from . import (attachments, block_devices, dhcp_options, ebs_encryption, firewall, images, keypairs,
+               security_groups, vpcs)
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
 from .dns import private_dns_domain, private_dns_name, public_dns_domain, public_dns_name
 from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceCreditSpecificationNotSupported,
@@ -28,10 +30,11 @@ from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, Instan
                      InsufficientAddressCapacity, InsufficientFreeAddressesInSubnet, InvalidAKIIDNotFound,
                      InvalidARIIDNotFound, InvalidInstanceIDMalformed, InvalidInstanceIDNotFound,
                      InvalidIPAddressInUse, InvalidParameterCombination, InvalidParameterValue,
-                     InvalidUserDataMalformed, MissingParameter, OperationNotPermitted, Unsupported)
+                     InvalidUserDataMalformed, MissingParameter, OperationNotPermitted, Unsupported,
+                     UnsupportedOperation)
 from .ids import new_id, well_formed
 from .host_tasks import enqueue, unfinished_resources
-from .models import Instance, Subnet, Tag, Vpc, utcnow
+from .models import Instance, Subnet, Tag, Volume, VolumeAttachment, Vpc, utcnow
 from .models import InstanceState as S
 from .times import aware
 from .query import Resource, Selector, describe
@@ -265,14 +268,32 @@ def _digest(p: dict) -> str:
 
 
 def _spec(ctx: Context, row: Instance) -> InstanceSpec:
+    """What the host needs to bring the instance up. Its disks are its attached volumes (keys
+    opened here, on the host's side: never stored or put in a task), the root one named: an
+    instance without a root volume (instance-store-backed, or launched before roots were volumes)
+    has its root as an overlay on its image's file. An image with no kernel of its own (one
+    registered from a snapshot) boots the default kernel and ramdisk: guests here boot by direct
+    kernel boot, and no image has a boot loader."""
     vcpus, memory = vcpus_and_memory(row.instance_type)
     image = images.image_by_id(ctx, row.image_id, any_owner=True)
-    kernel = images.image_by_id(ctx, row.kernel_id, any_owner=True) if row.kernel_id else None
-    ramdisk = images.image_by_id(ctx, row.ramdisk_id, any_owner=True) if row.ramdisk_id else None
+    kernel_id = row.kernel_id or images.public_image_id(row.region, images.KERNEL_NAME)
+    ramdisk_id = row.ramdisk_id or (None if row.kernel_id else images.public_image_id(row.region, images.RAMDISK_NAME))
+    kernel = images.image_by_id(ctx, kernel_id, any_owner=True)
+    ramdisk = images.image_by_id(ctx, ramdisk_id, any_owner=True) if ramdisk_id else None
     subnets = ctx.session.execute(select(Subnet.id, Subnet.cidr_block).where(
         Subnet.vpc_id == row.vpc_id).order_by(Subnet.id)).all()
+    attached = [a for a in attachments.of_instance(ctx.session, row.id) if a.state != "detaching"]
+    volumes = {v.id: v for v in ctx.session.scalars(select(Volume).where(
+        Volume.id.in_([a.volume_id for a in attached])))}
+    disks = [DiskSpec(a.volume_id, a.device, ebs_encryption.passphrase(
+        ctx.config, volumes[a.volume_id].wrapped_key, a.volume_id)) for a in attached if a.volume_id in volumes]
+    root = next((a.volume_id for a in attached if a.device == row.root_device_name), None) \
+        if row.root_device_type == "ebs" else None
+    store = [DiskSpec(m["VirtualName"], m["DeviceName"], size_gib=m["SizeGiB"])
+             for m in (row.attributes or {}).get("InstanceStore") or []]
     return InstanceSpec(instance_id=row.id, vcpus=vcpus, memory_mib=memory,
-                        image_path=images.disk_file(ctx.config, image),
+                        image_path=images.disk_file(ctx.config, image) if root is None else None,
+                        root_disk=root, disks=disks, instance_store=store,
                         kernel_path=images.disk_file(ctx.config, kernel),
                         ramdisk_path=images.disk_file(ctx.config, ramdisk),
                         mac_address=row.mac_address, vpc_id=row.vpc_id, subnet_id=row.subnet_id,
@@ -375,6 +396,8 @@ def run_instances(ctx: Context, p: dict) -> dict:
     _validate_user_data(p.get("UserData"))
     refuse_other_tag_types(p.get("TagSpecifications"), {"instance", "volume", "network-interface"})
     tags = tag_specifications(p.get("TagSpecifications"), "instance")
+    volume_tags = tag_specifications(p.get("TagSpecifications"), "volume")
+    disks = block_devices.plan(ctx, image, instance_type, p.get("BlockDeviceMappings"))
     subnet, group_ids, group_names, wanted_ip, public = _network(ctx, p)
     groups = security_groups.resolve_groups(ctx, subnet.vpc_id, group_ids, group_names, subnet_id=subnet.id)
     if wanted_ip and max_count > 1:
@@ -422,12 +445,16 @@ def run_instances(ctx: Context, p: dict) -> dict:
         ctx.session.add(row)
         rows.append(row)
     ctx.session.flush()
+    made = {}
     for row in rows:
         if tags:
             set_tags(ctx, row.id, tags)
+        made[row.id] = block_devices.create(ctx, row, disks)
+        for volume_id in made[row.id] if volume_tags else ():
+            set_tags(ctx, volume_id, volume_tags)
     firewall.changed(ctx, subnet.vpc_id)  # before the starts: each port is plugged already filtered
-    for row in rows:
-        ctx.host_task("instance.start", row.id, row.availability_zone)
+    for row in rows:  # its first start makes its volumes' disks
+        ctx.host_task("instance.start", row.id, row.availability_zone, disks=made[row.id])
     ctx.session.flush()  # the describe below reads tags on the connection, past the ORM
     return _reservations(ctx, rows)[0]
 
@@ -594,6 +621,9 @@ def _not_ending(rows: list[Instance], verb: str) -> list[Instance]:
 def stop_instances(ctx: Context, p: dict) -> dict:
     rows = _not_ending(get_instances(ctx, p["InstanceIds"]), "stopped")
     for row in rows:
+        if row.root_device_type != "ebs":
+            raise UnsupportedOperation(f"The instance '{row.id}' does not have an 'ebs' root device type and "
+                                       f"cannot be stopped.")
         if (row.attributes or {}).get("DisableApiStop") and row.state in ("pending", "running"):
             raise OperationNotPermitted(row.id, "stopped", "disableApiStop")
     now = utcnow()
@@ -649,7 +679,8 @@ def apply_hypervisor_event(session: Session, instance_id: str, state: str) -> bo
             row.state_transition_reason = f"User initiated ({_gmt(now)})"
             row.state_reason_code = "Client.InstanceInitiatedShutdown"
             row.state_reason_message = "Client.InstanceInitiatedShutdown: Instance initiated shutdown"
-            if (row.attributes or {}).get("InstanceInitiatedShutdownBehavior", "stop") == "terminate":
+            if (row.attributes or {}).get("InstanceInitiatedShutdownBehavior", "stop") == "terminate" \
+                    or row.root_device_type != "ebs":  # an instance-store instance cannot be stopped
                 row.state = S.SHUTTING_DOWN
                 enqueue(session, "instance.terminate", row.id, row.availability_zone)
                 return True
@@ -697,12 +728,36 @@ def _still(session: Session, instance_id: str, state: S) -> Instance | None:
 
 
 @host_action("instance.start")
-def start_on_host(host: Host, instance_id: str) -> None:
+def start_on_host(host: Host, instance_id: str, disks: list[str] | None = None) -> None:
+    """Boot (or start again) the instance. A launch's task names the volumes made with it: their
+    disks are made first (idempotently: a crash anywhere here runs it all again), then the guest
+    is defined with them, then their attachments are 'attached'."""
+    from .volumes import make_disk
+
+    with host.Session() as session:
+        row = _still(session, instance_id, S.PENDING)
+        if row is None:
+            return
+        image = images.image_by_id(host.context(session, row.account_id, row.region), row.image_id, any_owner=True)
+        image_path = images.disk_file(host.config, image)
+        root_device = row.root_device_name
+        roots = set(session.scalars(select(VolumeAttachment.volume_id).where(
+            VolumeAttachment.instance_id == instance_id, VolumeAttachment.device == root_device)))
+    for volume_id in disks or ():
+        make_disk(host, volume_id, image_path=image_path if volume_id in roots else None)
+    crash_point(host.config, "instance.start:after-disks")
     with host.Session() as session:
         row = _still(session, instance_id, S.PENDING)
         spec = _host_spec(host, session, row) if row is not None else None
-    if spec is not None:
-        host.driver.start(spec)
+    if spec is None:
+        return
+    host.driver.start(spec)
+    if disks:
+        with host.Session() as session:
+            session.execute(update(VolumeAttachment).where(
+                VolumeAttachment.instance_id == instance_id, VolumeAttachment.volume_id.in_(disks),
+                VolumeAttachment.state == "attaching").values(state="attached"))
+            session.commit()
 
 
 @host_action_failed("instance.start")
@@ -845,6 +900,8 @@ def modify_instance_attribute(ctx: Context, p: dict) -> None:
             changes[attr] = p[member].get("Value")
     if p.get("Groups") is not None:
         changes["groupSet"] = p["Groups"]
+    if p.get("BlockDeviceMappings") is not None:
+        changes["blockDeviceMapping"] = p["BlockDeviceMappings"]
     if not changes:
         raise MissingParameter.no_attributes()
     if len(changes) > 1:
@@ -887,10 +944,29 @@ def modify_instance_attribute(ctx: Context, p: dict) -> None:
         attrs[attr[0].upper() + attr[1:]] = flag(value)
     elif attr == "sriovNetSupport":
         pass  # always 'simple' here
+    elif attr == "blockDeviceMapping":
+        _delete_on_termination(ctx, row, value)
     else:
         raise InvalidParameterValue.value(attr, "attribute")
     row.attributes = attrs
     return None
+
+
+def _delete_on_termination(ctx: Context, row: Instance, mappings: list[dict]) -> None:
+    """ModifyInstanceAttribute blockDeviceMapping: what changes is each attached volume's
+    DeleteOnTermination, found by device name (and volume id, if given)."""
+    attached = {a.device: a for a in attachments.of_instance(ctx.session, row.id)}
+    for m in mappings:
+        device = m.get("DeviceName")
+        if not device:
+            raise MissingParameter("BlockDeviceMapping.DeviceName")
+        a = attached.get(device)
+        ebs = m.get("Ebs") or {}
+        if a is None or (ebs.get("VolumeId") and ebs["VolumeId"] != a.volume_id):
+            raise InvalidParameterValue(f"No device is attached at {device} on instance {row.id}"
+                                        + (f" with volume {ebs['VolumeId']}" if ebs.get("VolumeId") else ""))
+        if ebs.get("DeleteOnTermination") is not None:
+            a.delete_on_termination = bool(ebs["DeleteOnTermination"])
 
 
 @action("ResetInstanceAttribute")

@@ -258,6 +258,9 @@ class Snapshot(Owned, Base):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # CopySnapshot: the source, read by the copy's host task (it may be in another region).
     source_snapshot_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # A snapshot whose data is a host file rather than a frozen disk layer: the public images'
+    # root snapshots are their image files (volumes are cloned from the file, never written).
+    disk_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     create_volume_permissions: Mapped[list] = mapped_column(JSON, default=list)
 
 

@@ -24,6 +24,7 @@ from hypervisor.host import crash_point
 
 from . import ebs_encryption as crypto
 from . import instances, volumes
+from .images import snapshot_file, snapshots_settled
 from .catalogue import REGIONS
 from .errors import (IncorrectState, InvalidParameterCombination, InvalidParameterValue, InvalidSnapshotIDMalformed,
                      InvalidSnapshotInUse, InvalidSnapshotNotFound, InvalidUserIDMalformed, MissingParameter)
@@ -110,7 +111,7 @@ def _check_description(description: str | None) -> str:
     return description or ""
 
 
-def _snapshot_of(ctx: Context, volume, description: str, tags: list[dict]) -> Snapshot:
+def snapshot_of(ctx: Context, volume, description: str, tags: list[dict]) -> Snapshot:
     """A pending snapshot of the volume (which must exist on the host: available or in-use)."""
     if volume.state not in ("available", "in-use"):
         raise IncorrectState.volume(volume.id, volume.state)
@@ -134,7 +135,7 @@ def create_snapshot(ctx: Context, p: dict) -> dict:
     tags = tag_specifications(p.get("TagSpecifications"), "snapshot")
     description = _check_description(p.get("Description"))
     volume = volumes.get_volume(ctx, p["VolumeId"])
-    s = _snapshot_of(ctx, volume, description, tags)
+    s = snapshot_of(ctx, volume, description, tags)
     return _snapshot_out(s, {t["Key"]: t.get("Value") or "" for t in tags})
 
 
@@ -166,7 +167,7 @@ def create_snapshots(ctx: Context, p: dict) -> dict:
         if copy_tags:
             own = [{"Key": k, "Value": v} for k, v in tags_for(ctx, [volume.id]).get(volume.id, {}).items()
                    if not any(t["Key"] == k for t in tags)] + own
-        s = _snapshot_of(ctx, volume, description, own)
+        s = snapshot_of(ctx, volume, description, own)
         out.append(_info(s, {t["Key"]: t.get("Value") or "" for t in own}))
     return {"Snapshots": out}
 
@@ -234,8 +235,16 @@ def copy_snapshot(ctx: Context, p: dict) -> dict:
     source = restorable(ctx, p["SourceSnapshotId"], source_region)
     description = _check_description(p.get("Description") if p.get("Description") is not None
                                       else f"[Copied {source.id} from {source_region}]")
-    encrypted, kms = crypto.encryption(ctx, p.get("Encrypted"), p.get("KmsKeyId"), inherited=source.encrypted)
-    if source.encrypted and not p.get("KmsKeyId") and source.account_id == ctx.account_id \
+    s = copy_of(ctx, source, description, p.get("Encrypted"), p.get("KmsKeyId"), tags)
+    return {"SnapshotId": s.id, "Tags": tag_list({t["Key"]: t.get("Value") or "" for t in tags})}
+
+
+def copy_of(ctx: Context, source: Snapshot, description: str, encrypted: bool | None, kms_key_id: str | None,
+            tags: list[dict]) -> Snapshot:
+    """A pending copy of `source` (any region) owned by the caller in its region, made by the
+    snapshot.copy host task: CopySnapshot's, and CopyImage's for each snapshot of the image."""
+    encrypted, kms = crypto.encryption(ctx, encrypted, kms_key_id, inherited=source.encrypted)
+    if source.encrypted and not kms_key_id and source.account_id == ctx.account_id \
             and source.region == ctx.region:
         kms = source.kms_key_id
     snapshot_id = new_id("snap")
@@ -246,13 +255,14 @@ def copy_snapshot(ctx: Context, p: dict) -> dict:
     s = Snapshot(id=snapshot_id, account_id=ctx.account_id, region=ctx.region, volume_id=COPY_VOLUME_ID,
                  volume_size=source.volume_size, zone=source.zone, state="pending", progress="0%",
                  description=description, encrypted=encrypted, kms_key_id=kms, wrapped_key=wrapped,
-                 source_snapshot_id=source.id, create_volume_permissions=[], created_at=utcnow())
+                 source_snapshot_id=source.id, create_volume_permissions=[], created_at=utcnow(),
+                 disk_path=snapshot_file(ctx.config, source))  # a file-backed one's copy shares the file
     ctx.session.add(s)
     ctx.session.flush()
     if tags:
         set_tags(ctx, s.id, tags)
     ctx.host_task("snapshot.copy", s.id, s.zone, source_encrypted=source.encrypted)
-    return {"SnapshotId": s.id, "Tags": tag_list({t["Key"]: t.get("Value") or "" for t in tags})}
+    return s
 
 
 # -------------------------------------------------------------------------------- attributes
@@ -371,6 +381,7 @@ def _complete(host: Host, snapshot_id: str, stored: int) -> None:
     with host.Session() as session:
         session.execute(update(Snapshot).where(Snapshot.id == snapshot_id, Snapshot.state == "pending")
                         .values(state="completed", progress="100%", stored_bytes=stored, completed_at=utcnow()))
+        snapshots_settled(session, snapshot_id)  # an image made of it may be available now
         session.commit()
 
 
@@ -400,6 +411,9 @@ def copy_on_host(host: Host, snapshot_id: str, source_encrypted: bool = False) -
     if found is None:
         return
     s, key = found
+    if s.disk_path:  # a copy of a public image's root: the same (never written) file
+        _complete(host, snapshot_id, 0)
+        return
     # An encrypted source: the copy has its data key (opened and re-encrypted with it); a plain
     # source copied encrypted: the copy's own new key.
     stored = host.driver.copy_snapshot(s.source_snapshot_id, snapshot_id, key if source_encrypted else None, key)
@@ -411,6 +425,7 @@ def _failed(host: Host, snapshot_id: str, error: str) -> None:
     with host.Session() as session:
         session.execute(update(Snapshot).where(Snapshot.id == snapshot_id, Snapshot.state == "pending")
                         .values(state="error", state_message=error[:255]))
+        snapshots_settled(session, snapshot_id)
         session.commit()
 
 

@@ -31,7 +31,7 @@ from .errors import (AttachmentLimitExceeded, IdempotentParameterMismatch, Incor
                      InvalidParameterValue, InvalidVolumeIDMalformed, InvalidVolumeModificationNotFound,
                      InvalidVolumeNotFound, InvalidVolumeZoneMismatch, MissingParameter, Unsupported, VolumeInUse)
 from .ids import new_id, well_formed
-from .models import Volume, VolumeAttachment, utcnow
+from .models import Snapshot, Volume, VolumeAttachment, utcnow
 from .query import Resource, Selector, describe
 from .registry import Context, Host, action, host_action, host_action_failed
 from .tags import delete_all_tags, refuse_other_tag_types, set_tags, tag_list, tag_specifications
@@ -231,26 +231,40 @@ def create_volume(ctx: Context, p: dict) -> dict:
     refuse_other_tag_types(p.get("TagSpecifications"), {"volume"})
     tags = tag_specifications(p.get("TagSpecifications"), "volume")
     zone = _zone(ctx, p)
-    volume_type = p.get("VolumeType") or DEFAULT_TYPE
+    snapshot = snapshots.restorable(ctx, p["SnapshotId"]) if p.get("SnapshotId") else None
+    if p.get("Size") is None and snapshot is None:
+        raise MissingParameter("size")
+    v = new_volume(ctx, zone, size=p.get("Size"), volume_type=p.get("VolumeType"), iops=p.get("Iops"),
+                   throughput=p.get("Throughput"), multi_attach=bool(p.get("MultiAttachEnabled")),
+                   encrypted=p.get("Encrypted"), kms_key_id=p.get("KmsKeyId"), snapshot=snapshot,
+                   attributes={"AutoEnableIO": False, **({"RequestDigest": _digest(p)} if token else {})},
+                   client_token=token)
+    if tags:
+        set_tags(ctx, v.id, tags)
+    ctx.host_task("volume.create", v.id, zone,
+                  source_encrypted=bool(snapshot is not None and snapshot.encrypted))
+    return _volume_out(v, [], {t["Key"]: t.get("Value") or "" for t in tags})
+
+
+def new_volume(ctx: Context, zone: str, *, size: int | None, volume_type: str | None, iops: int | None,
+               throughput: int | None, encrypted: bool | None, kms_key_id: str | None, snapshot=None,
+               multi_attach: bool = False, state: str = "creating", attributes: dict | None = None,
+               client_token: str | None = None) -> Volume:
+    """A new volume's row (added and flushed), checked by AWS's rules for its type, size,
+    performance and encryption: CreateVolume's, and RunInstances' for a launch's volumes (which
+    makes the disk itself, so those start 'in-use'). size None: the snapshot's."""
+    volume_type = volume_type or DEFAULT_TYPE
     _rules(volume_type)
-    snapshot = None
-    if p.get("SnapshotId"):
-        snapshot = snapshots.restorable(ctx, p["SnapshotId"])
-    size = p.get("Size")
-    if size is None:
-        if snapshot is None:
-            raise MissingParameter("size")
-        size = snapshot.volume_size
+    size = snapshot.volume_size if size is None else size
     check_size(volume_type, size)
     if snapshot is not None and size < snapshot.volume_size:
         raise InvalidParameterValue(f"Volume of {size}GiB is too small; minimum is {snapshot.volume_size}GiB.")
-    iops, throughput = performance(volume_type, size, p.get("Iops"), p.get("Throughput"))
-    multi = bool(p.get("MultiAttachEnabled"))
-    if multi and not _rules(volume_type).multi_attach:
+    iops, throughput = performance(volume_type, size, iops, throughput)
+    if multi_attach and not _rules(volume_type).multi_attach:
         raise InvalidParameterCombination("Multi-Attach is supported only for io1 and io2 volumes.")
-    encrypted, kms = crypto.encryption(ctx, p.get("Encrypted"), p.get("KmsKeyId"),
+    encrypted, kms = crypto.encryption(ctx, encrypted, kms_key_id,
                                        inherited=snapshot is not None and snapshot.encrypted)
-    if snapshot is not None and snapshot.encrypted and not p.get("KmsKeyId"):
+    if snapshot is not None and snapshot.encrypted and not kms_key_id:
         kms = snapshot.kms_key_id  # a volume from an encrypted snapshot keeps its key unless told
     volume_id = new_id("vol")
     wrapped = None
@@ -261,18 +275,14 @@ def create_volume(ctx: Context, p: dict) -> dict:
         wrapped = (crypto.rewrap(ctx.config, snapshot.wrapped_key, snapshot.id, volume_id)
                    if snapshot is not None and snapshot.encrypted else crypto.new_wrapped_key(ctx.config, volume_id))
     v = Volume(id=volume_id, account_id=ctx.account_id, region=ctx.region, availability_zone=zone,
-               size=size, volume_type=volume_type, iops=iops, throughput=throughput, multi_attach=multi,
+               size=size, volume_type=volume_type, iops=iops, throughput=throughput, multi_attach=multi_attach,
                encrypted=encrypted, kms_key_id=kms, wrapped_key=wrapped,
-               snapshot_id=snapshot.id if snapshot is not None else None, state="creating",
-               attributes={"AutoEnableIO": False, **({"RequestDigest": _digest(p)} if token else {})},
-               client_token=token, created_at=utcnow())
+               snapshot_id=snapshot.id if snapshot is not None else None, state=state,
+               attributes=attributes if attributes is not None else {"AutoEnableIO": False},
+               client_token=client_token, created_at=utcnow())
     ctx.session.add(v)
     ctx.session.flush()
-    if tags:
-        set_tags(ctx, v.id, tags)
-    ctx.host_task("volume.create", v.id, zone,
-                  source_encrypted=bool(snapshot is not None and snapshot.encrypted))
-    return _volume_out(v, [], {t["Key"]: t.get("Value") or "" for t in tags})
+    return v
 
 
 def _tags(ctx: Context, resource_id: str) -> dict:
@@ -413,6 +423,10 @@ def detach_volume(ctx: Context, p: dict) -> dict:
         a = current[0]
     if device and a.device != device:
         raise InvalidAttachmentNotFound.not_as_device(volume.id, a.instance_id, device)
+    owner = instances.get_instance(ctx, a.instance_id)
+    if a.device == owner.root_device_name and owner.state not in ("stopped", "terminated"):
+        # a guest's root file system cannot be pulled from under it (once stopped, it may go)
+        raise IncorrectState(f"Unable to detach root volume '{volume.id}' from instance '{owner.id}'")
     force = bool(p.get("Force"))
     if a.state != "detaching" or force:  # again while detaching: only Force asks anything new
         a.state = "detaching"
@@ -597,18 +611,37 @@ def _key(host: Host, v: Volume) -> bytes | None:
     return crypto.passphrase(host.config, v.wrapped_key, v.id)
 
 
+def make_disk(host: Host, volume_id: str, source_encrypted: bool = False, image_path: str | None = None) -> None:
+    """Have the host make a volume's disk, unless it exists (the driver's calls are idempotent):
+    blank, or a copy-on-write clone of its snapshot (of the host file behind a snapshot that is
+    one, e.g. a public image's root) or of `image_path` (the root of an image with no snapshot, a
+    disk registered from a file). source_encrypted: the snapshot is encrypted (told by the task:
+    its row may be gone by now; its data stays on the host until the tasks before its delete ran)."""
+    from .images import snapshot_file
+
+    with host.Session() as session:
+        v = session.get(Volume, volume_id)
+        if v is None:
+            return
+        size, snapshot_id, key = v.size, v.snapshot_id, _key(host, v)
+        snapshot = session.get(Snapshot, snapshot_id) if snapshot_id else None
+        path = snapshot_file(host.config, snapshot) if snapshot is not None else image_path
+    if path:
+        host.driver.clone_disk(volume_id, size, image_path=path, key=key)
+    elif snapshot_id:
+        host.driver.clone_disk(volume_id, size, snapshot_id=snapshot_id, key=key,
+                               source_key=key if source_encrypted else None)
+    else:
+        host.driver.create_disk(volume_id, size, key)
+
+
 @host_action("volume.create")
 def create_on_host(host: Host, volume_id: str, source_encrypted: bool = False) -> None:
     with host.Session() as session:
         v = session.get(Volume, volume_id)
         if v is None or v.state != "creating":
             return  # deleted before its disk was made (its delete task follows), or done already
-        size, snapshot_id, key = v.size, v.snapshot_id, _key(host, v)
-    if snapshot_id:
-        host.driver.clone_disk(volume_id, size, snapshot_id=snapshot_id, key=key,
-                               source_key=key if source_encrypted else None)
-    else:
-        host.driver.create_disk(volume_id, size, key)
+    make_disk(host, volume_id, source_encrypted)
     crash_point(host.config, "volume.create:after-driver")
     with host.Session() as session:
         session.execute(update(Volume).where(Volume.id == volume_id, Volume.state == "creating")

@@ -45,13 +45,35 @@ class HostEvent(str, Enum):
 Listener = Callable[[str, str], None]  # (instance id, HostEvent)
 
 
+@dataclass(frozen=True)
+class DiskSpec:
+    """A disk an instance is defined with. For a volume, `disk_id` names a disk made by
+    create_disk/clone_disk and `key` opens it if it is encrypted; for an instance-store disk,
+    `disk_id` is its name ('ephemeral0') and `size_gib` its size. `device` is the name the user
+    gave (/dev/sdf, /dev/xvdb...): its letter picks the PCI slot, as attach_disk's does."""
+    disk_id: str
+    device: str
+    key: bytes | None = None
+    size_gib: int = 0
+
+
 @dataclass
 class InstanceSpec:
-    """Everything a driver needs to bring up one instance. The emulator computes every name."""
+    """Everything a driver needs to bring up one instance. The emulator computes every name.
+
+    The root disk is either a volume (EBS-backed: `root_disk` names one of `disks`, which the
+    guest boots from as its first disk, device letter 'a', whatever its device name) or, for an
+    instance-store-backed instance (root_disk None), an overlay on `image_path` that the driver
+    makes and owns. `disks`: the volumes (root included) the guest is defined with when it is
+    defined (those attached later come by attach_disk); each must exist by then. `instance_store`:
+    blank local disks (DiskSpec with size_gib), made by start and gone with terminate."""
     instance_id: str
     vcpus: int
     memory_mib: int
     image_path: str | None = None
+    root_disk: str | None = None
+    disks: list[DiskSpec] = field(default_factory=list)
+    instance_store: list[DiskSpec] = field(default_factory=list)
     kernel_path: str | None = None
     ramdisk_path: str | None = None
     mac_address: str = ""
@@ -140,11 +162,13 @@ class Driver:
     # ------------------------------------------------------------------------- lifecycle
 
     def start(self, spec: InstanceSpec) -> None:
-        """Bring the instance up: create its root disk if missing (an overlay on spec.image_path),
-        ensure its VPC's network (even one that is not there yet, or was removed meanwhile), plug
-        its interface (DHCP lease with spec.hostname, anti-spoofing), map spec.public_ip if any,
-        define the guest if missing and power it on. RUNNING is reported once it runs (at once if
-        it already did). A failure raises: the caller tries again (every step is idempotent) and
+        """Bring the instance up: create its root disk if missing (an overlay on spec.image_path
+        when it has no root volume; a root volume is never made here, LookupError if it is
+        missing) and its instance-store disks, ensure its VPC's network (even one that is not
+        there yet, or was removed meanwhile), plug its interface (DHCP lease with spec.hostname,
+        anti-spoofing), map spec.public_ip if any, define the guest if missing (with spec.disks in
+        their slots, the root volume first) and power it on. RUNNING is reported once it runs (at
+        once if it already did). A failure raises: the caller tries again (every step is idempotent) and
         after its last try records the failure as the launch's. Also starts a stopped instance
         (its disk and domain are kept)."""
         raise NotImplementedError
@@ -164,9 +188,10 @@ class Driver:
     def terminate(self, instance_id: str) -> None:
         """Destroy the guest and everything the host holds for it, synchronously in the calling
         thread: power off, undefine, unplug its interface and public mappings, remove its root
-        disk and files, remove its VPC's network if no other port is plugged there; then report
-        TERMINATED. Attached volumes are detached first and kept (deleting them is the emulator's
-        call, by delete_disk). Calling it for an unknown instance just reports TERMINATED."""
+        disk (the instance-store one) and files (instance-store disks), remove its VPC's network
+        if no other port is plugged there; then report TERMINATED. Volumes, the root volume
+        included, are detached and kept (deleting them is the emulator's call, by delete_disk).
+        Calling it for an unknown instance just reports TERMINATED."""
         raise NotImplementedError
 
     def state(self, instance_id: str) -> str | None:

@@ -12,7 +12,7 @@ hex digits, no dash: virtio-blk serials are 20 bytes, and a 21-byte `vol-...` ar
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element, SubElement, fromstring, tostring
 
 from .imagebuild import KERNEL_CMDLINE
@@ -33,13 +33,14 @@ class DomainSpec:
     memory_mib: int
     vcpus: int
     instance_type: str
-    root_disk: str
+    root_disk: str | None        # an instance-store root's file (letter 'a'); None: the root is in `disks`
     bridge: str                  # root-namespace bridge the NIC's tap joins
     mac: str
     console_log: str
     kernel: str | None = None
     initrd: str | None = None
     tb_cache_mib: int = 0        # TCG translation cache (domain type 'qemu' only)
+    disks: list[str] = field(default_factory=list)  # <disk> XML (disk()), a root volume first
 
 
 def domain(spec: DomainSpec) -> str:
@@ -72,7 +73,10 @@ def domain(spec: DomainSpec) -> str:
     _el(d, "on_crash", "destroy")
     _el(_el(d, "seclabel", type="static", model="dac", relabel="no"), "label", "+0:+0")
     devices = _el(d, "devices")
-    devices.append(disk_element(spec.root_disk, "vda", letter="a"))
+    if spec.root_disk:
+        devices.append(disk_element(spec.root_disk, "vda", letter="a"))
+    for xml in spec.disks:
+        devices.append(fromstring(xml))
     nic = _el(devices, "interface", type="bridge")
     _el(nic, "mac", address=spec.mac)
     _el(nic, "source", bridge=spec.bridge)

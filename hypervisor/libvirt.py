@@ -1,5 +1,6 @@
 """The libvirt driver: instances are libvirt/QEMU domains booted straight from the AMI's kernel
-and ramdisk, with a qcow2 overlay on the AMI's disk as root, plugged into their VPC's network
+and ramdisk, with a root volume (a disk of disks.py, like any volume) as root, or a qcow2 overlay
+on the AMI's disk for an instance-store-backed one, plugged into their VPC's network
 (network.py); volumes are qcow2 files (disks.py) hot-plugged with their id as virtio serial.
 
 Every method does its host work in the calling thread (the emulator's one host worker).
@@ -173,13 +174,31 @@ class LibvirtDriver(Driver):
     def _memory(self, spec: InstanceSpec) -> int:
         return max(self.config.min_memory_mib, int(spec.memory_mib * self.config.memory_scale))
 
-    def domain_xml(self, spec: InstanceSpec, root_disk: Path, bridge: str) -> str:
+    def domain_xml(self, spec: InstanceSpec, root_disk: Path | None, bridge: str) -> str:
         return domainxml.domain(domainxml.DomainSpec(
             name=spec.instance_id, uuid=smbios_uuid(spec.instance_id), domain_type=self.domain_type(spec.kernel_path),
             memory_mib=self._memory(spec), vcpus=max(1, min(spec.vcpus, self.config.max_vcpus)),
-            instance_type=spec.instance_type, root_disk=str(root_disk), bridge=bridge, mac=spec.mac_address,
-            console_log=str(self._dir(spec.instance_id) / "console.log"), kernel=spec.kernel_path,
-            initrd=spec.ramdisk_path, tb_cache_mib=self.config.tcg_tb_cache_mib))
+            instance_type=spec.instance_type, root_disk=str(root_disk) if root_disk else None, bridge=bridge,
+            mac=spec.mac_address, console_log=str(self._dir(spec.instance_id) / "console.log"),
+            kernel=spec.kernel_path, initrd=spec.ramdisk_path, tb_cache_mib=self.config.tcg_tb_cache_mib,
+            disks=self._defined_disks(spec)))
+
+    def _defined_disks(self, spec: InstanceSpec) -> list[str]:
+        """The <disk>s a new definition has besides an instance-store root: the root volume first
+        (target vda, letter 'a': the kernel mounts root=/dev/vda), the other volumes and the
+        instance-store disks in the slots of their device letters."""
+        out, targets = [], iter(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz")
+        for disk in sorted(spec.disks, key=lambda d: d.disk_id != spec.root_disk):
+            root = disk.disk_id == spec.root_disk
+            letter = "a" if root else domainxml.device_letter(disk.device)
+            out.append(self._disk_xml(disk.disk_id, "vda" if root else next(targets), letter, disk.key))
+        for disk in spec.instance_store:
+            out.append(domainxml.disk(str(self._store_path(spec.instance_id, disk)), next(targets), "",
+                                      letter=domainxml.device_letter(disk.device)))
+        return out
+
+    def _store_path(self, instance_id: str, disk) -> Path:
+        return self._dir(instance_id) / f"{disk.disk_id}.qcow2"
 
     # ---------------------------------------------------------------------------- lifecycle
 
@@ -187,13 +206,23 @@ class LibvirtDriver(Driver):
         """See Driver.start."""
         directory = self._dir(spec.instance_id)
         directory.mkdir(parents=True, exist_ok=True)
-        root = directory / "root.qcow2"
-        if not spec.image_path:
-            raise RuntimeError(f"{spec.instance_id} has no image disk")
-        if not root.exists() and self._domain(spec.instance_id) is not None:
-            log.warning("%s: its root disk %s was missing (deleted behind our back): a new one is made "
-                        "from its image; what the old one held is lost", spec.instance_id, root)
-        self.disks.overlay(root, spec.image_path)
+        root = None
+        if spec.root_disk is None:  # instance store: the root is an overlay on the image, ours
+            root = directory / "root.qcow2"
+            if not spec.image_path:
+                raise RuntimeError(f"{spec.instance_id} has no image disk")
+            if not root.exists() and self._domain(spec.instance_id) is not None:
+                log.warning("%s: its root disk %s was missing (deleted behind our back): a new one is made "
+                            "from its image; what the old one held is lost", spec.instance_id, root)
+            self.disks.overlay(root, spec.image_path)
+        else:
+            self.disks.layer(spec.root_disk)  # LookupError if the root volume is not there
+        for disk in spec.instance_store:  # blank, local: made once, gone with the instance
+            path = self._store_path(spec.instance_id, disk)
+            if not path.exists():
+                partial = path.with_name(path.name + ".partial")
+                run(["qemu-img", "create", "-q", "-f", "qcow2", str(partial), str(disk.size_gib * GIB)])
+                os.replace(partial, path)
         with self.network.locked():  # its VPC (re)made and the port plugged in one go
             self.ensure_vpc(spec.vpc())
             bridge = self.network.plug(spec.instance_id, spec.vpc_id, spec.subnet_id, spec.mac_address,

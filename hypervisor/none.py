@@ -113,8 +113,21 @@ class NoneDriver(Driver):
                 for other in self.host["vpcs"].values():  # one port per instance
                     other["ports"].pop(iid, None)
                 self._plug(spec)
+            for d in spec.disks:  # LookupError (nothing changed): a volume is never made here
+                self._disk(d.disk_id)
+            defining = iid not in self.host["guests"]
             guest = self.host["guests"].setdefault(iid, {"state": "stopped", "disks": []})
             guest["vpc_id"] = spec.vpc_id
+            if defining:  # the definition's disks: its volumes in their slots, its instance store
+                for d in spec.disks:
+                    disk = self._disk(d.disk_id)
+                    if disk["attached_to"] not in (None, iid):
+                        raise ValueError(f"{d.disk_id} is attached to {disk['attached_to']}")
+                    disk["attached_to"] = iid
+                    disk["letter"] = "a" if d.disk_id == spec.root_disk else device_letter(d.device)
+                guest["root_disk"] = spec.root_disk
+                guest["instance_store"] = {d.disk_id: {"size_gib": d.size_gib, "letter": device_letter(d.device)}
+                                           for d in spec.instance_store}
             self._save()
             if guest["state"] == "running":
                 self.report(iid, HostEvent.RUNNING)

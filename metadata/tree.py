@@ -94,7 +94,8 @@ def _iso(dt) -> str:
 def _block_devices(row, volume_devices: list[str]) -> dict:
     out = {"ami": row.root_device_name, "root": row.root_device_name}
     ebs = ephemeral = 0
-    mappings = [*(row.block_device_mappings or []), *({"DeviceName": d} for d in volume_devices)]
+    mappings = [*(row.block_device_mappings or []), *((getattr(row, "attributes", None) or {}).get("InstanceStore") or []),
+                *({"DeviceName": d} for d in volume_devices)]
     for m in mappings:
         dev = m.get("DeviceName") or ""
         if dev == row.root_device_name:

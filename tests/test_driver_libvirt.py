@@ -267,6 +267,9 @@ def tiny_guest(tmp_path_factory):
         "EC2EMU_IMAGE_DIR": images, "EC2EMU_NETWORK_PREFIX": prefix, "EC2EMU_CREDENTIALS": CREDENTIALS}).start()
     srv.prefix = prefix
     ec2 = srv.client()
+    # Security groups are enforced on the wire: open SSH for `ec2emu ssh` (from the VPC router).
+    ec2.authorize_security_group_ingress(GroupName="default", IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
     name = unique("key")
     pem = srv.state_dir / f"{name}.pem"
     pem.write_text(ec2.create_key_pair(KeyName=name)["KeyMaterial"])

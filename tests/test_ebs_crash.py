@@ -7,9 +7,8 @@ import sqlite3
 import pytest
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 
-from .helpers import fast_waiter, tiny_image
+from .helpers import eventually, fast_waiter, tiny_image
 from .server import Server
-from .helpers import eventually
 
 ZONE = "us-east-1a"
 DIED = (ConnectionClosedError, EndpointConnectionError, ReadTimeoutError)
@@ -63,7 +62,9 @@ def test_create_and_attach_survive_a_crash_at_every_step(srv):
     ec2 = srv.client()
     eventually(lambda: ec2.describe_volumes(VolumeIds=[vid])["Volumes"][0]["State"] == "available", "available")
     assert _tasks(srv, vid) == [("volume.create", "done")]
-    assert list(_host(srv)["disks"]) == [vid] and _host(srv)["disks"][vid]["encrypted"]
+    root = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["BlockDeviceMappings"][0]
+    assert sorted(_host(srv)["disks"]) == sorted([vid, root["Ebs"]["VolumeId"]])  # (the instance's root volume)
+    assert _host(srv)["disks"][vid]["encrypted"]
 
     # Attached on the host, the process dies before the attachment is recorded.
     _crash_then_restart(srv, "volume.attach:after-driver",
@@ -83,8 +84,8 @@ def test_create_and_attach_survive_a_crash_at_every_step(srv):
     # and the host holds no disk for it.
     _crash_then_restart(srv, "volume.delete:after-driver", lambda c: c.delete_volume(VolumeId=vid))
     ec2 = srv.client()
-    eventually(lambda: ec2.describe_volumes()["Volumes"] == [], "deleted")
-    assert _host(srv)["disks"] == {}
+    eventually(lambda: vid not in {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}, "deleted")
+    assert vid not in _host(srv)["disks"]
     assert [state for _kind, state in _tasks(srv, vid)] == ["done"] * 4
 
 
@@ -107,3 +108,27 @@ def test_a_crash_after_commit_or_mid_snapshot_loses_nothing(srv):
     assert snap["Progress"] == "100%"
     assert list(_host(srv)["snapshots"]) == [sid]
     assert _tasks(srv, sid) == [("snapshot.create", "done")]
+
+
+def test_a_launch_killed_after_its_disks_were_made_boots_from_them(srv):
+    """RunInstances with volumes: the first start makes the disks, then the process dies before
+    the guest is defined. The restart runs the start again: the same disks (made once), the
+    guest defined with them, the attachments 'attached'."""
+    ec2 = srv.client()
+    iid = _crash_then_restart(srv, "instance.start:after-disks", lambda c: c.run_instances(
+        ImageId=tiny_image(c), MinCount=1, MaxCount=1, Placement={"AvailabilityZone": ZONE},
+        BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 1, "Encrypted": True}}],
+    )["Instances"][0]["InstanceId"])
+    ec2 = srv.client()
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+    inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    volumes = {m["DeviceName"]: m["Ebs"] for m in inst["BlockDeviceMappings"]}
+    assert set(volumes) == {"/dev/xvda", "/dev/sdf"}
+    eventually(lambda: all(m["Ebs"]["Status"] == "attached" for m in ec2.describe_instances(
+        InstanceIds=[iid])["Reservations"][0]["Instances"][0]["BlockDeviceMappings"]), "attached")
+    host = _host(srv)
+    assert sorted(host["disks"]) == sorted(v["VolumeId"] for v in volumes.values())
+    assert {d["attached_to"] for d in host["disks"].values()} == {iid}
+    assert host["disks"][volumes["/dev/sdf"]["VolumeId"]]["encrypted"] is True
+    assert host["guests"][iid]["root_disk"] == volumes["/dev/xvda"]["VolumeId"]
+    assert _tasks(srv, iid) == [("instance.start", "done")]

@@ -133,21 +133,26 @@ def test_virtlogd_restarted(cloud, guest):
         fast_waiter(ec2, "instance_terminated")(InstanceIds=[iid])
 
 
-def test_overlay_deleted_while_stopped(cloud, guest):
-    """The root overlay vanished behind our back: the next start makes a new one from the image
-    (the guest boots), and says so in the server log."""
+def test_root_volume_deleted_while_stopped(cloud, guest):
+    """The root volume's disk vanished behind our back while the instance was stopped: its data
+    is gone, and a new root is never made up in its place: the start fails, with the cause in
+    the state reason, as a failed launch ends (the shared guest is not used: its own instance)."""
     ec2 = cloud.client()
-    iid = guest["id"]
-    _ssh(cloud, iid, guest["pem"], "echo before > /home/ec2-user/marker; sync")
+    iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1,
+                            KeyName=guest["key"])["Instances"][0]["InstanceId"]
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+    [root] = _instance(ec2, iid)["BlockDeviceMappings"]
     ec2.stop_instances(InstanceIds=[iid])
     fast_waiter(ec2, "instance_stopped")(InstanceIds=[iid])
-    root = cloud.state_dir / "instances" / iid / "root.qcow2"
-    assert root.exists()
-    root.unlink()
+    disk = cloud.state_dir / "volumes" / f"{root['Ebs']['VolumeId']}.qcow2"
+    assert disk.exists()
+    disk.unlink()
     ec2.start_instances(InstanceIds=[iid])
-    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
-    assert _ssh(cloud, iid, guest["pem"], "cat /home/ec2-user/marker 2>/dev/null; echo up").strip() == "up"
-    assert "root disk" in cloud.log.read_text() and root.exists()
+    inst = _eventually(lambda: (i := _instance(ec2, iid))["State"]["Name"] == "terminated" and i,
+                       60, "the failed start ends")
+    assert inst["StateReason"]["Code"] == "Server.InternalError"
+    assert root["Ebs"]["VolumeId"] in inst["StateReason"]["Message"], inst["StateReason"]
+    assert iid not in _domains()
 
 
 def test_server_killed_in_the_middle_of_a_terminate(cloud, guest):
@@ -212,18 +217,19 @@ def test_a_guest_that_ignores_acpi_is_forced_off_and_force_skips_the_shutdown(cl
 
 
 def test_disk_full_while_the_root_overlay_is_made(tmp_path):
-    """No room for the overlay: the launch ends as AWS reports a failed launch, with the real
+    """No room for the root volume's disk: the launch ends as AWS reports a failed launch, with the real
     cause in its state reason, and leaves nothing behind; with room again, launches work."""
     from .conftest import CREDENTIALS
     from .test_guests import IMAGE_CACHE
     instances = tmp_path / "state" / "instances"
-    instances.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(instances)], check=True)
+    layers = tmp_path / "state" / "layers"  # where the root volume's disk is made
+    layers.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(layers)], check=True)
     prefix = "full" + os.urandom(3).hex()
     srv = Server(tmp_path / "state", hypervisor="libvirt", extra_env={
         "EC2EMU_IMAGE_DIR": IMAGE_CACHE, "EC2EMU_NETWORK_PREFIX": prefix, "EC2EMU_CREDENTIALS": CREDENTIALS})
     try:
-        filler = instances / "filler"
+        filler = layers / "filler"
         subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
         srv.start()
         ec2 = srv.client()
@@ -241,7 +247,7 @@ def test_disk_full_while_the_root_overlay_is_made(tmp_path):
         fast_waiter(ec2, "instance_terminated")(InstanceIds=[iid])
     finally:
         srv.stop()
-        subprocess.run(["umount", "-l", str(instances)])
+        subprocess.run(["umount", "-l", str(layers)])
         from hypervisor.network import Network
         Network(tmp_path / "state" / "network", prefix=prefix).teardown_all()
 

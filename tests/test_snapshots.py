@@ -110,9 +110,12 @@ def test_create_snapshots_of_an_instance(ec2):
     ec2.create_tags(Resources=[a], Tags=[{"Key": "role", "Value": "data"}])
     attach(ec2, a, iid, "/dev/sdf")
     attach(ec2, b, iid, "/dev/sdg")
+    root = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["BlockDeviceMappings"][0]
+    assert root["DeviceName"] == "/dev/xvda"
     out = ec2.create_snapshots(InstanceSpecification={"InstanceId": iid, "ExcludeDataVolumeIds": [b]},
                                Description="set", CopyTagsFromSource="volume")["Snapshots"]
-    assert [s["VolumeId"] for s in out] == [a] and out[0]["Tags"] == [{"Key": "role", "Value": "data"}]
+    assert [s["VolumeId"] for s in out] == [root["Ebs"]["VolumeId"], a]  # the root volume too
+    assert out[1]["Tags"] == [{"Key": "role", "Value": "data"}]
     both = ec2.create_snapshots(InstanceSpecification={"InstanceId": iid, "ExcludeBootVolume": True})["Snapshots"]
     assert sorted(s["VolumeId"] for s in both) == sorted([a, b])
     for s in both:
