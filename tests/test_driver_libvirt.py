@@ -274,9 +274,6 @@ def tiny_guest(tmp_path_factory):
     pem = srv.state_dir / f"{name}.pem"
     pem.write_text(ec2.create_key_pair(KeyName=name)["KeyMaterial"])
     pem.chmod(0o600)
-    # Security groups are enforced: SSH from outside the group must be authorized, as on AWS.
-    ec2.authorize_security_group_ingress(GroupName="default", IpPermissions=[
-        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
     iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1, InstanceType="t2.micro",
                             KeyName=name)["Instances"][0]["InstanceId"]
     drv = LibvirtDriver(lambda *_: None, Config(state_dir=str(srv.state_dir), image_dir=images, domain_type="qemu",
