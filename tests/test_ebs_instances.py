@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from .helpers import expect_error, fast_waiter, tiny_image, unique
-from .test_volumes import ZONE, _eventually, new_volume, volume
+from .helpers import eventually, expect_error, fast_waiter, tiny_image, unique
+from .test_volumes import ZONE, new_volume, volume
 
 DEBIAN = "debian-12-cloudinit-*"
 
@@ -92,7 +92,7 @@ def test_an_instance_gets_a_root_volume_from_the_image_snapshot(server, ec2):
     # the root volume cannot be attached elsewhere or deleted while attached
     expect_error("VolumeInUse", ec2.delete_volume, VolumeId=ebs["VolumeId"])
     terminate(ec2, iid)
-    _eventually(lambda: gone(ec2, ebs["VolumeId"]), "root volume deleted (DeleteOnTermination)")
+    eventually(lambda: gone(ec2, ebs["VolumeId"]), "root volume deleted (DeleteOnTermination)")
     assert ebs["VolumeId"] not in host(server)["disks"]
 
 
@@ -124,8 +124,8 @@ def test_stop_start_keeps_the_root_volume_and_terminate_honours_delete_on_termin
     expect_error("InvalidParameterValue", ec2.modify_instance_attribute, InstanceId=iid,
                  BlockDeviceMappings=[{"DeviceName": "/dev/sdz", "Ebs": {"DeleteOnTermination": True}}])
     terminate(ec2, iid)
-    _eventually(lambda: gone(ec2, m["/dev/sdf"]["VolumeId"]) and gone(ec2, m["/dev/sdg"]["VolumeId"]), "deleted")
-    kept = _eventually(lambda: (v := volume(ec2, root))["State"] == "available" and v, "root kept")
+    eventually(lambda: gone(ec2, m["/dev/sdf"]["VolumeId"]) and gone(ec2, m["/dev/sdg"]["VolumeId"]), "deleted")
+    kept = eventually(lambda: (v := volume(ec2, root))["State"] == "available" and v, "root kept")
     assert kept["Attachments"] == [] and root in host(server)["disks"]  # positive control beside the deleted ones
     ec2.delete_volume(VolumeId=root)
 
@@ -172,7 +172,7 @@ def test_root_size_override_and_its_errors(ec2):
 def new_snapshot(ec2, size: int = 1) -> str:
     vid = new_volume(ec2, Size=size)
     sid = ec2.create_snapshot(VolumeId=vid)["SnapshotId"]
-    _eventually(lambda: ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]["State"] == "completed", "done")
+    eventually(lambda: ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]["State"] == "completed", "done")
     return sid
 
 
@@ -279,7 +279,7 @@ def test_create_image_snapshots_the_volumes_and_launches(server, ec2):
     image = ec2.create_image(InstanceId=iid, Name=unique("made"), Description="mine", TagSpecifications=[
         {"ResourceType": "image", "Tags": [{"Key": "k", "Value": "i"}]},
         {"ResourceType": "snapshot", "Tags": [{"Key": "k", "Value": "s"}]}])["ImageId"]
-    _eventually(lambda: image_state(ec2, image) == "available", "image available")
+    eventually(lambda: image_state(ec2, image) == "available", "image available")
     img = ec2.describe_images(ImageIds=[image])["Images"][0]
     assert img["SourceInstanceId"] == iid and img["RootDeviceType"] == "ebs" and img["RootDeviceName"] == "/dev/xvda"
     assert img["Tags"] == [{"Key": "k", "Value": "i"}] and img["KernelId"] == inst["KernelId"]
@@ -291,10 +291,10 @@ def test_create_image_snapshots_the_volumes_and_launches(server, ec2):
         assert snap["VolumeId"] == m[device]["VolumeId"] and snap["State"] == "completed"
         assert snap["Tags"] == [{"Key": "k", "Value": "s"}] and image in snap["Description"]
     # rebooted (not NoReboot): the pretend console counts a boot more
-    _eventually(lambda: host(server)["guests"][iid]["boots"] == boots + 1, "rebooted")
+    eventually(lambda: host(server)["guests"][iid]["boots"] == boots + 1, "rebooted")
     # NoReboot: no reboot
     second = ec2.create_image(InstanceId=iid, Name=unique("made"), NoReboot=True)["ImageId"]
-    _eventually(lambda: image_state(ec2, second) == "available", "second image")
+    eventually(lambda: image_state(ec2, second) == "available", "second image")
     assert host(server)["guests"][iid]["boots"] == boots + 1
     # launching it: the root and data volumes come from its snapshots
     child = launch(ec2, image=image)["InstanceId"]
@@ -339,9 +339,9 @@ def test_copy_image_across_regions(server, ec2):
     west = server.client(region="us-west-2")
     iid = launch(ec2)["InstanceId"]
     image = ec2.create_image(InstanceId=iid, Name=unique("to-copy"), NoReboot=True)["ImageId"]
-    _eventually(lambda: image_state(ec2, image) == "available", "source available")
+    eventually(lambda: image_state(ec2, image) == "available", "source available")
     copy = west.copy_image(SourceImageId=image, SourceRegion="us-east-1", Name=unique("copied"))["ImageId"]
-    _eventually(lambda: image_state(ec2, copy, west) == "available", "copy available")
+    eventually(lambda: image_state(ec2, copy, west) == "available", "copy available")
     img = west.describe_images(ImageIds=[copy])["Images"][0]
     assert img["SourceImageId"] == image and img["SourceImageRegion"] == "us-east-1"
     snap = img["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
@@ -356,7 +356,7 @@ def test_copy_image_across_regions(server, ec2):
     terminate(west, child)
     # a public image copies too (its file-backed snapshot's copy shares the file)
     pub = west.copy_image(SourceImageId=tiny_image(ec2), SourceRegion="us-east-1", Name=unique("pub"))["ImageId"]
-    _eventually(lambda: image_state(ec2, pub, west) == "available", "public copy available")
+    eventually(lambda: image_state(ec2, pub, west) == "available", "public copy available")
     expect_error("InvalidAMIID.NotFound", west.copy_image, SourceImageId="ami-0123456789abcdef0",
                  SourceRegion="us-east-1", Name=unique("x"))
     terminate(ec2, iid)
@@ -370,6 +370,6 @@ def test_the_root_volume_detaches_only_from_a_stopped_instance(ec2):
     ec2.stop_instances(InstanceIds=[iid])
     fast_waiter(ec2, "instance_stopped")(InstanceIds=[iid])
     ec2.detach_volume(VolumeId=root["VolumeId"])  # stopped: allowed
-    _eventually(lambda: volume(ec2, root["VolumeId"])["State"] == "available", "detached")
+    eventually(lambda: volume(ec2, root["VolumeId"])["State"] == "available", "detached")
     terminate(ec2, iid)
     ec2.delete_volume(VolumeId=root["VolumeId"])
