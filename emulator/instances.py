@@ -735,7 +735,9 @@ def start_on_host(host: Host, instance_id: str, disks: list[str] | None = None) 
     from .volumes import make_disk
 
     with host.Session() as session:
-        row = _still(session, instance_id, S.PENDING)
+        # A launch's volumes get their disks even if the instance ended before this ran (those
+        # kept by DeleteOnTermination=false are 'available' and must have one).
+        row = session.get(Instance, instance_id) if disks else _still(session, instance_id, S.PENDING)
         if row is None:
             return
         image = images.image_by_id(host.context(session, row.account_id, row.region), row.image_id, any_owner=True)
@@ -763,7 +765,8 @@ def start_on_host(host: Host, instance_id: str, disks: list[str] | None = None) 
 @host_action_failed("instance.start")
 def start_failed(host: Host, instance_id: str, error: str) -> None:
     """A launch the host could not carry out, even after retries: as AWS reports a failed launch
-    (Server.InternalError), but with the real cause in the message, and the host cleaned."""
+    (Server.InternalError), but with the real cause in the message, and the host cleaned. A
+    failed start of a stopped EBS-backed instance leaves it stopped, with the same reason."""
     with host.Session() as session:
         row = session.get(Instance, instance_id, with_for_update=True)
         if row is None or row.state != S.PENDING:
@@ -775,8 +778,20 @@ def start_failed(host: Host, instance_id: str, error: str) -> None:
             message = message[:80] + " ... " + message[-170:]
         row.state_reason_message = message
         row.state_transition_reason = f"Server.InternalError ({_gmt(now)})"
-        row.state = S.SHUTTING_DOWN
-        enqueue(session, "instance.terminate", row.id, row.availability_zone)
+        restart = session.scalar(select(VolumeAttachment.volume_id).where(
+            VolumeAttachment.instance_id == row.id, VolumeAttachment.device == row.root_device_name,
+            VolumeAttachment.state == "attached").limit(1)) is not None
+        if restart:
+            # A start of a stopped EBS-backed instance: it goes back to 'stopped', its volumes
+            # kept (ending it would delete its DeleteOnTermination root: data lost for a hiccup).
+            row.state = S.STOPPED
+            if row.public_ip:  # the address this start gave it goes (as at a stop)
+                enqueue(session, "address.unmap", row.id, row.availability_zone, vpc_id=row.vpc_id,
+                        public_ip=row.public_ip, private_ip=row.private_ip)
+                row.public_ip = None
+        else:
+            row.state = S.SHUTTING_DOWN
+            enqueue(session, "instance.terminate", row.id, row.availability_zone)
         session.commit()
 
 

@@ -725,7 +725,8 @@ def detach_failed(host: Host, volume_id: str, error: str) -> None:
 def modify_on_host(host: Host, volume_id: str) -> None:
     with host.Session() as session:
         v = session.get(Volume, volume_id)
-        if v is None or (v.modification or {}).get("ModificationState") != "modifying":
+        # 'optimizing': a crash came between the two records below; the rest is run again.
+        if v is None or (v.modification or {}).get("ModificationState") not in ("modifying", "optimizing"):
             return
         target, key = v.modification["TargetSize"], _key(host, v)
         grow = target > v.size

@@ -373,7 +373,12 @@ class Disks:
         children keep their backing path. A child is written only if it is an active layer (then
         with image locking, so a guest holding it makes this fail rather than corrupt it);
         frozen layers may be held read-only by guests, which never notice (same contents)."""
-        if any(item.get("encrypted") for item in self.chain(child)[:2]) and key is None:
+        child_info, layer_info = self.chain(child)[:2]
+        if (child_info.get("encrypted") or layer_info.get("encrypted")) and key is None:
+            return False
+        if child_info.get("encrypted") and not layer_info.get("encrypted"):
+            # An encrypted disk made from a plain snapshot: committing it into the plain layer
+            # would write its data in the clear. The plain layer stays (until the child goes).
             return False
         backing = self._backing(layer)
         if pull is not None and pull(child, backing):

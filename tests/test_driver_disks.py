@@ -268,3 +268,33 @@ def test_encrypted_chains(tmp_path):
     assert files(disks) == ["layers/snap-3.qcow2", "layers/vol-2.qcow2", "snapshots/snap-3.qcow2",
                             "volumes/vol-2.qcow2"]
     assert holds(disks, disks.snapshot_path("snap-3"), 0x42, offset=1 << 20, key=KEY)
+
+
+def test_an_encrypted_disk_over_a_plain_snapshot_is_never_merged_into_it(tmp_path):
+    """An encrypted volume made from a plain snapshot is an encrypted overlay on the plain layer.
+    When only it needs that layer, merging would write the volume's data into the plain file (in
+    the clear): the plain layer stays instead. Positive control: a plain disk's layer merges."""
+    disks = Disks(tmp_path / "store")
+    disks.create("vol-0", 1)
+    write(disks, disks.path("vol-0"), 0x51)
+    disks.snapshot("vol-0", "snap-0")
+    disks.clone("vol-1", 1, snapshot_id="snap-0", key=KEY)  # encrypted, on the plain layer
+    disks.clone("vol-2", 1, snapshot_id="snap-0")            # plain, on the same layer
+    proc = qemu_io(disks, disks.path("vol-1"), f"write -P 0x41 {1 << 20} {len(MARKER)}", KEY)
+    assert proc.returncode == 0, proc.stderr
+    disks.delete("vol-0")
+    disks.delete_snapshot("snap-0")
+    disks.snapshot("vol-1", "snap-1", key=KEY)
+    disks.delete_snapshot("snap-1", key=KEY)  # vol-1's layers merge among themselves...
+    disks.delete("vol-2")                     # ...and the plain layer is vol-1's alone now
+    disks.delete("vol-9", key=KEY)            # (a sweep with the key, as the API's deletes run)
+    chain = disks.chain(disks.layer("vol-1"))
+    assert [bool(layer.get("encrypted")) for layer in chain] == [True, False]  # the plain layer stayed
+    for layer in disks._layers():
+        assert b"A" * len(MARKER) not in layer.read_bytes()  # no plaintext of vol-1 anywhere
+    assert holds(disks, disks.path("vol-1"), 0x51, key=KEY)  # its data, through both layers
+    # Control: a plain disk over a plain snapshot layer that only it needs does merge.
+    disks.create("vol-3", 1)
+    disks.snapshot("vol-3", "snap-3")
+    disks.delete_snapshot("snap-3")
+    assert len(disks.chain(disks.layer("vol-3"))) == 1

@@ -136,7 +136,8 @@ def test_virtlogd_restarted(cloud, guest):
 def test_root_volume_deleted_while_stopped(cloud, guest):
     """The root volume's disk vanished behind our back while the instance was stopped: its data
     is gone, and a new root is never made up in its place: the start fails, with the cause in
-    the state reason, as a failed launch ends (the shared guest is not used: its own instance)."""
+    the state reason, and the instance is stopped again, its root volume kept (the shared guest
+    is not used: its own instance)."""
     ec2 = cloud.client()
     iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1,
                             KeyName=guest["key"])["Instances"][0]["InstanceId"]
@@ -148,10 +149,14 @@ def test_root_volume_deleted_while_stopped(cloud, guest):
     assert disk.exists()
     disk.unlink()
     ec2.start_instances(InstanceIds=[iid])
-    inst = _eventually(lambda: (i := _instance(ec2, iid))["State"]["Name"] == "terminated" and i,
-                       60, "the failed start ends")
-    assert inst["StateReason"]["Code"] == "Server.InternalError"
+    inst = _eventually(lambda: (i := _instance(ec2, iid))["StateReason"]["Code"] == "Server.InternalError" and i,
+                       60, "the failed start is recorded")
+    assert inst["State"]["Name"] == "stopped"
     assert root["Ebs"]["VolumeId"] in inst["StateReason"]["Message"], inst["StateReason"]
+    [volume] = ec2.describe_volumes(VolumeIds=[root["Ebs"]["VolumeId"]])["Volumes"]  # not deleted
+    assert volume["State"] == "in-use"
+    ec2.terminate_instances(InstanceIds=[iid])
+    fast_waiter(ec2, "instance_terminated")(InstanceIds=[iid])
     assert iid not in _domains()
 
 

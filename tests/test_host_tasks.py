@@ -70,3 +70,35 @@ def test_a_host_hiccup_is_retried_and_a_lasting_fault_is_reported(tmp_path, fail
             assert ("instance.start", iid, "failed") in _tasks(srv)
     finally:
         srv.stop()
+
+
+def test_a_failed_start_of_a_stopped_instance_leaves_it_stopped_with_its_volumes(tmp_path):
+    """A restart the host cannot carry out goes back to 'stopped' with the cause (AWS does not end
+    an instance whose start failed), its root volume kept; the first launch's failure (above)
+    still ends the instance. Then, the host well again, the instance starts."""
+    srv = Server(tmp_path / "state", database_url="").start()
+    try:
+        ec2 = srv.client()
+        iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+        ec2.stop_instances(InstanceIds=[iid])
+        fast_waiter(ec2, "instance_stopped")(InstanceIds=[iid])
+        srv.env["EC2EMU_NONE_FAIL_STARTS"] = "4"  # every attempt of the next start (3 retries)
+        srv.restart()
+        ec2 = srv.client()
+        ec2.start_instances(InstanceIds=[iid])
+        deadline = time.monotonic() + 60
+        while True:
+            inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+            if inst["State"]["Name"] != "pending" or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert inst["State"]["Name"] == "stopped"
+        assert inst["StateReason"]["Code"] == "Server.InternalError"
+        assert "injected host fault" in inst["StateReason"]["Message"], inst["StateReason"]
+        [root] = [m["Ebs"]["VolumeId"] for m in inst["BlockDeviceMappings"]]
+        assert ec2.describe_volumes(VolumeIds=[root])["Volumes"][0]["State"] == "in-use"
+        ec2.start_instances(InstanceIds=[iid])  # the 5th start: the host is well again
+        fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+    finally:
+        srv.stop()
