@@ -232,6 +232,10 @@ class LibvirtDriver(Driver):
         dom = self._domain(spec.instance_id)
         if dom is None:
             dom = self.conn.defineXML(self.domain_xml(spec, root, bridge))
+        elif not dom.isActive():
+            for disk in spec.disks:  # encrypted volumes' chains may have merged while it was off
+                if disk.key is not None:
+                    self._sync_definitions(disk.disk_id, disk.key)
         if not dom.isActive():
             dom.create()  # the STARTED event reports RUNNING
             for tap in domainxml.tap_devices(dom.XMLDesc()):
@@ -559,13 +563,18 @@ class LibvirtDriver(Driver):
 
     def _sync_definitions(self, disk_id: str, key: bytes | None) -> None:
         """Definitions that name an older layer of the disk than its active one (a snapshot of a
-        disk attached to a stopped guest) are pointed at the active layer, same slot and target."""
+        disk attached to a stopped guest) are pointed at the active layer, same slot and target.
+        So are those of an encrypted disk whose spelt-out backing chain is no longer the disk's
+        (layers merged since: libvirt would open the listed files, some of them gone)."""
         layer = str(self.disks.layer(disk_id))
+        chain = [item["filename"] for item in self.disks.chain(Path(layer))[1:]] if key is not None else None
         for dom, live, target in self._holders(disk_id):
             if live:
                 continue
             element = domainxml.disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))[disk_id][1]
-            if element.find("source").get("file") == layer:
+            listed = [b.find("source").get("file") for b in element.iter("backingStore")
+                      if b.find("source") is not None]
+            if element.find("source").get("file") == layer and (chain is None or listed == chain):
                 continue
             dom.detachDeviceFlags(tostring(element, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
             dom.attachDeviceFlags(self._disk_xml(disk_id, target, domainxml.letter_of(element), key),

@@ -4,6 +4,7 @@ running domain with no OS (its QEMU writes to the disk as a guest would, through
 qemu-io, and nothing in it acknowledges an unplug); EBS device names in a real tiny guest."""
 from __future__ import annotations
 
+import base64
 import os
 import re
 import secrets
@@ -343,3 +344,27 @@ def test_device_names_exist_in_a_real_guest(tiny_guest):
     assert ssh("ls /dev/sdf1 /dev/xvdf1 2>&1 || true").count("No such file") == 2
     drv.detach_disk(iid, "vol-00000000000000e0e", force=True)  # the guest acknowledges: gone
     assert "vol-00000000000000e0e" not in domainxml.disks(drv._domain(iid).XMLDesc())
+
+
+def test_a_stopped_guests_encrypted_disk_follows_merged_layers(driver, running):
+    """An encrypted disk's definition spells out its backing chain; layers merged while the guest
+    is off (a snapshot deleted) leave it naming a file that is gone, and the guest could not
+    start. The definitions are brought back in line (start() does it for the spec's disks)."""
+    iid, dom = running
+    vol, key = "vol-000000000000000e1", base64.b64encode(b"e" * 32)
+    driver.create_disk(vol, 1, key=key)
+    driver.attach_disk(iid, vol, key=key, device="/dev/sdf")
+    dom.destroy()  # off; its definition keeps the disk
+    driver.snapshot_disk(vol, "snap-e1", key)
+    driver.snapshot_disk(vol, "snap-e2", key)
+    listed = lambda: [b.find("source").get("file") for b in domainxml.disks(
+        dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))[vol][1].iter("backingStore") if b.find("source") is not None]
+    before = listed()
+    assert len(before) == 2  # positive control: both frozen layers are spelt out
+    driver.delete_snapshot("snap-e2", key)  # its layer merges into the active one
+    assert not all(Path(f).exists() for f in listed())  # the definition names a file that is gone
+    driver._sync_definitions(vol, key)
+    assert listed() == [item["filename"] for item in driver.disks.chain(driver.disks.layer(vol))[1:]]
+    assert all(Path(f).exists() for f in listed())
+    dom.create()  # the guest starts with its disk
+    assert vol in domainxml.disks(dom.XMLDesc())
