@@ -200,8 +200,9 @@ def disk_snapshot(domain_xml: str, target: str, new_layer: str, secret_uuid: str
 
 
 def volume_secret(uuid: str, path: str) -> str:
-    """A libvirt secret (usage 'volume') holding a LUKS disk's passphrase."""
-    s = _el(None, "secret", ephemeral="no", private="yes")
+    """A libvirt secret (usage 'volume') holding a LUKS disk's passphrase, in libvirtd's memory
+    only (ephemeral: a persistent secret's value lies in /etc/libvirt/secrets, unwrapped)."""
+    s = _el(None, "secret", ephemeral="yes", private="yes")
     _el(s, "uuid", uuid)
     _el(_el(s, "usage", type="volume"), "volume", path)
     return tostring(s, encoding="unicode")

@@ -233,8 +233,9 @@ class LibvirtDriver(Driver):
         if dom is None:
             dom = self.conn.defineXML(self.domain_xml(spec, root, bridge))
         elif not dom.isActive():
-            for disk in spec.disks:  # encrypted volumes' chains may have merged while it was off
-                if disk.key is not None:
+            for disk in spec.disks:  # encrypted volumes: their keys (libvirt keeps them in memory
+                if disk.key is not None:  # only), and their chains may have merged while it was off
+                    self._secret(disk.disk_id, disk.key)
                     self._sync_definitions(disk.disk_id, disk.key)
         if not dom.isActive():
             dom.create()  # the STARTED event reports RUNNING
@@ -443,15 +444,23 @@ class LibvirtDriver(Driver):
     def _secret_uuid(self, disk_id: str) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, "ec2emu-volume:" + disk_id))
 
+    def _secret(self, disk_id: str, key: bytes) -> str:
+        """The libvirt secret QEMU opens an encrypted disk with, (re)defined with its key; its
+        uuid. Ephemeral: libvirt keeps it in memory only (a persistent one would lie on the host's
+        disk unwrapped), so it is set again before every use that needs it (attach, a start, a
+        live snapshot); a running QEMU keeps its own copy across a libvirtd restart."""
+        secret_uuid = self._secret_uuid(disk_id)
+        secret = self.conn.secretDefineXML(domainxml.volume_secret(secret_uuid, str(self.disks.path(disk_id))))
+        secret.setValue(key)
+        return secret_uuid
+
     def _disk_xml(self, disk_id: str, target: str, letter: str | None, key: bytes | None) -> str:
         """The <disk> of a volume: its active layer, serial, slot; an encrypted one with its
         backing chain spelt out, each encrypted layer opened with the volume's secret."""
         layer = self.disks.layer(disk_id)
         secret_uuid = backing = None
         if key is not None:
-            secret_uuid = self._secret_uuid(disk_id)
-            secret = self.conn.secretDefineXML(domainxml.volume_secret(secret_uuid, str(self.disks.path(disk_id))))
-            secret.setValue(key)
+            secret_uuid = self._secret(disk_id, key)
             backing = [(item["filename"], item["format"], bool(item.get("encrypted")))
                        for item in self.disks.chain(layer)[1:]]
         return domainxml.disk(str(layer), target, disk_id, secret_uuid, letter, backing)
@@ -527,7 +536,7 @@ class LibvirtDriver(Driver):
             if not live:
                 return False
             dom, target = live[0]
-            secret_uuid = self._secret_uuid(disk_id) if key is not None else None
+            secret_uuid = self._secret(disk_id, key) if key is not None else None
             dom.snapshotCreateXML(
                 domainxml.disk_snapshot(dom.XMLDesc(), target, str(new), secret_uuid),
                 libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA

@@ -354,6 +354,11 @@ def test_a_stopped_guests_encrypted_disk_follows_merged_layers(driver, running):
     vol, key = "vol-000000000000000e1", base64.b64encode(b"e" * 32)
     driver.create_disk(vol, 1, key=key)
     driver.attach_disk(iid, vol, key=key, device="/dev/sdf")
+    # The key is in libvirtd's memory only, never in its secrets directory (where it would lie
+    # unwrapped); positive control: libvirt has the secret (private: its value cannot be read).
+    secret = driver.conn.secretLookupByUUIDString(driver._secret_uuid(vol))
+    assert "ephemeral='yes'" in secret.XMLDesc()
+    assert not list(Path("/etc/libvirt/secrets").glob(f"{driver._secret_uuid(vol)}*"))
     dom.destroy()  # off; its definition keeps the disk
     driver.snapshot_disk(vol, "snap-e1", key)
     driver.snapshot_disk(vol, "snap-e2", key)
