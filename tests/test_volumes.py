@@ -2,9 +2,9 @@
 end to end with boto3 (states move as the host tasks complete)."""
 import json
 import re
-import sqlite3
 
 import pytest
+from sqlalchemy import text
 
 from .conftest import OTHER_ACCOUNT
 from .helpers import error_of, eventually, expect_error, fast_waiter, tiny_image, unique
@@ -356,6 +356,12 @@ def test_delete_volume(server, ec2):
 
 # ------------------------------------------------------------------------------- encryption
 
+def _db(server):
+    """A connection to the server's database (SQLite file or the PostgreSQL of the run)."""
+    from sqlalchemy import create_engine
+    return create_engine(server.database_url or f"sqlite:///{server.state_dir / 'ec2emu.sqlite'}").connect()
+
+
 def test_encryption_settings_and_encrypted_volumes(server, ec2, other_account):
     west = server.client(region="us-west-2")
     assert ec2.get_ebs_encryption_by_default()["EbsEncryptionByDefault"] is False
@@ -383,12 +389,12 @@ def test_encryption_settings_and_encrypted_volumes(server, ec2, other_account):
     assert volume(ec2, new_volume(ec2))["Encrypted"] is False
     # The data key is stored wrapped: 60 bytes of nonce + ciphertext + tag, no plain 32-byte key;
     # the host made an encrypted disk.
-    with sqlite3.connect(server.state_dir / "ec2emu.sqlite") as db:
-        wrapped, = db.execute("SELECT wrapped_key FROM volumes WHERE id = ?", (enc["VolumeId"],)).fetchone()
-        tasks = db.execute("SELECT args FROM host_tasks WHERE resource_id = ?", (enc["VolumeId"],)).fetchall()
+    with _db(server) as db:
+        wrapped, = db.execute(text("SELECT wrapped_key FROM volumes WHERE id = :v"), {"v": enc["VolumeId"]}).one()
+        tasks = db.execute(text("SELECT args FROM host_tasks WHERE resource_id = :v"), {"v": enc["VolumeId"]}).all()
     import base64
     assert len(base64.b64decode(wrapped)) == 12 + 32 + 16
-    assert all("key" not in json.loads(args or "{}") for args, in tasks) and tasks
+    assert all("key" not in (args if isinstance(args, dict) else json.loads(args or "{}")) for args, in tasks) and tasks
     assert (server.state_dir / "ebs-master.key").stat().st_mode & 0o777 == 0o600
     host = json.loads((server.state_dir / "none-host.json").read_text())
     assert host["disks"][enc["VolumeId"]]["encrypted"] is True
@@ -426,9 +432,10 @@ def test_metadata_lists_volumes_present_at_last_start(server, ec2):
     attach(ec2, vid, iid, "/dev/sdj")
 
     def listed() -> list[tuple]:
-        with sqlite3.connect(server.state_dir / "ec2emu.sqlite") as db:
-            return db.execute("SELECT device, listed FROM volume_attachments WHERE instance_id = ? "
-                              "AND device != '/dev/xvda'", (iid,)).fetchall()  # (its root volume: listed)
+        with _db(server) as db:
+            return [tuple(r) for r in db.execute(text(
+                "SELECT device, listed FROM volume_attachments WHERE instance_id = :i "
+                "AND device != '/dev/xvda'"), {"i": iid}).all()]  # (its root volume: listed)
     assert listed() == [("/dev/sdj", 0)]
     ec2.stop_instances(InstanceIds=[iid])
     fast_waiter(ec2, "instance_stopped")(InstanceIds=[iid])
