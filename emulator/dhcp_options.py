@@ -17,7 +17,7 @@ from .ids import new_id
 from .models import DhcpOptions, Tag, Vpc
 from .query import Resource, Selector, describe
 from .registry import Context, action
-from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications
+from .tags import refuse_other_tag_types, set_tags, tag_dict, tag_list, tag_specifications
 from .vpcs import get_vpc, owned
 
 AMAZON_DNS = "AmazonProvidedDNS"
@@ -114,7 +114,7 @@ def create_dhcp_options(ctx: Context, p: dict) -> dict:
     ctx.session.add(row)
     ctx.session.flush()
     set_tags(ctx, row.id, tags)
-    return {"DhcpOptions": _out(row, {t["Key"]: t.get("Value") or "" for t in tags})}
+    return {"DhcpOptions": _out(row, tag_dict(tags))}
 
 
 @action("DeleteDhcpOptions")

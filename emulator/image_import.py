@@ -45,7 +45,7 @@ from .models import Image, ImportImageTask, Instance, utcnow
 from .times import aware
 from .query import Resource, Selector, describe
 from .registry import Context, Host, Interrupted, action, host_action, host_action_failed
-from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
+from .tags import refuse_other_tag_types, set_tags, tag_dict, tag_list, tag_specifications, tags_for
 
 log = logging.getLogger("ec2emu.images")
 
@@ -464,7 +464,7 @@ def import_image(ctx: Context, p: dict) -> dict:
     if tags:
         set_tags(ctx, task.id, tags)
     ctx.host_task("image.import", task.id)
-    return _task_out(task, {t["Key"]: t.get("Value") or "" for t in tags})
+    return _task_out(task, tag_dict(tags))
 
 
 TASK_FILTERS = {

@@ -16,7 +16,7 @@ from .ids import new_id
 from .models import Instance, InternetGateway, Tag, Vpc
 from .query import Resource, Selector, describe
 from .registry import Context, action
-from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications
+from .tags import refuse_other_tag_types, set_tags, tag_dict, tag_list, tag_specifications
 from .vpcs import get_vpc, lock_vpc, owned
 
 
@@ -47,7 +47,7 @@ def create_internet_gateway(ctx: Context, p: dict) -> dict:
     ctx.session.add(row)
     ctx.session.flush()
     set_tags(ctx, row.id, tags)
-    return {"InternetGateway": _out(row, {t["Key"]: t.get("Value") or "" for t in tags})}
+    return {"InternetGateway": _out(row, tag_dict(tags))}
 
 
 @action("AttachInternetGateway")

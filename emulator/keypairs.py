@@ -10,7 +10,7 @@ from .ids import new_id
 from .models import KeyPair
 from .query import Resource, Selector, describe
 from .registry import Context, action
-from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications
+from .tags import refuse_other_tag_types, set_tags, tag_dict, tag_list, tag_specifications
 
 
 def _check_name(name: str) -> None:
@@ -52,7 +52,7 @@ def create_key_pair(ctx: Context, p: dict) -> dict:
     made = keycrypto.create_key(key_type, p.get("KeyFormat") or "pem", comment=p["KeyName"])
     key, tags = _store(ctx, p, key_type, made.public_openssh, made.fingerprint)
     return {"KeyName": key.name, "KeyFingerprint": key.fingerprint, "KeyMaterial": made.private_material,
-            "KeyPairId": key.id, "Tags": tag_list({t["Key"]: t.get("Value") or "" for t in tags})}
+            "KeyPairId": key.id, "Tags": tag_list(tag_dict(tags))}
 
 
 @action("ImportKeyPair")
@@ -63,7 +63,7 @@ def import_key_pair(ctx: Context, p: dict) -> dict:
         raise InvalidKeyFormat(str(exc)) from None
     key, tags = _store(ctx, p, key_type, public, fingerprint)
     return {"KeyName": key.name, "KeyFingerprint": key.fingerprint, "KeyPairId": key.id,
-            "Tags": tag_list({t["Key"]: t.get("Value") or "" for t in tags})}
+            "Tags": tag_list(tag_dict(tags))}
 
 
 KEY_FILTERS = {

@@ -26,7 +26,7 @@ from .ids import new_id
 from .models import Instance, InternetGateway, Route, RouteTable, RouteTableAssociation, Tag, Vpc
 from .query import Resource, Selector, describe
 from .registry import Context, action
-from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications
+from .tags import refuse_other_tag_types, set_tags, tag_dict, tag_list, tag_specifications
 from .vpcs import get_subnet, get_vpc, owned
 
 LOCAL = "local"
@@ -106,7 +106,7 @@ def create_route_table(ctx: Context, p: dict) -> dict:
     ctx.session.flush()
     set_tags(ctx, table.id, tags)
     view = _views(ctx, [table])[0]
-    return {"RouteTable": _out(view, {t["Key"]: t.get("Value") or "" for t in tags}),
+    return {"RouteTable": _out(view, tag_dict(tags)),
             "ClientToken": p.get("ClientToken")}
 
 

@@ -31,7 +31,7 @@ from .ids import new_id, well_formed
 from .models import Instance, SecurityGroup, SecurityGroupRule, Tag, Vpc, utcnow
 from .query import Resource, Selector, describe
 from .registry import Context, action
-from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications
+from .tags import refuse_other_tag_types, set_tags, tag_dict, tag_list, tag_specifications
 from .vpcs import default_vpc, get_vpc
 
 DEFAULT_NAME = "default"
@@ -410,7 +410,7 @@ def create_security_group(ctx: Context, p: dict) -> dict:
     ctx.session.flush()
     if tags:
         set_tags(ctx, g.id, tags)
-    return {"GroupId": g.id, "Tags": tag_list({t["Key"]: t.get("Value") or "" for t in tags}),
+    return {"GroupId": g.id, "Tags": tag_list(tag_dict(tags)),
             "SecurityGroupArn": _arn(g)}
 
 
@@ -520,7 +520,7 @@ def _authorize(ctx: Context, p: dict, egress: bool) -> dict:
     for r in rows:
         if tags:
             set_tags(ctx, r.id, tags)
-    tag_map = {t["Key"]: t.get("Value") or "" for t in tags}
+    tag_map = tag_dict(tags)
     return {"Return": True, "SecurityGroupRules": [_rule_out(r, tag_map) for r in rows]}
 
 

@@ -32,7 +32,8 @@ from .ids import new_id, well_formed
 from .models import Image, Snapshot, utcnow
 from .query import Resource, Selector, describe
 from .registry import Context, Host, action, host_action, host_action_failed
-from .tags import delete_all_tags, refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
+from .tags import (delete_all_tags, refuse_other_tag_types, set_tags, tag_dict,
+                   tag_list, tag_specifications, tags_for)
 
 COPY_VOLUME_ID = "vol-ffffffff"  # what AWS shows as the volume of a copied snapshot
 _ACCOUNT = re.compile(r"^\d{12}$")
@@ -136,7 +137,7 @@ def create_snapshot(ctx: Context, p: dict) -> dict:
     description = _check_description(p.get("Description"))
     volume = volumes.get_volume(ctx, p["VolumeId"])
     s = snapshot_of(ctx, volume, description, tags)
-    return _snapshot_out(s, {t["Key"]: t.get("Value") or "" for t in tags})
+    return _snapshot_out(s, tag_dict(tags))
 
 
 @action("CreateSnapshots")
@@ -168,7 +169,7 @@ def create_snapshots(ctx: Context, p: dict) -> dict:
             own = [{"Key": k, "Value": v} for k, v in tags_for(ctx, [volume.id]).get(volume.id, {}).items()
                    if not any(t["Key"] == k for t in tags)] + own
         s = snapshot_of(ctx, volume, description, own)
-        out.append(_info(s, {t["Key"]: t.get("Value") or "" for t in own}))
+        out.append(_info(s, tag_dict(own)))
     return {"Snapshots": out}
 
 
@@ -236,7 +237,7 @@ def copy_snapshot(ctx: Context, p: dict) -> dict:
     description = _check_description(p.get("Description") if p.get("Description") is not None
                                       else f"[Copied {source.id} from {source_region}]")
     s = copy_of(ctx, source, description, p.get("Encrypted"), p.get("KmsKeyId"), tags)
-    return {"SnapshotId": s.id, "Tags": tag_list({t["Key"]: t.get("Value") or "" for t in tags})}
+    return {"SnapshotId": s.id, "Tags": tag_list(tag_dict(tags))}
 
 
 def copy_of(ctx: Context, source: Snapshot, description: str, encrypted: bool | None, kms_key_id: str | None,

@@ -82,6 +82,11 @@ def tag_list(tags: dict[str, str]) -> list[dict] | None:
     return [{"Key": k, "Value": v} for k, v in tags.items()] or None
 
 
+def tag_dict(tags: list[dict]) -> dict[str, str]:
+    """tag_list reversed: [{'Key', 'Value'}] (as a request gives them) -> {key: value}."""
+    return {t["Key"]: t.get("Value") or "" for t in tags}
+
+
 def _check(tags: list[dict]) -> None:
     for t in tags:
         key = t.get("Key")

@@ -34,7 +34,7 @@ from .ids import new_id, well_formed
 from .models import Snapshot, Volume, VolumeAttachment, utcnow
 from .query import Resource, Selector, describe
 from .registry import Context, Host, action, host_action, host_action_failed
-from .tags import delete_all_tags, refuse_other_tag_types, set_tags, tag_list, tag_specifications
+from .tags import delete_all_tags, refuse_other_tag_types, set_tags, tag_dict, tag_list, tag_specifications
 
 # ------------------------------------------------------------------------------ volume types
 
@@ -243,7 +243,7 @@ def create_volume(ctx: Context, p: dict) -> dict:
         set_tags(ctx, v.id, tags)
     ctx.host_task("volume.create", v.id, zone,
                   source_encrypted=bool(snapshot is not None and snapshot.encrypted))
-    return _volume_out(v, [], {t["Key"]: t.get("Value") or "" for t in tags})
+    return _volume_out(v, [], tag_dict(tags))
 
 
 def new_volume(ctx: Context, zone: str, *, size: int | None, volume_type: str | None, iops: int | None,

@@ -26,7 +26,7 @@ from .models import (Instance, InternetGateway, NetworkAcl, SecurityGroup, Secur
                      Tag, Vpc)
 from .query import Resource, Selector, describe
 from .registry import Context, action
-from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications
+from .tags import refuse_other_tag_types, set_tags, tag_dict, tag_list, tag_specifications
 
 DEFAULT_VPC_CIDR = "172.31.0.0/16"
 DEFAULT_SUBNET_PREFIX = 20
@@ -148,7 +148,7 @@ def create_vpc(ctx: Context, p: dict) -> dict:
     ctx.session.add(vpc)
     _vpc_defaults(ctx, vpc)
     set_tags(ctx, vpc.id, tags)
-    return {"Vpc": _vpc_out(vpc, {t["Key"]: t.get("Value") or "" for t in tags})}
+    return {"Vpc": _vpc_out(vpc, tag_dict(tags))}
 
 
 @action("CreateDefaultVpc")
@@ -385,7 +385,7 @@ def create_subnet(ctx: Context, p: dict) -> dict:
     ctx.session.add(subnet)
     ctx.session.flush()
     set_tags(ctx, subnet.id, tags)
-    return {"Subnet": _subnet_out(ctx, subnet, {t["Key"]: t.get("Value") or "" for t in tags})}
+    return {"Subnet": _subnet_out(ctx, subnet, tag_dict(tags))}
 
 
 @action("CreateDefaultSubnet")
