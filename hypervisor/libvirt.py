@@ -31,6 +31,7 @@ from .network import Desired, Network, PortSpec, disable_ipv6, firewall_state
 
 log = logging.getLogger("ec2emu.libvirt")
 
+PRESS_EVERY_SECONDS = 2.0  # a clean shutdown takes ~3.4 s under TCG: a second press is rare
 DETACH_WAIT_SECONDS = 20  # a guest acknowledges an ACPI unplug in ~0.35 s (FACTS.md); TCG is slower
 FORCE_DETACH_WAIT_SECONDS = 3  # a forced detach waits this long for the guest, then gives up
 CONSOLE_TAIL = 64 * 1024
@@ -94,7 +95,7 @@ class LibvirtDriver(Driver):
         self._domain_type: str | None = None if config.domain_type == "auto" else config.domain_type
         self._probe_lock = threading.Lock()
         self._terminating: set[str] = set()  # destroyed by terminate(): their STOPPED event is not news
-        self._stop_timers: dict[str, threading.Timer] = {}
+        self._stop_timers: dict[str, threading.Event] = {}  # set: stop pressing
         self._lock = threading.Lock()
         _start_event_loop()
         self._conn = None
@@ -256,26 +257,37 @@ class LibvirtDriver(Driver):
         if force:
             dom.destroy()  # the STOPPED event reports it
             return
-        dom.shutdown()  # ACPI power button; the guest powers off and the STOPPED event follows
+        # The ACPI power button, pressed again every PRESS_EVERY_SECONDS until the guest is off:
+        # a press that reaches a guest before its acpid runs (a stop soon after 'running', while
+        # it still boots) is lost, so one press would leave such a guest to be forced off.
+        stopped = threading.Event()
 
-        def force_off() -> None:
-            d = self._domain(instance_id)
-            if d is not None and d.isActive():
-                log.warning("%s ignored ACPI shutdown for %ss: forcing it off", instance_id,
-                            self.config.stop_timeout_seconds)
-                d.destroy()
-        timer = threading.Timer(self.config.stop_timeout_seconds, force_off)
-        timer.daemon = True
+        def press_until_off() -> None:
+            deadline = time.monotonic() + self.config.stop_timeout_seconds
+            while not stopped.wait(min(PRESS_EVERY_SECONDS, max(0.0, deadline - time.monotonic()))):
+                d = self._domain(instance_id)
+                if d is None or not d.isActive():
+                    return
+                if time.monotonic() >= deadline:
+                    log.warning("%s ignored ACPI shutdown for %ss: forcing it off", instance_id,
+                                self.config.stop_timeout_seconds)
+                    d.destroy()  # the STOPPED event reports it
+                    return
+                d.shutdown()
+
+        dom.shutdown()  # the guest powers off and the STOPPED event follows
+        presser = threading.Thread(target=press_until_off, name=f"stop-{instance_id}", daemon=True)
+        self._cancel_force_off(instance_id)  # a presser of an earlier stop must not press a later boot
         with self._lock:
-            self._stop_timers[instance_id] = timer
-        timer.start()
+            self._stop_timers[instance_id] = stopped
+        presser.start()
 
     def _cancel_force_off(self, instance_id: str) -> None:
         """The guest stopped: its force-off deadline must not hit a later boot."""
         with self._lock:
-            timer = self._stop_timers.pop(instance_id, None)
-        if timer is not None:
-            timer.cancel()
+            stopped = self._stop_timers.pop(instance_id, None)
+        if stopped is not None:
+            stopped.set()
 
     def reboot(self, instance_id: str) -> None:
         """See Driver.reboot."""

@@ -26,7 +26,11 @@ from .tree import InstanceFacts, MetadataApp, Signer
 log = logging.getLogger("ec2emu.metadata")
 
 METADATA_ADDRESS = "169.254.169.254"
-SERVED_STATES = ("pending", "running")
+# Every state in which the guest may still run. Stopping and shutting-down included, as on AWS:
+# a guest asked to stop while its boot still reads metadata (the tiny image's agent runs inside
+# rcS, and busybox init powers off only once rcS ends) must get its answers, or it never stops.
+# The instance keeps its private address until terminated, so no other row can claim it meanwhile.
+SERVED_STATES = ("pending", "running", "stopping", "shutting-down")
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -196,12 +196,6 @@ def _shut_down_cleanly(ec2, iid: str) -> bool:
     return "ec2emu: shutting down" in out[boot:]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "KNOWN REGRESSION (2026-11-30, found at the end of the session): the tiny guest no longer "
-    "shuts down on the ACPI power button (the server log shows 'ignored ACPI shutdown for 30s: "
-    "forcing it off'), so this test's positive control, a clean stop, fails. Suspects: today's "
-    "tiny-image rcS changes (busybox uevent hotplug) or the pinned PCI slots. Strict: once the "
-    "clean stop works again this test passes and the mark must go."))
 def test_a_guest_that_ignores_acpi_is_forced_off_and_force_skips_the_shutdown(cloud, guest):
     """Stop: ACPI first, forced off after stop_timeout_seconds when the guest ignores it; Force:
     off at once, no shutdown in the guest. Positive control: a plain stop shuts down cleanly."""

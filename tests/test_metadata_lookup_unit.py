@@ -28,7 +28,8 @@ def server(tmp_path):
         s.add_all([_row("i-old", "vpc-a", None, "terminated"), _row("i-new", "vpc-a", "172.31.0.10", "running"),
                    # the same address in another VPC (CIDRs of different VPCs may overlap)
                    _row("i-other", "vpc-b", "172.31.0.10", "running"),
-                   _row("i-ending", "vpc-a", "172.31.0.11", "shutting-down")])
+                   _row("i-ending", "vpc-a", "172.31.0.11", "shutting-down"),
+                   _row("i-off", "vpc-a", "172.31.0.13", "stopped")])
         s.add(Tag(resource_id="i-old", key="Name", value="old", resource_type="instance",
                   account_id="123456789012", region="us-east-1"))
         s.commit()
@@ -41,4 +42,7 @@ def test_a_reused_address_answers_its_new_owner_only(server):
     assert server.lookup("vpc-b", "172.31.0.10").instance.id == "i-other"
     assert server.lookup("vpc-c", "172.31.0.10") is None  # positive: only where it lives
     assert server.lookup("vpc-a", "172.31.0.12") is None
-    assert server.lookup("vpc-a", "172.31.0.11") is None  # shutting down: no longer served
+    # A guest shutting down (or stopping) still runs and may still read its metadata, as on AWS;
+    # a stopped one runs nothing and is not served.
+    assert server.lookup("vpc-a", "172.31.0.11").instance.id == "i-ending"
+    assert server.lookup("vpc-a", "172.31.0.13") is None
