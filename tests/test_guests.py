@@ -332,8 +332,11 @@ def test_cloud_init_image(cloud):
     ami = image["Images"][0]["ImageId"]
     key, pem = _key(ec2, cloud)
     # t3.medium: 4 GiB, scaled to 512 MiB, which a systemd guest needs.
+    # With an extra volume at launch (/dev/sdg): the Debian image's udev rule must name it, and
+    # one hot-plugged later (/dev/sdf), as Amazon Linux on Nitro names EBS disks.
     iid = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.medium", KeyName=key,
-                            UserData=CLOUD_INIT_USER_DATA)["Instances"][0]["InstanceId"]
+                            UserData=CLOUD_INIT_USER_DATA, BlockDeviceMappings=[
+                                {"DeviceName": "/dev/sdg", "Ebs": {"VolumeSize": 1}}])["Instances"][0]["InstanceId"]
     fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
     assert _console(ec2, iid, r"script-marker (\S+)", timeout=400).group(1) == iid
     _console(ec2, iid, r"cc-marker", timeout=120)
@@ -341,5 +344,19 @@ def test_cloud_init_image(cloud):
     assert final.group(1).startswith("DataSourceEc2")
     out = _ssh(cloud, iid, pem, "id -un; sudo cat /run/cloud-init/result.json", login="admin", timeout=120)
     assert out.split()[0] == "admin" and "DataSourceEc2" in out
+    inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    at_launch = {m["DeviceName"]: m["Ebs"]["VolumeId"] for m in inst["BlockDeviceMappings"]}["/dev/sdg"]
+    hot = ec2.create_volume(AvailabilityZone=inst["Placement"]["AvailabilityZone"], Size=1)["VolumeId"]
+    fast_waiter(ec2, "volume_available")(VolumeIds=[hot])
+    ec2.attach_volume(VolumeId=hot, InstanceId=iid, Device="/dev/sdf")
+    fast_waiter(ec2, "volume_in_use")(VolumeIds=[hot])
+    serial = "cat /sys/class/block/$(basename $(readlink -f /dev/{0}))/serial; echo"
+    names = "; ".join(serial.format(d) for d in ("sdg", "xvdg", "sdf", "xvdf"))
+    for _ in range(30):  # udev names a hot-plugged disk a moment after the attach is reported
+        seen = _ssh(cloud, iid, pem, names + " 2>/dev/null; true", login="admin").split()
+        if len(seen) == 4:
+            break
+        time.sleep(1)
+    assert seen == [at_launch.replace("-", "")] * 2 + [hot.replace("-", "")] * 2, seen
     ec2.terminate_instances(InstanceIds=[iid])
     fast_waiter(ec2, "instance_terminated")(InstanceIds=[iid])
