@@ -41,6 +41,11 @@ class Config:
     # How long terminated instances stay visible (AWS: about an hour).
     terminated_retention_seconds: int = 3600
     max_instances: int = 5000
+    # AWS's default VPC quotas (an increase is a config change here, a support ticket there)
+    vpcs_per_region: int = 5                 # the default VPC included
+    internet_gateways_per_region: int = 5
+    subnets_per_vpc: int = 200
+    security_groups_per_vpc: int = 2500
     # Where the default images' files are (and, under registered/, copies of registered images);
     # empty: the default images from the shared cache `ec2emu images build` fills
     # ($EC2EMU_IMAGE_CACHE, else /var/cache/ec2emu/images), registered copies in <state_dir>/images.

@@ -631,6 +631,26 @@ class InstanceLimitExceeded(EC2Error):
                          f"of {limit} allows for the specified instance type.")
 
 
+class VpcLimitExceeded(EC2Error):
+    code = "VpcLimitExceeded"
+    message = "The maximum number of VPCs has been reached."
+
+
+class InternetGatewayLimitExceeded(EC2Error):
+    code = "InternetGatewayLimitExceeded"
+    message = "The maximum number of internet gateways has been reached."
+
+
+class SubnetLimitExceeded(EC2Error):
+    code = "SubnetLimitExceeded"
+    message = "The maximum number of subnets has been reached."
+
+
+class SecurityGroupLimitExceeded(EC2Error):
+    code = "SecurityGroupLimitExceeded"
+    message = "The maximum number of security groups has been reached."
+
+
 class RulesPerSecurityGroupLimitExceeded(EC2Error):
     code = "RulesPerSecurityGroupLimitExceeded"
     message = "The maximum number of rules per security group has been reached."

@@ -10,8 +10,9 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from .errors import (GatewayNotAttached, InvalidInternetGatewayIDNotFound, ResourceAlreadyAssociated,
-                     DependencyViolation)
+from . import quotas
+from .errors import (DependencyViolation, GatewayNotAttached, InternetGatewayLimitExceeded,
+                     InvalidInternetGatewayIDNotFound, ResourceAlreadyAssociated)
 from .ids import new_id
 from .models import Instance, InternetGateway, Tag, Vpc
 from .query import Resource, Selector, describe
@@ -43,6 +44,7 @@ def _out(row: InternetGateway, tags: dict | None) -> dict:
 def create_internet_gateway(ctx: Context, p: dict) -> dict:
     refuse_other_tag_types(p.get("TagSpecifications"), {"internet-gateway"})
     tags = tag_specifications(p.get("TagSpecifications"), "internet-gateway")
+    quotas.per_region(ctx, InternetGateway, ctx.config.internet_gateways_per_region, InternetGatewayLimitExceeded)
     row = InternetGateway(id=new_id("igw"), account_id=ctx.account_id, region=ctx.region, vpc_id=None)
     ctx.session.add(row)
     ctx.session.flush()

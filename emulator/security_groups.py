@@ -21,12 +21,13 @@ from datetime import timedelta
 
 from sqlalchemy import bindparam, delete, select
 
-from . import firewall
+from . import firewall, quotas
 from .errors import (CannotDelete, DependencyViolation, InvalidGroupDuplicate, InvalidGroupIdMalformed,
-                     InvalidGroupNotFound, InvalidParameter, InvalidParameterCombination, InvalidParameterValue,
-                     InvalidPermissionDuplicate, InvalidPermissionNotFound, InvalidPrefixListIdMalformed,
-                     InvalidSecurityGroupRuleIdMalformed, InvalidSecurityGroupRuleIdNotFound, MissingParameter,
-                     RulesPerSecurityGroupLimitExceeded, VPCIdNotSpecified)
+                     InvalidGroupNotFound, InvalidParameter, InvalidParameterCombination,
+                     InvalidParameterValue, InvalidPermissionDuplicate, InvalidPermissionNotFound,
+                     InvalidPrefixListIdMalformed, InvalidSecurityGroupRuleIdMalformed,
+                     InvalidSecurityGroupRuleIdNotFound, MissingParameter, RulesPerSecurityGroupLimitExceeded,
+                     SecurityGroupLimitExceeded, VPCIdNotSpecified)
 from .ids import new_id, well_formed
 from .models import Instance, SecurityGroup, SecurityGroupRule, Tag, Vpc, utcnow
 from .query import Resource, Selector, describe
@@ -406,6 +407,7 @@ def create_security_group(ctx: Context, p: dict) -> dict:
     tags = tag_specifications(p.get("TagSpecifications"), "security-group")
     if _by_name(ctx, vpc.id, name) is not None:
         raise InvalidGroupDuplicate(name, vpc.id)
+    quotas.per_vpc(ctx, SecurityGroup, vpc.id, ctx.config.security_groups_per_vpc, SecurityGroupLimitExceeded)
     g = _create(ctx, vpc.id, name, description)
     ctx.session.flush()
     if tags:

@@ -17,10 +17,12 @@ import ipaddress
 from sqlalchemy import delete, func, select
 
 from .catalogue import REGIONS
+from . import quotas
 from .errors import (DefaultSubnetAlreadyExistsInAvailabilityZone, DefaultVpcAlreadyExists,
-                     DefaultVpcDoesNotExist, InvalidParameterCombination, InvalidParameterValue,
-                     InvalidSubnetConflict, InvalidSubnetIDNotFound, InvalidSubnetRange, InvalidVpcIDNotFound,
-                     InvalidVpcRange, MissingInput, MissingParameter, Unsupported, DependencyViolation)
+                     DefaultVpcDoesNotExist, DependencyViolation, InvalidParameterCombination,
+                     InvalidParameterValue, InvalidSubnetConflict, InvalidSubnetIDNotFound,
+                     InvalidSubnetRange, InvalidVpcIDNotFound, InvalidVpcRange, MissingInput,
+                     MissingParameter, SubnetLimitExceeded, Unsupported, VpcLimitExceeded)
 from .ids import new_id
 from .models import (Instance, InternetGateway, NetworkAcl, SecurityGroup, SecurityGroupRule, Subnet,
                      Tag, Vpc)
@@ -143,6 +145,7 @@ def create_vpc(ctx: Context, p: dict) -> dict:
         raise InvalidParameterValue.value(tenancy, "instanceTenancy")
     refuse_other_tag_types(p.get("TagSpecifications"), {"vpc"})
     tags = tag_specifications(p.get("TagSpecifications"), "vpc")
+    quotas.per_region(ctx, Vpc, ctx.config.vpcs_per_region, VpcLimitExceeded)
     vpc = Vpc(id=new_id("vpc"), account_id=ctx.account_id, region=ctx.region, cidr_block=str(block),
               instance_tenancy=tenancy, dhcp_options_id=dhcp_options.default_set(ctx).id)
     ctx.session.add(vpc)
@@ -155,6 +158,7 @@ def create_vpc(ctx: Context, p: dict) -> dict:
 def create_default_vpc_action(ctx: Context, p: dict) -> dict:
     if default_vpc(ctx) is not None:
         raise DefaultVpcAlreadyExists()
+    quotas.per_region(ctx, Vpc, ctx.config.vpcs_per_region, VpcLimitExceeded)
     return {"Vpc": _vpc_out(create_default_vpc(ctx), {})}
 
 
@@ -379,6 +383,7 @@ def create_subnet(ctx: Context, p: dict) -> dict:
     zone = _zone(ctx, p, vpc)
     refuse_other_tag_types(p.get("TagSpecifications"), {"subnet"})
     tags = tag_specifications(p.get("TagSpecifications"), "subnet")
+    quotas.per_vpc(ctx, Subnet, vpc.id, ctx.config.subnets_per_vpc, SubnetLimitExceeded)
     subnet = Subnet(id=new_id("subnet"), account_id=ctx.account_id, region=ctx.region, vpc_id=vpc.id,
                     cidr_block=cidr, availability_zone=zone, default_for_az=False,
                     map_public_ip_on_launch=False, state="available")

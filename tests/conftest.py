@@ -52,7 +52,10 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """One shared emulator for the whole run (tests use their own names/ids, never global counts)."""
-    srv = Server(tmp_path_factory.mktemp("ec2emu"), {"EC2EMU_CREDENTIALS": CREDENTIALS}).start()
+    # Quotas raised: hundreds of tests share it, each leaving a VPC or two behind. AWS's default
+    # quotas are tested on a server of their own (test_quotas.py).
+    srv = Server(tmp_path_factory.mktemp("ec2emu"), {"EC2EMU_CREDENTIALS": CREDENTIALS, "EC2EMU_VPCS_PER_REGION": "1000",
+                                                     "EC2EMU_INTERNET_GATEWAYS_PER_REGION": "1000"}).start()
     yield srv
     srv.stop()
 
