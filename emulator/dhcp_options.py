@@ -14,9 +14,9 @@ from sqlalchemy import delete, select
 from .dns import private_dns_domain
 from .errors import InvalidDhcpOptionIDNotFound, InvalidParameterValue, MissingParameter, DependencyViolation
 from .ids import new_id
-from .models import DhcpOptions, Tag, Vpc
+from .models import DhcpOptions, Instance, Tag, Vpc
 from .query import Resource, Selector, describe
-from .registry import Context, action
+from .registry import Context, Host, action, host_action
 from .tags import refuse_other_tag_types, set_tags, tag_dict, tag_list, tag_specifications
 from .vpcs import get_vpc, owned
 
@@ -133,9 +133,30 @@ def associate_dhcp_options(ctx: Context, p: dict) -> dict:
     vpc = get_vpc(ctx, p["VpcId"])
     wanted = p["DhcpOptionsId"]
     vpc.dhcp_options_id = "default" if wanted == "default" else get_set(ctx, wanted).id
-    # Instances pick the new options up when they renew their lease, as on AWS: the host gets
-    # them with the VPC's next plumbing (the next launch or start into it).
+    # Running instances pick the new options up when they renew their lease, as on AWS: the
+    # VPC's DHCP server gets them now, if the VPC has a network on the host (instances that
+    # hold an address); otherwise its next plumbing (a launch or start into it) carries them.
+    if ctx.session.scalars(select(Instance.id).where(Instance.vpc_id == vpc.id, Instance.state != "terminated",
+                                                     Instance.private_ip.is_not(None)).limit(1)).first():
+        ctx.host_task(REPLUMB, vpc.id)
     return {}
+
+
+REPLUMB = "vpc.dhcp"
+
+
+@host_action(REPLUMB)
+def replumb_on_host(host: Host, vpc_id: str) -> None:
+    """Give the VPC's DHCP server its current options (the driver rewrites its configuration and
+    restarts it if they changed). Reads the VPC when it runs: a later association wins."""
+    from .vpcs import host_spec
+
+    with host.Session() as session:
+        vpc = session.get(Vpc, vpc_id)
+        if vpc is None:
+            return
+        spec = host_spec(host.context(session, vpc.account_id, vpc.region), vpc)
+    host.driver.ensure_vpc(spec)
 
 
 def _values(row: DhcpOptions, key: str | None = None) -> list[str]:

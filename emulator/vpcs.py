@@ -16,8 +16,11 @@ import ipaddress
 
 from sqlalchemy import delete, func, select
 
-from .catalogue import REGIONS
+from hypervisor import VpcSpec
+
 from . import quotas
+from .catalogue import REGIONS
+from .dns import private_dns_domain, public_dns_domain
 from .errors import (DefaultSubnetAlreadyExistsInAvailabilityZone, DefaultVpcAlreadyExists,
                      DefaultVpcDoesNotExist, DependencyViolation, InvalidParameterCombination,
                      InvalidParameterValue, InvalidSubnetConflict, InvalidSubnetIDNotFound,
@@ -66,6 +69,16 @@ def create_default_vpc(ctx: Context) -> Vpc:
 def default_vpc(ctx: Context) -> Vpc | None:
     return ctx.session.scalars(select(Vpc).where(Vpc.account_id == ctx.account_id, Vpc.region == ctx.region,
                                                  Vpc.is_default.is_(True))).first()
+
+
+def host_spec(ctx: Context, vpc: Vpc) -> VpcSpec:
+    """The VPC as the host plumbs it: its subnets, DNS domains and DHCP domain-name."""
+    from . import dhcp_options
+
+    subnets = ctx.session.execute(select(Subnet.id, Subnet.cidr_block).where(
+        Subnet.vpc_id == vpc.id).order_by(Subnet.id)).all()
+    return VpcSpec(vpc.id, tuple(tuple(s) for s in subnets), private_dns_domain(vpc.region),
+                   public_dns_domain(vpc.region), vpc.region, dhcp_options.domain_name(ctx, vpc) or "")
 
 
 def owned(ctx: Context, model, resource_id: str, not_found):

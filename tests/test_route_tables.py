@@ -2,9 +2,11 @@
 option sets and network ACL listing, end to end with boto3 on the none driver."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from .helpers import expect_error, fast_waiter, tiny_image
+from .helpers import eventually, expect_error, fast_waiter, tiny_image
 
 MISSING_RTB = "rtb-0123456789abcdef0"
 MISSING_IGW = "igw-0123456789abcdef0"
@@ -262,6 +264,32 @@ def test_dhcp_options_life(ec2, vpc):
         f"The dhcpOption ID '{dopt}' does not exist"
     expect_error("InvalidDhcpOptionID.NotFound", ec2.associate_dhcp_options, DhcpOptionsId=dopt, VpcId=vpc)
     expect_error("InvalidDhcpOptionID.NotFound", ec2.delete_dhcp_options, DhcpOptionsId=dopt)
+
+
+def test_associating_options_reaches_the_dhcp_server_of_a_vpc_with_instances(server, ec2, vpc):
+    """The host (the none driver's kept state) gets the new domain-name at once when the VPC has
+    instances; running guests take it at their next lease renewal (test_vpc_guests)."""
+    def dhcp_domain() -> str | None:
+        try:
+            host = json.loads((server.state_dir / "none-host.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):  # (replaced atomically; not written yet)
+            return None
+        return host.get("vpcs", {}).get(vpc, {}).get("dhcp_domain")
+
+    sid = ec2.create_subnet(VpcId=vpc, CidrBlock="10.40.3.0/24")["Subnet"]["SubnetId"]
+    iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1, SubnetId=sid)["Instances"][0]["InstanceId"]
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+    assert dhcp_domain() == "ec2.internal"  # the account's default set (the control)
+    dopt = ec2.create_dhcp_options(DhcpConfigurations=[{"Key": "domain-name", "Values": ["live.example"]}])[
+        "DhcpOptions"]["DhcpOptionsId"]
+    ec2.associate_dhcp_options(DhcpOptionsId=dopt, VpcId=vpc)
+    eventually(lambda: dhcp_domain() == "live.example", "the new domain reached the VPC's DHCP server")
+    ec2.associate_dhcp_options(DhcpOptionsId="default", VpcId=vpc)  # no options: the region's domain
+    eventually(lambda: dhcp_domain() == "", "the options were taken away")
+    ec2.terminate_instances(InstanceIds=[iid])
+    fast_waiter(ec2, "instance_terminated")(InstanceIds=[iid])
+    ec2.delete_dhcp_options(DhcpOptionsId=dopt)
+    ec2.delete_subnet(SubnetId=sid)
 
 
 @pytest.mark.parametrize("conf", [

@@ -9,6 +9,7 @@ VPC A uses a DHCP option set with domain-name corp.example; B keeps the account'
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 
@@ -88,3 +89,22 @@ def test_dhcp_option_set_domain_name_reaches_the_guest(vpcs):
     assert f"search {DOMAIN}" in in_a.stdout, in_a.stdout
     # B keeps the account's default set: the region's domain (the control)
     assert "search ec2.internal" in in_b.stdout and DOMAIN not in in_b.stdout, in_b.stdout
+
+
+def test_new_dhcp_options_reach_a_running_guest_at_its_lease_renewal(vpcs):
+    """AssociateDhcpOptions on a VPC with a running guest: the guest gets the new domain-name
+    when it renews its lease (here asked at once with udhcpc's SIGUSR1), without a restart."""
+    b1, pem, ec2 = vpcs["b1"], vpcs["pem"], vpcs["ec2"]
+    renew_and_read = ("sudo kill -USR1 $(cat /var/run/udhcpc.eth0.pid); sleep 2; cat /etc/resolv.conf")
+    before = _ssh_from(b1["ns"], pem, SAME_IP, renew_and_read)
+    assert "search ec2.internal" in before.stdout, (before.stdout, before.stderr)  # a renewal keeps it
+    dopt = ec2.create_dhcp_options(DhcpConfigurations=[{"Key": "domain-name", "Values": ["renewed.example"]}])[
+        "DhcpOptions"]["DhcpOptionsId"]
+    ec2.associate_dhcp_options(DhcpOptionsId=dopt, VpcId=b1["vpc"])
+    deadline = time.monotonic() + 30
+    while True:
+        after = _ssh_from(b1["ns"], pem, SAME_IP, renew_and_read)
+        if "search renewed.example" in after.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert "search renewed.example" in after.stdout, (after.stdout, after.stderr)
