@@ -181,7 +181,8 @@ class Driver:
         raise NotImplementedError
 
     def reboot(self, instance_id: str) -> None:
-        """Ask a running guest to reboot (ACPI). No event: the instance stays 'running'. A guest
+        """Ask a running guest to reboot (ACPI), as AWS does: a hard reset if it has not reset
+        itself after the configured stop timeout. No event: the instance stays 'running'. A guest
         that is not running is left alone."""
         raise NotImplementedError
 

@@ -95,7 +95,8 @@ class LibvirtDriver(Driver):
         self._domain_type: str | None = None if config.domain_type == "auto" else config.domain_type
         self._probe_lock = threading.Lock()
         self._terminating: set[str] = set()  # destroyed by terminate(): their STOPPED event is not news
-        self._stop_timers: dict[str, threading.Event] = {}  # set: stop pressing
+        self._stops: dict[str, threading.Event] = {}  # set: stop pressing
+        self._reboots: dict[str, threading.Event] = {}  # set: the guest reset (or a later reboot took over)
         self._lock = threading.Lock()
         _start_event_loop()
         self._conn = None
@@ -123,6 +124,7 @@ class LibvirtDriver(Driver):
                 self._conn = None
             conn = libvirt.open(self.config.libvirt_uri)
             conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_event, None)
+            conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._on_reboot, None)
             self._conn, self._connects = conn, self._connects + 1
             return conn
 
@@ -257,43 +259,64 @@ class LibvirtDriver(Driver):
         if force:
             dom.destroy()  # the STOPPED event reports it
             return
-        # The ACPI power button, pressed again every PRESS_EVERY_SECONDS until the guest is off:
-        # a press that reaches a guest before its acpid runs (a stop soon after 'running', while
-        # it still boots) is lost, so one press would leave such a guest to be forced off.
+        # The ACPI power button, pressed again until the guest is off (see _keep_pressing); forced
+        # off after stop_timeout_seconds.
         stopped = threading.Event()
+        self._cancel_force_off(instance_id)  # an earlier stop's or a reboot's presser ends first
+        dom.shutdown()  # the guest powers off and the STOPPED event follows
+        with self._lock:
+            self._stops[instance_id] = stopped
+        self._keep_pressing(instance_id, stopped, "shutdown", lambda d: d.shutdown(), "forcing it off",
+                            lambda d: d.destroy())  # (the STOPPED event reports it)
 
-        def press_until_off() -> None:
+    def _keep_pressing(self, instance_id: str, done: threading.Event, what: str, press, last_resort_is: str,
+                       last_resort) -> None:
+        """In a thread of its own: press(dom) every PRESS_EVERY_SECONDS until `done` is set or the
+        guest is off, and last_resort(dom) once stop_timeout_seconds have passed. Pressed again
+        because a press that reaches a guest before its acpid runs (soon after 'running', while
+        it still boots) is lost: one press would leave such a guest to the last resort."""
+        def run() -> None:
             deadline = time.monotonic() + self.config.stop_timeout_seconds
-            while not stopped.wait(min(PRESS_EVERY_SECONDS, max(0.0, deadline - time.monotonic()))):
+            while not done.wait(min(PRESS_EVERY_SECONDS, max(0.0, deadline - time.monotonic()))):
                 d = self._domain(instance_id)
                 if d is None or not d.isActive():
                     return
                 if time.monotonic() >= deadline:
-                    log.warning("%s ignored ACPI shutdown for %ss: forcing it off", instance_id,
-                                self.config.stop_timeout_seconds)
-                    d.destroy()  # the STOPPED event reports it
+                    log.warning("%s ignored ACPI %s for %ss: %s", instance_id, what,
+                                self.config.stop_timeout_seconds, last_resort_is)
+                    last_resort(d)
                     return
-                d.shutdown()
-
-        dom.shutdown()  # the guest powers off and the STOPPED event follows
-        presser = threading.Thread(target=press_until_off, name=f"stop-{instance_id}", daemon=True)
-        self._cancel_force_off(instance_id)  # a presser of an earlier stop must not press a later boot
-        with self._lock:
-            self._stop_timers[instance_id] = stopped
-        presser.start()
+                press(d)
+        threading.Thread(target=run, name=f"{what}-{instance_id}", daemon=True).start()
 
     def _cancel_force_off(self, instance_id: str) -> None:
-        """The guest stopped: its force-off deadline must not hit a later boot."""
+        """The guest stopped (or is to stop): neither an earlier stop's force-off deadline nor a
+        reboot's presses may hit it or a later boot (a reboot press would turn a stop into a
+        reboot: libvirt restarts a guest that powers off after one)."""
         with self._lock:
-            stopped = self._stop_timers.pop(instance_id, None)
-        if stopped is not None:
-            stopped.set()
+            pressers = [self._stops.pop(instance_id, None), self._reboots.pop(instance_id, None)]
+        for done in pressers:
+            if done is not None:
+                done.set()
 
     def reboot(self, instance_id: str) -> None:
         """See Driver.reboot."""
         dom = self._domain(instance_id)
-        if dom is not None and dom.isActive():
-            dom.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+        if dom is None or not dom.isActive():
+            return
+        # As AWS does: the ACPI power button (libvirt turns the guest's power-off into a reset),
+        # pressed again until the guest resets (libvirt's reboot event), a hard reset after
+        # stop_timeout_seconds.
+        rebooted = threading.Event()
+        with self._lock:
+            earlier = self._reboots.pop(instance_id, None)
+            self._reboots[instance_id] = rebooted
+        if earlier is not None:
+            earlier.set()  # that reboot's presser stops: this one takes over
+        dom.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+        self._keep_pressing(instance_id, rebooted, "reboot",
+                            lambda d: d.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN), "resetting it",
+                            lambda d: d.reset())
 
     def terminate(self, instance_id: str) -> None:
         """See Driver.terminate: all of it here, in the calling thread."""
@@ -338,6 +361,13 @@ class LibvirtDriver(Driver):
                     self.report(instance_id, HostEvent.STOPPED)
         except Exception:
             log.exception("handling libvirt event %s for %s", event, instance_id)
+
+    def _on_reboot(self, conn, dom, opaque) -> None:
+        """libvirt's event thread: the guest reset itself (a reboot it was asked for happened)."""
+        with self._lock:
+            rebooted = self._reboots.get(dom.name())
+        if rebooted is not None:
+            rebooted.set()
 
     # ------------------------------------------------------------------------------ state
 
