@@ -128,6 +128,7 @@ def delete_network_acl(ctx: Context, p: dict) -> dict:
 # ------------------------------------------------------------------------------------- entries
 
 def _rule_number(p: dict) -> int:
+    """The request's RuleNumber, one a user may set (not the '*' rule's)."""
     n = p["RuleNumber"]
     if not LOWEST_RULE <= n <= HIGHEST_RULE:
         raise InvalidParameterValue.value(n, "ruleNumber", f"Rule numbers must be between {LOWEST_RULE} "
@@ -226,10 +227,7 @@ def replace_network_acl_entry(ctx: Context, p: dict) -> dict:
 def delete_network_acl_entry(ctx: Context, p: dict) -> dict:
     acl = _lock(ctx, p["NetworkAclId"])
     egress = bool(p["Egress"])
-    number = p["RuleNumber"]
-    if number == CATCH_ALL:  # the '*' rule is not the user's
-        raise InvalidParameterValue.value(number, "ruleNumber", f"Rule numbers must be between {LOWEST_RULE} "
-                                                                f"and {HIGHEST_RULE}.")
+    number = _rule_number(p)
     i = _find(acl, number, egress)
     if i is None:
         raise InvalidNetworkAclEntryNotFound(number, egress)
