@@ -800,6 +800,28 @@ class InvalidNetworkAclIDNotFound(NotFound):
     singular = "The networkAcl ID '{}' does not exist"
 
 
+class NetworkAclEntryAlreadyExists(EC2Error):
+    code = "NetworkAclEntryAlreadyExists"
+
+    def __init__(self, rule_number: int):
+        super().__init__(f"The network acl entry identified by {rule_number} already exists.")
+
+
+class InvalidNetworkAclEntryNotFound(EC2Error):
+    code = "InvalidNetworkAclEntry.NotFound"
+
+    def __init__(self, rule_number: int, egress: bool):
+        super().__init__(f"no {'egress' if egress else 'ingress'} entry with number {rule_number}")
+
+
+class NetworkAclEntryLimitExceeded(EC2Error):
+    code = "NetworkAclEntryLimitExceeded"
+
+    def __init__(self, acl_id: str, limit: int):
+        super().__init__(f"The maximum number of entries ({limit}) per direction for network acl {acl_id} "
+                         "has been reached.")
+
+
 class InvalidRouteNotFound(EC2Error):
     code = "InvalidRoute.NotFound"
 

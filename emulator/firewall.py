@@ -1,4 +1,4 @@
-"""Security groups on the wire: a VPC's whole firewall rendered from the database, and the host
+"""Security groups and network ACLs on the wire: a VPC's whole firewall rendered from the database, and the host
 task that applies it.
 
 Whatever changes what a VPC's firewall must be (a rule authorized, revoked or modified, a group
@@ -9,6 +9,10 @@ enforce it commit together. The task reads the VPC's groups, rules and instances
 hands all of it to `driver.apply_firewall`, which replaces what was there at once. So one apply
 covers every change committed before it reads: it marks the other pending tasks of its VPC that
 it covered as done (several changes in a row become one apply).
+
+Network ACLs ride along (network_acls.py calls `changed` for every entry or association
+change): the task hands the driver each subnet's ACL entries too, enforced in the same nft
+transaction as the groups.
 
 A launch's task is written before its `instance.start` (tasks run in order): the new port's
 rules are on the host before the port is plugged. The reconciler asks for every VPC's firewall
@@ -26,7 +30,7 @@ import logging
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from hypervisor import FirewallPort, Rule, SecurityGroupRules
+from hypervisor import AclEntry, FirewallPort, Rule, SecurityGroupRules, SubnetAcl
 
 from .host_tasks import enqueue
 from .models import HostTask, HostTaskState, Instance, SecurityGroup, SecurityGroupRule, utcnow
@@ -71,6 +75,29 @@ def _rule(r: SecurityGroupRule) -> Rule | None:
                 **peer)
 
 
+def _acl_entry(e: dict) -> AclEntry:
+    """An ACL entry as DescribeNetworkAcls lists it -> the driver's AclEntry."""
+    protocol = None if e["Protocol"] == "-1" else int(e["Protocol"])
+    ports, icmp = e.get("PortRange") or {}, e.get("IcmpTypeCode") or {}
+    icmp_type = icmp.get("Type")
+    return AclEntry(e["RuleNumber"], e["RuleAction"], e["CidrBlock"], protocol, ports.get("From"), ports.get("To"),
+                    None if icmp_type in (None, -1) else icmp_type,
+                    None if icmp_type in (None, -1) or icmp.get("Code") in (None, -1) else icmp.get("Code"))
+
+
+def acls(session: Session, vpc_id: str) -> list[SubnetAcl]:
+    """Each subnet of the VPC with the entries of the network ACL it uses (the '*' rule is the
+    driver's own default: left out)."""
+    from .network_acls import CATCH_ALL, subnet_entries
+
+    out = []
+    for sid, entries in subnet_entries(session, vpc_id).items():
+        mine = [e for e in entries if e["RuleNumber"] != CATCH_ALL and e.get("CidrBlock")]
+        out.append(SubnetAcl(sid, tuple(_acl_entry(e) for e in mine if not e["Egress"]),
+                             tuple(_acl_entry(e) for e in mine if e["Egress"])))
+    return out
+
+
 def desired(session: Session, vpc_id: str) -> tuple[list[SecurityGroupRules], list[FirewallPort]]:
     """The VPC's firewall as the database says it must be: every group of the VPC with its rules
     (rules naming a group that no longer exists dropped: it has no members), and every instance
@@ -101,7 +128,8 @@ def apply_on_host(host: Host, vpc_id: str) -> None:
         # the state read next includes it, and that task (and older ones) need not run again.
         covered = session.scalar(select(func.max(HostTask.id)).where(*_pending(vpc_id)))
         groups, ports = desired(session, vpc_id)
-    host.driver.apply_firewall(vpc_id, groups, ports)
+        subnet_acls = acls(session, vpc_id)
+    host.driver.apply_firewall(vpc_id, groups, ports, subnet_acls)
     if covered is not None:
         with host.Session() as session:
             session.execute(update(HostTask).where(*_pending(vpc_id), HostTask.id <= covered).values(

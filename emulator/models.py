@@ -370,9 +370,23 @@ class DhcpOptions(Owned, Base):
 
 
 class NetworkAcl(Owned, Base):
-    """A network ACL (recorded only: not enforced yet). Entries as AWS lists them."""
+    """A network ACL of a VPC. Entries as AWS lists them (NetworkAclEntry shapes)."""
     __tablename__ = "network_acls"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     vpc_id: Mapped[str] = mapped_column(String(32), index=True)
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     entries: Mapped[list] = mapped_column(JSON, default=list)
+
+
+class NetworkAclAssociation(Base):
+    """A subnet's association with an ACL that ReplaceNetworkAclAssociation made. A subnet
+    without one uses its VPC's default ACL under an association id derived from its own
+    (network_acls.implicit_association_id): AWS gives every subnet an association at once, and
+    this keeps CreateSubnet's paths unaware of ACLs. One per subnet (the unique constraint)."""
+    __tablename__ = "network_acl_associations"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    network_acl_id: Mapped[str] = mapped_column(String(32), index=True)
+    vpc_id: Mapped[str] = mapped_column(String(32), index=True)
+    subnet_id: Mapped[str] = mapped_column(String(32), unique=True)
+    account_id: Mapped[str] = mapped_column(String(12))
+    region: Mapped[str] = mapped_column(String(32))

@@ -441,13 +441,14 @@ def subnet_in_use(ctx: Context, subnet_id: str) -> bool:
 
 @action("DeleteSubnet")
 def delete_subnet(ctx: Context, p: dict) -> dict:
-    from . import route_tables
+    from . import network_acls, route_tables
 
     subnet = get_subnet(ctx, p["SubnetId"])
     lock_vpc(ctx, subnet.vpc_id)  # against a launch into it at the same time (PostgreSQL)
     if subnet_in_use(ctx, subnet.id):
         raise DependencyViolation.has_dependencies("subnet", subnet.id)
     route_tables.forget_subnet(ctx, subnet.id)
+    network_acls.forget_subnet(ctx, subnet.id)
     ctx.session.execute(delete(Tag).where(Tag.resource_id == subnet.id, Tag.account_id == ctx.account_id))
     if ctx.session.execute(delete(Subnet).where(Subnet.id == subnet.id)).rowcount != 1:
         raise InvalidSubnetIDNotFound(subnet.id)

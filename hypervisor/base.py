@@ -137,6 +137,35 @@ class SecurityGroupRules:
 
 
 @dataclass(frozen=True)
+class AclEntry:
+    """One network ACL entry: traffic of `protocol` (an IP protocol number; None = all) to ports
+    from_port..to_port (TCP/UDP; None = any) or of ICMP type/code (None = any) from (ingress) or
+    to (egress) an IPv4 CIDR is allowed or denied. Ports are the traffic's destination ports in
+    both directions, as on AWS (a reply's are the client's ephemeral ones)."""
+    rule_number: int
+    action: str                   # 'allow' or 'deny'
+    cidr: str
+    protocol: int | None = None
+    from_port: int | None = None
+    to_port: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in ("allow", "deny"):
+            raise ValueError(f"action {self.action!r}: allow or deny")
+
+
+@dataclass(frozen=True)
+class SubnetAcl:
+    """The network ACL a subnet uses: its entries per direction, lowest rule number first; what
+    no entry matches is denied (AWS's '*' rule). Stateless: a reply meets the entries too."""
+    subnet_id: str
+    ingress: tuple[AclEntry, ...] = ()
+    egress: tuple[AclEntry, ...] = ()
+
+
+@dataclass(frozen=True)
 class FirewallPort:
     """A plugged interface and the groups it is in (at most 5 on AWS)."""
     instance_id: str
@@ -241,13 +270,19 @@ class Driver:
     # -------------------------------------------------------------------------- firewall
 
     def apply_firewall(self, vpc_id: str, groups: Sequence[SecurityGroupRules],
-                       ports: Sequence[FirewallPort]) -> None:
+                       ports: Sequence[FirewallPort], acls: Sequence[SubnetAcl] = ()) -> None:
         """Enforce security groups in a VPC, replacing whatever was applied before, atomically:
         each listed port admits traffic that a rule of one of its groups admits (ingress to it,
         egress from it), plus replies to connections it was allowed to make or accept (stateful).
         A rule naming a group admits that group's listed members' addresses. Ports not listed are
         not filtered (only anti-spoofing applies). Every group a port or rule names must be in
-        `groups` (ValueError otherwise)."""
+        `groups` (ValueError otherwise).
+
+        And network ACLs, before the groups: traffic entering a listed subnet must pass its ACL's
+        ingress entries, traffic leaving it its egress entries (stateless, first match by rule
+        number). Traffic between two addresses of one subnet, and traffic to or from the VPC
+        router itself (DHCP, DNS, metadata), meets no ACL, as on AWS. Subnets not listed are not
+        filtered."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------- addresses

@@ -24,7 +24,7 @@ from xml.etree.ElementTree import tostring
 import libvirt
 
 from . import domainxml
-from .base import Driver, FirewallPort, HostEvent, InstanceSpec, Listener, SecurityGroupRules, VpcSpec
+from .base import Driver, FirewallPort, HostEvent, InstanceSpec, Listener, SecurityGroupRules, SubnetAcl, VpcSpec
 from .disks import GIB, Disks
 from .host import crash_point, run
 from .network import Desired, Network, PortSpec, disable_ipv6, firewall_state
@@ -425,10 +425,10 @@ class LibvirtDriver(Driver):
             return self.network.remove_vpc(vpc_id, only_if_empty=True)
 
     def apply_firewall(self, vpc_id: str, groups: Sequence[SecurityGroupRules],
-                       ports: Sequence[FirewallPort]) -> None:
-        """See Driver.apply_firewall: nftables in the VPC's namespace (nftables.firewall_table),
-        kept for a VPC whose network is not there yet."""
-        self.network.apply_firewall(vpc_id, firewall_state(groups, ports))
+                       ports: Sequence[FirewallPort], acls: Sequence[SubnetAcl] = ()) -> None:
+        """See Driver.apply_firewall: nftables in the VPC's namespace (nftables.firewall_table
+        and acl_table), kept for a VPC whose network is not there yet."""
+        self.network.apply_firewall(vpc_id, firewall_state(groups, ports, acls))
 
     # ---------------------------------------------------------------------------- addresses
 

@@ -7,6 +7,8 @@ Three tables, each replaced whole and atomically by one `nft -f` run of the text
     is dropped;
   * `ip ec2emu_igw`: the internet gateway: 1:1 NAT of public IPs (DNAT in from the internet link,
     SNAT out to it), and only instances with a public IP may use that link;
+  * `inet ec2emu_acl`: network ACLs (`acl_table`), stateless, per subnet, on the forward hook
+    just before the security groups (a deny there is final; an allow lets the groups decide);
   * `inet ec2emu_sg`: security groups (`firewall_table`), stateful. The kernel has no
     bridge-family conntrack (FACTS.md), but with br_netfilter on in the namespace bridged IPv4
     passes the inet hooks, where conntrack works. There `iifname` is the bridge, not the port:
@@ -17,12 +19,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
-from .base import FirewallPort, SecurityGroupRules
-from .names import hex10, port_name
+from .base import FirewallPort, SecurityGroupRules, SubnetAcl
+from .names import hex10, port_name, subnet_bridge_name
 
 PORTS_TABLE = "ec2emu_ports"  # bridge family
 IGW_TABLE = "ec2emu_igw"      # ip family
 SG_TABLE = "ec2emu_sg"        # inet family
+ACL_TABLE = "ec2emu_acl"      # inet family
 IGW_IFNAME = "igw"            # the VPC namespace's end of its link to the internet namespace
 
 
@@ -88,9 +91,10 @@ def igw_table(nat: Mapping[str, str]) -> list[str]:
         "}"]
 
 
-def firewall_state(groups: Sequence[SecurityGroupRules], ports: Sequence[FirewallPort]) -> dict:
-    """Driver.apply_firewall's arguments as the plain data nftables.firewall_table renders and
-    firewall.json keeps. ValueError if a port or rule names a group that is not given."""
+def firewall_state(groups: Sequence[SecurityGroupRules], ports: Sequence[FirewallPort],
+                   acls: Sequence[SubnetAcl] = ()) -> dict:
+    """Driver.apply_firewall's arguments as the plain data nftables.firewall_table and acl_table
+    render and firewall.json keeps. ValueError if a port or rule names a group that is not given."""
     known = {g.group_id for g in groups}
     named = {gid for p in ports for gid in p.group_ids}
     named |= {r.group_id for g in groups for r in (*g.ingress, *g.egress) if r.group_id}
@@ -101,7 +105,10 @@ def firewall_state(groups: Sequence[SecurityGroupRules], ports: Sequence[Firewal
         raise ValueError(f"two ports with one address: {sorted(ips)}")
     return {"groups": {g.group_id: {"ingress": [asdict(r) for r in g.ingress],
                                     "egress": [asdict(r) for r in g.egress]} for g in groups},
-            "ports": {p.instance_id: {"ip": p.ip, "groups": list(p.group_ids)} for p in ports}}
+            "ports": {p.instance_id: {"ip": p.ip, "groups": list(p.group_ids)} for p in ports},
+            "acls": {a.subnet_id: {"ingress": [asdict(e) for e in sorted(a.ingress, key=lambda e: e.rule_number)],
+                                   "egress": [asdict(e) for e in sorted(a.egress, key=lambda e: e.rule_number)]}
+                     for a in acls}}
 
 
 
@@ -194,11 +201,73 @@ def firewall_table(firewall: Mapping | None) -> list[str]:
     return lines + ["}"]
 
 
+def _acl_match(entry: Mapping, direction: str) -> str:
+    """One ACL entry as nft matches (without its verdict). entry: a base.AclEntry as a dict.
+    Ports are destination ports in both directions (AWS's meaning)."""
+    peer = "saddr" if direction == "ingress" else "daddr"
+    parts = [] if entry["cidr"] == "0.0.0.0/0" else [f"ip {peer} {entry['cidr']}"]
+    proto = entry.get("protocol")
+    if proto in (6, 17):
+        name = "tcp" if proto == 6 else "udp"
+        lo, hi = entry.get("from_port"), entry.get("to_port")
+        if lo is None or hi is None or (lo <= 0 and hi >= 65535):
+            parts.append(f"meta l4proto {name}")
+        else:
+            parts.append(f"{name} dport {lo}" if lo == hi else f"{name} dport {lo}-{hi}")
+    elif proto == 1:
+        icmp_type, icmp_code = entry.get("icmp_type"), entry.get("icmp_code")
+        parts.append("meta l4proto icmp" if icmp_type is None else f"icmp type {icmp_type}")
+        if icmp_type is not None and icmp_code is not None:
+            parts.append(f"icmp code {icmp_code}")
+    elif proto is not None:
+        parts.append(f"meta l4proto {proto}")
+    return " ".join(parts)
+
+
+def acl_table(firewall: Mapping | None) -> list[str]:
+    """Network ACLs. firewall: firewall_state's form; its "acls": {subnet id: {"ingress": [entry],
+    "egress": [entry]}} (entries as base.AclEntry dicts, lowest rule number first). No subnet
+    listed: no table at all.
+
+    Stateless, on the forward hook just before the groups' table: a packet leaving a subnet's
+    bridge (routed to another subnet or to the internet gateway) passes that subnet's `out_`
+    chain, then one entering a subnet's bridge its `in_` chain; the first entry that matches
+    decides (allow: `return` to go on / `accept`, which ends this table only, so the security
+    groups still decide; deny: `drop`, final), and what none matches is dropped (the '*' rule).
+    A packet bridged within one subnet has that subnet's bridge as both its input and output
+    interface (br_netfilter): each chain returns at once for it, so neighbours on a subnet meet
+    no ACL, as on AWS. The router's own traffic (DHCP, DNS, metadata, connections it opens)
+    takes the input and output hooks, never forward: no ACL applies to it, as on AWS."""
+    acls = sorted(((firewall or {}).get("acls") or {}).items())
+    if not acls:
+        return [f"table inet {ACL_TABLE}", f"delete table inet {ACL_TABLE}"]
+    lines = _replace("inet", ACL_TABLE)
+    out_vmap = ", ".join(f'"{subnet_bridge_name(sid)}" : jump out_{_tail(sid)}' for sid, _ in acls)
+    in_vmap = ", ".join(f'"{subnet_bridge_name(sid)}" : jump in_{_tail(sid)}' for sid, _ in acls)
+    lines += ["  chain forward {",
+              "    type filter hook forward priority filter - 10; policy accept;",
+              f"    iifname vmap {{ {out_vmap} }}",
+              f"    oifname vmap {{ {in_vmap} }}",
+              "  }"]
+    for sid, acl in acls:
+        bridge = subnet_bridge_name(sid)
+        for direction, kind, same, allow in (("egress", "out", "oifname", "return"),
+                                             ("ingress", "in", "iifname", "accept")):
+            lines += [f"  chain {kind}_{_tail(sid)} {{", f'    {same} "{bridge}" {allow}']
+            for entry in acl.get(direction, []):
+                match = _acl_match(entry, direction)
+                verdict = allow if entry["action"] == "allow" else "drop"
+                lines.append(f"    {match} {verdict}" if match else f"    {verdict}")
+            lines += ["    drop", "  }"]
+    return lines + ["}"]
+
+
 def ruleset(ports: Mapping[str, Mapping[str, str]], nat: Mapping[str, str], firewall: Mapping | None = None) -> str:
     """The whole script for `nft -f -` in a VPC namespace."""
-    return "\n".join(ports_table(ports) + igw_table(nat) + firewall_table(firewall)) + "\n"
+    return "\n".join(ports_table(ports) + igw_table(nat) + acl_table(firewall) + firewall_table(firewall)) + "\n"
 
 
 def firewall_script(firewall: Mapping | None) -> str:
-    """The security groups alone (a rule change need not rewrite the other tables)."""
-    return "\n".join(firewall_table(firewall)) + "\n"
+    """The network ACLs and security groups alone (a rule change need not rewrite the other
+    tables); one script, so both change in one nft transaction."""
+    return "\n".join(acl_table(firewall) + firewall_table(firewall)) + "\n"

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .base import (Driver, FirewallPort, HostEvent, InstanceSpec, Listener, SecurityGroupRules,
-                   VpcSpec)
+                   SubnetAcl, VpcSpec)
 from .domainxml import LETTERS, device_letter
 from .nftables import firewall_state
 
@@ -263,11 +263,11 @@ class NoneDriver(Driver):
     # ----------------------------------------------------------------------------- firewall
 
     def apply_firewall(self, vpc_id: str, groups: Sequence[SecurityGroupRules],
-                       ports: Sequence[FirewallPort]) -> None:
+                       ports: Sequence[FirewallPort], acls: Sequence[SubnetAcl] = ()) -> None:
         """See Driver.apply_firewall. Kept as given (also for a VPC without a network yet, as the
         libvirt driver keeps it for when the network comes); `admits` evaluates it."""
         with self._changing():
-            self.host.setdefault("firewalls", {})[vpc_id] = firewall_state(groups, ports)
+            self.host.setdefault("firewalls", {})[vpc_id] = firewall_state(groups, ports, acls)
 
     def admits(self, vpc_id: str, src_ip: str, dst_ip: str, protocol: str, port: int | None = None) -> bool:
         """Would the applied firewall let a new connection from src_ip to dst_ip:port through?

@@ -140,7 +140,8 @@ def test_no_ports_filters_nothing_and_none_removes_the_table():
     text = nftables.firewall_script(firewall())
     assert "vmap" not in text and "chain in_" not in text
     assert chain(text, "forward")[1:] == ["ct state established,related accept"]
-    assert nftables.firewall_script(None) == "table inet ec2emu_sg\ndelete table inet ec2emu_sg\n"
+    assert nftables.firewall_script(None) == ("table inet ec2emu_acl\ndelete table inet ec2emu_acl\n"
+                                              "table inet ec2emu_sg\ndelete table inet ec2emu_sg\n")
 
 
 def test_firewall_state_refuses_what_the_contract_refuses():
@@ -152,3 +153,45 @@ def test_firewall_state_refuses_what_the_contract_refuses():
     with pytest.raises(ValueError):  # two ports, one address
         nftables.firewall_state([SecurityGroupRules(WEB)], [FirewallPort(I1, "10.0.0.5", (WEB,)),
                                                             FirewallPort(I2, "10.0.0.5", (WEB,))])
+
+
+# ------------------------------------------------------------------------------ network ACLs
+
+S1, S2 = "subnet-0123456789abcdef0", "subnet-00000000000000ff1"
+
+
+def acl_state(**acls):
+    from hypervisor import SubnetAcl
+    return nftables.firewall_state([], [], [SubnetAcl(sid, tuple(i), tuple(e)) for sid, (i, e) in acls.items()])
+
+
+def test_acl_entries_render_in_rule_number_order_first_match_deciding():
+    from hypervisor import AclEntry
+    text = nftables.firewall_script(acl_state(**{S1: (
+        [AclEntry(100, "allow", "0.0.0.0/0"), AclEntry(50, "deny", "10.9.1.0/24", 6, 22, 22),
+         AclEntry(60, "allow", "0.0.0.0/0", 1, icmp_type=8, icmp_code=0)],
+        [AclEntry(100, "allow", "10.0.0.0/8", 6, 1024, 65535), AclEntry(110, "deny", "0.0.0.0/0", 47),
+         AclEntry(120, "allow", "0.0.0.0/0", 17, 0, 65535)])}))
+    # The ACL table comes before the groups' and hooks forward just before them.
+    assert text.index("table inet ec2emu_acl {") < text.index("table inet ec2emu_sg {")
+    assert chain(text, "forward") == ["type filter hook forward priority filter - 10; policy accept;",
+                                      'iifname vmap { "b0123456789" : jump out_0123456789abcdef0 }',
+                                      'oifname vmap { "b0123456789" : jump in_0123456789abcdef0 }']
+    # Ingress: what enters the subnet from another one (or the gateway); within it: not filtered.
+    assert chain(text, "in_0123456789abcdef0") == ['iifname "b0123456789" accept',
+                                                   "ip saddr 10.9.1.0/24 tcp dport 22 drop",
+                                                   "icmp type 8 icmp code 0 accept",
+                                                   "accept", "drop"]
+    # Egress: an allow returns (the destination subnet's ingress is asked next); ports are the
+    # traffic's destination ports; a protocol without ports is matched by number.
+    assert chain(text, "out_0123456789abcdef0") == ['oifname "b0123456789" return',
+                                                    "ip daddr 10.0.0.0/8 tcp dport 1024-65535 return",
+                                                    "meta l4proto 47 drop",
+                                                    "meta l4proto udp return", "drop"]
+
+
+def test_an_acl_without_entries_denies_all_but_its_own_subnet_and_no_acls_no_table():
+    text = nftables.firewall_script(acl_state(**{S1: ([], []), S2: ([], [])}))
+    assert chain(text, "in_00000000000000ff1") == ['iifname "b0000000000" accept', "drop"]
+    assert '"b0000000000" : jump out_00000000000000ff1, "b0123456789" : jump out_0123456789abcdef0' in text
+    assert "table inet ec2emu_acl {" not in nftables.firewall_script(acl_state())
