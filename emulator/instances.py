@@ -22,14 +22,14 @@ from hypervisor import DiskSpec, HostEvent, InstanceSpec
 from hypervisor.host import crash_point
 
 from . import (attachments, block_devices, dhcp_options, ebs_encryption, firewall, images, keypairs,
-               security_groups, vpcs)
+               network_interfaces, security_groups, vpcs)
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
 from .dns import private_dns_domain, private_dns_name, public_dns_domain, public_dns_name
 from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceCreditSpecificationNotSupported,
                      InstanceLimitExceeded,
                      InsufficientAddressCapacity, InsufficientFreeAddressesInSubnet, InvalidAKIIDNotFound,
                      InvalidARIIDNotFound, InvalidInstanceIDMalformed, InvalidInstanceIDNotFound,
-                     InvalidIPAddressInUse, InvalidParameterCombination, InvalidParameterValue,
+                     InvalidParameterCombination, InvalidParameterValue,
                      InvalidUserDataMalformed, MissingParameter, OperationNotPermitted, Unsupported,
                      UnsupportedOperation)
 from .ids import new_id, well_formed
@@ -61,38 +61,7 @@ def _gmt(now: datetime) -> str:
 
 # ------------------------------------------------------------------------------------ naming
 
-def _new_mac() -> str:
-    # Locally administered, unicast: the first octet's low bits are 10.
-    octets = [0x0A] + list(secrets.token_bytes(5))
-    return ":".join(f"{o:02x}" for o in octets)
-
-
 # ------------------------------------------------------------------------------- addresses
-
-def _allocate_private_ips(ctx: Context, subnet: Subnet, count: int, wanted: str | None) -> list[str]:
-    net = ipaddress.ip_network(subnet.cidr_block)
-    used = set(ctx.session.scalars(select(Instance.private_ip).where(
-        Instance.subnet_id == subnet.id, Instance.private_ip.is_not(None))))
-    first, last = int(net.network_address) + 4, int(net.broadcast_address) - 1  # AWS reserves 5
-    if wanted:
-        try:
-            addr = ipaddress.ip_address(wanted)
-        except ValueError:
-            raise InvalidParameterValue(f"Invalid value '{wanted}' for PrivateIpAddress") from None
-        if addr not in net or not first <= int(addr) <= last:
-            raise InvalidParameterValue(f"Address {wanted} does not fall within the subnet's address range")
-        if wanted in used:
-            raise InvalidIPAddressInUse(wanted)
-        return [wanted]
-    out = []
-    n = first
-    while n <= last and len(out) < count:
-        ip = str(ipaddress.IPv4Address(n))
-        if ip not in used:
-            out.append(ip)
-        n += 1
-    return out
-
 
 def _allocate_public_ip(ctx: Context, taken: set[str]) -> str:
     pool = ipaddress.ip_network(ctx.config.public_ip_pool)
@@ -174,7 +143,7 @@ def get_instance(ctx: Context, instance_id: str) -> Instance:
 
 # ---------------------------------------------------------------------------------- output
 
-def _describe(row: Instance, tags: dict, groups: dict[str, str], volumes: list[dict]) -> dict:
+def _describe(row: Instance, tags: dict, groups: dict[str, str], volumes: list[dict], nics: list[dict]) -> dict:
     region = row.region
     alive = row.state != "terminated"
     public_dns = public_dns_name(region, row.public_ip)
@@ -216,23 +185,7 @@ def _describe(row: Instance, tags: dict, groups: dict[str, str], volumes: list[d
     }
     if row.state_reason_code:
         out["StateReason"] = {"Code": row.state_reason_code, "Message": row.state_reason_message}
-    if alive and row.private_ip:
-        association = ({"PublicIp": row.public_ip, "PublicDnsName": public_dns, "IpOwnerId": "amazon"}
-                       if row.public_ip else None)
-        out["NetworkInterfaces"] = [{
-            "NetworkInterfaceId": row.network_interface_id, "SubnetId": row.subnet_id, "VpcId": row.vpc_id,
-            "Description": "", "OwnerId": row.account_id, "Status": "in-use", "MacAddress": row.mac_address,
-            "PrivateIpAddress": row.private_ip, "PrivateDnsName": private_dns,
-            "SourceDestCheck": attrs.get("SourceDestCheck", True), "Groups": sgs, "InterfaceType": "interface",
-            "Attachment": {"AttachmentId": "eni-attach-" + row.network_interface_id[4:],
-                           "DeviceIndex": 0, "NetworkCardIndex": 0, "Status": "attached",
-                           "AttachTime": row.launch_time, "DeleteOnTermination": True},
-            "Association": association, "Ipv6Addresses": [],
-            "PrivateIpAddresses": [{"PrivateIpAddress": row.private_ip, "PrivateDnsName": private_dns,
-                                    "Primary": True, "Association": association}],
-        }]
-    else:
-        out["NetworkInterfaces"] = []
+    out["NetworkInterfaces"] = nics if alive and row.private_ip else []
     return out
 
 
@@ -246,7 +199,8 @@ def describe_rows(ctx: Context, rows: list[Instance], tags: dict | None = None) 
     group_ids = {g for r in rows for g in r.security_group_ids}
     names = security_groups.group_names(ctx, group_ids)
     volumes = attachments.mappings_by_instance(ctx.session, ctx.account_id, ctx.region) if rows else {}
-    return [_describe(r, tags.get(r.id, {}), names, volumes.get(r.id, [])) for r in rows]
+    nics = network_interfaces.for_instances(ctx, [r.id for r in rows if r.state != "terminated"])
+    return [_describe(r, tags.get(r.id, {}), names, volumes.get(r.id, []), nics.get(r.id, [])) for r in rows]
 
 
 def _reservations(ctx: Context, rows: list[Instance], tags: dict | None = None) -> list[dict]:
@@ -291,6 +245,7 @@ def _spec(ctx: Context, row: Instance) -> InstanceSpec:
         if row.root_device_type == "ebs" else None
     store = [DiskSpec(m["VirtualName"], m["DeviceName"], size_gib=m["SizeGiB"])
              for m in (row.attributes or {}).get("InstanceStore") or []]
+    secondary_ips, interfaces = network_interfaces.host_interfaces(ctx.session, row)
     return InstanceSpec(instance_id=row.id, vcpus=vcpus, memory_mib=memory,
                         image_path=images.disk_file(ctx.config, image) if root is None else None,
                         root_disk=root, disks=disks, instance_store=store,
@@ -303,7 +258,8 @@ def _spec(ctx: Context, row: Instance) -> InstanceSpec:
                         public_hostname=public_dns_name(row.region, row.public_ip),
                         public_dns_domain=public_dns_domain(row.region),
                         instance_type=row.instance_type, vpc_subnets=[tuple(s) for s in subnets],
-                        dhcp_domain=dhcp_options.domain_name(ctx, ctx.session.get(Vpc, row.vpc_id)) or "")
+                        dhcp_domain=dhcp_options.domain_name(ctx, ctx.session.get(Vpc, row.vpc_id)) or "",
+                        secondary_ips=secondary_ips, interfaces=interfaces)
 
 
 def _validate_user_data(data: str | None) -> None:
@@ -411,7 +367,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
     room = ctx.config.max_instances - live
     if room < min_count:
         raise InstanceLimitExceeded(min_count, ctx.config.max_instances)
-    addresses = _allocate_private_ips(ctx, subnet, min(max_count, room), wanted_ip)
+    addresses = network_interfaces.allocate_private_ips(ctx, subnet, min(max_count, room), wanted_ip)
     if len(addresses) < min_count:
         raise InsufficientFreeAddressesInSubnet(subnet.id, min_count)
     with_public = subnet.map_public_ip_on_launch if public is None else public
@@ -429,7 +385,8 @@ def run_instances(ctx: Context, p: dict) -> dict:
             ramdisk_id=ramdisk_id, state="pending", state_transition_reason="",
             state_reason_code="pending", state_reason_message="pending", key_name=key_name,
             vpc_id=subnet.vpc_id, subnet_id=subnet.id, availability_zone=subnet.availability_zone,
-            private_ip=ip, public_ip=public_ip, mac_address=_new_mac(), network_interface_id=new_id("eni"),
+            private_ip=ip, public_ip=public_ip, mac_address=network_interfaces.new_mac(),
+            network_interface_id=new_id("eni"),
             security_group_ids=[g.id for g in groups], launch_time=now, client_token=token,
             request_digest=digest, user_data=p.get("UserData"), architecture=image.architecture,
             root_device_name=image.root_device_name or "/dev/xvda", root_device_type=image.root_device_type,
@@ -443,6 +400,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
                         "EnaSupport": True},
         )
         ctx.session.add(row)
+        network_interfaces.create_primary(ctx, row)
         rows.append(row)
     ctx.session.flush()
     made = {}
@@ -693,6 +651,7 @@ def apply_hypervisor_event(session: Session, instance_id: str, state: str) -> bo
             return True
     elif state == HostEvent.TERMINATED:
         _terminated(row, now)
+        network_interfaces.released(session, row.id)  # the host unplugged all its interfaces
         firewall.ask(session, row.vpc_id)  # its address leaves its groups' sets
         # The host detached its disks: the volumes are free (or deleted, DeleteOnTermination).
         attachments.release(session, row.id)
@@ -949,7 +908,7 @@ def modify_instance_attribute(ctx: Context, p: dict) -> None:
         row.user_data = base64.b64encode(raw).decode()
     elif attr == "groupSet":
         groups = security_groups.resolve_groups(ctx, row.vpc_id, list(value), None)
-        row.security_group_ids = [g.id for g in groups]
+        network_interfaces.set_groups(ctx.session, row, [g.id for g in groups])
         firewall.changed(ctx, row.vpc_id)
     elif attr == "instanceInitiatedShutdownBehavior":
         if value not in ("stop", "terminate"):
@@ -957,6 +916,8 @@ def modify_instance_attribute(ctx: Context, p: dict) -> None:
         attrs["InstanceInitiatedShutdownBehavior"] = value
     elif attr in ("disableApiTermination", "disableApiStop", "sourceDestCheck", "ebsOptimized", "enaSupport"):
         attrs[attr[0].upper() + attr[1:]] = flag(value)
+        if attr == "sourceDestCheck":  # the instance's is its primary interface's
+            network_interfaces.set_source_dest_check(ctx.session, row, attrs["SourceDestCheck"])
     elif attr == "sriovNetSupport":
         pass  # always 'simple' here
     elif attr == "blockDeviceMapping":
@@ -995,6 +956,7 @@ def reset_instance_attribute(ctx: Context, p: dict) -> None:
         setattr(row, f"{attr}_id", getattr(image, f"{attr}_id") if image else None)
     elif attr == "sourceDestCheck":
         row.attributes = {**(row.attributes or {}), "SourceDestCheck": True}
+        network_interfaces.set_source_dest_check(ctx.session, row, True)
     else:
         raise InvalidParameterValue.value(attr, "attribute")
     return None
