@@ -280,15 +280,17 @@ def _network(ctx: Context, p: dict) -> tuple[Subnet, list[str] | None, list[str]
     subnet_id = p.get("SubnetId")
     nics = p.get("NetworkInterfaces") or []
     if nics:
-        if len(nics) > 1:
-            raise Unsupported("Only one network interface per instance is supported by this emulator yet.")
-        nic = nics[0]
+        nic = network_interfaces.primary_of(nics)
         if subnet_id or group_ids or group_names:
             raise InvalidParameterCombination("Network interfaces and an instance-level security groups or subnet "
                                               "may not be specified on the same request")
-        subnet_id = nic.get("SubnetId")
-        group_ids = nic.get("Groups")
-        wanted_ip = nic.get("PrivateIpAddress") or wanted_ip
+        if nic.get("NetworkInterfaceId"):  # an existing interface becomes the primary one
+            eni = network_interfaces.get_interface(ctx, nic["NetworkInterfaceId"])
+            subnet_id, group_ids, wanted_ip = eni.subnet_id, None, None
+        else:
+            subnet_id = nic.get("SubnetId")
+            group_ids = nic.get("Groups")
+            wanted_ip = nic.get("PrivateIpAddress") or wanted_ip
         public = nic.get("AssociatePublicIpAddress")
     zone = (p.get("Placement") or {}).get("AvailabilityZone")
     if zone and zone not in {z.name for z in REGIONS[ctx.region].zones}:
@@ -367,7 +369,11 @@ def run_instances(ctx: Context, p: dict) -> dict:
     room = ctx.config.max_instances - live
     if room < min_count:
         raise InstanceLimitExceeded(min_count, ctx.config.max_instances)
-    addresses = network_interfaces.allocate_private_ips(ctx, subnet, min(max_count, room), wanted_ip)
+    launch_nics = network_interfaces.LaunchInterfaces.plan(ctx, p.get("NetworkInterfaces"), subnet, instance_type,
+                                                           max_count)
+    addresses = ([launch_nics.primary.private_ip] if launch_nics.primary else
+                 network_interfaces.allocate_private_ips(ctx, subnet, min(max_count, room), wanted_ip))
+    launch_nics.reserved = set(addresses)
     if len(addresses) < min_count:
         raise InsufficientFreeAddressesInSubnet(subnet.id, min_count)
     with_public = subnet.map_public_ip_on_launch if public is None else public
@@ -385,9 +391,11 @@ def run_instances(ctx: Context, p: dict) -> dict:
             ramdisk_id=ramdisk_id, state="pending", state_transition_reason="",
             state_reason_code="pending", state_reason_message="pending", key_name=key_name,
             vpc_id=subnet.vpc_id, subnet_id=subnet.id, availability_zone=subnet.availability_zone,
-            private_ip=ip, public_ip=public_ip, mac_address=network_interfaces.new_mac(),
-            network_interface_id=new_id("eni"),
-            security_group_ids=[g.id for g in groups], launch_time=now, client_token=token,
+            private_ip=ip, public_ip=public_ip,
+            mac_address=launch_nics.primary.mac_address if launch_nics.primary else network_interfaces.new_mac(),
+            network_interface_id=launch_nics.primary.id if launch_nics.primary else new_id("eni"),
+            security_group_ids=(list(launch_nics.primary.security_group_ids) if launch_nics.primary
+                                else [g.id for g in groups]), launch_time=now, client_token=token,
             request_digest=digest, user_data=p.get("UserData"), architecture=image.architecture,
             root_device_name=image.root_device_name or "/dev/xvda", root_device_type=image.root_device_type,
             block_device_mappings=[],
@@ -400,7 +408,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
                         "EnaSupport": True},
         )
         ctx.session.add(row)
-        network_interfaces.create_primary(ctx, row)
+        launch_nics.attach(ctx, row)
         rows.append(row)
     ctx.session.flush()
     made = {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -104,6 +104,113 @@ def create_primary(ctx: Context, row: Instance) -> NetworkInterface:
         attachment_state="attached", attach_time=row.launch_time, delete_on_termination=True)
     ctx.session.add(eni)
     return eni
+
+
+def primary_of(nics: list[dict]) -> dict:
+    """RunInstances' NetworkInterfaces entry at device index 0 (each entry has its own index; a
+    lone entry without one is the primary)."""
+    indexes = [n.get("DeviceIndex", 0 if len(nics) == 1 else None) for n in nics]
+    if None in indexes:
+        raise InvalidParameterValue("Each network interface requires a device index.")
+    if len(set(indexes)) != len(indexes):
+        raise InvalidParameterValue("Each network interface requires a unique device index.")
+    if 0 not in indexes:
+        raise InvalidParameterValue("When specifying network interfaces, you must include a device at index 0.")
+    return nics[indexes.index(0)]
+
+
+def _free(eni: NetworkInterface) -> NetworkInterface:
+    if eni.instance_id is not None:
+        raise InvalidNetworkInterfaceInUse.attaching(eni.id)
+    return eni
+
+
+def _check_device_index(index: int) -> None:
+    if index > MAX_HOST_DEVICE_INDEX:
+        raise InvalidParameterValue(f"Device index {index} is not supported by this emulator's host "
+                                    f"(1..{MAX_HOST_DEVICE_INDEX}; 0 is the primary interface's)")
+
+
+def _check_limit(instance_type: str, count: int) -> None:
+    limit = INSTANCE_TYPES.get(instance_type, {}).get("NetworkInfo", {}).get("MaximumNetworkInterfaces", 2)
+    if count > limit:
+        raise AttachmentLimitExceeded.worded(f"Interface count {count} exceeds the limit for {instance_type}")
+
+
+@dataclass
+class LaunchInterfaces:
+    """RunInstances' NetworkInterfaces, checked before anything is made: `primary`, an existing
+    interface given at index 0 (None: a new one per instance); `extra`, the entries at index >= 1,
+    each with its existing interface ('eni', locked) or its subnet (a new interface per instance)."""
+    primary: NetworkInterface | None
+    primary_delete: bool
+    extra: list[dict]
+    reserved: set[str] = field(default_factory=set)  # the launch's primary addresses, not yet rows
+
+    @classmethod
+    def plan(cls, ctx: Context, nics: list[dict] | None, subnet: Subnet, instance_type: str,
+             max_count: int) -> LaunchInterfaces:
+        nics = nics or []
+        if not nics:
+            return cls(None, True, [])
+        first = primary_of(nics)
+        primary = _free(get_interface(ctx, first["NetworkInterfaceId"], lock=True)) \
+            if first.get("NetworkInterfaceId") else None
+        extra = []
+        for n in sorted((n for n in nics if n is not first), key=lambda n: n["DeviceIndex"]):
+            _check_device_index(n["DeviceIndex"])
+            if n.get("NetworkInterfaceId"):
+                eni = _free(get_interface(ctx, n["NetworkInterfaceId"], lock=True))
+                where = (eni.availability_zone, eni.vpc_id)
+            else:
+                if not n.get("SubnetId"):
+                    raise MissingParameter("SubnetId")
+                eni, s = None, vpcs.get_subnet(ctx, n["SubnetId"])
+                where = (s.availability_zone, s.vpc_id)
+            if where != (subnet.availability_zone, subnet.vpc_id):
+                raise InvalidParameterValue(f"The network interface at device index {n['DeviceIndex']} is not in "
+                                            f"the availability zone and VPC of the one at device index 0")
+            extra.append({**n, "eni": eni})
+        if max_count > 1 and (primary or any(e["eni"] for e in extra)):
+            raise InvalidParameterCombination("A network interface ID can be given for a single instance only "
+                                              "(MaxCount 1)")
+        _check_limit(instance_type, 1 + len(extra))
+        return cls(primary, bool(first.get("DeleteOnTermination", primary is None)), extra)
+
+    def attach(self, ctx: Context, row: Instance) -> None:
+        """The new instance's interfaces: its primary (made, or the existing one attached) and
+        the others, attached (its first start plugs them)."""
+        if self.primary is None:
+            create_primary(ctx, row)
+        else:
+            _attach(self.primary, row, 0, self.primary_delete, new_id("eni-attach"))
+        for n in self.extra:
+            eni = n["eni"]
+            if eni is None:
+                s = vpcs.get_subnet(ctx, n["SubnetId"])
+                groups = security_groups.resolve_groups(ctx, s.vpc_id, n.get("Groups"), None, subnet_id=s.id)
+                ips = allocate_private_ips(ctx, s, 1, n.get("PrivateIpAddress"), taken=self.reserved)
+                if n.get("SecondaryPrivateIpAddressCount"):
+                    ips += allocate_private_ips(ctx, s, n["SecondaryPrivateIpAddressCount"],
+                                                taken=self.reserved | set(ips))
+                if not ips:
+                    raise InsufficientFreeAddressesInSubnet(s.id, 1)
+                eni = NetworkInterface(
+                    id=new_id("eni"), account_id=ctx.account_id, region=ctx.region, vpc_id=s.vpc_id, subnet_id=s.id,
+                    availability_zone=s.availability_zone, mac_address=new_mac(), private_ip=ips[0],
+                    secondary_ips=ips[1:], security_group_ids=[g.id for g in groups],
+                    description=n.get("Description") or "")
+                ctx.session.add(eni)
+            _attach(eni, row, n["DeviceIndex"], bool(n.get("DeleteOnTermination", n["eni"] is None)),
+                    new_id("eni-attach"))
+            ctx.session.flush()  # the next instance's addresses see this one's
+
+
+def _attach(eni: NetworkInterface, row: Instance, index: int, delete_on_termination: bool,
+            attachment_id: str) -> None:
+    eni.instance_id, eni.device_index, eni.attachment_id = row.id, index, attachment_id
+    eni.attachment_state, eni.attach_time, eni.status = "attached", row.launch_time, "in-use"
+    eni.delete_on_termination = delete_on_termination
 
 
 def _attachment_id(eni_id: str) -> str:
@@ -423,13 +530,8 @@ def attach_network_interface(ctx: Context, p: dict) -> dict:
     if any(a.device_index == index for a in attached):
         raise InvalidParameterValue(f"Instance '{row.id}' already has an interface attached at device index "
                                     f"'{index}'.")
-    limit = INSTANCE_TYPES.get(row.instance_type, {}).get("NetworkInfo", {}).get("MaximumNetworkInterfaces", 2)
-    if len(attached) + 1 > limit:
-        raise AttachmentLimitExceeded.worded(f"Interface count {len(attached) + 1} exceeds the limit for "
-                                             f"{row.instance_type}")
-    if index > MAX_HOST_DEVICE_INDEX or index == 0:
-        raise InvalidParameterValue(f"Device index {index} is not supported by this emulator's host "
-                                    f"(1..{MAX_HOST_DEVICE_INDEX}; 0 is the primary interface's)")
+    _check_limit(row.instance_type, len(attached) + 1)
+    _check_device_index(index)
     eni.instance_id, eni.device_index = row.id, index
     eni.attachment_id, eni.attachment_state = new_id("eni-attach"), "attaching"
     eni.attach_time, eni.delete_on_termination, eni.status = utcnow(), False, "in-use"

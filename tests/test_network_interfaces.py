@@ -295,3 +295,62 @@ def test_attach_detach_and_terminate(server, ec2, net):
     assert eni_id not in _host(server)["vpcs"].get(net["vpc"], {}).get("ports", {})
     for e in (eni_id, far):
         ec2.delete_network_interface(NetworkInterfaceId=e)
+
+
+def test_run_instances_with_network_interfaces(server, ec2, net):
+    """RunInstances' NetworkInterfaces: an existing interface as the primary one, another existing
+    one and a new one at device index 1; what AWS refuses."""
+    image = tiny_image(ec2)
+    mine = ec2.create_network_interface(SubnetId=net["subnet"], Groups=[net["group"]])["NetworkInterface"]
+    second = ec2.create_network_interface(SubnetId=net["subnet"])["NetworkInterface"]
+    far = ec2.create_network_interface(SubnetId=net["other_zone_subnet"])["NetworkInterface"]["NetworkInterfaceId"]
+    run = lambda nics, **kw: ec2.run_instances(ImageId=image, MinCount=1, MaxCount=kw.pop("n", 1),  # noqa: E731
+                                               NetworkInterfaces=nics, **kw)["Instances"]
+    expect_error("InvalidParameterValue", run, [{"DeviceIndex": 1, "SubnetId": net["subnet"]}])  # no index 0
+    expect_error("InvalidParameterValue", run, [{"DeviceIndex": 0, "SubnetId": net["subnet"]},
+                                                {"DeviceIndex": 0, "SubnetId": net["subnet"]}])
+    expect_error("InvalidParameterCombination", run, [{"DeviceIndex": 0, "NetworkInterfaceId": mine[
+        "NetworkInterfaceId"]}], n=2)
+    expect_error("InvalidParameterValue", run, [{"DeviceIndex": 0, "SubnetId": net["subnet"]},
+                                                {"DeviceIndex": 1, "NetworkInterfaceId": far}])  # other zone
+    expect_error("AttachmentLimitExceeded", run, [{"DeviceIndex": i, "SubnetId": net["subnet"]} for i in range(3)])
+    assert ec2.describe_network_interfaces(NetworkInterfaceIds=[mine["NetworkInterfaceId"]])[
+        "NetworkInterfaces"][0]["Status"] == "available"  # nothing refused attached anything
+
+    a = run([{"DeviceIndex": 0, "NetworkInterfaceId": mine["NetworkInterfaceId"]},
+             {"DeviceIndex": 1, "NetworkInterfaceId": second["NetworkInterfaceId"]}])[0]
+    b = run([{"DeviceIndex": 0, "SubnetId": net["subnet"], "Groups": [net["group"]]},
+             {"DeviceIndex": 1, "SubnetId": net["subnet"], "SecondaryPrivateIpAddressCount": 1}], n=2)
+    ids = [a["InstanceId"]] + [i["InstanceId"] for i in b]
+    try:
+        assert a["PrivateIpAddress"] == mine["PrivateIpAddress"]
+        assert [(n["NetworkInterfaceId"], n["MacAddress"], n["Attachment"]["DeviceIndex"]) for n in
+                a["NetworkInterfaces"]] == [(mine["NetworkInterfaceId"], mine["MacAddress"], 0),
+                                            (second["NetworkInterfaceId"], second["MacAddress"], 1)]
+        assert [g["GroupId"] for g in a["SecurityGroups"]] == [net["group"]]
+        expect_error("InvalidNetworkInterface.InUse", run, [{"DeviceIndex": 0, "NetworkInterfaceId": mine[
+            "NetworkInterfaceId"]}])
+        made = [i["NetworkInterfaces"][1] for i in b]
+        assert all(m["Attachment"]["DeleteOnTermination"] is True and len(m["PrivateIpAddresses"]) == 2
+                   for m in made)
+        assert len({ip["PrivateIpAddress"] for m in made for ip in m["PrivateIpAddresses"]}
+                   | {i["PrivateIpAddress"] for i in b}) == 6  # every address once
+        fast_waiter(ec2, "instance_running")(InstanceIds=ids)
+        host = _host(server)
+        assert host["guests"][a["InstanceId"]]["nics"] == {
+            second["NetworkInterfaceId"]: {"mac": second["MacAddress"], "device_index": 1}}
+        assert host["vpcs"][net["vpc"]]["ports"][a["InstanceId"]]["mac"] == mine["MacAddress"]
+        # The primary of an existing interface cannot be detached either.
+        expect_error("OperationNotPermitted", ec2.detach_network_interface,
+                     AttachmentId=a["NetworkInterfaces"][0]["Attachment"]["AttachmentId"])
+    finally:
+        ec2.terminate_instances(InstanceIds=ids)
+    fast_waiter(ec2, "instance_terminated")(InstanceIds=ids)
+    # The existing interfaces (DeleteOnTermination false) outlive the instance; the new ones go.
+    left = ec2.describe_network_interfaces(NetworkInterfaceIds=[mine["NetworkInterfaceId"],
+                                                                second["NetworkInterfaceId"]])["NetworkInterfaces"]
+    assert [e["Status"] for e in left] == ["available", "available"]
+    expect_error("InvalidNetworkInterfaceID.NotFound", ec2.describe_network_interfaces,
+                 NetworkInterfaceIds=[made[0]["NetworkInterfaceId"]])
+    for e in (mine["NetworkInterfaceId"], second["NetworkInterfaceId"], far):
+        ec2.delete_network_interface(NetworkInterfaceId=e)
