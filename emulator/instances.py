@@ -355,6 +355,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
     refuse_other_tag_types(p.get("TagSpecifications"), {"instance", "volume", "network-interface"})
     tags = tag_specifications(p.get("TagSpecifications"), "instance")
     volume_tags = tag_specifications(p.get("TagSpecifications"), "volume")
+    interface_tags = tag_specifications(p.get("TagSpecifications"), "network-interface")
     disks = block_devices.plan(ctx, image, instance_type, p.get("BlockDeviceMappings"))
     subnet, group_ids, group_names, wanted_ip, public = _network(ctx, p)
     groups = security_groups.resolve_groups(ctx, subnet.vpc_id, group_ids, group_names, subnet_id=subnet.id)
@@ -379,7 +380,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
     with_public = subnet.map_public_ip_on_launch if public is None else public
     reservation = new_id("r")
     now = utcnow()
-    rows, taken = [], set()
+    rows, taken, interfaces_made = [], set(), {}
     for index, ip in enumerate(addresses):
         public_ip = None
         if with_public:
@@ -408,13 +409,15 @@ def run_instances(ctx: Context, p: dict) -> dict:
                         "EnaSupport": True},
         )
         ctx.session.add(row)
-        launch_nics.attach(ctx, row)
+        interfaces_made[row.id] = launch_nics.attach(ctx, row)
         rows.append(row)
     ctx.session.flush()
     made = {}
     for row in rows:
         if tags:
             set_tags(ctx, row.id, tags)
+        for eni_id in interfaces_made[row.id] if interface_tags else ():
+            set_tags(ctx, eni_id, interface_tags)
         made[row.id] = block_devices.create(ctx, row, disks)
         for volume_id in made[row.id] if volume_tags else ():
             set_tags(ctx, volume_id, volume_tags)

@@ -177,11 +177,12 @@ class LaunchInterfaces:
         _check_limit(instance_type, 1 + len(extra))
         return cls(primary, bool(first.get("DeleteOnTermination", primary is None)), extra)
 
-    def attach(self, ctx: Context, row: Instance) -> None:
+    def attach(self, ctx: Context, row: Instance) -> list[str]:
         """The new instance's interfaces: its primary (made, or the existing one attached) and
-        the others, attached (its first start plugs them)."""
+        the others, attached (its first start plugs them). Returns the ids of those made."""
+        made = []
         if self.primary is None:
-            create_primary(ctx, row)
+            made.append(create_primary(ctx, row).id)
         else:
             _attach(self.primary, row, 0, self.primary_delete, new_id("eni-attach"))
         for n in self.extra:
@@ -201,9 +202,11 @@ class LaunchInterfaces:
                     secondary_ips=ips[1:], security_group_ids=[g.id for g in groups],
                     description=n.get("Description") or "")
                 ctx.session.add(eni)
+                made.append(eni.id)
             _attach(eni, row, n["DeviceIndex"], bool(n.get("DeleteOnTermination", n["eni"] is None)),
                     new_id("eni-attach"))
             ctx.session.flush()  # the next instance's addresses see this one's
+        return made
 
 
 def _attach(eni: NetworkInterface, row: Instance, index: int, delete_on_termination: bool,

@@ -320,7 +320,8 @@ def test_run_instances_with_network_interfaces(server, ec2, net):
     a = run([{"DeviceIndex": 0, "NetworkInterfaceId": mine["NetworkInterfaceId"]},
              {"DeviceIndex": 1, "NetworkInterfaceId": second["NetworkInterfaceId"]}])[0]
     b = run([{"DeviceIndex": 0, "SubnetId": net["subnet"], "Groups": [net["group"]]},
-             {"DeviceIndex": 1, "SubnetId": net["subnet"], "SecondaryPrivateIpAddressCount": 1}], n=2)
+             {"DeviceIndex": 1, "SubnetId": net["subnet"], "SecondaryPrivateIpAddressCount": 1}], n=2,
+            TagSpecifications=[{"ResourceType": "network-interface", "Tags": [{"Key": "made", "Value": "at-launch"}]}])
     ids = [a["InstanceId"]] + [i["InstanceId"] for i in b]
     try:
         assert a["PrivateIpAddress"] == mine["PrivateIpAddress"]
@@ -335,6 +336,10 @@ def test_run_instances_with_network_interfaces(server, ec2, net):
                    for m in made)
         assert len({ip["PrivateIpAddress"] for m in made for ip in m["PrivateIpAddresses"]}
                    | {i["PrivateIpAddress"] for i in b}) == 6  # every address once
+        # The launch's tags for interfaces are on those it made (not on the existing ones).
+        tagged = [e["NetworkInterfaceId"] for e in ec2.describe_network_interfaces(
+            Filters=[{"Name": "tag:made", "Values": ["at-launch"]}])["NetworkInterfaces"]]
+        assert sorted(tagged) == sorted(n["NetworkInterfaceId"] for i in b for n in i["NetworkInterfaces"])
         fast_waiter(ec2, "instance_running")(InstanceIds=ids)
         host = _host(server)
         assert host["guests"][a["InstanceId"]]["nics"] == {
