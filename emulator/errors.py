@@ -832,6 +832,15 @@ class InvalidNetworkInterfaceIdMalformed(Malformed):
     prefix = "eni"
 
 
+class InvalidInstanceID(EC2Error):
+    code = "InvalidInstanceID"
+
+    @classmethod
+    def several_interfaces(cls, instance_id: str) -> InvalidInstanceID:
+        return cls(f"There are multiple interfaces attached to instance '{instance_id}'. Please specify an "
+                   "interface ID for the operation instead.")
+
+
 class InvalidNetworkInterfaceInUse(EC2Error):
     code = "InvalidNetworkInterface.InUse"
 

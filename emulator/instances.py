@@ -919,7 +919,7 @@ def modify_instance_attribute(ctx: Context, p: dict) -> None:
         row.user_data = base64.b64encode(raw).decode()
     elif attr == "groupSet":
         groups = security_groups.resolve_groups(ctx, row.vpc_id, list(value), None)
-        network_interfaces.set_groups(ctx.session, row, [g.id for g in groups])
+        network_interfaces.set_groups(ctx.session, row, [g.id for g in groups], by_instance=True)
         firewall.changed(ctx, row.vpc_id)
     elif attr == "instanceInitiatedShutdownBehavior":
         if value not in ("stop", "terminate"):

@@ -26,7 +26,7 @@ from hypervisor import InterfaceSpec
 from . import firewall, security_groups, vpcs
 from .catalogue import INSTANCE_TYPES
 from .dns import private_dns_name, public_dns_name
-from .errors import (AttachmentLimitExceeded, IncorrectInstanceState, InvalidAttachmentIDNotFound,
+from .errors import (AttachmentLimitExceeded, IncorrectInstanceState, InvalidAttachmentIDNotFound, InvalidInstanceID,
                      InvalidInstanceIDNotFound, InvalidIPAddressInUse, InvalidNetworkInterfaceAttachmentIdMalformed,
                      InvalidNetworkInterfaceIdMalformed, InvalidNetworkInterfaceIDNotFound,
                      InvalidNetworkInterfaceInUse, InsufficientFreeAddressesInSubnet,
@@ -221,8 +221,11 @@ def _attachment_id(eni_id: str) -> str:
     return "eni-attach-" + eni_id[4:]
 
 
-def set_groups(session: Session, row: Instance, group_ids: list[str]) -> None:
-    """An instance's groups are its primary interface's (ModifyInstanceAttribute groupSet)."""
+def set_groups(session: Session, row: Instance, group_ids: list[str], *, by_instance: bool = False) -> None:
+    """An instance's groups are its primary interface's (ModifyInstanceAttribute groupSet, which
+    AWS refuses for an instance with several interfaces: `by_instance`)."""
+    if by_instance and len(of_instance(session, row.id)) > 1:
+        raise InvalidInstanceID.several_interfaces(row.id)
     row.security_group_ids = list(group_ids)
     eni = session.get(NetworkInterface, row.network_interface_id)
     if eni is not None:

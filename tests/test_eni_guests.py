@@ -113,3 +113,28 @@ def test_interface_hot_plugged_into_the_guest_and_out(guest):
     assert _connects(g["ns"], g["ip"], 22)  # the primary interface lives on (the control)
     assert _sh(g, f"timeout 10 wget -qO- {MD}").split() == [g["mac"] + "/"]
     ec2.delete_network_interface(NetworkInterfaceId=eni_id)
+
+
+def test_interface_attached_to_a_stopped_instance_is_there_at_start(guest):
+    ec2, g = guest["ec2"], guest
+    ec2.stop_instances(InstanceIds=[g["id"]], Force=True)
+    fast_waiter(ec2, "instance_stopped")(InstanceIds=[g["id"]])
+    eni = ec2.create_network_interface(SubnetId=g["subnet_b"])["NetworkInterface"]
+    eni_id, mac = eni["NetworkInterfaceId"], eni["MacAddress"]
+    attachment = ec2.attach_network_interface(NetworkInterfaceId=eni_id, InstanceId=g["id"],
+                                              DeviceIndex=1)["AttachmentId"]
+    eventually(lambda: _state(ec2, eni_id) == "attached", "attached to the stopped instance", within=60)
+    ec2.start_instances(InstanceIds=[g["id"]])
+    fast_waiter(ec2, "instance_running")(InstanceIds=[g["id"]])
+
+    def answers() -> bool:
+        try:
+            return _nic_named(g, g["mac"]) == "eth0"
+        except (AssertionError, subprocess.TimeoutExpired):
+            return False
+    eventually(answers, "SSH after the start", within=180, every=2)
+    assert _nic_named(g, mac) not in ("", "eth0")  # there from the boot on, after the primary
+    ec2.detach_network_interface(AttachmentId=attachment)
+    eventually(lambda: _state(ec2, eni_id) == "available", "detached", within=60)
+    eventually(lambda: _nic_named(g, mac) == "", "the NIC gone from the guest", within=30)
+    ec2.delete_network_interface(NetworkInterfaceId=eni_id)

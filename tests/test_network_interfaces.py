@@ -251,6 +251,19 @@ def test_attach_detach_and_terminate(server, ec2, net):
                      AttachmentId="eni-attach-0123456789abcdef0")
         expect_error("InvalidInstanceID.NotFound", ec2.attach_network_interface, NetworkInterfaceId=kept,
                      InstanceId="i-0123456789abcdef0", DeviceIndex=1)
+        # With two interfaces, the instance's groups are no longer one thing to set.
+        assert expect_error("InvalidInstanceID", ec2.modify_instance_attribute, InstanceId=iid,
+                            Groups=[net["group"]]) == (f"There are multiple interfaces attached to instance '{iid}'. "
+                                                       "Please specify an interface ID for the operation instead.")
+        # The primary interface's groups are the instance's.
+        default = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [net["vpc"]]},
+                                                        {"Name": "group-name", "Values": ["default"]}])[
+            "SecurityGroups"][0]["GroupId"]
+        ec2.modify_network_interface_attribute(NetworkInterfaceId=primary["NetworkInterfaceId"], Groups=[default])
+        assert [g["GroupId"] for g in ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0][
+            "SecurityGroups"]] == [default]
+        eventually(lambda: _host(server)["firewalls"][net["vpc"]]["ports"][iid]["groups"] == [default],
+                   "the primary port's groups")
 
         # Secondary addresses of an attached interface reach its port.
         new_ip = ec2.assign_private_ip_addresses(NetworkInterfaceId=eni_id, SecondaryPrivateIpAddressCount=1)[
