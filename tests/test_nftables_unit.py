@@ -152,3 +152,29 @@ def test_firewall_state_refuses_what_the_contract_refuses():
     with pytest.raises(ValueError):  # two ports, one address
         nftables.firewall_state([SecurityGroupRules(WEB)], [FirewallPort(I1, "10.0.0.5", (WEB,)),
                                                             FirewallPort(I2, "10.0.0.5", (WEB,))])
+
+
+def test_an_interface_port_admits_and_filters_its_secondary_addresses():
+    """An interface's port (named by its eni- id) with secondary addresses: anti-spoofing admits
+    them, and they meet the port's chains and are members of its groups like its primary one."""
+    from hypervisor import FirewallPort, SecurityGroupRules
+    eni = "eni-0aaaaaaaaaaaaaaaa"
+    ports = {**PORTS, eni: {"mac": "0a:00:00:00:00:03", "ip": "10.0.0.7", "subnet_id": "subnet-1", "hostname": "",
+                            "secondary_ips": ["10.0.0.8", "10.0.0.9"], "owner": "i-0123456789abcdef0"}}
+    rules = chain(nftables.ruleset(ports, {}), "port_0aaaaaaaaa")
+    assert "ether type arp arp saddr ip != { 0.0.0.0, 10.0.0.7, 10.0.0.8, 10.0.0.9 } drop" in rules
+    assert "ip saddr { 10.0.0.7, 10.0.0.8, 10.0.0.9 } accept" in rules
+    assert "ip saddr 10.0.0.5 accept" in chain(nftables.ruleset(ports, {}), "port_0123456789")  # the control
+    # dnsmasq: one fixed lease per port, for its primary address only (as on AWS).
+    assert "0a:00:00:00:00:03,10.0.0.7\n" in dnsmasq.dhcp_hosts(ports)
+    assert not any("10.0.0.8" in line for line in dnsmasq.dhcp_hosts(ports))
+    fw = nftables.firewall_state([SecurityGroupRules(WEB)], [
+        FirewallPort(I1, "10.0.0.5", (WEB,)), FirewallPort(eni, "10.0.0.7", (WEB,), ("10.0.0.8",))])
+    assert fw["ports"][eni] == {"ip": "10.0.0.7", "groups": [WEB], "secondary_ips": ["10.0.0.8"]}
+    assert fw["ports"][I1] == {"ip": "10.0.0.5", "groups": [WEB]}
+    text = nftables.firewall_script(fw)
+    assert "elements = { 10.0.0.5, 10.0.0.7, 10.0.0.8 }" in text
+    assert "10.0.0.8 : jump in_0aaaaaaaaaaaaaaaa" in text and "10.0.0.7 : jump in_0aaaaaaaaaaaaaaaa" in text
+    with pytest.raises(ValueError):  # a secondary address is one address too
+        nftables.firewall_state([SecurityGroupRules(WEB)], [FirewallPort(I1, "10.0.0.5", (WEB,)),
+                                                            FirewallPort(eni, "10.0.0.7", (WEB,), ("10.0.0.5",))])
