@@ -245,7 +245,6 @@ def _spec(ctx: Context, row: Instance) -> InstanceSpec:
         if row.root_device_type == "ebs" else None
     store = [DiskSpec(m["VirtualName"], m["DeviceName"], size_gib=m["SizeGiB"])
              for m in (row.attributes or {}).get("InstanceStore") or []]
-    secondary_ips, interfaces = network_interfaces.host_interfaces(ctx.session, row)
     return InstanceSpec(instance_id=row.id, vcpus=vcpus, memory_mib=memory,
                         image_path=images.disk_file(ctx.config, image) if root is None else None,
                         root_disk=root, disks=disks, instance_store=store,
@@ -259,7 +258,7 @@ def _spec(ctx: Context, row: Instance) -> InstanceSpec:
                         public_dns_domain=public_dns_domain(row.region),
                         instance_type=row.instance_type, vpc_subnets=[tuple(s) for s in subnets],
                         dhcp_domain=dhcp_options.domain_name(ctx, ctx.session.get(Vpc, row.vpc_id)) or "",
-                        secondary_ips=secondary_ips, interfaces=interfaces)
+                        **network_interfaces.host_interfaces(ctx.session, row))
 
 
 def _validate_user_data(data: str | None) -> None:
@@ -928,7 +927,7 @@ def modify_instance_attribute(ctx: Context, p: dict) -> None:
     elif attr in ("disableApiTermination", "disableApiStop", "sourceDestCheck", "ebsOptimized", "enaSupport"):
         attrs[attr[0].upper() + attr[1:]] = flag(value)
         if attr == "sourceDestCheck":  # the instance's is its primary interface's
-            network_interfaces.set_source_dest_check(ctx.session, row, attrs["SourceDestCheck"])
+            network_interfaces.set_source_dest_check(ctx, row, attrs["SourceDestCheck"])
     elif attr == "sriovNetSupport":
         pass  # always 'simple' here
     elif attr == "blockDeviceMapping":
@@ -967,7 +966,7 @@ def reset_instance_attribute(ctx: Context, p: dict) -> None:
         setattr(row, f"{attr}_id", getattr(image, f"{attr}_id") if image else None)
     elif attr == "sourceDestCheck":
         row.attributes = {**(row.attributes or {}), "SourceDestCheck": True}
-        network_interfaces.set_source_dest_check(ctx.session, row, True)
+        network_interfaces.set_source_dest_check(ctx, row, True)
     else:
         raise InvalidParameterValue.value(attr, "attribute")
     return None

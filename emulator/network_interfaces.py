@@ -232,10 +232,12 @@ def set_groups(session: Session, row: Instance, group_ids: list[str], *, by_inst
         eni.security_group_ids = list(group_ids)
 
 
-def set_source_dest_check(session: Session, row: Instance, value: bool) -> None:
-    eni = session.get(NetworkInterface, row.network_interface_id)
-    if eni is not None:
+def set_source_dest_check(ctx: Context, row: Instance, value: bool) -> None:
+    """ModifyInstanceAttribute sourceDestCheck: its primary interface's."""
+    eni = ctx.session.get(NetworkInterface, row.network_interface_id)
+    if eni is not None and eni.source_dest_check != value:
         eni.source_dest_check = value
+        _port_changed(ctx, eni)
 
 
 def of_instance(session: Session, instance_id: str) -> list[NetworkInterface]:
@@ -243,23 +245,23 @@ def of_instance(session: Session, instance_id: str) -> list[NetworkInterface]:
                                 .order_by(NetworkInterface.device_index)))
 
 
-def host_interfaces(session: Session, row: Instance) -> tuple[tuple[str, ...], list[InterfaceSpec]]:
-    """For the instance's InstanceSpec: its primary interface's secondary addresses and its other
-    attached interfaces (those being detached are left out)."""
-    secondary: tuple[str, ...] = ()
-    nics = []
+def host_interfaces(session: Session, row: Instance) -> dict:
+    """For the instance's InstanceSpec: its primary interface's secondary addresses and
+    source/destination check, and its other attached interfaces (not those being detached)."""
+    out: dict = {"secondary_ips": (), "source_dest_check": True, "interfaces": []}
     for eni in of_instance(session, row.id):
         if eni.device_index == 0:
-            secondary = tuple(eni.secondary_ips or ())
+            out.update(secondary_ips=tuple(eni.secondary_ips or ()), source_dest_check=eni.source_dest_check)
         elif eni.attachment_state != "detaching":
-            nics.append(_nic(eni))
-    return secondary, nics
+            out["interfaces"].append(_nic(eni))
+    return out
 
 
 def _nic(eni: NetworkInterface) -> InterfaceSpec:
     return InterfaceSpec(port_id=eni.id, device_index=eni.device_index, vpc_id=eni.vpc_id, subnet_id=eni.subnet_id,
                          mac=eni.mac_address, ip=eni.private_ip, secondary_ips=tuple(eni.secondary_ips or ()),
-                         hostname=private_dns_name(eni.region, eni.private_ip))
+                         hostname=private_dns_name(eni.region, eni.private_ip),
+                         source_dest_check=eni.source_dest_check)
 
 
 def port_id(eni: NetworkInterface) -> str:
@@ -610,6 +612,7 @@ def modify_network_interface_attribute(ctx: Context, p: dict) -> None:
         if eni.device_index == 0:  # the instance's attribute is its primary interface's
             row = _instance(ctx, eni.instance_id)
             row.attributes = {**(row.attributes or {}), "SourceDestCheck": eni.source_dest_check}
+        _port_changed(ctx, eni)
     else:
         attachment = p["Attachment"] or {}
         if eni.instance_id is None or attachment.get("AttachmentId") != eni.attachment_id:
@@ -644,7 +647,7 @@ def assign_private_ip_addresses(ctx: Context, p: dict) -> dict:
     if instance_type and 1 + len(eni.secondary_ips or []) + len(got) > limit:
         raise PrivateIpAddressLimitExceeded(instance_type, limit)
     eni.secondary_ips = [*(eni.secondary_ips or []), *got]
-    _addresses_changed(ctx, eni)
+    _port_changed(ctx, eni)
     return {"NetworkInterfaceId": eni.id,
             "AssignedPrivateIpAddresses": [{"PrivateIpAddress": ip} for ip in got]}
 
@@ -658,13 +661,14 @@ def unassign_private_ip_addresses(ctx: Context, p: dict) -> None:
     if any(ip not in (eni.secondary_ips or []) for ip in wanted):
         raise InvalidParameterValue(f"Some of the specified addresses are not assigned to interface {eni.id}")
     eni.secondary_ips = [ip for ip in eni.secondary_ips if ip not in wanted]
-    _addresses_changed(ctx, eni)
+    _port_changed(ctx, eni)
 
 
-def _addresses_changed(ctx: Context, eni: NetworkInterface) -> None:
-    """An attached interface's port admits its new addresses; its groups' sets follow."""
+def _port_changed(ctx: Context, eni: NetworkInterface) -> None:
+    """An attached interface's port follows its addresses and source/destination check; its
+    groups' sets follow its addresses."""
     if eni.instance_id and eni.attachment_state in ("attaching", "attached"):
-        ctx.host_task("eni.addresses", eni.id, eni.availability_zone, instance_id=eni.instance_id)
+        ctx.host_task("eni.port", eni.id, eni.availability_zone, instance_id=eni.instance_id)
     firewall.changed(ctx, eni.vpc_id)
 
 
@@ -718,14 +722,14 @@ def detach_on_host(host: Host, eni_id: str, instance_id: str, attachment_id: str
             session.commit()
 
 
-@host_action("eni.addresses")
-def addresses_on_host(host: Host, eni_id: str, instance_id: str) -> None:
+@host_action("eni.port")
+def port_on_host(host: Host, eni_id: str, instance_id: str) -> None:
     with host.Session() as session:
         eni = _still_attached(session, eni_id, instance_id, ("attaching", "attached"))
         if eni is None:
             return
-        primary, nic, secondary = eni.device_index == 0, _nic(eni), list(eni.secondary_ips or [])
+        primary, nic = eni.device_index == 0, _nic(eni)
     if primary:
-        host.driver.set_addresses(instance_id, secondary)
+        host.driver.set_addresses(instance_id, nic.secondary_ips, nic.source_dest_check)
     else:
         host.driver.attach_interface(instance_id, nic)  # already attached: the port's addresses follow

@@ -29,5 +29,5 @@ def make_driver(config, listener: Listener, vpc_ready=None, vpc_gone=None) -> Dr
     raise SystemExit(f"unknown hypervisor driver {config.hypervisor!r} (libvirt or none)")
 
 
-__all__ = ["DiskSpec", "Driver", "FirewallPort", "HostEvent", "InstanceSpec", "InterfaceSpec", "Listener", "Rule", "SecurityGroupRules",
-           "VpcSpec", "make_driver", "resolve_kind"]
+__all__ = ["DiskSpec", "Driver", "FirewallPort", "HostEvent", "InstanceSpec", "InterfaceSpec", "Listener", "Rule",
+           "SecurityGroupRules", "VpcSpec", "make_driver", "resolve_kind"]

@@ -90,6 +90,7 @@ class InstanceSpec:
     public_dns_domain: str = ""  # 'compute-1.amazonaws.com'; '' = public names not answered locally
     dhcp_domain: str = ""        # the VPC's DHCP option set's domain-name; '' = dns_domain
     secondary_ips: tuple[str, ...] = ()  # the primary interface's secondary private addresses
+    source_dest_check: bool = True       # False: the primary port may send from any address (NAT)
     interfaces: list[InterfaceSpec] = field(default_factory=list)  # attached at device index >= 1
 
     def vpc(self) -> VpcSpec:
@@ -110,6 +111,7 @@ class InterfaceSpec:
     ip: str
     secondary_ips: tuple[str, ...] = ()
     hostname: str = ""
+    source_dest_check: bool = True  # False: its port may send from any address (a NAT instance)
 
 
 @dataclass(frozen=True)
@@ -275,8 +277,8 @@ class Driver:
         """Plug an interface (its own port, anti-spoofing for its MAC and addresses, a DHCP lease
         for its MAC) and give the guest a virtio NIC with nic.mac on that port: hot-plugged if it
         runs, and in its definition (a stopped guest has it at its next start). The slot is the
-        device index's. Already attached: the port's addresses are brought up to date only
-        (secondary addresses assigned or unassigned). LookupError if the guest does not exist."""
+        device index's. Already attached: the port's addresses and source/destination check are
+        brought up to date only. LookupError if the guest does not exist."""
         raise NotImplementedError
 
     def detach_interface(self, instance_id: str, port_id: str) -> None:
@@ -285,8 +287,9 @@ class Driver:
         its port. Not attached, or no such guest: the port is unplugged all the same."""
         raise NotImplementedError
 
-    def set_addresses(self, instance_id: str, secondary_ips: Sequence[str]) -> None:
-        """The primary interface's secondary addresses (anti-spoofing admits them). Not plugged: nothing."""
+    def set_addresses(self, instance_id: str, secondary_ips: Sequence[str], source_dest_check: bool = True) -> None:
+        """The primary interface's secondary addresses (anti-spoofing admits them) and its
+        source/destination check (False: it may send from any address). Not plugged: nothing."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------- addresses

@@ -5,9 +5,10 @@ chown the shared base images and kernels to libvirt-qemu (FACTS.md).
 
 PCI slots carry the EBS device letter (Amazon Linux on Nitro names `/dev/sdf` from the NVMe
 controller; here the guest's images name it from the slot, see guest/tiny/usr/sbin/ec2emu-ebs-names):
-the NIC and rng sit in slots 2 and 3 (NICs at device index 1 and 2 in 4 and 31), the disk for letter L in slot 5 + (L - 'a'), the root disk
-being 'a' (slot 5), 'z' slot 30. A disk's serial is the Nitro form of its volume id (`vol` and 17
-hex digits, no dash: virtio-blk serials are 20 bytes, and a 21-byte `vol-...` arrives cut to 20).
+the NIC and rng sit in slots 2 and 3 (NICs at device index 1 and 2 in 4 and 31), the disk for
+letter L in slot 5 + (L - 'a'), the root disk being 'a' (slot 5), 'z' slot 30. A disk's serial is
+the Nitro form of its volume id (`vol` and 17 hex digits, no dash: virtio-blk serials are 20
+bytes, and a 21-byte `vol-...` arrives cut to 20).
 """
 from __future__ import annotations
 

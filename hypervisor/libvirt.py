@@ -227,7 +227,8 @@ class LibvirtDriver(Driver):
         with self.network.locked():  # its VPC (re)made and the port plugged in one go
             self.ensure_vpc(spec.vpc())
             bridge = self.network.plug(spec.instance_id, spec.vpc_id, spec.subnet_id, spec.mac_address,
-                                       spec.private_ip, spec.hostname, spec.secondary_ips)
+                                       spec.private_ip, spec.hostname, spec.secondary_ips,
+                                       source_dest_check=spec.source_dest_check)
             for nic in spec.interfaces:
                 self._plug_interface(spec.instance_id, nic)
             if spec.public_ip:
@@ -338,9 +339,11 @@ class LibvirtDriver(Driver):
         """See Driver.reconcile_host."""
         vpcs = {s.vpc_id: s.vpc() for s in specs}
         ports = [PortSpec(s.instance_id, s.vpc_id, s.subnet_id, s.mac_address, s.private_ip, s.hostname,
-                          s.public_ip, s.public_hostname, s.secondary_ips) for s in specs]
+                          s.public_ip, s.public_hostname, s.secondary_ips,
+                          source_dest_check=s.source_dest_check) for s in specs]
         ports += [PortSpec(n.port_id, n.vpc_id, n.subnet_id, n.mac, n.ip, n.hostname, secondary_ips=n.secondary_ips,
-                           owner=s.instance_id) for s in specs for n in s.interfaces]
+                           owner=s.instance_id, source_dest_check=n.source_dest_check)
+                  for s in specs for n in s.interfaces]
         self.network.sync(Desired(vpcs=list(vpcs.values()), ports=ports))
         if self.vpc_ready:
             for vpc_id in vpcs:
@@ -409,7 +412,7 @@ class LibvirtDriver(Driver):
 
     def _plug_interface(self, instance_id: str, nic: InterfaceSpec) -> str:
         return self.network.plug(nic.port_id, nic.vpc_id, nic.subnet_id, nic.mac, nic.ip, nic.hostname,
-                                 nic.secondary_ips, owner=instance_id)
+                                 nic.secondary_ips, owner=instance_id, source_dest_check=nic.source_dest_check)
 
     @staticmethod
     def _define_nic(dom, nic: InterfaceSpec, xml_flags: int, affect: int) -> None:
@@ -458,14 +461,15 @@ class LibvirtDriver(Driver):
                                 instance_id, bridge, DETACH_WAIT_SECONDS)
         self.network.unplug(port_id)
 
-    def set_addresses(self, instance_id: str, secondary_ips: Sequence[str]) -> None:
+    def set_addresses(self, instance_id: str, secondary_ips: Sequence[str], source_dest_check: bool = True) -> None:
         """See Driver.set_addresses."""
         with self.network.locked():
             for vpc_id in self.network.store.known():
                 port = (self.network.store.load(vpc_id) or {}).get("ports", {}).get(instance_id)
                 if port is not None:
                     self.network.plug(instance_id, vpc_id, port["subnet_id"], port["mac"], port["ip"],
-                                      port.get("hostname", ""), secondary_ips)
+                                      port.get("hostname", ""), secondary_ips, port.get("owner"),
+                                      source_dest_check)
 
     # -------------------------------------------------------------------------------- disks
 

@@ -85,6 +85,7 @@ class PortSpec:
     public_hostname: str = ""
     secondary_ips: tuple[str, ...] = ()
     owner: str | None = None
+    source_dest_check: bool = True  # False: the port may send IPv4 from any address (still its MAC)
 
 
 @dataclass
@@ -104,6 +105,8 @@ def _port(p: PortSpec) -> dict:
         out["secondary_ips"] = list(p.secondary_ips)
     if p.owner:
         out["owner"] = p.owner
+    if not p.source_dest_check:
+        out["source_dest_check"] = False
     return out
 
 
@@ -281,7 +284,8 @@ class Network:
     # ------------------------------------------------------------------------------ ports
 
     def plug(self, instance_id: str, vpc_id: str, subnet_id: str, mac: str, ip: str,
-             hostname: str = "", secondary_ips: Iterable[str] = (), owner: str | None = None) -> str:
+             hostname: str = "", secondary_ips: Iterable[str] = (), owner: str | None = None,
+             source_dest_check: bool = True) -> str:
         """Wire a guest interface (port `instance_id`: see PortSpec); returns the root-namespace
         bridge libvirt attaches its tap to (`<interface type='bridge'><source bridge='...'/>`).
         Again with other addresses: the port's rules follow. The VPC must exist (ensure_vpc)."""
@@ -299,7 +303,8 @@ class Network:
                         self.store.save(ost)
                         self._apply(ost)
             st["ports"][instance_id] = _port(PortSpec(instance_id, vpc_id, subnet_id, mac, ip, hostname,
-                                                      secondary_ips=tuple(secondary_ips), owner=owner))
+                                                      secondary_ips=tuple(secondary_ips), owner=owner,
+                                                      source_dest_check=source_dest_check))
             self.store.save(st)
             self._apply(st)  # anti-spoofing rules exist before the port comes up
             ns = self.namespace_of(vpc_id)

@@ -32,7 +32,8 @@ def _replace(family: str, table: str) -> list[str]:
 
 
 def ports_table(ports: Mapping[str, Mapping[str, str]]) -> list[str]:
-    """ports: port id -> {'mac': ..., 'ip': ..., 'secondary_ips': [...] (optional)}."""
+    """ports: port id -> {'mac': ..., 'ip': ..., 'secondary_ips': [...] (optional),
+    'source_dest_check': False (optional: the port may send IPv4 from any address, from its MAC)}."""
     lines = _replace("bridge", PORTS_TABLE)
     ordered = sorted(ports.items())
     lines += ["  chain prerouting {",
@@ -49,7 +50,7 @@ def ports_table(ports: Mapping[str, Mapping[str, str]]) -> list[str]:
                   f"    ether type arp arp saddr ether != {mac} drop",
                   f"    ether type arp arp saddr ip != {{ 0.0.0.0, {ips} }} drop",
                   "    ether type arp accept",
-                  f"    ip saddr {saddrs} accept",
+                  f"    ip saddr {saddrs} accept" if p.get("source_dest_check", True) else "    ether type ip accept",
                   "    ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept",
                   "    drop",
                   "  }"]

@@ -230,14 +230,16 @@ class NoneDriver(Driver):
     def _plug(self, spec: InstanceSpec) -> None:
         self.host["vpcs"][spec.vpc_id]["ports"][spec.instance_id] = {
             "ip": spec.private_ip, "mac": spec.mac_address.lower(), "subnet_id": spec.subnet_id,
-            "hostname": spec.hostname, "secondary_ips": list(spec.secondary_ips)}
+            "hostname": spec.hostname, "secondary_ips": list(spec.secondary_ips),
+            "source_dest_check": spec.source_dest_check}
         if spec.public_ip:
             self.map_address(spec.vpc_id, spec.public_ip, spec.private_ip, spec.public_hostname)
 
     def _plug_interface(self, instance_id: str, nic: InterfaceSpec) -> None:
         self.host["vpcs"][nic.vpc_id]["ports"][nic.port_id] = {
             "ip": nic.ip, "mac": nic.mac.lower(), "subnet_id": nic.subnet_id, "hostname": nic.hostname,
-            "secondary_ips": list(nic.secondary_ips), "owner": instance_id}
+            "secondary_ips": list(nic.secondary_ips), "owner": instance_id,
+            "source_dest_check": nic.source_dest_check}
 
     # ------------------------------------------------------------------------ interfaces
 
@@ -262,12 +264,13 @@ class NoneDriver(Driver):
             for vpc in self.host["vpcs"].values():
                 vpc["ports"].pop(port_id, None)
 
-    def set_addresses(self, instance_id: str, secondary_ips: Sequence[str]) -> None:
+    def set_addresses(self, instance_id: str, secondary_ips: Sequence[str], source_dest_check: bool = True) -> None:
         """See Driver.set_addresses."""
         with self._changing():
             for vpc in self.host["vpcs"].values():
                 if instance_id in vpc["ports"]:
-                    vpc["ports"][instance_id]["secondary_ips"] = list(secondary_ips)
+                    vpc["ports"][instance_id].update(secondary_ips=list(secondary_ips),
+                                                     source_dest_check=source_dest_check)
 
     def console_output(self, instance_id: str) -> bytes:
         """See Driver.console_output: the pretend console's lines."""

@@ -448,7 +448,8 @@ def test_every_attached_interface_is_listed(world):
     assert g(mine + "device-number") == "1" and g(mine + "interface-id") == "eni-0eeeeeeeeeeeeeeee"
     assert g(mine + "local-ipv4s") == "172.31.16.5\n172.31.16.6"
     assert g(mine + "local-hostname") == "ip-172-31-16-5.ec2.internal"
-    assert g(mine + "subnet-id") == "subnet-0ffffffffffffffff" and g(mine + "subnet-ipv4-cidr-block") == "172.31.16.0/20"
+    assert g(mine + "subnet-id") == "subnet-0ffffffffffffffff"
+    assert g(mine + "subnet-ipv4-cidr-block") == "172.31.16.0/20"
     assert g(mine + "security-group-ids") == "sg-0ddddddddddddddd2" and g(mine + "security-groups") == "web"
     assert g(mine + "vpc-id") == "vpc-0aaaaaaaaaaaaaaaa"
     assert world.get("/latest/meta-data/" + mine + "public-ipv4s")[0] == 404  # the public IP is the primary's

@@ -277,6 +277,22 @@ def test_attach_detach_and_terminate(server, ec2, net):
         eventually(lambda: _host(server)["vpcs"][net["vpc"]]["ports"][iid]["secondary_ips"] == [primary_extra],
                    "the instance's port admits its new secondary address")
 
+        # Source/destination check off: the port may send from any address (a NAT instance's);
+        # the instance's attribute is its primary interface's.
+        ec2.modify_network_interface_attribute(NetworkInterfaceId=eni_id, SourceDestCheck={"Value": False})
+        eventually(lambda: _host(server)["vpcs"][net["vpc"]]["ports"][eni_id]["source_dest_check"] is False,
+                   "the interface's port without source/destination check")
+        assert _host(server)["vpcs"][net["vpc"]]["ports"][iid]["source_dest_check"] is True  # the control
+        ec2.modify_instance_attribute(InstanceId=iid, SourceDestCheck={"Value": False})
+        eventually(lambda: _host(server)["vpcs"][net["vpc"]]["ports"][iid]["source_dest_check"] is False,
+                   "the primary port without source/destination check")
+        assert _eni(ec2, primary["NetworkInterfaceId"])["SourceDestCheck"] is False
+        ec2.modify_network_interface_attribute(NetworkInterfaceId=primary["NetworkInterfaceId"],
+                                               SourceDestCheck={"Value": True})
+        assert ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["SourceDestCheck"] is True
+        eventually(lambda: _host(server)["vpcs"][net["vpc"]]["ports"][iid]["source_dest_check"] is True,
+                   "the primary port checked again")
+
         # Detach: the interface is available again, its NIC and port gone from the host.
         ec2.detach_network_interface(AttachmentId=att_id)
         eventually(lambda: _eni(ec2, eni_id)["Status"] == "available", "detached")

@@ -165,6 +165,12 @@ def test_an_interface_port_admits_and_filters_its_secondary_addresses():
     assert "ether type arp arp saddr ip != { 0.0.0.0, 10.0.0.7, 10.0.0.8, 10.0.0.9 } drop" in rules
     assert "ip saddr { 10.0.0.7, 10.0.0.8, 10.0.0.9 } accept" in rules
     assert "ip saddr 10.0.0.5 accept" in chain(nftables.ruleset(ports, {}), "port_0123456789")  # the control
+    # Source/destination check off (a NAT instance): any IPv4 source, from its MAC still.
+    ports[eni]["source_dest_check"] = False
+    rules = chain(nftables.ruleset(ports, {}), "port_0aaaaaaaaa")
+    assert "ether type ip accept" in rules and "ip saddr { 10.0.0.7, 10.0.0.8, 10.0.0.9 } accept" not in rules
+    assert rules[0] == "ether saddr != 0a:00:00:00:00:03 drop"
+    del ports[eni]["source_dest_check"]
     # dnsmasq: one fixed lease per port, for its primary address only (as on AWS).
     assert "0a:00:00:00:00:03,10.0.0.7\n" in dnsmasq.dhcp_hosts(ports)
     assert not any("10.0.0.8" in line for line in dnsmasq.dhcp_hosts(ports))
