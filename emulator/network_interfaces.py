@@ -1,6 +1,8 @@
 """Elastic network interfaces (eni-): every instance's primary interface (device index 0, made at
-launch, deleted when the instance is terminated) and the interfaces made by
-CreateNetworkInterface, attached at device index >= 1 as hot-plugged NICs, detached, deleted.
+launch, deleted with the instance unless its DeleteOnTermination was turned off) and the
+interfaces made by CreateNetworkInterface, attached at device index >= 1 as hot-plugged NICs,
+detached, deleted. When an instance is terminated, its interfaces with DeleteOnTermination go and
+the others become available.
 
 The primary interface's MAC, address and groups are also columns of its instance's row (what the
 instance describe, the metadata service and DNS read); `set_groups` changes both at once. Its
@@ -10,7 +12,9 @@ had rows); an interface at index >= 1 has its own port, named after its eni- id 
 Attach and detach are host tasks: attaching -> attached when the NIC is in the guest (and in
 its definition: a stopped instance has it at its next start); detaching -> the row's attachment
 is cleared once the guest let go. Secondary addresses are admitted by the port's anti-spoofing
-and by the security groups; DHCP gives only the primary address, as on AWS.
+and by the security groups; DHCP gives only the primary address, as on AWS. SourceDestCheck off
+lets the port send from any address (a NAT instance's forwarding); changes to an attached
+interface's addresses or check reach its port by an `eni.port` host task.
 """
 from __future__ import annotations
 
@@ -262,11 +266,6 @@ def _nic(eni: NetworkInterface) -> InterfaceSpec:
                          mac=eni.mac_address, ip=eni.private_ip, secondary_ips=tuple(eni.secondary_ips or ()),
                          hostname=private_dns_name(eni.region, eni.private_ip),
                          source_dest_check=eni.source_dest_check)
-
-
-def port_id(eni: NetworkInterface) -> str:
-    """The name of an attached interface's host port (see the top)."""
-    return eni.instance_id if eni.device_index == 0 else eni.id
 
 
 def released(session: Session, instance_id: str) -> None:
@@ -527,8 +526,7 @@ def attach_network_interface(ctx: Context, p: dict) -> dict:
     if eni.instance_id is not None:
         raise InvalidNetworkInterfaceInUse.attaching(eni.id)
     if row.state not in ("running", "stopped"):
-        raise IncorrectInstanceState(f"The instance '{row.id}' is not in a state from which it can be attached "
-                                     f"a network interface.")
+        raise IncorrectInstanceState(f"The instance '{row.id}' is not in a valid state for this operation.")
     if eni.availability_zone != row.availability_zone:
         raise InvalidParameterValue(f"Network interface {eni.id} and instance {row.id} are in different "
                                     "availability zones")
