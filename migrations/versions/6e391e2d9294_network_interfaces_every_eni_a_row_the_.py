@@ -53,13 +53,16 @@ def upgrade() -> None:
     # ### end Alembic commands ###
     # Every live instance's primary interface becomes its row (same eni- id, MAC, address and
     # groups as the instance's columns; attachment id from the eni- id, as it was shown before).
-    op.execute("""
+    # (PostgreSQL types a SELECT's literal as text, which a JSON column does not take unconverted;
+    # SQLite keeps JSON as text, and its CAST to an unknown type would make '[]' a number.)
+    empty = "CAST('[]' AS JSON)" if op.get_bind().dialect.name == "postgresql" else "'[]'"
+    op.execute(f"""
         INSERT INTO network_interfaces (id, vpc_id, subnet_id, availability_zone, mac_address, private_ip,
             secondary_ips, security_group_ids, description, source_dest_check, interface_type, status,
             instance_id, device_index, attachment_id, attachment_state, attach_time, delete_on_termination,
             account_id, region, created_at)
         SELECT network_interface_id, vpc_id, subnet_id, availability_zone, mac_address, private_ip,
-            '[]', security_group_ids, '', TRUE, 'interface', 'in-use',
+            {empty}, security_group_ids, '', TRUE, 'interface', 'in-use',
             id, 0, 'eni-attach-' || substr(network_interface_id, 5), 'attached', launch_time, TRUE,
             account_id, region, launch_time
         FROM instances WHERE state <> 'terminated' AND private_ip IS NOT NULL
