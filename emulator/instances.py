@@ -59,8 +59,6 @@ def _gmt(now: datetime) -> str:
     return now.strftime("%Y-%m-%d %H:%M:%S GMT")
 
 
-# ------------------------------------------------------------------------------------ naming
-
 # ------------------------------------------------------------------------------- addresses
 
 def _allocate_public_ip(ctx: Context, taken: set[str]) -> str:
