@@ -462,11 +462,6 @@ INSTANCE_FILTERS = {
     "state-reason-message": lambda r: r.state_reason_message,
     "instance.group-id": lambda r: r.security_group_ids,
     "group-id": lambda r: r.security_group_ids,
-    "network-interface.network-interface-id": lambda r: r.network_interface_id,
-    "network-interface.mac-address": lambda r: r.mac_address,
-    "network-interface.addresses.private-ip-address": lambda r: r.private_ip,
-    "network-interface.subnet-id": lambda r: r.subnet_id,
-    "network-interface.vpc-id": lambda r: r.vpc_id,
     "metadata-options.http-tokens": lambda r: {**DEFAULT_METADATA_OPTIONS, **(r.metadata_options or {})}["HttpTokens"],
     "metadata-options.http-endpoint": lambda r: {**DEFAULT_METADATA_OPTIONS, **(r.metadata_options or {})}["HttpEndpoint"],
 }
@@ -492,7 +487,8 @@ INSTANCES = Resource("Reservations", _reservations, INSTANCE_FILTERS,
 def describe_instances(ctx: Context, p: dict) -> dict:
     rows = _rows(ctx, p.get("InstanceIds"))
     by_name = _group_name_filter(ctx, rows)
-    return describe(ctx, INSTANCES, p, rows, filters={"instance.group-name": by_name, "group-name": by_name})
+    return describe(ctx, INSTANCES, p, rows, filters={"instance.group-name": by_name, "group-name": by_name,
+                                                      **network_interfaces.instance_filters(ctx, rows)})
 
 
 STATUS_FILTERS = {

@@ -18,6 +18,7 @@ interface's addresses or check reach its port by an `eni.port` host task.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import secrets
 from dataclasses import dataclass, field
@@ -407,6 +408,38 @@ def for_instances(ctx: Context, instance_ids: list[str]) -> dict[str, list[dict]
     for e in _wrapped(ctx, rows):
         out.setdefault(e.row.instance_id, []).append(render(e))
     return out
+
+
+def instance_filters(ctx: Context, rows: list) -> dict:
+    """DescribeInstances' network-interface.* filters: they match any of an instance's interfaces,
+    read in one query the first time one of them is used (not one query per instance)."""
+    @functools.cache
+    def by_instance() -> dict[str, list[NetworkInterface]]:
+        out: dict[str, list[NetworkInterface]] = {}
+        ids = [r.id for r in rows if r.state != "terminated"]
+        for eni in ctx.session.scalars(select(NetworkInterface).where(NetworkInterface.instance_id.in_(ids))
+                                       .order_by(NetworkInterface.device_index)) if ids else ():
+            out.setdefault(eni.instance_id, []).append(eni)
+        return out
+
+    def each(getter):
+        return lambda r: [v for e in by_instance().get(r.id, []) for v in getter(e)]
+    return {
+        "network-interface.network-interface-id": each(lambda e: [e.id]),
+        "network-interface.mac-address": each(lambda e: [e.mac_address]),
+        "network-interface.addresses.private-ip-address": each(lambda e: [e.private_ip, *(e.secondary_ips or [])]),
+        "network-interface.private-ip-address": each(lambda e: [e.private_ip]),
+        "network-interface.subnet-id": each(lambda e: [e.subnet_id]),
+        "network-interface.vpc-id": each(lambda e: [e.vpc_id]),
+        "network-interface.description": each(lambda e: [e.description]),
+        "network-interface.group-id": each(lambda e: e.security_group_ids),
+        "network-interface.status": each(lambda e: [e.status]),
+        "network-interface.source-dest-check": each(lambda e: [e.source_dest_check]),
+        "network-interface.attachment.attachment-id": each(lambda e: [e.attachment_id]),
+        "network-interface.attachment.device-index": each(lambda e: [e.device_index]),
+        "network-interface.attachment.status": each(lambda e: [e.attachment_state]),
+        "network-interface.attachment.delete-on-termination": each(lambda e: [e.delete_on_termination]),
+    }
 
 
 @action("DescribeNetworkInterfaces")

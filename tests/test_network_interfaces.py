@@ -229,6 +229,17 @@ def test_attach_detach_and_terminate(server, ec2, net):
             (primary["NetworkInterfaceId"], 0), (eni_id, 1)]
         assert ec2.describe_network_interface_attribute(NetworkInterfaceId=eni_id, Attribute="attachment")[
             "Attachment"]["AttachmentId"] == att_id
+        # DescribeInstances' network-interface.* filters match any of an instance's interfaces.
+        by = lambda name, value: [i["InstanceId"] for r in ec2.describe_instances(Filters=[  # noqa: E731
+            {"Name": name, "Values": [value]}])["Reservations"] for i in r["Instances"]]
+        assert by("network-interface.network-interface-id", eni_id) == [iid]
+        assert by("network-interface.addresses.private-ip-address", ips[1]) == [iid]  # a secondary address
+        assert by("network-interface.mac-address", eni["MacAddress"]) == [iid]
+        assert by("network-interface.network-interface-id", primary["NetworkInterfaceId"]) == [iid]
+        assert {iid, other_iid} <= set(by("network-interface.attachment.device-index", "0"))
+        assert iid in by("network-interface.attachment.device-index", "1")
+        assert other_iid not in by("network-interface.attachment.device-index", "1")
+        assert by("network-interface.network-interface-id", kept) == []  # not attached: no instance
 
         # Misuse, answered as AWS does.
         assert expect_error("InvalidParameterValue", ec2.attach_network_interface, NetworkInterfaceId=kept,
