@@ -865,3 +865,49 @@ class InvalidSubnetIDMalformed(Malformed):
 class InvalidNatGatewayIDNotFound(NotFound):
     code = "InvalidNatGatewayID.NotFound"
     singular = "The natGateway ID '{}' does not exist"
+
+
+# ------------------------------------------------------------------------ network interfaces
+
+class InvalidNetworkInterfaceIdMalformed(Malformed):
+    code = "InvalidNetworkInterfaceId.Malformed"
+    prefix = "eni"
+
+
+class InvalidInstanceID(EC2Error):
+    code = "InvalidInstanceID"
+
+    @classmethod
+    def several_interfaces(cls, instance_id: str) -> InvalidInstanceID:
+        return cls(f"There are multiple interfaces attached to instance '{instance_id}'. Please specify an "
+                   "interface ID for the operation instead.")
+
+
+class InvalidNetworkInterfaceInUse(EC2Error):
+    code = "InvalidNetworkInterface.InUse"
+
+    @classmethod
+    def deleting(cls, eni_id: str) -> InvalidNetworkInterfaceInUse:
+        return cls(f"The network interface '{eni_id}' is currently in use.")
+
+    @classmethod
+    def attaching(cls, eni_id: str) -> InvalidNetworkInterfaceInUse:
+        return cls(f"Interface: [{eni_id}] in use.")
+
+
+class InvalidAttachmentIDNotFound(NotFound):
+    code = "InvalidAttachmentID.NotFound"
+    singular = "The attachment ID '{}' does not exist"
+
+
+class InvalidNetworkInterfaceAttachmentIdMalformed(Malformed):
+    code = "InvalidNetworkInterfaceAttachmentId.Malformed"
+    prefix = "eni-attach"
+
+
+class PrivateIpAddressLimitExceeded(EC2Error):
+    code = "PrivateIpAddressLimitExceeded"
+
+    def __init__(self, instance_type: str, limit: int):
+        super().__init__(f"Number of private addresses will exceed limit of {limit} for an interface attached to "
+                         f"an instance of type {instance_type}.")

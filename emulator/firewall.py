@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from hypervisor import AclEntry, FirewallPort, Rule, SecurityGroupRules, SubnetAcl
 
 from .host_tasks import enqueue
-from .models import HostTask, HostTaskState, Instance, SecurityGroup, SecurityGroupRule, utcnow
+from .models import HostTask, HostTaskState, Instance, NetworkInterface, SecurityGroup, SecurityGroupRule, utcnow
 from .registry import Context, Host, host_action
 
 log = logging.getLogger("ec2emu.firewall")
@@ -100,8 +100,9 @@ def acls(session: Session, vpc_id: str) -> list[SubnetAcl]:
 
 def desired(session: Session, vpc_id: str) -> tuple[list[SecurityGroupRules], list[FirewallPort]]:
     """The VPC's firewall as the database says it must be: every group of the VPC with its rules
-    (rules naming a group that no longer exists dropped: it has no members), and every instance
-    that holds an address in it (a stopped one keeps its address and groups, as on AWS)."""
+    (rules naming a group that no longer exists dropped: it has no members), and every attached
+    interface (a port: an instance's primary one is named by the instance id, the others by their
+    eni- id; a stopped instance keeps its interfaces and groups, as on AWS)."""
     groups = {g: ([], []) for g in session.scalars(select(SecurityGroup.id).where(SecurityGroup.vpc_id == vpc_id))}
     if groups:
         for r in session.scalars(select(SecurityGroupRule).where(SecurityGroupRule.group_id.in_(list(groups)))
@@ -109,11 +110,14 @@ def desired(session: Session, vpc_id: str) -> tuple[list[SecurityGroupRules], li
             rule = _rule(r)
             if rule is not None and (rule.group_id is None or rule.group_id in groups):
                 groups[r.group_id][1 if r.is_egress else 0].append(rule)
-    ports = [FirewallPort(iid, ip, tuple(g for g in (gids or []) if g in groups))
-             for iid, ip, gids in session.execute(
-                 select(Instance.id, Instance.private_ip, Instance.security_group_ids).where(
-                     Instance.vpc_id == vpc_id, Instance.state != "terminated",
-                     Instance.private_ip.is_not(None)).order_by(Instance.id))]
+    ports = [FirewallPort(iid if index == 0 else eni_id, ip, tuple(g for g in (gids or []) if g in groups),
+                          tuple(secondary or ()))
+             for eni_id, iid, index, ip, secondary, gids in session.execute(
+                 select(NetworkInterface.id, NetworkInterface.instance_id, NetworkInterface.device_index,
+                        NetworkInterface.private_ip, NetworkInterface.secondary_ips,
+                        NetworkInterface.security_group_ids).where(
+                     NetworkInterface.vpc_id == vpc_id, NetworkInterface.instance_id.is_not(None))
+                 .order_by(NetworkInterface.instance_id, NetworkInterface.device_index))]
     return [SecurityGroupRules(gid, tuple(i), tuple(e)) for gid, (i, e) in sorted(groups.items())], ports
 
 

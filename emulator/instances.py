@@ -22,14 +22,14 @@ from hypervisor import DiskSpec, HostEvent, InstanceSpec
 from hypervisor.host import crash_point
 
 from . import (attachments, block_devices, dhcp_options, ebs_encryption, firewall, images, keypairs,
-               security_groups, vpcs)
+               network_interfaces, security_groups, vpcs)
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
 from .dns import private_dns_domain, private_dns_name, public_dns_domain, public_dns_name
 from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceCreditSpecificationNotSupported,
                      InstanceLimitExceeded,
                      InsufficientAddressCapacity, InsufficientFreeAddressesInSubnet, InvalidAKIIDNotFound,
                      InvalidARIIDNotFound, InvalidInstanceIDMalformed, InvalidInstanceIDNotFound,
-                     InvalidIPAddressInUse, InvalidParameterCombination, InvalidParameterValue,
+                     InvalidParameterCombination, InvalidParameterValue,
                      InvalidUserDataMalformed, MissingParameter, OperationNotPermitted, Unsupported,
                      UnsupportedOperation)
 from .ids import new_id, well_formed
@@ -59,40 +59,7 @@ def _gmt(now: datetime) -> str:
     return now.strftime("%Y-%m-%d %H:%M:%S GMT")
 
 
-# ------------------------------------------------------------------------------------ naming
-
-def _new_mac() -> str:
-    # Locally administered, unicast: the first octet's low bits are 10.
-    octets = [0x0A] + list(secrets.token_bytes(5))
-    return ":".join(f"{o:02x}" for o in octets)
-
-
 # ------------------------------------------------------------------------------- addresses
-
-def _allocate_private_ips(ctx: Context, subnet: Subnet, count: int, wanted: str | None) -> list[str]:
-    net = ipaddress.ip_network(subnet.cidr_block)
-    used = set(ctx.session.scalars(select(Instance.private_ip).where(
-        Instance.subnet_id == subnet.id, Instance.private_ip.is_not(None))))
-    first, last = int(net.network_address) + 4, int(net.broadcast_address) - 1  # AWS reserves 5
-    if wanted:
-        try:
-            addr = ipaddress.ip_address(wanted)
-        except ValueError:
-            raise InvalidParameterValue(f"Invalid value '{wanted}' for PrivateIpAddress") from None
-        if addr not in net or not first <= int(addr) <= last:
-            raise InvalidParameterValue(f"Address {wanted} does not fall within the subnet's address range")
-        if wanted in used:
-            raise InvalidIPAddressInUse(wanted)
-        return [wanted]
-    out = []
-    n = first
-    while n <= last and len(out) < count:
-        ip = str(ipaddress.IPv4Address(n))
-        if ip not in used:
-            out.append(ip)
-        n += 1
-    return out
-
 
 def _allocate_public_ip(ctx: Context, taken: set[str]) -> str:
     pool = ipaddress.ip_network(ctx.config.public_ip_pool)
@@ -174,7 +141,7 @@ def get_instance(ctx: Context, instance_id: str) -> Instance:
 
 # ---------------------------------------------------------------------------------- output
 
-def _describe(row: Instance, tags: dict, groups: dict[str, str], volumes: list[dict]) -> dict:
+def _describe(row: Instance, tags: dict, groups: dict[str, str], volumes: list[dict], nics: list[dict]) -> dict:
     region = row.region
     alive = row.state != "terminated"
     public_dns = public_dns_name(region, row.public_ip)
@@ -216,23 +183,7 @@ def _describe(row: Instance, tags: dict, groups: dict[str, str], volumes: list[d
     }
     if row.state_reason_code:
         out["StateReason"] = {"Code": row.state_reason_code, "Message": row.state_reason_message}
-    if alive and row.private_ip:
-        association = ({"PublicIp": row.public_ip, "PublicDnsName": public_dns, "IpOwnerId": "amazon"}
-                       if row.public_ip else None)
-        out["NetworkInterfaces"] = [{
-            "NetworkInterfaceId": row.network_interface_id, "SubnetId": row.subnet_id, "VpcId": row.vpc_id,
-            "Description": "", "OwnerId": row.account_id, "Status": "in-use", "MacAddress": row.mac_address,
-            "PrivateIpAddress": row.private_ip, "PrivateDnsName": private_dns,
-            "SourceDestCheck": attrs.get("SourceDestCheck", True), "Groups": sgs, "InterfaceType": "interface",
-            "Attachment": {"AttachmentId": "eni-attach-" + row.network_interface_id[4:],
-                           "DeviceIndex": 0, "NetworkCardIndex": 0, "Status": "attached",
-                           "AttachTime": row.launch_time, "DeleteOnTermination": True},
-            "Association": association, "Ipv6Addresses": [],
-            "PrivateIpAddresses": [{"PrivateIpAddress": row.private_ip, "PrivateDnsName": private_dns,
-                                    "Primary": True, "Association": association}],
-        }]
-    else:
-        out["NetworkInterfaces"] = []
+    out["NetworkInterfaces"] = nics if alive and row.private_ip else []
     return out
 
 
@@ -246,7 +197,8 @@ def describe_rows(ctx: Context, rows: list[Instance], tags: dict | None = None) 
     group_ids = {g for r in rows for g in r.security_group_ids}
     names = security_groups.group_names(ctx, group_ids)
     volumes = attachments.mappings_by_instance(ctx.session, ctx.account_id, ctx.region) if rows else {}
-    return [_describe(r, tags.get(r.id, {}), names, volumes.get(r.id, [])) for r in rows]
+    nics = network_interfaces.for_instances(ctx, [r.id for r in rows if r.state != "terminated"])
+    return [_describe(r, tags.get(r.id, {}), names, volumes.get(r.id, []), nics.get(r.id, [])) for r in rows]
 
 
 def _reservations(ctx: Context, rows: list[Instance], tags: dict | None = None) -> list[dict]:
@@ -303,7 +255,8 @@ def _spec(ctx: Context, row: Instance) -> InstanceSpec:
                         public_hostname=public_dns_name(row.region, row.public_ip),
                         public_dns_domain=public_dns_domain(row.region),
                         instance_type=row.instance_type, vpc_subnets=[tuple(s) for s in subnets],
-                        dhcp_domain=dhcp_options.domain_name(ctx, ctx.session.get(Vpc, row.vpc_id)) or "")
+                        dhcp_domain=dhcp_options.domain_name(ctx, ctx.session.get(Vpc, row.vpc_id)) or "",
+                        **network_interfaces.host_interfaces(ctx.session, row))
 
 
 def _validate_user_data(data: str | None) -> None:
@@ -324,15 +277,17 @@ def _network(ctx: Context, p: dict) -> tuple[Subnet, list[str] | None, list[str]
     subnet_id = p.get("SubnetId")
     nics = p.get("NetworkInterfaces") or []
     if nics:
-        if len(nics) > 1:
-            raise Unsupported("Only one network interface per instance is supported by this emulator yet.")
-        nic = nics[0]
+        nic = network_interfaces.primary_of(nics)
         if subnet_id or group_ids or group_names:
             raise InvalidParameterCombination("Network interfaces and an instance-level security groups or subnet "
                                               "may not be specified on the same request")
-        subnet_id = nic.get("SubnetId")
-        group_ids = nic.get("Groups")
-        wanted_ip = nic.get("PrivateIpAddress") or wanted_ip
+        if nic.get("NetworkInterfaceId"):  # an existing interface becomes the primary one
+            eni = network_interfaces.get_interface(ctx, nic["NetworkInterfaceId"])
+            subnet_id, group_ids, wanted_ip = eni.subnet_id, None, None
+        else:
+            subnet_id = nic.get("SubnetId")
+            group_ids = nic.get("Groups")
+            wanted_ip = nic.get("PrivateIpAddress") or wanted_ip
         public = nic.get("AssociatePublicIpAddress")
     zone = (p.get("Placement") or {}).get("AvailabilityZone")
     if zone and zone not in {z.name for z in REGIONS[ctx.region].zones}:
@@ -397,6 +352,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
     refuse_other_tag_types(p.get("TagSpecifications"), {"instance", "volume", "network-interface"})
     tags = tag_specifications(p.get("TagSpecifications"), "instance")
     volume_tags = tag_specifications(p.get("TagSpecifications"), "volume")
+    interface_tags = tag_specifications(p.get("TagSpecifications"), "network-interface")
     disks = block_devices.plan(ctx, image, instance_type, p.get("BlockDeviceMappings"))
     subnet, group_ids, group_names, wanted_ip, public = _network(ctx, p)
     groups = security_groups.resolve_groups(ctx, subnet.vpc_id, group_ids, group_names, subnet_id=subnet.id)
@@ -411,13 +367,17 @@ def run_instances(ctx: Context, p: dict) -> dict:
     room = ctx.config.max_instances - live
     if room < min_count:
         raise InstanceLimitExceeded(min_count, ctx.config.max_instances)
-    addresses = _allocate_private_ips(ctx, subnet, min(max_count, room), wanted_ip)
+    launch_nics = network_interfaces.LaunchInterfaces.plan(ctx, p.get("NetworkInterfaces"), subnet, instance_type,
+                                                           max_count)
+    addresses = ([launch_nics.primary.private_ip] if launch_nics.primary else
+                 network_interfaces.allocate_private_ips(ctx, subnet, min(max_count, room), wanted_ip))
+    launch_nics.reserved = set(addresses)
     if len(addresses) < min_count:
         raise InsufficientFreeAddressesInSubnet(subnet.id, min_count)
     with_public = subnet.map_public_ip_on_launch if public is None else public
     reservation = new_id("r")
     now = utcnow()
-    rows, taken = [], set()
+    rows, taken, interfaces_made = [], set(), {}
     for index, ip in enumerate(addresses):
         public_ip = None
         if with_public:
@@ -429,8 +389,11 @@ def run_instances(ctx: Context, p: dict) -> dict:
             ramdisk_id=ramdisk_id, state="pending", state_transition_reason="",
             state_reason_code="pending", state_reason_message="pending", key_name=key_name,
             vpc_id=subnet.vpc_id, subnet_id=subnet.id, availability_zone=subnet.availability_zone,
-            private_ip=ip, public_ip=public_ip, mac_address=_new_mac(), network_interface_id=new_id("eni"),
-            security_group_ids=[g.id for g in groups], launch_time=now, client_token=token,
+            private_ip=ip, public_ip=public_ip,
+            mac_address=launch_nics.primary.mac_address if launch_nics.primary else network_interfaces.new_mac(),
+            network_interface_id=launch_nics.primary.id if launch_nics.primary else new_id("eni"),
+            security_group_ids=(list(launch_nics.primary.security_group_ids) if launch_nics.primary
+                                else [g.id for g in groups]), launch_time=now, client_token=token,
             request_digest=digest, user_data=p.get("UserData"), architecture=image.architecture,
             root_device_name=image.root_device_name or "/dev/xvda", root_device_type=image.root_device_type,
             block_device_mappings=[],
@@ -443,12 +406,15 @@ def run_instances(ctx: Context, p: dict) -> dict:
                         "EnaSupport": True},
         )
         ctx.session.add(row)
+        interfaces_made[row.id] = launch_nics.attach(ctx, row)
         rows.append(row)
     ctx.session.flush()
     made = {}
     for row in rows:
         if tags:
             set_tags(ctx, row.id, tags)
+        for eni_id in interfaces_made[row.id] if interface_tags else ():
+            set_tags(ctx, eni_id, interface_tags)
         made[row.id] = block_devices.create(ctx, row, disks)
         for volume_id in made[row.id] if volume_tags else ():
             set_tags(ctx, volume_id, volume_tags)
@@ -496,11 +462,6 @@ INSTANCE_FILTERS = {
     "state-reason-message": lambda r: r.state_reason_message,
     "instance.group-id": lambda r: r.security_group_ids,
     "group-id": lambda r: r.security_group_ids,
-    "network-interface.network-interface-id": lambda r: r.network_interface_id,
-    "network-interface.mac-address": lambda r: r.mac_address,
-    "network-interface.addresses.private-ip-address": lambda r: r.private_ip,
-    "network-interface.subnet-id": lambda r: r.subnet_id,
-    "network-interface.vpc-id": lambda r: r.vpc_id,
     "metadata-options.http-tokens": lambda r: {**DEFAULT_METADATA_OPTIONS, **(r.metadata_options or {})}["HttpTokens"],
     "metadata-options.http-endpoint": lambda r: {**DEFAULT_METADATA_OPTIONS, **(r.metadata_options or {})}["HttpEndpoint"],
 }
@@ -526,7 +487,8 @@ INSTANCES = Resource("Reservations", _reservations, INSTANCE_FILTERS,
 def describe_instances(ctx: Context, p: dict) -> dict:
     rows = _rows(ctx, p.get("InstanceIds"))
     by_name = _group_name_filter(ctx, rows)
-    return describe(ctx, INSTANCES, p, rows, filters={"instance.group-name": by_name, "group-name": by_name})
+    return describe(ctx, INSTANCES, p, rows, filters={"instance.group-name": by_name, "group-name": by_name,
+                                                      **network_interfaces.instance_filters(ctx, rows)})
 
 
 STATUS_FILTERS = {
@@ -693,6 +655,7 @@ def apply_hypervisor_event(session: Session, instance_id: str, state: str) -> bo
             return True
     elif state == HostEvent.TERMINATED:
         _terminated(row, now)
+        network_interfaces.released(session, row.id)  # the host unplugged all its interfaces
         firewall.ask(session, row.vpc_id)  # its address leaves its groups' sets
         # The host detached its disks: the volumes are free (or deleted, DeleteOnTermination).
         attachments.release(session, row.id)
@@ -949,7 +912,7 @@ def modify_instance_attribute(ctx: Context, p: dict) -> None:
         row.user_data = base64.b64encode(raw).decode()
     elif attr == "groupSet":
         groups = security_groups.resolve_groups(ctx, row.vpc_id, list(value), None)
-        row.security_group_ids = [g.id for g in groups]
+        network_interfaces.set_groups(ctx.session, row, [g.id for g in groups], by_instance=True)
         firewall.changed(ctx, row.vpc_id)
     elif attr == "instanceInitiatedShutdownBehavior":
         if value not in ("stop", "terminate"):
@@ -957,6 +920,8 @@ def modify_instance_attribute(ctx: Context, p: dict) -> None:
         attrs["InstanceInitiatedShutdownBehavior"] = value
     elif attr in ("disableApiTermination", "disableApiStop", "sourceDestCheck", "ebsOptimized", "enaSupport"):
         attrs[attr[0].upper() + attr[1:]] = flag(value)
+        if attr == "sourceDestCheck":  # the instance's is its primary interface's
+            network_interfaces.set_source_dest_check(ctx, row, attrs["SourceDestCheck"])
     elif attr == "sriovNetSupport":
         pass  # always 'simple' here
     elif attr == "blockDeviceMapping":
@@ -995,6 +960,7 @@ def reset_instance_attribute(ctx: Context, p: dict) -> None:
         setattr(row, f"{attr}_id", getattr(image, f"{attr}_id") if image else None)
     elif attr == "sourceDestCheck":
         row.attributes = {**(row.attributes or {}), "SourceDestCheck": True}
+        network_interfaces.set_source_dest_check(ctx, row, True)
     else:
         raise InvalidParameterValue.value(attr, "attribute")
     return None

@@ -390,3 +390,38 @@ class NetworkAclAssociation(Base):
     subnet_id: Mapped[str] = mapped_column(String(32), unique=True)
     account_id: Mapped[str] = mapped_column(String(12))
     region: Mapped[str] = mapped_column(String(32))
+
+
+class NetworkInterface(Owned, Base):
+    """An elastic network interface (eni-). Every instance's primary interface is one (device
+    index 0, made at launch, deleted with it); others are made by CreateNetworkInterface and
+    attached at index >= 1. The primary's MAC, address and groups are also the instance row's
+    columns (the hot paths read those); the two are changed together (network_interfaces.py).
+
+    `secondary_ips`: secondary private addresses (AWS's PrivateIpAddresses with Primary false).
+    Attachment: `instance_id` set while attaching/attached/detaching (`attachment_state`);
+    `status` AWS's: available | in-use (| attaching | detaching while the host works)."""
+    __tablename__ = "network_interfaces"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    vpc_id: Mapped[str] = mapped_column(String(32), index=True)
+    subnet_id: Mapped[str] = mapped_column(String(32), index=True)
+    availability_zone: Mapped[str] = mapped_column(String(32))
+    mac_address: Mapped[str] = mapped_column(String(17))
+    private_ip: Mapped[str] = mapped_column(String(15))
+    secondary_ips: Mapped[list] = mapped_column(JSON, default=list)
+    security_group_ids: Mapped[list] = mapped_column(JSON, default=list)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    source_dest_check: Mapped[bool] = mapped_column(Boolean, default=True)
+    interface_type: Mapped[str] = mapped_column(String(32), default="interface")
+    status: Mapped[str] = mapped_column(String(16), default="available")
+    instance_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    device_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    attachment_id: Mapped[str | None] = mapped_column(String(32), nullable=True, unique=True)
+    attachment_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    attach_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    delete_on_termination: Mapped[bool] = mapped_column(Boolean, default=False)
+    __table_args__ = (
+        UniqueConstraint("subnet_id", "private_ip", name="uq_network_interfaces_private_ip"),
+        # AWS's rule as an invariant: one interface per device index of an instance.
+        UniqueConstraint("instance_id", "device_index", name="uq_network_interfaces_device_index"),
+    )

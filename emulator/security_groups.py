@@ -663,7 +663,10 @@ def _in_use(ctx: Context, group: SecurityGroup) -> bool:
     users = ctx.session.scalars(select(Instance.security_group_ids).where(
         Instance.account_id == ctx.account_id, Instance.region == ctx.region, Instance.vpc_id == group.vpc_id,
         Instance.state != "terminated"))
-    return any(group.id in (ids or []) for ids in users)
+    if any(group.id in (ids or []) for ids in users):
+        return True
+    from .network_interfaces import in_use_by  # it imports this module
+    return in_use_by(ctx, group_id=group.id)
 
 
 @action("DeleteSecurityGroup")

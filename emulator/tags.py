@@ -12,10 +12,10 @@ from .errors import (InvalidAMIIDNotFound, InvalidConversionTaskId, InvalidGroup
                      InvalidVolumeNotFound, InvalidVpcIDNotFound,
                      MissingParameter, NotFound, TagLimitExceeded)
 from .errors import (InvalidDhcpOptionIDNotFound, InvalidInternetGatewayIDNotFound, InvalidNetworkAclIDNotFound,
-                     InvalidRouteTableIDNotFound)
+                     InvalidNetworkInterfaceIDNotFound, InvalidRouteTableIDNotFound)
 from .models import (Image, ImportImageTask, Instance, KeyPair, SecurityGroup, SecurityGroupRule, Snapshot, Subnet,
                      Tag, Volume, Vpc)
-from .models import DhcpOptions, InternetGateway, NetworkAcl, RouteTable
+from .models import DhcpOptions, InternetGateway, NetworkAcl, NetworkInterface, RouteTable
 from .query import Resource, describe
 from .registry import Context, action
 
@@ -43,6 +43,7 @@ KINDS: dict[str, Kind] = {
     "rtb": Kind("route-table", RouteTable, InvalidRouteTableIDNotFound),
     "dopt": Kind("dhcp-options", DhcpOptions, InvalidDhcpOptionIDNotFound),
     "acl": Kind("network-acl", NetworkAcl, InvalidNetworkAclIDNotFound),
+    "eni": Kind("network-interface", NetworkInterface, InvalidNetworkInterfaceIDNotFound),
     "vol": Kind("volume", Volume, InvalidVolumeNotFound),
     "snap": Kind("snapshot", Snapshot, InvalidSnapshotNotFound),
 }

@@ -435,8 +435,10 @@ def create_default_subnet(ctx: Context, p: dict) -> dict:
 
 
 def subnet_in_use(ctx: Context, subnet_id: str) -> bool:
+    from .network_interfaces import in_use_by  # it imports this module
     return ctx.session.scalars(select(Instance.id).where(Instance.subnet_id == subnet_id,
-                                                         Instance.state != "terminated").limit(1)).first() is not None
+                                                         Instance.state != "terminated").limit(1)).first() is not None \
+        or in_use_by(ctx, subnet_id=subnet_id)
 
 
 @action("DeleteSubnet")

@@ -1,8 +1,8 @@
 """What is real on the host. `make_driver` picks the configured driver."""
 from __future__ import annotations
 
-from .base import (AclEntry, DiskSpec, Driver, FirewallPort, HostEvent, InstanceSpec, Listener, Rule,
-                   SecurityGroupRules, SubnetAcl, VpcSpec)
+from .base import (AclEntry, DiskSpec, Driver, FirewallPort, HostEvent, InstanceSpec, InterfaceSpec,
+                   Listener, Rule, SecurityGroupRules, SubnetAcl, VpcSpec)
 
 
 def resolve_kind(config) -> str:
@@ -29,5 +29,5 @@ def make_driver(config, listener: Listener, vpc_ready=None, vpc_gone=None) -> Dr
     raise SystemExit(f"unknown hypervisor driver {config.hypervisor!r} (libvirt or none)")
 
 
-__all__ = ["AclEntry", "DiskSpec", "Driver", "FirewallPort", "HostEvent", "InstanceSpec", "Listener", "Rule",
-           "SecurityGroupRules", "SubnetAcl", "VpcSpec", "make_driver", "resolve_kind"]
+__all__ = ["AclEntry", "DiskSpec", "Driver", "FirewallPort", "HostEvent", "InstanceSpec", "InterfaceSpec",
+           "Listener", "Rule", "SecurityGroupRules", "SubnetAcl", "VpcSpec", "make_driver", "resolve_kind"]

@@ -89,10 +89,29 @@ class InstanceSpec:
     public_hostname: str = ""    # the public DNS name ('ec2-198-51-100-7.compute-1.amazonaws.com') or ''
     public_dns_domain: str = ""  # 'compute-1.amazonaws.com'; '' = public names not answered locally
     dhcp_domain: str = ""        # the VPC's DHCP option set's domain-name; '' = dns_domain
+    secondary_ips: tuple[str, ...] = ()  # the primary interface's secondary private addresses
+    source_dest_check: bool = True       # False: the primary port may send from any address (NAT)
+    interfaces: list[InterfaceSpec] = field(default_factory=list)  # attached at device index >= 1
 
     def vpc(self) -> VpcSpec:
         return VpcSpec(self.vpc_id, tuple(tuple(s) for s in self.vpc_subnets), self.dns_domain,
                        self.public_dns_domain, self.region, self.dhcp_domain)
+
+
+@dataclass(frozen=True)
+class InterfaceSpec:
+    """A network interface attached at device_index >= 1 (an ENI: the primary one is the
+    InstanceSpec's own fields). `port_id` names its plumbing (its eni- id): its own port on its
+    subnet, pinned to its MAC and addresses like the primary's; DHCP answers its MAC with `ip`."""
+    port_id: str
+    device_index: int
+    vpc_id: str
+    subnet_id: str
+    mac: str
+    ip: str
+    secondary_ips: tuple[str, ...] = ()
+    hostname: str = ""
+    source_dest_check: bool = True  # False: its port may send from any address (a NAT instance)
 
 
 @dataclass(frozen=True)
@@ -167,10 +186,13 @@ class SubnetAcl:
 
 @dataclass(frozen=True)
 class FirewallPort:
-    """A plugged interface and the groups it is in (at most 5 on AWS)."""
+    """A plugged interface and the groups it is in (at most 5 on AWS). `instance_id` names the
+    port (an instance's id for its primary interface, an eni- id for the others); `secondary_ips`
+    are its other addresses, filtered (and members of its groups) like `ip`."""
     instance_id: str
     ip: str
     group_ids: tuple[str, ...]
+    secondary_ips: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------------------- driver
@@ -283,6 +305,27 @@ class Driver:
         number). Traffic between two addresses of one subnet, and traffic to or from the VPC
         router itself (DHCP, DNS, metadata), meets no ACL, as on AWS. Subnets not listed are not
         filtered."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------- interfaces
+
+    def attach_interface(self, instance_id: str, nic: InterfaceSpec) -> None:
+        """Plug an interface (its own port, anti-spoofing for its MAC and addresses, a DHCP lease
+        for its MAC) and give the guest a virtio NIC with nic.mac on that port: hot-plugged if it
+        runs, and in its definition (a stopped guest has it at its next start). The slot is the
+        device index's. Already attached: the port's addresses and source/destination check are
+        brought up to date only. LookupError if the guest does not exist."""
+        raise NotImplementedError
+
+    def detach_interface(self, instance_id: str, port_id: str) -> None:
+        """Take the interface's NIC from the guest (definition and live; returns once the guest
+        has let go, or after a few seconds if it does not: it loses it when it stops) and unplug
+        its port. Not attached, or no such guest: the port is unplugged all the same."""
+        raise NotImplementedError
+
+    def set_addresses(self, instance_id: str, secondary_ips: Sequence[str], source_dest_check: bool = True) -> None:
+        """The primary interface's secondary addresses (anti-spoofing admits them) and its
+        source/destination check (False: it may send from any address). Not plugged: nothing."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------- addresses

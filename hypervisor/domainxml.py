@@ -5,9 +5,10 @@ chown the shared base images and kernels to libvirt-qemu (FACTS.md).
 
 PCI slots carry the EBS device letter (Amazon Linux on Nitro names `/dev/sdf` from the NVMe
 controller; here the guest's images name it from the slot, see guest/tiny/usr/sbin/ec2emu-ebs-names):
-the NIC and rng sit in slots 2 and 3, the disk for letter L in slot 5 + (L - 'a'), the root disk
-being 'a' (slot 5), 'z' slot 30. A disk's serial is the Nitro form of its volume id (`vol` and 17
-hex digits, no dash: virtio-blk serials are 20 bytes, and a 21-byte `vol-...` arrives cut to 20).
+the NIC and rng sit in slots 2 and 3 (NICs at device index 1 and 2 in 4 and 31), the disk for
+letter L in slot 5 + (L - 'a'), the root disk being 'a' (slot 5), 'z' slot 30. A disk's serial is
+the Nitro form of its volume id (`vol` and 17 hex digits, no dash: virtio-blk serials are 20
+bytes, and a 21-byte `vol-...` arrives cut to 20).
 """
 from __future__ import annotations
 
@@ -77,11 +78,7 @@ def domain(spec: DomainSpec) -> str:
         devices.append(disk_element(spec.root_disk, "vda", letter="a"))
     for xml in spec.disks:
         devices.append(fromstring(xml))
-    nic = _el(devices, "interface", type="bridge")
-    _el(nic, "mac", address=spec.mac)
-    _el(nic, "source", bridge=spec.bridge)
-    _el(nic, "model", type="virtio")
-    _pci(nic, NIC_SLOT)
+    devices.append(nic_element(spec.mac, spec.bridge, 0))
     serial = _el(devices, "serial", type="file")
     _el(serial, "source", path=spec.console_log, append="on")
     _el(serial, "target", port="0")
@@ -93,6 +90,35 @@ def domain(spec: DomainSpec) -> str:
 
 
 NIC_SLOT, RNG_SLOT = 2, 3
+# The slots of the NICs at device index 0, 1, 2: the ones the disks' letters leave free.
+NIC_SLOTS = (NIC_SLOT, 4, 31)
+
+
+def nic_element(mac: str, bridge: str, device_index: int) -> Element:
+    """A virtio NIC on a root-namespace bridge, in its device index's slot (ValueError beyond
+    the slots there are)."""
+    if not 0 <= device_index < len(NIC_SLOTS):
+        raise ValueError(f"device index {device_index}: this host has NIC slots for 0..{len(NIC_SLOTS) - 1}")
+    nic = _el(None, "interface", type="bridge")
+    _el(nic, "mac", address=mac)
+    _el(nic, "source", bridge=bridge)
+    _el(nic, "model", type="virtio")
+    _pci(nic, NIC_SLOTS[device_index])
+    return nic
+
+
+def nic(mac: str, bridge: str, device_index: int) -> str:
+    return tostring(nic_element(mac, bridge, device_index), encoding="unicode")
+
+
+def nics(domain_xml: str) -> dict[str, Element]:
+    """MAC (lower case) -> <interface> element, of a domain's XML."""
+    out = {}
+    for e in fromstring(domain_xml).iterfind("devices/interface"):
+        mac = e.find("mac")
+        if mac is not None and mac.get("address"):
+            out[mac.get("address").lower()] = e
+    return out
 FIRST_DISK_SLOT = 5  # letter 'a' (the root disk); 'b'..'z' follow: slots 6..30 of the 32
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _DEVICE = re.compile(r"(?:/dev/)?(?:sd|xvd|vd|hd)([a-z])")

@@ -24,9 +24,11 @@ from xml.etree.ElementTree import tostring
 import libvirt
 
 from . import domainxml
-from .base import Driver, FirewallPort, HostEvent, InstanceSpec, Listener, SecurityGroupRules, SubnetAcl, VpcSpec
+from .base import (Driver, FirewallPort, HostEvent, InstanceSpec, InterfaceSpec, Listener,
+                   SecurityGroupRules, SubnetAcl, VpcSpec)
 from .disks import GIB, Disks
 from .host import crash_point, run
+from .names import root_bridge_name
 from .network import Desired, Network, PortSpec, disable_ipv6, firewall_state
 
 log = logging.getLogger("ec2emu.libvirt")
@@ -229,7 +231,10 @@ class LibvirtDriver(Driver):
         with self.network.locked():  # its VPC (re)made and the port plugged in one go
             self.ensure_vpc(spec.vpc())
             bridge = self.network.plug(spec.instance_id, spec.vpc_id, spec.subnet_id, spec.mac_address,
-                                       spec.private_ip, spec.hostname)
+                                       spec.private_ip, spec.hostname, spec.secondary_ips,
+                                       source_dest_check=spec.source_dest_check)
+            for nic in spec.interfaces:
+                self._plug_interface(spec.instance_id, nic)
             if spec.public_ip:
                 self.map_address(spec.vpc_id, spec.public_ip, spec.private_ip, spec.public_hostname)
         dom = self._domain(spec.instance_id)
@@ -240,6 +245,8 @@ class LibvirtDriver(Driver):
                 if disk.key is not None:  # only), and their chains may have merged while it was off
                     self._secret(disk.disk_id, disk.key)
                     self._sync_definitions(disk.disk_id, disk.key)
+        for nic in spec.interfaces:  # attached while it had no definition yet (or lost from it)
+            self._define_nic(dom, nic, libvirt.VIR_DOMAIN_XML_INACTIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
         if not dom.isActive():
             dom.create()  # the STARTED event reports RUNNING
             for tap in domainxml.tap_devices(dom.XMLDesc()):
@@ -375,7 +382,11 @@ class LibvirtDriver(Driver):
         """See Driver.reconcile_host."""
         vpcs = {s.vpc_id: s.vpc() for s in specs}
         ports = [PortSpec(s.instance_id, s.vpc_id, s.subnet_id, s.mac_address, s.private_ip, s.hostname,
-                          s.public_ip, s.public_hostname) for s in specs]
+                          s.public_ip, s.public_hostname, s.secondary_ips,
+                          source_dest_check=s.source_dest_check) for s in specs]
+        ports += [PortSpec(n.port_id, n.vpc_id, n.subnet_id, n.mac, n.ip, n.hostname, secondary_ips=n.secondary_ips,
+                           owner=s.instance_id, source_dest_check=n.source_dest_check)
+                  for s in specs for n in s.interfaces]
         self.network.sync(Desired(vpcs=list(vpcs.values()), ports=ports))
         if self.vpc_ready:
             for vpc_id in vpcs:
@@ -439,6 +450,69 @@ class LibvirtDriver(Driver):
     def unmap_address(self, vpc_id: str, public_ip: str, private_ip: str) -> None:
         """See Driver.unmap_address."""
         self.network.unmap_public_ip(vpc_id, private_ip, public_ip)
+
+    # ------------------------------------------------------------------------ interfaces
+
+    def _plug_interface(self, instance_id: str, nic: InterfaceSpec) -> str:
+        return self.network.plug(nic.port_id, nic.vpc_id, nic.subnet_id, nic.mac, nic.ip, nic.hostname,
+                                 nic.secondary_ips, owner=instance_id, source_dest_check=nic.source_dest_check)
+
+    @staticmethod
+    def _define_nic(dom, nic: InterfaceSpec, xml_flags: int, affect: int) -> None:
+        """Give the definition (INACTIVE, CONFIG) or the live guest (0, LIVE) the NIC, if it lacks it."""
+        if nic.mac.lower() not in domainxml.nics(dom.XMLDesc(xml_flags)):
+            dom.attachDeviceFlags(domainxml.nic(nic.mac, root_bridge_name(nic.port_id), nic.device_index), affect)
+
+    def attach_interface(self, instance_id: str, nic: InterfaceSpec) -> None:
+        """See Driver.attach_interface: the port first (filtered before the NIC exists), then the
+        definition, then the live guest."""
+        dom = self._domain(instance_id)
+        if dom is None:
+            raise LookupError(f"no guest {instance_id}")
+        self._plug_interface(instance_id, nic)
+        self._define_nic(dom, nic, libvirt.VIR_DOMAIN_XML_INACTIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        if dom.isActive():
+            self._define_nic(dom, nic, 0, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            for tap in domainxml.tap_devices(dom.XMLDesc()):
+                disable_ipv6(tap)
+
+    def detach_interface(self, instance_id: str, port_id: str) -> None:
+        """See Driver.detach_interface: the NIC (found by its bridge) from the definition, then from
+        the live guest, waiting DETACH_WAIT_SECONDS at most for the guest to let go; then the port."""
+        dom = self._domain(instance_id)
+        bridge = root_bridge_name(port_id)
+
+        def find(xml_flags: int):
+            return next((e for e in domainxml.nics(dom.XMLDesc(xml_flags)).values()
+                         if e.find("source") is not None and e.find("source").get("bridge") == bridge), None)
+        if dom is not None:
+            found = find(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            if found is not None:
+                dom.detachDeviceFlags(tostring(found, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            found = find(0) if dom.isActive() else None
+            if found is not None:
+                try:
+                    dom.detachDeviceFlags(tostring(found, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                except libvirt.libvirtError as exc:
+                    if "already in the process of unplug" not in str(exc):
+                        raise
+                deadline = time.monotonic() + DETACH_WAIT_SECONDS
+                while dom.isActive() and find(0) is not None and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if dom.isActive() and find(0) is not None:
+                    log.warning("%s did not release its NIC on %s within %s s: it loses it when it stops",
+                                instance_id, bridge, DETACH_WAIT_SECONDS)
+        self.network.unplug(port_id)
+
+    def set_addresses(self, instance_id: str, secondary_ips: Sequence[str], source_dest_check: bool = True) -> None:
+        """See Driver.set_addresses."""
+        with self.network.locked():
+            for vpc_id in self.network.store.known():
+                port = (self.network.store.load(vpc_id) or {}).get("ports", {}).get(instance_id)
+                if port is not None:
+                    self.network.plug(instance_id, vpc_id, port["subnet_id"], port["mac"], port["ip"],
+                                      port.get("hostname", ""), secondary_ips, port.get("owner"),
+                                      source_dest_check)
 
     # -------------------------------------------------------------------------------- disks
 

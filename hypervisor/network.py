@@ -71,6 +71,10 @@ INTERNET_ADDRESS = "100.127.255.254"    # the internet namespace's own address
 
 @dataclass(frozen=True)
 class PortSpec:
+    """A guest interface's port. `instance_id` names the port: the instance's id for its primary
+    interface, the eni- id for an interface attached at device index >= 1 (whose `owner` is then
+    the instance: unplugging the instance unplugs it too). `secondary_ips`: the interface's other
+    addresses, admitted by anti-spoofing like `ip` (DHCP gives `ip` only, as on AWS)."""
     instance_id: str
     vpc_id: str
     subnet_id: str
@@ -79,6 +83,9 @@ class PortSpec:
     hostname: str = ""
     public_ip: str | None = None
     public_hostname: str = ""
+    secondary_ips: tuple[str, ...] = ()
+    owner: str | None = None
+    source_dest_check: bool = True  # False: the port may send IPv4 from any address (still its MAC)
 
 
 @dataclass
@@ -93,7 +100,14 @@ def _subnets(subnets: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 
 def _port(p: PortSpec) -> dict:
-    return {"subnet_id": p.subnet_id, "mac": p.mac.lower(), "ip": p.ip, "hostname": p.hostname}
+    out = {"subnet_id": p.subnet_id, "mac": p.mac.lower(), "ip": p.ip, "hostname": p.hostname}
+    if p.secondary_ips:
+        out["secondary_ips"] = list(p.secondary_ips)
+    if p.owner:
+        out["owner"] = p.owner
+    if not p.source_dest_check:
+        out["source_dest_check"] = False
+    return out
 
 
 class Network:
@@ -270,9 +284,11 @@ class Network:
     # ------------------------------------------------------------------------------ ports
 
     def plug(self, instance_id: str, vpc_id: str, subnet_id: str, mac: str, ip: str,
-             hostname: str = "") -> str:
-        """Wire a guest interface; returns the root-namespace bridge libvirt attaches its tap to
-        (`<interface type='bridge'><source bridge='...'/>`). The VPC must exist (ensure_vpc)."""
+             hostname: str = "", secondary_ips: Iterable[str] = (), owner: str | None = None,
+             source_dest_check: bool = True) -> str:
+        """Wire a guest interface (port `instance_id`: see PortSpec); returns the root-namespace
+        bridge libvirt attaches its tap to (`<interface type='bridge'><source bridge='...'/>`).
+        Again with other addresses: the port's rules follow. The VPC must exist (ensure_vpc)."""
         with self.locked():
             st = self.store.load(vpc_id)
             if st is None:
@@ -286,7 +302,9 @@ class Network:
                         del ost["ports"][instance_id]
                         self.store.save(ost)
                         self._apply(ost)
-            st["ports"][instance_id] = _port(PortSpec(instance_id, vpc_id, subnet_id, mac, ip, hostname))
+            st["ports"][instance_id] = _port(PortSpec(instance_id, vpc_id, subnet_id, mac, ip, hostname,
+                                                      secondary_ips=tuple(secondary_ips), owner=owner,
+                                                      source_dest_check=source_dest_check))
             self.store.save(st)
             self._apply(st)  # anti-spoofing rules exist before the port comes up
             ns = self.namespace_of(vpc_id)
@@ -315,21 +333,28 @@ class Network:
         links.ip(ns, "link", "set", qp, "master", subnet_bridge_name(subnet_id), "up")
 
     def unplug(self, instance_id: str) -> str | None:
-        """Remove an instance's root bridge, veth pair, DHCP entry, rules and public mappings
-        (idempotent). Returns the VPC it was plugged into, if any."""
+        """Remove a port's root bridge, veth pair, DHCP entry, rules and public mappings, and
+        those of the ports it owns (an instance's other interfaces), idempotently. Returns the
+        VPC the port was plugged into, if any."""
         found = None
         with self.locked():
             for vpc_id in self.store.known():
                 st = self.store.load(vpc_id)
-                if st and instance_id in st.get("ports", {}):
-                    port = st["ports"].pop(instance_id)
+                gone = [pid for pid, port in (st or {}).get("ports", {}).items()
+                        if pid == instance_id or port.get("owner") == instance_id]
+                if not gone:
+                    continue
+                for pid in gone:
+                    port = st["ports"].pop(pid)
                     for pub in [p for p, v in st["nat"].items() if v == port["ip"]]:
                         del st["nat"][pub]
                         st["public_names"].pop(pub, None)
-                    self.store.save(st)
-                    self._apply(st)
-                    links.del_link(self.namespace_of(vpc_id), port_name(instance_id))
-                    found = vpc_id
+                self.store.save(st)
+                self._apply(st)
+                for pid in gone:
+                    links.del_link(self.namespace_of(vpc_id), port_name(pid))
+                    self._remove_root_devices(pid)
+                found = vpc_id
             self._remove_root_devices(instance_id)
         return found
 

@@ -35,7 +35,8 @@ def _replace(family: str, table: str) -> list[str]:
 
 
 def ports_table(ports: Mapping[str, Mapping[str, str]]) -> list[str]:
-    """ports: instance id -> {'mac': ..., 'ip': ...}."""
+    """ports: port id -> {'mac': ..., 'ip': ..., 'secondary_ips': [...] (optional),
+    'source_dest_check': False (optional: the port may send IPv4 from any address, from its MAC)}."""
     lines = _replace("bridge", PORTS_TABLE)
     ordered = sorted(ports.items())
     lines += ["  chain prerouting {",
@@ -45,13 +46,14 @@ def ports_table(ports: Mapping[str, Mapping[str, str]]) -> list[str]:
         lines.append(f"    iifname vmap {{ {vmap} }}")
     lines.append("  }")
     for iid, p in ordered:
-        mac, ip = p["mac"], p["ip"]
+        mac, ips = p["mac"], ", ".join(_addresses(p))
+        saddrs = f"{{ {ips} }}" if p.get("secondary_ips") else ips
         lines += [f"  chain port_{hex10(iid)} {{",
                   f"    ether saddr != {mac} drop",
                   f"    ether type arp arp saddr ether != {mac} drop",
-                  f"    ether type arp arp saddr ip != {{ 0.0.0.0, {ip} }} drop",
+                  f"    ether type arp arp saddr ip != {{ 0.0.0.0, {ips} }} drop",
                   "    ether type arp accept",
-                  f"    ip saddr {ip} accept",
+                  f"    ip saddr {saddrs} accept" if p.get("source_dest_check", True) else "    ether type ip accept",
                   "    ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept",
                   "    drop",
                   "  }"]
@@ -100,12 +102,18 @@ def firewall_state(groups: Sequence[SecurityGroupRules], ports: Sequence[Firewal
     named |= {r.group_id for g in groups for r in (*g.ingress, *g.egress) if r.group_id}
     if named - known:
         raise ValueError(f"groups not given: {sorted(named - known)}")
-    ips = [p.ip for p in ports]
+    ips = [ip for p in ports for ip in (p.ip, *p.secondary_ips)]
     if len(set(ips)) != len(ips):
         raise ValueError(f"two ports with one address: {sorted(ips)}")
+
+    def port(p: FirewallPort) -> dict:
+        out = {"ip": p.ip, "groups": list(p.group_ids)}
+        if p.secondary_ips:
+            out["secondary_ips"] = list(p.secondary_ips)
+        return out
     return {"groups": {g.group_id: {"ingress": [asdict(r) for r in g.ingress],
                                     "egress": [asdict(r) for r in g.egress]} for g in groups},
-            "ports": {p.instance_id: {"ip": p.ip, "groups": list(p.group_ids)} for p in ports},
+            "ports": {p.instance_id: port(p) for p in ports},
             "acls": {a.subnet_id: {"ingress": [asdict(e) for e in sorted(a.ingress, key=lambda e: e.rule_number)],
                                    "egress": [asdict(e) for e in sorted(a.egress, key=lambda e: e.rule_number)]}
                      for a in acls}}
@@ -142,16 +150,22 @@ def _match(rule: Mapping, direction: str) -> str:
     return " ".join(parts)
 
 
+def _addresses(port: Mapping) -> list[str]:
+    """A port's addresses: its primary, then its secondary ones."""
+    return [port["ip"], *port.get("secondary_ips", ())]
+
+
 def _vmap(addr: str, ports: list, kind: str) -> list[str]:
     if not ports:
         return []
-    items = ", ".join(f"{p['ip']} : jump {kind}_{_tail(iid)}" for iid, p in ports)
+    items = ", ".join(f"{ip} : jump {kind}_{_tail(iid)}" for iid, p in ports for ip in _addresses(p))
     return [f"    ip {addr} vmap {{ {items} }}"]
 
 
 def firewall_table(firewall: Mapping | None) -> list[str]:
     """Security groups. firewall: {"groups": {group id: {"ingress": [rule], "egress": [rule]}},
-    "ports": {instance id: {"ip": ..., "groups": [group id, ...]}}} (rules as base.Rule dicts);
+    "ports": {port id: {"ip": ..., "groups": [group id, ...], "secondary_ips": [...] (optional)}}}
+    (rules as base.Rule dicts);
     None: nothing is filtered (no table at all).
 
     Only new connections meet the rules: `ct state established,related` is accepted first, so
@@ -172,7 +186,7 @@ def firewall_table(firewall: Mapping | None) -> list[str]:
     members: dict[str, list[str]] = {gid: [] for gid in groups}
     for _iid, p in ports:
         for gid in p["groups"]:
-            members.setdefault(gid, []).append(p["ip"])
+            members.setdefault(gid, []).extend(_addresses(p))
     lines = _replace("inet", SG_TABLE)
     for gid in sorted(members):
         ips = sorted(set(members[gid]))

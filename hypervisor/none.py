@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .base import (Driver, FirewallPort, HostEvent, InstanceSpec, Listener, SecurityGroupRules,
-                   SubnetAcl, VpcSpec)
+from .base import (Driver, FirewallPort, HostEvent, InstanceSpec, InterfaceSpec, Listener,
+                   SecurityGroupRules, SubnetAcl, VpcSpec)
 from .domainxml import LETTERS, device_letter
 from .nftables import firewall_state
 
@@ -113,11 +113,15 @@ class NoneDriver(Driver):
                 for other in self.host["vpcs"].values():  # one port per instance
                     other["ports"].pop(iid, None)
                 self._plug(spec)
+                for nic in spec.interfaces:
+                    self._plug_interface(iid, nic)
             for d in spec.disks:  # LookupError (nothing changed): a volume is never made here
                 self._disk(d.disk_id)
             defining = iid not in self.host["guests"]
             guest = self.host["guests"].setdefault(iid, {"state": "stopped", "disks": []})
             guest["vpc_id"] = spec.vpc_id
+            for nic in spec.interfaces:
+                guest.setdefault("nics", {})[nic.port_id] = {"mac": nic.mac.lower(), "device_index": nic.device_index}
             if defining:  # the definition's disks: its volumes in their slots, its instance store
                 for d in spec.disks:
                     disk = self._disk(d.disk_id)
@@ -179,6 +183,8 @@ class NoneDriver(Driver):
                     disk["attached_to"] = None
             self._unmap_instance(instance_id)
             for vpc_id, vpc in list(self.host["vpcs"].items()):
+                for pid in [p for p, port in vpc["ports"].items() if port.get("owner") == instance_id]:
+                    del vpc["ports"][pid]  # its other interfaces' ports
                 if vpc["ports"].pop(instance_id, None) is not None or vpc_id == guest.get("vpc_id"):
                     self.remove_vpc(vpc_id)
             self._save()
@@ -210,21 +216,61 @@ class NoneDriver(Driver):
                 self.host["vpcs"].pop(vpc_id)
             for vpc in wanted.values():
                 self.ensure_vpc(vpc)
-            plugged = {s.instance_id for s in specs}
+            plugged = {s.instance_id for s in specs} | {n.port_id for s in specs for n in s.interfaces}
             for vpc in self.host["vpcs"].values():
                 vpc["ports"] = {i: p for i, p in vpc["ports"].items() if i in plugged}
                 vpc["nat"], vpc["names"] = {}, {}
             for s in specs:
                 if s.vpc_id:
                     self._plug(s)
+                    for nic in s.interfaces:
+                        self._plug_interface(s.instance_id, nic)
             self._save()
 
     def _plug(self, spec: InstanceSpec) -> None:
         self.host["vpcs"][spec.vpc_id]["ports"][spec.instance_id] = {
             "ip": spec.private_ip, "mac": spec.mac_address.lower(), "subnet_id": spec.subnet_id,
-            "hostname": spec.hostname}
+            "hostname": spec.hostname, "secondary_ips": list(spec.secondary_ips),
+            "source_dest_check": spec.source_dest_check}
         if spec.public_ip:
             self.map_address(spec.vpc_id, spec.public_ip, spec.private_ip, spec.public_hostname)
+
+    def _plug_interface(self, instance_id: str, nic: InterfaceSpec) -> None:
+        self.host["vpcs"][nic.vpc_id]["ports"][nic.port_id] = {
+            "ip": nic.ip, "mac": nic.mac.lower(), "subnet_id": nic.subnet_id, "hostname": nic.hostname,
+            "secondary_ips": list(nic.secondary_ips), "owner": instance_id,
+            "source_dest_check": nic.source_dest_check}
+
+    # ------------------------------------------------------------------------ interfaces
+
+    def attach_interface(self, instance_id: str, nic: InterfaceSpec) -> None:
+        """See Driver.attach_interface."""
+        with self._changing():
+            guest = self.host["guests"].get(instance_id)
+            if guest is None:
+                raise LookupError(f"no guest {instance_id}")
+            if nic.vpc_id not in self.host["vpcs"]:
+                raise LookupError(f"VPC {nic.vpc_id} has no network")
+            taken = {n["device_index"] for p, n in guest.get("nics", {}).items() if p != nic.port_id}
+            if nic.device_index in taken or not 1 <= nic.device_index <= 2:
+                raise ValueError(f"{instance_id}: no free NIC slot for device index {nic.device_index}")
+            self._plug_interface(instance_id, nic)
+            guest.setdefault("nics", {})[nic.port_id] = {"mac": nic.mac.lower(), "device_index": nic.device_index}
+
+    def detach_interface(self, instance_id: str, port_id: str) -> None:
+        """See Driver.detach_interface."""
+        with self._changing():
+            self.host["guests"].get(instance_id, {}).get("nics", {}).pop(port_id, None)
+            for vpc in self.host["vpcs"].values():
+                vpc["ports"].pop(port_id, None)
+
+    def set_addresses(self, instance_id: str, secondary_ips: Sequence[str], source_dest_check: bool = True) -> None:
+        """See Driver.set_addresses."""
+        with self._changing():
+            for vpc in self.host["vpcs"].values():
+                if instance_id in vpc["ports"]:
+                    vpc["ports"][instance_id].update(secondary_ips=list(secondary_ips),
+                                                     source_dest_check=source_dest_check)
 
     def console_output(self, instance_id: str) -> bytes:
         """See Driver.console_output: the pretend console's lines."""

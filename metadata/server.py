@@ -175,19 +175,34 @@ class MetadataServer:
 
     def lookup(self, vpc_id: str, source_ip: str) -> InstanceFacts | None:
         from emulator.attachments import listed_devices
-        from emulator.models import Instance, KeyPair, SecurityGroup, Subnet, Tag, Vpc
+        from emulator.models import Instance, KeyPair, NetworkInterface, SecurityGroup, Subnet, Tag, Vpc
 
         with self.session_factory() as session:
             rows = session.scalars(select(Instance).where(
                 Instance.vpc_id == vpc_id, Instance.private_ip == source_ip,
                 Instance.state.in_(SERVED_STATES))).all()
+            if not rows:  # from one of its other interfaces' primary addresses
+                owner = select(NetworkInterface.instance_id).where(
+                    NetworkInterface.vpc_id == vpc_id, NetworkInterface.private_ip == source_ip)
+                rows = session.scalars(select(Instance).where(
+                    Instance.id.in_(owner), Instance.state.in_(SERVED_STATES))).all()
             if len(rows) != 1:
                 return None
             row = rows[0]
             vpc = session.get(Vpc, row.vpc_id)
             subnet = session.get(Subnet, row.subnet_id)
+            enis = session.scalars(select(NetworkInterface).where(NetworkInterface.instance_id == row.id)
+                                   .order_by(NetworkInterface.device_index)).all()
+            wanted_groups = {g for e in enis for g in e.security_group_ids} | set(row.security_group_ids or [])
             groups = {g.id: g.name for g in session.scalars(select(SecurityGroup).where(
-                SecurityGroup.id.in_(row.security_group_ids or [])))}
+                SecurityGroup.id.in_(wanted_groups)))}
+            cidrs = dict(session.execute(select(Subnet.id, Subnet.cidr_block).where(
+                Subnet.id.in_({e.subnet_id for e in enis}))).all()) if enis else {}
+            interfaces = [{"device_index": e.device_index, "id": e.id, "mac": e.mac_address,
+                           "ips": [e.private_ip, *(e.secondary_ips or [])], "subnet_id": e.subnet_id,
+                           "subnet_cidr": cidrs.get(e.subnet_id, ""),
+                           "groups": [(g, groups.get(g, "")) for g in e.security_group_ids]}
+                          for e in enis if e.attachment_state in ("attached", "detaching")]
             key = None
             if row.key_name:
                 key = session.scalars(select(KeyPair).where(
@@ -203,7 +218,7 @@ class MetadataServer:
             security_groups=[(g, groups.get(g, "")) for g in row.security_group_ids or []],
             key_name=row.key_name if key else None,
             public_key=key.public_key if key else None,
-            tags=tags, volume_devices=volumes)
+            tags=tags, volume_devices=volumes, interfaces=interfaces)
 
     # ----------------------------------------------------------------------------- logging
 

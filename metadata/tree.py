@@ -61,6 +61,9 @@ class InstanceFacts:
     # Device names of the EBS volumes attached when the instance was launched or last started
     # (AWS lists no volume attached since: block-device-mapping/ebsN).
     volume_devices: list[str] = field(default_factory=list)
+    # Its attached interfaces, primary first: dicts with device_index, id, mac, ips (primary
+    # first), subnet_id, subnet_cidr, groups [(id, name)]. Empty: the primary alone, from the row.
+    interfaces: list[dict] = field(default_factory=list)
 
     @property
     def options(self) -> dict:
@@ -116,21 +119,27 @@ def meta_data(f: InstanceFacts) -> dict:
     region = row.region
     local_name = private_dns_name(region, row.private_ip)
     mac = row.mac_address
-    iface = {
-        "device-number": "0",
-        "interface-id": row.network_interface_id,
-        "local-hostname": local_name,
-        "local-ipv4s": row.private_ip or "",
-        "mac": mac,
-        "owner-id": row.account_id,
-        "security-group-ids": "\n".join(g for g, _ in f.security_groups),
-        "security-groups": "\n".join(n for _, n in f.security_groups),
-        "subnet-id": row.subnet_id,
-        "subnet-ipv4-cidr-block": f.subnet_cidr,
-        "vpc-id": row.vpc_id,
-        "vpc-ipv4-cidr-block": f.vpc_cidrs[0] if f.vpc_cidrs else "",
-        "vpc-ipv4-cidr-blocks": "\n".join(f.vpc_cidrs),
-    }
+    interfaces = f.interfaces or [{
+        "device_index": 0, "id": row.network_interface_id, "mac": mac, "ips": [row.private_ip or ""],
+        "subnet_id": row.subnet_id, "subnet_cidr": f.subnet_cidr, "groups": f.security_groups}]
+    macs = {}
+    for nic in interfaces:
+        macs[nic["mac"]] = {
+            "device-number": str(nic["device_index"]),
+            "interface-id": nic["id"],
+            "local-hostname": private_dns_name(region, nic["ips"][0]),
+            "local-ipv4s": "\n".join(nic["ips"]),
+            "mac": nic["mac"],
+            "owner-id": row.account_id,
+            "security-group-ids": "\n".join(g for g, _ in nic["groups"]),
+            "security-groups": "\n".join(n for _, n in nic["groups"]),
+            "subnet-id": nic["subnet_id"],
+            "subnet-ipv4-cidr-block": nic["subnet_cidr"],
+            "vpc-id": row.vpc_id,
+            "vpc-ipv4-cidr-block": f.vpc_cidrs[0] if f.vpc_cidrs else "",
+            "vpc-ipv4-cidr-blocks": "\n".join(f.vpc_cidrs),
+        }
+    iface = macs[mac] if mac in macs else next(iter(macs.values()))
     tree: dict = {
         "ami-id": row.image_id,
         "ami-launch-index": str(row.launch_index),
@@ -144,7 +153,7 @@ def meta_data(f: InstanceFacts) -> dict:
         "local-hostname": local_name,
         "local-ipv4": row.private_ip or "",
         "mac": mac,
-        "network": {"interfaces": {"macs": {mac: iface}}},
+        "network": {"interfaces": {"macs": macs}},
         "placement": {
             "availability-zone": row.availability_zone,
             "availability-zone-id": _zone_id(region, row.availability_zone) or "",

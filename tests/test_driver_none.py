@@ -160,3 +160,33 @@ def test_disk_contracts(tmp_path):
     assert d.host["disks"]["vol-3"]["attached_to"] is None  # detached and kept
     # Disks survive a restart of the server.
     assert set(NoneDriver(Events(), state_dir=tmp_path).host["disks"]) == {"vol-1", "vol-3"}
+
+
+def test_interfaces_attach_detach_and_go_with_their_instance(tmp_path):
+    from hypervisor.base import InterfaceSpec
+    events = Events()
+    d = NoneDriver(events, delay=0.01, state_dir=tmp_path)
+    iid, vpc = "i-0000000000000000a", "vpc-00000000000000001"
+    nic = InterfaceSpec("eni-0000000000000000e", 1, vpc, "subnet-00000000000000001", "0A:00:00:00:00:0E",
+                        "10.0.0.9", ("10.0.0.10",))
+    with pytest.raises(LookupError):  # no such guest yet
+        d.attach_interface(iid, nic)
+    d.start(spec())
+    events.wait(iid, "running")
+    d.attach_interface(iid, nic)
+    d.attach_interface(iid, nic)  # again: nothing new
+    assert d.host["guests"][iid]["nics"] == {nic.port_id: {"mac": "0a:00:00:00:00:0e", "device_index": 1}}
+    port = d.host["vpcs"][vpc]["ports"][nic.port_id]
+    assert port["owner"] == iid and port["ip"] == "10.0.0.9" and port["secondary_ips"] == ["10.0.0.10"]
+    with pytest.raises(ValueError):  # its device index is taken
+        d.attach_interface(iid, InterfaceSpec("eni-0000000000000000f", 1, vpc, "subnet-00000000000000001",
+                                              "0a:00:00:00:00:0f", "10.0.0.11"))
+    d.set_addresses(iid, ["10.0.0.12"])
+    assert d.host["vpcs"][vpc]["ports"][iid]["secondary_ips"] == ["10.0.0.12"]
+    d.detach_interface(iid, nic.port_id)
+    d.detach_interface(iid, nic.port_id)  # again: nothing
+    assert nic.port_id not in d.host["vpcs"][vpc]["ports"] and iid in d.host["vpcs"][vpc]["ports"]
+    d.attach_interface(iid, nic)
+    d.terminate(iid)  # its interfaces' ports go with it
+    events.wait(iid, "terminated")
+    assert vpc not in d.host["vpcs"] or nic.port_id not in d.host["vpcs"][vpc]["ports"]

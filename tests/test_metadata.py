@@ -431,3 +431,28 @@ def test_real_requests_from_a_guest_namespace(tmp_path):
         net.teardown_all()
         engine.dispose()
     assert our_leftovers(net.prefix) == []
+
+
+def test_every_attached_interface_is_listed(world):
+    """network/interfaces/macs/ lists each attached interface (AWS's IMDS), primary first."""
+    second = {"device_index": 1, "id": "eni-0eeeeeeeeeeeeeeee", "mac": "0a:00:00:00:00:02",
+              "ips": ["172.31.16.5", "172.31.16.6"], "subnet_id": "subnet-0ffffffffffffffff",
+              "subnet_cidr": "172.31.16.0/20", "groups": [("sg-0ddddddddddddddd2", "web")]}
+    primary = {"device_index": 0, "id": "eni-0cccccccccccccccc", "mac": "0a:12:34:56:78:9a",
+               "ips": ["172.31.0.10", "172.31.0.20"], "subnet_id": "subnet-0bbbbbbbbbbbbbbbb",
+               "subnet_cidr": "172.31.0.0/20", "groups": [("sg-0ddddddddddddddd1", "default")]}
+    world.add(facts_for(fake_instance(), interfaces=[primary, second]))
+    g = lambda p: text(world.get("/latest/meta-data/" + p))  # noqa: E731
+    assert g("network/interfaces/macs/") == "0a:00:00:00:00:02/\n0a:12:34:56:78:9a/"
+    mine = "network/interfaces/macs/0a:00:00:00:00:02/"
+    assert g(mine + "device-number") == "1" and g(mine + "interface-id") == "eni-0eeeeeeeeeeeeeeee"
+    assert g(mine + "local-ipv4s") == "172.31.16.5\n172.31.16.6"
+    assert g(mine + "local-hostname") == "ip-172-31-16-5.ec2.internal"
+    assert g(mine + "subnet-id") == "subnet-0ffffffffffffffff"
+    assert g(mine + "subnet-ipv4-cidr-block") == "172.31.16.0/20"
+    assert g(mine + "security-group-ids") == "sg-0ddddddddddddddd2" and g(mine + "security-groups") == "web"
+    assert g(mine + "vpc-id") == "vpc-0aaaaaaaaaaaaaaaa"
+    assert world.get("/latest/meta-data/" + mine + "public-ipv4s")[0] == 404  # the public IP is the primary's
+    primary_path = "network/interfaces/macs/0a:12:34:56:78:9a/"
+    assert g(primary_path + "device-number") == "0" and g(primary_path + "public-ipv4s") == "100.64.0.7"
+    assert g(primary_path + "local-ipv4s") == "172.31.0.10\n172.31.0.20"

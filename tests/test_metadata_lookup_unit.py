@@ -46,3 +46,22 @@ def test_a_reused_address_answers_its_new_owner_only(server):
     # a stopped one runs nothing and is not served.
     assert server.lookup("vpc-a", "172.31.0.11").instance.id == "i-ending"
     assert server.lookup("vpc-a", "172.31.0.13") is None
+
+
+def test_an_instance_is_found_from_its_other_interfaces_too(server):
+    """A request from an attached interface's address is its instance's; the tree lists every
+    attached interface (primary first)."""
+    from emulator.models import NetworkInterface
+    with server.session_factory() as s:
+        for eni, index, ip, mac in (("eni-1", 0, "172.31.0.10", "0a:00:00:00:00:01"),
+                                    ("eni-2", 1, "172.31.16.5", "0a:00:00:00:00:02")):
+            s.add(NetworkInterface(id=eni, account_id="123456789012", region="us-east-1", vpc_id="vpc-a",
+                                   subnet_id="subnet-a", availability_zone="us-east-1a", mac_address=mac,
+                                   private_ip=ip, secondary_ips=[], security_group_ids=[], status="in-use",
+                                   instance_id="i-new", device_index=index, attachment_state="attached"))
+        s.commit()
+    found = server.lookup("vpc-a", "172.31.16.5")
+    assert found is not None and found.instance.id == "i-new"
+    assert [(i["id"], i["device_index"], i["ips"]) for i in found.interfaces] == [
+        ("eni-1", 0, ["172.31.0.10"]), ("eni-2", 1, ["172.31.16.5"])]
+    assert server.lookup("vpc-a", "172.31.16.6") is None  # the control: an address nobody has

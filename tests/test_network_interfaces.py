@@ -1,7 +1,12 @@
-"""DescribeNetworkInterfaces: every instance's primary interface, from launch to termination."""
+"""Network interfaces: every instance's primary interface, from launch to termination, and
+interfaces of their own: created, attached, detached, given secondary addresses, deleted."""
 from __future__ import annotations
 
-from .helpers import expect_error, fast_waiter, tiny_image, unique
+import json
+
+import pytest
+
+from .helpers import eventually, expect_error, fast_waiter, tiny_image, unique
 
 
 def test_primary_interfaces_listed(ec2):
@@ -53,3 +58,344 @@ def test_primary_interfaces_listed(ec2):
     ec2.delete_security_group(GroupId=group)
     ec2.delete_subnet(SubnetId=sid)
     ec2.delete_vpc(VpcId=vpc)
+
+
+# ------------------------------------------------------------------ interfaces of their own
+
+def _host(server) -> dict:
+    """What the `none` driver holds (none-host.json: guests' NICs, VPC ports, firewalls)."""
+    try:
+        return json.loads((server.state_dir / "none-host.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):  # (replaced atomically; not written yet)
+        return {}
+
+
+def _eni(ec2, eni_id: str) -> dict:
+    return ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])["NetworkInterfaces"][0]
+
+
+@pytest.fixture(scope="module")
+def net(ec2):
+    """A VPC with a subnet in each of two zones and a group."""
+    vpc = ec2.create_vpc(CidrBlock="10.51.0.0/16")["Vpc"]["VpcId"]
+    zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]][:2]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.51.{i + 1}.0/24", AvailabilityZone=z)["Subnet"]["SubnetId"]
+               for i, z in enumerate(zones)]
+    group = ec2.create_security_group(GroupName=unique("eni"), Description="d", VpcId=vpc)["GroupId"]
+    yield {"vpc": vpc, "subnet": subnets[0], "other_zone_subnet": subnets[1], "group": group}
+
+
+def test_create_describe_modify_delete(ec2, net):
+    created = ec2.create_network_interface(
+        SubnetId=net["subnet"], Groups=[net["group"]], Description="mine", SecondaryPrivateIpAddressCount=2,
+        TagSpecifications=[{"ResourceType": "network-interface", "Tags": [{"Key": "role", "Value": "db"}]}],
+    )["NetworkInterface"]
+    eni = created["NetworkInterfaceId"]
+    assert eni.startswith("eni-") and len(eni) == 21
+    assert created["Status"] == "available" and created["SubnetId"] == net["subnet"] and created["VpcId"] == net["vpc"]
+    assert created["Description"] == "mine" and created["Groups"][0]["GroupId"] == net["group"]
+    assert created["TagSet"] == [{"Key": "role", "Value": "db"}] and "Attachment" not in created
+    addresses = created["PrivateIpAddresses"]
+    assert [a["Primary"] for a in addresses] == [True, False, False]
+    assert addresses[0]["PrivateIpAddress"] == created["PrivateIpAddress"]
+    assert len({a["PrivateIpAddress"] for a in addresses}) == 3
+    assert all(a["PrivateIpAddress"].startswith("10.51.1.") for a in addresses)
+    got = _eni(ec2, eni)
+    assert got["MacAddress"] == created["MacAddress"] and got["PrivateIpAddresses"] == addresses
+
+    f = lambda name, *values: [e["NetworkInterfaceId"] for e in ec2.describe_network_interfaces(  # noqa: E731
+        Filters=[{"Name": name, "Values": list(values)}])["NetworkInterfaces"]]
+    assert eni in f("status", "available") and eni not in f("status", "in-use")
+    assert f("tag:role", "db") == [eni] and f("description", "mine") == [eni]
+    assert f("addresses.private-ip-address", addresses[2]["PrivateIpAddress"]) == [eni]
+
+    attr = lambda name: ec2.describe_network_interface_attribute(  # noqa: E731
+        NetworkInterfaceId=eni, Attribute=name)
+    assert attr("description")["Description"] == {"Value": "mine"}
+    assert attr("sourceDestCheck")["SourceDestCheck"] == {"Value": True}
+    assert [g["GroupId"] for g in attr("groupSet")["Groups"]] == [net["group"]]
+    assert "Attachment" not in attr("attachment")
+    ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Description={"Value": "renamed"})
+    ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, SourceDestCheck={"Value": False})
+    default = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [net["vpc"]]},
+                                                    {"Name": "group-name", "Values": ["default"]}])[
+        "SecurityGroups"][0]["GroupId"]
+    ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[default, net["group"]])
+    got = _eni(ec2, eni)
+    assert got["Description"] == "renamed" and got["SourceDestCheck"] is False
+    assert [g["GroupId"] for g in got["Groups"]] == [default, net["group"]]
+    expect_error("InvalidParameterCombination", ec2.modify_network_interface_attribute, NetworkInterfaceId=eni,
+                 Description={"Value": "x"}, SourceDestCheck={"Value": True})
+    expect_error("InvalidAttachmentID.NotFound", ec2.modify_network_interface_attribute, NetworkInterfaceId=eni,
+                 Attachment={"AttachmentId": "eni-attach-0123456789abcdef0", "DeleteOnTermination": True})
+    # A group an interface has cannot be deleted.
+    expect_error("DependencyViolation", ec2.delete_security_group, GroupId=net["group"])
+    expect_error("DependencyViolation", ec2.delete_subnet, SubnetId=net["subnet"])
+
+    # Secondary addresses: assigned (by count, by address), unassigned.
+    wanted = "10.51.1.200"
+    assigned = ec2.assign_private_ip_addresses(NetworkInterfaceId=eni, PrivateIpAddresses=[wanted])
+    assert assigned["AssignedPrivateIpAddresses"] == [{"PrivateIpAddress": wanted}]
+    more = ec2.assign_private_ip_addresses(NetworkInterfaceId=eni, SecondaryPrivateIpAddressCount=1)
+    extra = more["AssignedPrivateIpAddresses"][0]["PrivateIpAddress"]
+    secondary = [a["PrivateIpAddress"] for a in _eni(ec2, eni)["PrivateIpAddresses"] if not a["Primary"]]
+    assert secondary == [addresses[1]["PrivateIpAddress"], addresses[2]["PrivateIpAddress"], wanted, extra]
+    expect_error("InvalidIPAddress.InUse", ec2.assign_private_ip_addresses, NetworkInterfaceId=eni,
+                 PrivateIpAddresses=[wanted])
+    ec2.unassign_private_ip_addresses(NetworkInterfaceId=eni, PrivateIpAddresses=[wanted, extra])
+    assert len(_eni(ec2, eni)["PrivateIpAddresses"]) == 3
+    assert expect_error("InvalidParameterValue", ec2.unassign_private_ip_addresses, NetworkInterfaceId=eni,
+                        PrivateIpAddresses=[wanted]) == \
+        f"Some of the specified addresses are not assigned to interface {eni}"
+    # The primary address is not a secondary one: it cannot be unassigned.
+    expect_error("InvalidParameterValue", ec2.unassign_private_ip_addresses, NetworkInterfaceId=eni,
+                 PrivateIpAddresses=[created["PrivateIpAddress"]])
+
+    ec2.delete_network_interface(NetworkInterfaceId=eni)
+    assert expect_error("InvalidNetworkInterfaceID.NotFound", ec2.delete_network_interface,
+                        NetworkInterfaceId=eni) == f"The networkInterface ID '{eni}' does not exist"
+    expect_error("InvalidNetworkInterfaceID.NotFound", ec2.describe_network_interfaces, NetworkInterfaceIds=[eni])
+    assert f("tag:role", "db") == []
+    expect_error("InvalidNetworkInterfaceId.Malformed", ec2.delete_network_interface, NetworkInterfaceId="eni-xyz")
+    # Its addresses are free again.
+    again = ec2.create_network_interface(SubnetId=net["subnet"], PrivateIpAddress=created["PrivateIpAddress"])
+    ec2.delete_network_interface(NetworkInterfaceId=again["NetworkInterface"]["NetworkInterfaceId"])
+
+
+def test_create_errors(ec2, net):
+    taken = ec2.create_network_interface(SubnetId=net["subnet"], PrivateIpAddress="10.51.1.50")[
+        "NetworkInterface"]["NetworkInterfaceId"]
+    try:
+        assert expect_error("InvalidIPAddress.InUse", ec2.create_network_interface, SubnetId=net["subnet"],
+                            PrivateIpAddress="10.51.1.50") == "Address 10.51.1.50 is in use."
+        expect_error("InvalidParameterValue", ec2.create_network_interface, SubnetId=net["subnet"],
+                     PrivateIpAddress="10.51.9.9")
+        expect_error("InvalidParameterValue", ec2.create_network_interface, SubnetId=net["subnet"],
+                     PrivateIpAddress="10.51.1.1")  # reserved by AWS
+        expect_error("InvalidParameterCombination", ec2.create_network_interface, SubnetId=net["subnet"],
+                     SecondaryPrivateIpAddressCount=1,
+                     PrivateIpAddresses=[{"PrivateIpAddress": "10.51.1.60", "Primary": False}])
+        expect_error("InvalidSubnetID.NotFound", ec2.create_network_interface, SubnetId="subnet-0123456789abcdef0")
+        expect_error("InvalidGroup.NotFound", ec2.create_network_interface, SubnetId=net["subnet"],
+                     Groups=["sg-0123456789abcdef0"])
+        # An address an interface holds is not given to an instance either.
+        expect_error("InvalidIPAddress.InUse", ec2.run_instances, ImageId=tiny_image(ec2), MinCount=1, MaxCount=1,
+                     SubnetId=net["subnet"], PrivateIpAddress="10.51.1.50")
+        # Listed addresses: the one marked primary is the primary.
+        listed = ec2.create_network_interface(SubnetId=net["subnet"], PrivateIpAddresses=[
+            {"PrivateIpAddress": "10.51.1.61", "Primary": False},
+            {"PrivateIpAddress": "10.51.1.62", "Primary": True}])["NetworkInterface"]
+        assert listed["PrivateIpAddress"] == "10.51.1.62"
+        assert [(a["PrivateIpAddress"], a["Primary"]) for a in listed["PrivateIpAddresses"]] == [
+            ("10.51.1.62", True), ("10.51.1.61", False)]
+        ec2.delete_network_interface(NetworkInterfaceId=listed["NetworkInterfaceId"])
+    finally:
+        ec2.delete_network_interface(NetworkInterfaceId=taken)
+
+
+def test_attach_detach_and_terminate(server, ec2, net):
+    """Attach, the errors AWS answers, detach, and what termination does to each interface; the
+    host (the `none` driver) is given the NIC, its own port and its addresses' firewall."""
+    res = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=2, MaxCount=2, SubnetId=net["subnet"],
+                            SecurityGroupIds=[net["group"]])
+    iid, other_iid = [i["InstanceId"] for i in res["Instances"]]
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid, other_iid])
+    primary = res["Instances"][0]["NetworkInterfaces"][0]
+    eni = ec2.create_network_interface(SubnetId=net["subnet"], Groups=[net["group"]],
+                                       SecondaryPrivateIpAddressCount=1)["NetworkInterface"]
+    eni_id = eni["NetworkInterfaceId"]
+    kept = ec2.create_network_interface(SubnetId=net["subnet"])["NetworkInterface"]["NetworkInterfaceId"]
+    far = ec2.create_network_interface(SubnetId=net["other_zone_subnet"])["NetworkInterface"]["NetworkInterfaceId"]
+    try:
+        attachment = ec2.attach_network_interface(NetworkInterfaceId=eni_id, InstanceId=iid, DeviceIndex=1)
+        att_id = attachment["AttachmentId"]
+        assert att_id.startswith("eni-attach-")
+        eventually(lambda: _eni(ec2, eni_id)["Attachment"]["Status"] == "attached", "attached")
+        got = _eni(ec2, eni_id)
+        assert got["Status"] == "in-use" and got["Attachment"]["InstanceId"] == iid
+        assert got["Attachment"]["DeviceIndex"] == 1 and got["Attachment"]["DeleteOnTermination"] is False
+        assert got["Attachment"]["AttachmentId"] == att_id
+        # The host: a NIC with its MAC at index 1, its own port, its addresses in the firewall.
+        host = _host(server)
+        assert host["guests"][iid]["nics"][eni_id] == {"mac": eni["MacAddress"], "device_index": 1}
+        port = host["vpcs"][net["vpc"]]["ports"][eni_id]
+        ips = [a["PrivateIpAddress"] for a in eni["PrivateIpAddresses"]]
+        assert port["owner"] == iid and port["ip"] == ips[0] and port["secondary_ips"] == ips[1:]
+        eventually(lambda: _host(server)["firewalls"][net["vpc"]]["ports"].get(eni_id) == {
+            "ip": ips[0], "groups": [net["group"]], "secondary_ips": ips[1:]}, "the interface's firewall port")
+        # DescribeInstances lists both interfaces, by device index.
+        nics = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["NetworkInterfaces"]
+        assert [(n["NetworkInterfaceId"], n["Attachment"]["DeviceIndex"]) for n in nics] == [
+            (primary["NetworkInterfaceId"], 0), (eni_id, 1)]
+        assert ec2.describe_network_interface_attribute(NetworkInterfaceId=eni_id, Attribute="attachment")[
+            "Attachment"]["AttachmentId"] == att_id
+        # DescribeInstances' network-interface.* filters match any of an instance's interfaces.
+        by = lambda name, value: [i["InstanceId"] for r in ec2.describe_instances(Filters=[  # noqa: E731
+            {"Name": name, "Values": [value]}])["Reservations"] for i in r["Instances"]]
+        assert by("network-interface.network-interface-id", eni_id) == [iid]
+        assert by("network-interface.addresses.private-ip-address", ips[1]) == [iid]  # a secondary address
+        assert by("network-interface.mac-address", eni["MacAddress"]) == [iid]
+        assert by("network-interface.network-interface-id", primary["NetworkInterfaceId"]) == [iid]
+        assert {iid, other_iid} <= set(by("network-interface.attachment.device-index", "0"))
+        assert iid in by("network-interface.attachment.device-index", "1")
+        assert other_iid not in by("network-interface.attachment.device-index", "1")
+        assert by("network-interface.network-interface-id", kept) == []  # not attached: no instance
+
+        # Misuse, answered as AWS does.
+        assert expect_error("InvalidParameterValue", ec2.attach_network_interface, NetworkInterfaceId=kept,
+                            InstanceId=iid, DeviceIndex=1) == \
+            f"Instance '{iid}' already has an interface attached at device index '1'."
+        expect_error("InvalidNetworkInterface.InUse", ec2.attach_network_interface, NetworkInterfaceId=eni_id,
+                     InstanceId=other_iid, DeviceIndex=1)
+        expect_error("InvalidParameterValue", ec2.attach_network_interface, NetworkInterfaceId=far,
+                     InstanceId=other_iid, DeviceIndex=1)  # another availability zone
+        expect_error("AttachmentLimitExceeded", ec2.attach_network_interface, NetworkInterfaceId=kept,
+                     InstanceId=iid, DeviceIndex=2)  # a t2.micro has 2 interfaces at most
+        assert expect_error("InvalidNetworkInterface.InUse", ec2.delete_network_interface,
+                            NetworkInterfaceId=eni_id) == f"The network interface '{eni_id}' is currently in use."
+        expect_error("InvalidNetworkInterface.InUse", ec2.delete_network_interface,
+                     NetworkInterfaceId=primary["NetworkInterfaceId"])
+        assert expect_error("OperationNotPermitted", ec2.detach_network_interface,
+                            AttachmentId=primary["Attachment"]["AttachmentId"]) == \
+            "The network interface at device index 0 cannot be detached."
+        expect_error("InvalidAttachmentID.NotFound", ec2.detach_network_interface,
+                     AttachmentId="eni-attach-0123456789abcdef0")
+        expect_error("InvalidInstanceID.NotFound", ec2.attach_network_interface, NetworkInterfaceId=kept,
+                     InstanceId="i-0123456789abcdef0", DeviceIndex=1)
+        # With two interfaces, the instance's groups are no longer one thing to set.
+        assert expect_error("InvalidInstanceID", ec2.modify_instance_attribute, InstanceId=iid,
+                            Groups=[net["group"]]) == (f"There are multiple interfaces attached to instance '{iid}'. "
+                                                       "Please specify an interface ID for the operation instead.")
+        # The primary interface's groups are the instance's.
+        default = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [net["vpc"]]},
+                                                        {"Name": "group-name", "Values": ["default"]}])[
+            "SecurityGroups"][0]["GroupId"]
+        ec2.modify_network_interface_attribute(NetworkInterfaceId=primary["NetworkInterfaceId"], Groups=[default])
+        assert [g["GroupId"] for g in ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0][
+            "SecurityGroups"]] == [default]
+        eventually(lambda: _host(server)["firewalls"][net["vpc"]]["ports"][iid]["groups"] == [default],
+                   "the primary port's groups")
+
+        # Secondary addresses of an attached interface reach its port.
+        new_ip = ec2.assign_private_ip_addresses(NetworkInterfaceId=eni_id, SecondaryPrivateIpAddressCount=1)[
+            "AssignedPrivateIpAddresses"][0]["PrivateIpAddress"]
+        eventually(lambda: _host(server)["vpcs"][net["vpc"]]["ports"][eni_id]["secondary_ips"] == [*ips[1:], new_ip],
+                   "the port admits the new address")
+        # ... and of a primary one to the instance's own port.
+        primary_extra = ec2.assign_private_ip_addresses(
+            NetworkInterfaceId=primary["NetworkInterfaceId"], SecondaryPrivateIpAddressCount=1)[
+            "AssignedPrivateIpAddresses"][0]["PrivateIpAddress"]
+        eventually(lambda: _host(server)["vpcs"][net["vpc"]]["ports"][iid]["secondary_ips"] == [primary_extra],
+                   "the instance's port admits its new secondary address")
+
+        # Source/destination check off: the port may send from any address (a NAT instance's);
+        # the instance's attribute is its primary interface's.
+        ec2.modify_network_interface_attribute(NetworkInterfaceId=eni_id, SourceDestCheck={"Value": False})
+        eventually(lambda: _host(server)["vpcs"][net["vpc"]]["ports"][eni_id]["source_dest_check"] is False,
+                   "the interface's port without source/destination check")
+        assert _host(server)["vpcs"][net["vpc"]]["ports"][iid]["source_dest_check"] is True  # the control
+        ec2.modify_instance_attribute(InstanceId=iid, SourceDestCheck={"Value": False})
+        eventually(lambda: _host(server)["vpcs"][net["vpc"]]["ports"][iid]["source_dest_check"] is False,
+                   "the primary port without source/destination check")
+        assert _eni(ec2, primary["NetworkInterfaceId"])["SourceDestCheck"] is False
+        ec2.modify_network_interface_attribute(NetworkInterfaceId=primary["NetworkInterfaceId"],
+                                               SourceDestCheck={"Value": True})
+        assert ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["SourceDestCheck"] is True
+        eventually(lambda: _host(server)["vpcs"][net["vpc"]]["ports"][iid]["source_dest_check"] is True,
+                   "the primary port checked again")
+
+        # Detach: the interface is available again, its NIC and port gone from the host.
+        ec2.detach_network_interface(AttachmentId=att_id)
+        eventually(lambda: _eni(ec2, eni_id)["Status"] == "available", "detached")
+        assert "Attachment" not in _eni(ec2, eni_id)
+        host = _host(server)
+        assert eni_id not in host["guests"][iid].get("nics", {})
+        assert eni_id not in host["vpcs"][net["vpc"]]["ports"] and iid in host["vpcs"][net["vpc"]]["ports"]
+
+        # Attached again (to a stopped instance too: it has it at its next start), with
+        # DeleteOnTermination set on one of them; termination deletes that one, detaches the other.
+        ec2.attach_network_interface(NetworkInterfaceId=eni_id, InstanceId=iid, DeviceIndex=1)
+        ec2.stop_instances(InstanceIds=[other_iid])
+        fast_waiter(ec2, "instance_stopped")(InstanceIds=[other_iid])
+        kept_att = ec2.attach_network_interface(NetworkInterfaceId=kept, InstanceId=other_iid,
+                                                DeviceIndex=1)["AttachmentId"]
+        eventually(lambda: _eni(ec2, kept)["Attachment"]["Status"] == "attached", "attached to a stopped instance")
+        assert kept in _host(server)["guests"][other_iid]["nics"]
+        ec2.modify_network_interface_attribute(NetworkInterfaceId=kept, Attachment={
+            "AttachmentId": kept_att, "DeleteOnTermination": True})
+        assert _eni(ec2, kept)["Attachment"]["DeleteOnTermination"] is True
+        eventually(lambda: _eni(ec2, eni_id)["Attachment"]["Status"] == "attached", "attached again")
+    finally:
+        ec2.terminate_instances(InstanceIds=[iid, other_iid])
+    fast_waiter(ec2, "instance_terminated")(InstanceIds=[iid, other_iid])
+    assert _eni(ec2, eni_id)["Status"] == "available"  # DeleteOnTermination false: detached
+    expect_error("InvalidNetworkInterfaceID.NotFound", ec2.describe_network_interfaces, NetworkInterfaceIds=[kept])
+    expect_error("InvalidNetworkInterfaceID.NotFound", ec2.describe_network_interfaces,
+                 NetworkInterfaceIds=[primary["NetworkInterfaceId"]])
+    assert eni_id not in _host(server)["vpcs"].get(net["vpc"], {}).get("ports", {})
+    for e in (eni_id, far):
+        ec2.delete_network_interface(NetworkInterfaceId=e)
+
+
+def test_run_instances_with_network_interfaces(server, ec2, net):
+    """RunInstances' NetworkInterfaces: an existing interface as the primary one, another existing
+    one and a new one at device index 1; what AWS refuses."""
+    image = tiny_image(ec2)
+    mine = ec2.create_network_interface(SubnetId=net["subnet"], Groups=[net["group"]])["NetworkInterface"]
+    second = ec2.create_network_interface(SubnetId=net["subnet"])["NetworkInterface"]
+    far = ec2.create_network_interface(SubnetId=net["other_zone_subnet"])["NetworkInterface"]["NetworkInterfaceId"]
+    run = lambda nics, **kw: ec2.run_instances(ImageId=image, MinCount=1, MaxCount=kw.pop("n", 1),  # noqa: E731
+                                               NetworkInterfaces=nics, **kw)["Instances"]
+    expect_error("InvalidParameterValue", run, [{"DeviceIndex": 1, "SubnetId": net["subnet"]}])  # no index 0
+    expect_error("InvalidParameterValue", run, [{"DeviceIndex": 0, "SubnetId": net["subnet"]},
+                                                {"DeviceIndex": 0, "SubnetId": net["subnet"]}])
+    expect_error("InvalidParameterCombination", run, [{"DeviceIndex": 0, "NetworkInterfaceId": mine[
+        "NetworkInterfaceId"]}], n=2)
+    expect_error("InvalidParameterValue", run, [{"DeviceIndex": 0, "SubnetId": net["subnet"]},
+                                                {"DeviceIndex": 1, "NetworkInterfaceId": far}])  # other zone
+    expect_error("AttachmentLimitExceeded", run, [{"DeviceIndex": i, "SubnetId": net["subnet"]} for i in range(3)])
+    assert ec2.describe_network_interfaces(NetworkInterfaceIds=[mine["NetworkInterfaceId"]])[
+        "NetworkInterfaces"][0]["Status"] == "available"  # nothing refused attached anything
+
+    a = run([{"DeviceIndex": 0, "NetworkInterfaceId": mine["NetworkInterfaceId"]},
+             {"DeviceIndex": 1, "NetworkInterfaceId": second["NetworkInterfaceId"]}])[0]
+    b = run([{"DeviceIndex": 0, "SubnetId": net["subnet"], "Groups": [net["group"]]},
+             {"DeviceIndex": 1, "SubnetId": net["subnet"], "SecondaryPrivateIpAddressCount": 1}], n=2,
+            TagSpecifications=[{"ResourceType": "network-interface", "Tags": [{"Key": "made", "Value": "at-launch"}]}])
+    ids = [a["InstanceId"]] + [i["InstanceId"] for i in b]
+    try:
+        assert a["PrivateIpAddress"] == mine["PrivateIpAddress"]
+        assert [(n["NetworkInterfaceId"], n["MacAddress"], n["Attachment"]["DeviceIndex"]) for n in
+                a["NetworkInterfaces"]] == [(mine["NetworkInterfaceId"], mine["MacAddress"], 0),
+                                            (second["NetworkInterfaceId"], second["MacAddress"], 1)]
+        assert [g["GroupId"] for g in a["SecurityGroups"]] == [net["group"]]
+        expect_error("InvalidNetworkInterface.InUse", run, [{"DeviceIndex": 0, "NetworkInterfaceId": mine[
+            "NetworkInterfaceId"]}])
+        made = [i["NetworkInterfaces"][1] for i in b]
+        assert all(m["Attachment"]["DeleteOnTermination"] is True and len(m["PrivateIpAddresses"]) == 2
+                   for m in made)
+        assert len({ip["PrivateIpAddress"] for m in made for ip in m["PrivateIpAddresses"]}
+                   | {i["PrivateIpAddress"] for i in b}) == 6  # every address once
+        # The launch's tags for interfaces are on those it made (not on the existing ones).
+        tagged = [e["NetworkInterfaceId"] for e in ec2.describe_network_interfaces(
+            Filters=[{"Name": "tag:made", "Values": ["at-launch"]}])["NetworkInterfaces"]]
+        assert sorted(tagged) == sorted(n["NetworkInterfaceId"] for i in b for n in i["NetworkInterfaces"])
+        fast_waiter(ec2, "instance_running")(InstanceIds=ids)
+        host = _host(server)
+        assert host["guests"][a["InstanceId"]]["nics"] == {
+            second["NetworkInterfaceId"]: {"mac": second["MacAddress"], "device_index": 1}}
+        assert host["vpcs"][net["vpc"]]["ports"][a["InstanceId"]]["mac"] == mine["MacAddress"]
+        # The primary of an existing interface cannot be detached either.
+        expect_error("OperationNotPermitted", ec2.detach_network_interface,
+                     AttachmentId=a["NetworkInterfaces"][0]["Attachment"]["AttachmentId"])
+    finally:
+        ec2.terminate_instances(InstanceIds=ids)
+    fast_waiter(ec2, "instance_terminated")(InstanceIds=ids)
+    # The existing interfaces (DeleteOnTermination false) outlive the instance; the new ones go.
+    left = ec2.describe_network_interfaces(NetworkInterfaceIds=[mine["NetworkInterfaceId"],
+                                                                second["NetworkInterfaceId"]])["NetworkInterfaces"]
+    assert [e["Status"] for e in left] == ["available", "available"]
+    expect_error("InvalidNetworkInterfaceID.NotFound", ec2.describe_network_interfaces,
+                 NetworkInterfaceIds=[made[0]["NetworkInterfaceId"]])
+    for e in (mine["NetworkInterfaceId"], second["NetworkInterfaceId"], far):
+        ec2.delete_network_interface(NetworkInterfaceId=e)

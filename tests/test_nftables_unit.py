@@ -195,3 +195,35 @@ def test_an_acl_without_entries_denies_all_but_its_own_subnet_and_no_acls_no_tab
     assert chain(text, "in_00000000000000ff1") == ['iifname "b0000000000" accept', "drop"]
     assert '"b0000000000" : jump out_00000000000000ff1, "b0123456789" : jump out_0123456789abcdef0' in text
     assert "table inet ec2emu_acl {" not in nftables.firewall_script(acl_state())
+
+
+def test_an_interface_port_admits_and_filters_its_secondary_addresses():
+    """An interface's port (named by its eni- id) with secondary addresses: anti-spoofing admits
+    them, and they meet the port's chains and are members of its groups like its primary one."""
+    from hypervisor import FirewallPort, SecurityGroupRules
+    eni = "eni-0aaaaaaaaaaaaaaaa"
+    ports = {**PORTS, eni: {"mac": "0a:00:00:00:00:03", "ip": "10.0.0.7", "subnet_id": "subnet-1", "hostname": "",
+                            "secondary_ips": ["10.0.0.8", "10.0.0.9"], "owner": "i-0123456789abcdef0"}}
+    rules = chain(nftables.ruleset(ports, {}), "port_0aaaaaaaaa")
+    assert "ether type arp arp saddr ip != { 0.0.0.0, 10.0.0.7, 10.0.0.8, 10.0.0.9 } drop" in rules
+    assert "ip saddr { 10.0.0.7, 10.0.0.8, 10.0.0.9 } accept" in rules
+    assert "ip saddr 10.0.0.5 accept" in chain(nftables.ruleset(ports, {}), "port_0123456789")  # the control
+    # Source/destination check off (a NAT instance): any IPv4 source, from its MAC still.
+    ports[eni]["source_dest_check"] = False
+    rules = chain(nftables.ruleset(ports, {}), "port_0aaaaaaaaa")
+    assert "ether type ip accept" in rules and "ip saddr { 10.0.0.7, 10.0.0.8, 10.0.0.9 } accept" not in rules
+    assert rules[0] == "ether saddr != 0a:00:00:00:00:03 drop"
+    del ports[eni]["source_dest_check"]
+    # dnsmasq: one fixed lease per port, for its primary address only (as on AWS).
+    assert "0a:00:00:00:00:03,10.0.0.7\n" in dnsmasq.dhcp_hosts(ports)
+    assert not any("10.0.0.8" in line for line in dnsmasq.dhcp_hosts(ports))
+    fw = nftables.firewall_state([SecurityGroupRules(WEB)], [
+        FirewallPort(I1, "10.0.0.5", (WEB,)), FirewallPort(eni, "10.0.0.7", (WEB,), ("10.0.0.8",))])
+    assert fw["ports"][eni] == {"ip": "10.0.0.7", "groups": [WEB], "secondary_ips": ["10.0.0.8"]}
+    assert fw["ports"][I1] == {"ip": "10.0.0.5", "groups": [WEB]}
+    text = nftables.firewall_script(fw)
+    assert "elements = { 10.0.0.5, 10.0.0.7, 10.0.0.8 }" in text
+    assert "10.0.0.8 : jump in_0aaaaaaaaaaaaaaaa" in text and "10.0.0.7 : jump in_0aaaaaaaaaaaaaaaa" in text
+    with pytest.raises(ValueError):  # a secondary address is one address too
+        nftables.firewall_state([SecurityGroupRules(WEB)], [FirewallPort(I1, "10.0.0.5", (WEB,)),
+                                                            FirewallPort(eni, "10.0.0.7", (WEB,), ("10.0.0.5",))])
