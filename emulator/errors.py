@@ -823,3 +823,26 @@ class InvalidSubnetIDMalformed(Malformed):
 class InvalidNatGatewayIDNotFound(NotFound):
     code = "InvalidNatGatewayID.NotFound"
     singular = "The natGateway ID '{}' does not exist"
+
+
+class AddressLimitExceeded(EC2Error):
+    code = "AddressLimitExceeded"
+    message = "The maximum number of addresses has been reached."
+
+
+class InvalidInstanceID(EC2Error):
+    """An instance in a state an operation does not accept (AssociateAddress on a pending one)."""
+    code = "InvalidInstanceID"
+
+    def __init__(self, instance_id: str, state: str):
+        super().__init__(f"The {state} instance '{instance_id}' is not in a valid state for this operation.")
+
+
+class NatGatewayNotFound(NotFound):
+    code = "NatGatewayNotFound"
+    singular = "The Nat Gateway {} was not found"
+
+
+class NatGatewayLimitExceeded(EC2Error):
+    code = "NatGatewayLimitExceeded"
+    message = "The maximum number of NAT Gateways has been reached."

@@ -23,11 +23,12 @@ from hypervisor.host import crash_point
 
 from . import (attachments, block_devices, dhcp_options, ebs_encryption, firewall, images, keypairs,
                security_groups, vpcs)
+from .addresses import allocate_public_ip, elastic_ip_of, instance_gone
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
 from .dns import private_dns_domain, private_dns_name, public_dns_domain, public_dns_name
 from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceCreditSpecificationNotSupported,
                      InstanceLimitExceeded,
-                     InsufficientAddressCapacity, InsufficientFreeAddressesInSubnet, InvalidAKIIDNotFound,
+                     InsufficientFreeAddressesInSubnet, InvalidAKIIDNotFound,
                      InvalidARIIDNotFound, InvalidInstanceIDMalformed, InvalidInstanceIDNotFound,
                      InvalidIPAddressInUse, InvalidParameterCombination, InvalidParameterValue,
                      InvalidUserDataMalformed, MissingParameter, OperationNotPermitted, Unsupported,
@@ -92,20 +93,6 @@ def _allocate_private_ips(ctx: Context, subnet: Subnet, count: int, wanted: str 
             out.append(ip)
         n += 1
     return out
-
-
-def _allocate_public_ip(ctx: Context, taken: set[str]) -> str:
-    pool = ipaddress.ip_network(ctx.config.public_ip_pool)
-    used = set(ctx.session.scalars(select(Instance.public_ip).where(Instance.public_ip.is_not(None)))) | taken
-    for _ in range(64):  # random probing keeps allocation O(1) in a sparse pool
-        n = int(pool.network_address) + 1 + secrets.randbelow(pool.num_addresses - 2)
-        ip = str(ipaddress.IPv4Address(n))
-        if ip not in used:
-            return ip
-    for addr in pool.hosts():
-        if str(addr) not in used:
-            return str(addr)
-    raise InsufficientAddressCapacity()
 
 
 # ----------------------------------------------------------------------------------- lookup
@@ -421,7 +408,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
     for index, ip in enumerate(addresses):
         public_ip = None
         if with_public:
-            public_ip = _allocate_public_ip(ctx, taken)
+            public_ip = allocate_public_ip(ctx, taken)
             taken.add(public_ip)
         row = Instance(
             id=new_id("i"), account_id=ctx.account_id, region=ctx.region, reservation_id=reservation,
@@ -599,7 +586,7 @@ def start_instances(ctx: Context, p: dict) -> dict:
             attachments.instance_started(ctx.session, row.id)  # its volumes now show in its metadata
             subnet = ctx.session.get(Subnet, row.subnet_id)
             if subnet is not None and subnet.map_public_ip_on_launch and not row.public_ip:
-                row.public_ip = _allocate_public_ip(ctx, taken)  # AWS gives a new one at each start
+                row.public_ip = allocate_public_ip(ctx, taken)  # AWS gives a new one at each start
                 taken.add(row.public_ip)
             to_start.append(row)
         changes.append(_change(row, previous))
@@ -685,7 +672,8 @@ def apply_hypervisor_event(session: Session, instance_id: str, state: str) -> bo
                 enqueue(session, "instance.terminate", row.id, row.availability_zone)
                 return True
         row.state = S.STOPPED
-        if row.public_ip:  # AWS releases the public address of a stopped instance
+        if row.public_ip and elastic_ip_of(session, row.id) is None:
+            # AWS releases the (auto-assigned) public address of a stopped instance
             # (a stop we asked for unmapped it already; a guest's own poweroff did not)
             enqueue(session, "address.unmap", row.id, row.availability_zone, vpc_id=row.vpc_id,
                     public_ip=row.public_ip, private_ip=row.private_ip)
@@ -693,6 +681,7 @@ def apply_hypervisor_event(session: Session, instance_id: str, state: str) -> bo
             return True
     elif state == HostEvent.TERMINATED:
         _terminated(row, now)
+        instance_gone(session, row.id)  # its Elastic IP is disassociated
         firewall.ask(session, row.vpc_id)  # its address leaves its groups' sets
         # The host detached its disks: the volumes are free (or deleted, DeleteOnTermination).
         attachments.release(session, row.id)
@@ -785,7 +774,8 @@ def start_failed(host: Host, instance_id: str, error: str) -> None:
             # A start of a stopped EBS-backed instance: it goes back to 'stopped', its volumes
             # kept (ending it would delete its DeleteOnTermination root: data lost for a hiccup).
             row.state = S.STOPPED
-            if row.public_ip:  # the address this start gave it goes (as at a stop)
+            if row.public_ip and elastic_ip_of(session, row.id) is None:
+                # the address this start gave it goes (as at a stop; an Elastic IP stays)
                 enqueue(session, "address.unmap", row.id, row.availability_zone, vpc_id=row.vpc_id,
                         public_ip=row.public_ip, private_ip=row.private_ip)
                 row.public_ip = None

@@ -11,11 +11,11 @@ from .errors import (InvalidAMIIDNotFound, InvalidConversionTaskId, InvalidGroup
                      InvalidSecurityGroupRuleIdNotFound, InvalidSnapshotNotFound, InvalidSubnetIDNotFound,
                      InvalidVolumeNotFound, InvalidVpcIDNotFound,
                      MissingParameter, NotFound, TagLimitExceeded)
-from .errors import (InvalidDhcpOptionIDNotFound, InvalidInternetGatewayIDNotFound, InvalidNetworkAclIDNotFound,
-                     InvalidRouteTableIDNotFound)
+from .errors import (InvalidAllocationIDNotFound, InvalidDhcpOptionIDNotFound, InvalidInternetGatewayIDNotFound,
+                     InvalidNatGatewayIDNotFound, InvalidNetworkAclIDNotFound, InvalidRouteTableIDNotFound)
 from .models import (Image, ImportImageTask, Instance, KeyPair, SecurityGroup, SecurityGroupRule, Snapshot, Subnet,
                      Tag, Volume, Vpc)
-from .models import DhcpOptions, InternetGateway, NetworkAcl, RouteTable
+from .models import Address, DhcpOptions, InternetGateway, NatGateway, NetworkAcl, RouteTable
 from .query import Resource, describe
 from .registry import Context, action
 
@@ -43,6 +43,8 @@ KINDS: dict[str, Kind] = {
     "rtb": Kind("route-table", RouteTable, InvalidRouteTableIDNotFound),
     "dopt": Kind("dhcp-options", DhcpOptions, InvalidDhcpOptionIDNotFound),
     "acl": Kind("network-acl", NetworkAcl, InvalidNetworkAclIDNotFound),
+    "eipalloc": Kind("elastic-ip", Address, InvalidAllocationIDNotFound),
+    "nat": Kind("natgateway", NatGateway, InvalidNatGatewayIDNotFound),
     "vol": Kind("volume", Volume, InvalidVolumeNotFound),
     "snap": Kind("snapshot", Snapshot, InvalidSnapshotNotFound),
 }
