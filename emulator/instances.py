@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from hypervisor import DiskSpec, HostEvent, InstanceSpec
 from hypervisor.host import crash_point
 
-from . import (attachments, block_devices, dhcp_options, ebs_encryption, firewall, images, keypairs,
+from . import (attachments, block_devices, dhcp_options, ebs_encryption, firewall, images, keypairs, routing,
                security_groups, vpcs)
 from .addresses import allocate_public_ip, elastic_ip_of, instance_gone
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
@@ -440,6 +440,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
         for volume_id in made[row.id] if volume_tags else ():
             set_tags(ctx, volume_id, volume_tags)
     firewall.changed(ctx, subnet.vpc_id)  # before the starts: each port is plugged already filtered
+    routing.changed(ctx, subnet.vpc_id)  # (and routed as its subnet's table says)
     for row in rows:  # its first start makes its volumes' disks
         ctx.host_task("instance.start", row.id, row.availability_zone, disks=made[row.id])
     ctx.session.flush()  # the describe below reads tags on the connection, past the ORM
@@ -592,6 +593,7 @@ def start_instances(ctx: Context, p: dict) -> dict:
         changes.append(_change(row, previous))
     for row in to_start:
         firewall.changed(ctx, row.vpc_id)  # (its VPC's network may have gone while it was stopped)
+        routing.changed(ctx, row.vpc_id)
         ctx.host_task("instance.start", row.id, row.availability_zone)
     return {"StartingInstances": changes}
 
@@ -845,6 +847,7 @@ def reconcile(host: Host) -> None:
                 apply_hypervisor_event(session, row.id,
                                        HostEvent.STOPPED if found == HostEvent.STOPPED else HostEvent.VANISHED)
         firewall.reconcile(session)
+        routing.reconcile(session)
         session.commit()
 
 
