@@ -300,11 +300,10 @@ class Network:
                 wanted_rules.append((SUBNET_RULE_PRIORITY + i, cidr, table))
                 wanted_tables[table] = sorted(dests)
         have_rules = [(r["priority"], r.get("src", "") + (f"/{r['srclen']}" if "srclen" in r else ""),
-                       int(r["table"])) for r in json.loads(links.ip(ns, "-j", "rule", "show") or "[]")
+                       int(r["table"])) for r in links.rules(ns)
                       if r.get("priority", 0) >= SUBNET_RULE_PRIORITY and str(r.get("table", "")).isdigit()]
         have_tables = {t: sorted(rt["dst"] if "/" in rt["dst"] or rt["dst"] == "default" else f"{rt['dst']}/32"
-                                 for rt in json.loads(links.ip(ns, "-j", "route", "show", "table", str(t),
-                                                               check=False) or "[]"))
+                                 for rt in links.table_routes(ns, t))
                        for t in {t for _p, _c, t in have_rules} | set(wanted_tables)}
         norm = {t: sorted("default" if d == "0.0.0.0/0" else d for d in dests) for t, dests in wanted_tables.items()}
         if sorted(have_rules) == wanted_rules and all(have_tables.get(t, []) == norm.get(t, []) for t in have_tables):
