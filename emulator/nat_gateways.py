@@ -49,6 +49,8 @@ def _private_ip(ctx: Context, subnet) -> str:
 
 @action("CreateNatGateway")
 def create_nat_gateway(ctx: Context, p: dict) -> dict:
+    if not p.get("SubnetId"):
+        raise MissingParameter("subnetId")  # (optional in the model since regional NAT gateways)
     token = p.get("ClientToken")
     if token:
         same = ctx.session.scalars(select(NatGateway).where(

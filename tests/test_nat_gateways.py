@@ -113,3 +113,7 @@ def test_client_token(ec2, net):
     assert ec2.create_nat_gateway(**kw)["NatGateway"]["NatGatewayId"] == first
     expect_error("IdempotentParameterMismatch", ec2.create_nat_gateway, SubnetId=net["private"],
                  AllocationId=net["alloc"]["AllocationId"], ClientToken="nat-token-1")
+
+
+def test_subnet_is_needed(ec2):
+    expect_error("MissingParameter", ec2.create_nat_gateway, ConnectivityType="private")
