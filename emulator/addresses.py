@@ -296,3 +296,18 @@ def map_on_host(host: Host, instance_id: str, vpc_id: str, public_ip: str, priva
         region = inst.region if inst is not None else ""
     if current:
         host.driver.map_address(vpc_id, public_ip, private_ip, public_dns_name(region, public_ip))
+
+
+@action("DescribeAddressesAttribute")
+def describe_addresses_attribute(ctx: Context, p: dict) -> dict:
+    """The only attribute is domain-name (the reverse DNS record): none is ever set here
+    (ModifyAddressAttribute is not implemented), so each address is listed without a PtrRecord."""
+    rows = ctx.session.scalars(select(Address).where(Address.account_id == ctx.account_id,
+                                                     Address.region == ctx.region).order_by(Address.id)).all()
+    page = describe(ctx, ADDRESS_ATTRIBUTES, p, rows)
+    return {"Addresses": page["Addresses"], "NextToken": page.get("NextToken")}
+
+
+ADDRESS_ATTRIBUTES = Resource("Addresses", lambda ctx, page, tags: [
+    {"AllocationId": a.id, "PublicIp": a.public_ip} for a in page], {},
+    (Selector("AllocationIds", lambda a: a.id, InvalidAllocationIDNotFound),), max_results=(1, 1000), tagged=False)

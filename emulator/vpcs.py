@@ -22,7 +22,7 @@ from .errors import (DefaultSubnetAlreadyExistsInAvailabilityZone, DefaultVpcAlr
                      InvalidSubnetConflict, InvalidSubnetIDNotFound, InvalidSubnetRange, InvalidVpcIDNotFound,
                      InvalidVpcRange, MissingInput, MissingParameter, Unsupported, DependencyViolation)
 from .ids import new_id
-from .models import (Instance, InternetGateway, NetworkAcl, SecurityGroup, SecurityGroupRule, Subnet,
+from .models import (Instance, InternetGateway, NatGateway, NetworkAcl, SecurityGroup, SecurityGroupRule, Subnet,
                      Tag, Vpc)
 from .query import Resource, Selector, describe
 from .registry import Context, action
@@ -417,8 +417,12 @@ def create_default_subnet(ctx: Context, p: dict) -> dict:
 
 
 def subnet_in_use(ctx: Context, subnet_id: str) -> bool:
-    return ctx.session.scalars(select(Instance.id).where(Instance.subnet_id == subnet_id,
-                                                         Instance.state != "terminated").limit(1)).first() is not None
+    """An instance or a NAT gateway that is not gone holds an address in it."""
+    return (ctx.session.scalars(select(Instance.id).where(Instance.subnet_id == subnet_id,
+                                                          Instance.state != "terminated").limit(1)).first() is not None
+            or ctx.session.scalars(select(NatGateway.id).where(NatGateway.subnet_id == subnet_id,
+                                                               NatGateway.state != "deleted").limit(1)).first()
+            is not None)
 
 
 @action("DeleteSubnet")

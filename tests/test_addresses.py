@@ -217,3 +217,11 @@ def test_stopped_instance_takes_an_elastic_ip(ec2, eips):
     assert instance(ec2, iid)["PublicIpAddress"] == got["PublicIp"]  # no auto address on top of it
     ec2.terminate_instances(InstanceIds=[iid])
     fast_waiter(ec2, "instance_terminated")(InstanceIds=[iid])
+
+
+def test_describe_addresses_attribute(ec2, eips):
+    got = eips()
+    listed = ec2.describe_addresses_attribute(AllocationIds=[got["AllocationId"]], Attribute="domain-name")
+    assert listed["Addresses"] == [{"AllocationId": got["AllocationId"], "PublicIp": got["PublicIp"]}]
+    assert expect_error("InvalidAllocationID.NotFound", ec2.describe_addresses_attribute,
+                        AllocationIds=[MISSING_ALLOC], Attribute="domain-name")

@@ -117,3 +117,11 @@ def test_client_token(ec2, net):
 
 def test_subnet_is_needed(ec2):
     expect_error("MissingParameter", ec2.create_nat_gateway, ConnectivityType="private")
+
+
+def test_subnet_with_a_nat_gateway_cannot_go(ec2, net):
+    nat = ec2.create_nat_gateway(SubnetId=net["private"], ConnectivityType="private")["NatGateway"]["NatGatewayId"]
+    assert expect_error("DependencyViolation", ec2.delete_subnet, SubnetId=net["private"]) == \
+        f"The subnet '{net['private']}' has dependencies and cannot be deleted."
+    ec2.delete_nat_gateway(NatGatewayId=nat)
+    eventually(lambda: nat_of(ec2, nat)["State"] == "deleted", "deleted")
