@@ -14,13 +14,14 @@ shared by the module), reached only from namespaces the emulator made.
 """
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
-from hypervisor.network import INTERNET_ADDRESS
+from hypervisor.network import INTERNET_ADDRESS, SUBNET_RULE_PRIORITY
 
 from .helpers import tiny_image
 from .test_firewall import _connects, _namespace
@@ -140,6 +141,17 @@ def _peer_seen_by_internet(world, instance_id: str) -> str:
     return next((line[5:] for line in out.stdout.splitlines() if line.startswith("peer=")), "")
 
 
+def _public_subnet_routes_to_a_gateway(world) -> None:
+    """An internet gateway attached to the VPC, its main table's 0.0.0.0/0 to it (once)."""
+    ec2 = world["ec2"]
+    if ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [world["vpc"]]}])[
+            "InternetGateways"]:
+        return
+    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=world["vpc"])
+    ec2.create_route(RouteTableId=world["main_rtb"], DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+
+
 def test_routes_decide_who_reaches_the_internet(world):
     ec2, q, p = world["ec2"], world["q"], world["p"]
     q_public = world["rows"][q]["PublicIpAddress"]
@@ -150,9 +162,7 @@ def test_routes_decide_who_reaches_the_internet(world):
     assert _connects(world["internet"], a_public, 22)
     assert not _connects(world["internet"], q_public, 22)
     assert _peer_seen_by_internet(world, q) == ""
-    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
-    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=world["vpc"])
-    ec2.create_route(RouteTableId=world["main_rtb"], DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+    _public_subnet_routes_to_a_gateway(world)
     assert _until(lambda: _connects(world["internet"], q_public, 22)) is True
     assert _peer_seen_by_internet(world, q) == q_public  # leaves as its public address (1:1 NAT)
 
@@ -178,3 +188,41 @@ def test_routes_decide_who_reaches_the_internet(world):
     assert _until(lambda: ec2.describe_nat_gateways(NatGatewayIds=[nat])["NatGateways"][0]["State"],
                   "deleted") == "deleted"
     ec2.release_address(AllocationId=eip["AllocationId"])
+
+
+def test_a_restart_rebuilds_elastic_ips_and_nat_from_the_database(world, cloud):  # noqa: F811
+    """The host forgets its NAT and routing (the server killed, the routers' nftables and policy
+    rules and the internet namespace's routes wiped); the next start rebuilds them from the
+    database: the Elastic IP answers as its instance, P gets out through its NAT gateway again."""
+    ec2, a, p = world["ec2"], world["a"], world["p"]
+    _public_subnet_routes_to_a_gateway(world)
+    eip, nat_eip = ec2.allocate_address(Domain="vpc"), ec2.allocate_address(Domain="vpc")
+    ec2.associate_address(AllocationId=eip["AllocationId"], InstanceId=a)
+    nat = ec2.create_nat_gateway(SubnetId=world["public"], AllocationId=nat_eip["AllocationId"])["NatGateway"][
+        "NatGatewayId"]
+    assert _until(lambda: ec2.describe_nat_gateways(NatGatewayIds=[nat])["NatGateways"][0]["State"],
+                  "available") == "available"
+    ec2.create_route(RouteTableId=world["private_rtb"], DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+    assert _until(lambda: _whoami_via(world, eip["PublicIp"]), a) == a
+    assert _until(lambda: _peer_seen_by_internet(world, p), nat_eip["PublicIp"]) == nat_eip["PublicIp"]
+
+    cloud.stop(signal.SIGKILL)
+    for ns in (world["ns"], world["default_ns"]):
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "flush", "ruleset"], check=True)
+        for priority in range(SUBNET_RULE_PRIORITY, SUBNET_RULE_PRIORITY + 4):  # the subnets' rules
+            subprocess.run(["ip", "-n", ns, "rule", "del", "priority", str(priority)], capture_output=True)
+    subprocess.run(["ip", "-n", world["internet"], "route", "flush", "table", "main"], check=True)
+    assert not _connects(world["internet"], eip["PublicIp"], 22)  # the wipe took
+    assert _peer_seen_by_internet(world, p) == ""
+    cloud.start()
+    assert _until(lambda: _whoami_via(world, eip["PublicIp"]), a, within=60) == a
+    assert _until(lambda: _peer_seen_by_internet(world, p), nat_eip["PublicIp"]) == nat_eip["PublicIp"]
+
+    ec2.delete_route(RouteTableId=world["private_rtb"], DestinationCidrBlock="0.0.0.0/0")
+    ec2.delete_nat_gateway(NatGatewayId=nat)
+    assert _until(lambda: ec2.describe_nat_gateways(NatGatewayIds=[nat])["NatGateways"][0]["State"],
+                  "deleted") == "deleted"
+    ec2.disassociate_address(AssociationId=ec2.describe_addresses(AllocationIds=[eip["AllocationId"]])[
+        "Addresses"][0]["AssociationId"])
+    for alloc in (eip, nat_eip):
+        ec2.release_address(AllocationId=alloc["AllocationId"])
