@@ -875,7 +875,13 @@ class InvalidNetworkInterfaceIdMalformed(Malformed):
 
 
 class InvalidInstanceID(EC2Error):
+    """An instance an operation cannot act on as it stands."""
     code = "InvalidInstanceID"
+
+    @classmethod
+    def in_state(cls, instance_id: str, state: str) -> InvalidInstanceID:
+        """A state the operation does not accept (AssociateAddress on a pending instance)."""
+        return cls(f"The {state} instance '{instance_id}' is not in a valid state for this operation.")
 
     @classmethod
     def several_interfaces(cls, instance_id: str) -> InvalidInstanceID:
@@ -911,3 +917,20 @@ class PrivateIpAddressLimitExceeded(EC2Error):
     def __init__(self, instance_type: str, limit: int):
         super().__init__(f"Number of private addresses will exceed limit of {limit} for an interface attached to "
                          f"an instance of type {instance_type}.")
+
+
+# ----------------------------------------------------------------- addresses and NAT gateways
+
+class AddressLimitExceeded(EC2Error):
+    code = "AddressLimitExceeded"
+    message = "The maximum number of addresses has been reached."
+
+
+class NatGatewayNotFound(NotFound):
+    code = "NatGatewayNotFound"
+    singular = "The Nat Gateway {} was not found"
+
+
+class NatGatewayLimitExceeded(EC2Error):
+    code = "NatGatewayLimitExceeded"
+    message = "The maximum number of NAT Gateways has been reached."

@@ -27,13 +27,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hypervisor import AclEntry, FirewallPort, Rule, SecurityGroupRules, SubnetAcl
 
-from .host_tasks import enqueue
-from .models import HostTask, HostTaskState, Instance, NetworkInterface, SecurityGroup, SecurityGroupRule, utcnow
+from .host_tasks import enqueue_once, mark_covered, newest_pending
+from .models import Instance, NetworkInterface, SecurityGroup, SecurityGroupRule
 from .registry import Context, Host, host_action
 
 log = logging.getLogger("ec2emu.firewall")
@@ -44,18 +44,13 @@ KIND = "vpc.firewall"
 def changed(ctx: Context, vpc_id: str) -> None:
     """Ask for the VPC's firewall to be applied again once this transaction commits (once per
     transaction: the task reads everything when it runs)."""
-    if not _asked(ctx.session, vpc_id):
-        ctx.host_task(KIND, vpc_id)
+    enqueue_once(ctx.session, KIND, vpc_id)
+    ctx.wrote_tasks = True
 
 
 def ask(session: Session, vpc_id: str) -> None:
     """changed() for code that holds a session, not a request (driver events, the reconciler)."""
-    if not _asked(session, vpc_id):
-        enqueue(session, KIND, vpc_id)
-
-
-def _asked(session: Session, vpc_id: str) -> bool:
-    return any(isinstance(o, HostTask) and o.kind == KIND and o.resource_id == vpc_id for o in session.new)
+    enqueue_once(session, KIND, vpc_id)
 
 
 def _rule(r: SecurityGroupRule) -> Rule | None:
@@ -121,24 +116,15 @@ def desired(session: Session, vpc_id: str) -> tuple[list[SecurityGroupRules], li
     return [SecurityGroupRules(gid, tuple(i), tuple(e)) for gid, (i, e) in sorted(groups.items())], ports
 
 
-def _pending(vpc_id: str):
-    return (HostTask.kind == KIND, HostTask.resource_id == vpc_id, HostTask.state == HostTaskState.PENDING)
-
-
 @host_action(KIND)
 def apply_on_host(host: Host, vpc_id: str) -> None:
     with host.Session() as session:
-        # The newest task read before the state: every change it stands for is committed, so
-        # the state read next includes it, and that task (and older ones) need not run again.
-        covered = session.scalar(select(func.max(HostTask.id)).where(*_pending(vpc_id)))
+        covered = newest_pending(session, KIND, vpc_id)
         groups, ports = desired(session, vpc_id)
         subnet_acls = acls(session, vpc_id)
     host.driver.apply_firewall(vpc_id, groups, ports, subnet_acls)
-    if covered is not None:
-        with host.Session() as session:
-            session.execute(update(HostTask).where(*_pending(vpc_id), HostTask.id <= covered).values(
-                state=HostTaskState.DONE, finished_at=utcnow(), attempts=HostTask.attempts + 1))
-            session.commit()
+    with host.Session() as session:
+        mark_covered(session, KIND, vpc_id, covered)
 
 
 def reconcile(session: Session) -> None:

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .models import HostTask, HostTaskState, utcnow
@@ -45,6 +45,32 @@ def enqueue(session: Session, kind: str, resource_id: str, zone: str | None = No
     task = HostTask(kind=kind, resource_id=resource_id, zone=zone, args=args, state=HostTaskState.PENDING)
     session.add(task)
     return task
+
+
+def enqueue_once(session: Session, kind: str, resource_id: str) -> None:
+    """enqueue, unless this transaction asked for the same already: for tasks that read the
+    whole state they apply when they run (`vpc.firewall`, `vpc.routes`), one per transaction."""
+    if not any(isinstance(o, HostTask) and o.kind == kind and o.resource_id == resource_id for o in session.new):
+        enqueue(session, kind, resource_id)
+
+
+def newest_pending(session: Session, kind: str, resource_id: str) -> int | None:
+    """The id of the newest pending task of this kind for this resource. A task that reads the
+    state it applies reads this first: every change it stands for is committed, so the state read
+    next includes them all, and `mark_covered` can then retire those tasks (coalescing)."""
+    return session.scalar(select(func.max(HostTask.id)).where(*_pending(kind, resource_id)))
+
+
+def mark_covered(session: Session, kind: str, resource_id: str, newest: int | None) -> None:
+    """Mark done the pending tasks of this kind and resource up to `newest` (newest_pending's)."""
+    if newest is not None:
+        session.execute(update(HostTask).where(*_pending(kind, resource_id), HostTask.id <= newest).values(
+            state=HostTaskState.DONE, finished_at=utcnow(), attempts=HostTask.attempts + 1))
+        session.commit()
+
+
+def _pending(kind: str, resource_id: str):
+    return (HostTask.kind == kind, HostTask.resource_id == resource_id, HostTask.state == HostTaskState.PENDING)
 
 
 LANES = ("guests", "images")

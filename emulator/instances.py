@@ -10,9 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import ipaddress
 import json
-import secrets
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, delete, func, select, update
@@ -22,12 +20,13 @@ from hypervisor import DiskSpec, HostEvent, InstanceSpec
 from hypervisor.host import crash_point
 
 from . import (attachments, block_devices, dhcp_options, ebs_encryption, firewall, images, keypairs,
-               network_interfaces, security_groups, vpcs)
+               network_interfaces, routing, security_groups, vpcs)
+from .addresses import allocate_public_ip, elastic_ip_of, instance_gone
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
 from .dns import private_dns_domain, private_dns_name, public_dns_domain, public_dns_name
 from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceCreditSpecificationNotSupported,
                      InstanceLimitExceeded,
-                     InsufficientAddressCapacity, InsufficientFreeAddressesInSubnet, InvalidAKIIDNotFound,
+                     InsufficientFreeAddressesInSubnet, InvalidAKIIDNotFound,
                      InvalidARIIDNotFound, InvalidInstanceIDMalformed, InvalidInstanceIDNotFound,
                      InvalidParameterCombination, InvalidParameterValue,
                      InvalidUserDataMalformed, MissingParameter, OperationNotPermitted, Unsupported,
@@ -61,18 +60,6 @@ def _gmt(now: datetime) -> str:
 
 # ------------------------------------------------------------------------------- addresses
 
-def _allocate_public_ip(ctx: Context, taken: set[str]) -> str:
-    pool = ipaddress.ip_network(ctx.config.public_ip_pool)
-    used = set(ctx.session.scalars(select(Instance.public_ip).where(Instance.public_ip.is_not(None)))) | taken
-    for _ in range(64):  # random probing keeps allocation O(1) in a sparse pool
-        n = int(pool.network_address) + 1 + secrets.randbelow(pool.num_addresses - 2)
-        ip = str(ipaddress.IPv4Address(n))
-        if ip not in used:
-            return ip
-    for addr in pool.hosts():
-        if str(addr) not in used:
-            return str(addr)
-    raise InsufficientAddressCapacity()
 
 
 # ----------------------------------------------------------------------------------- lookup
@@ -381,7 +368,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
     for index, ip in enumerate(addresses):
         public_ip = None
         if with_public:
-            public_ip = _allocate_public_ip(ctx, taken)
+            public_ip = allocate_public_ip(ctx, taken)
             taken.add(public_ip)
         row = Instance(
             id=new_id("i"), account_id=ctx.account_id, region=ctx.region, reservation_id=reservation,
@@ -419,6 +406,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
         for volume_id in made[row.id] if volume_tags else ():
             set_tags(ctx, volume_id, volume_tags)
     firewall.changed(ctx, subnet.vpc_id)  # before the starts: each port is plugged already filtered
+    routing.changed(ctx, subnet.vpc_id)  # (and routed as its subnet's table says)
     for row in rows:  # its first start makes its volumes' disks
         ctx.host_task("instance.start", row.id, row.availability_zone, disks=made[row.id])
     ctx.session.flush()  # the describe below reads tags on the connection, past the ORM
@@ -561,12 +549,13 @@ def start_instances(ctx: Context, p: dict) -> dict:
             attachments.instance_started(ctx.session, row.id)  # its volumes now show in its metadata
             subnet = ctx.session.get(Subnet, row.subnet_id)
             if subnet is not None and subnet.map_public_ip_on_launch and not row.public_ip:
-                row.public_ip = _allocate_public_ip(ctx, taken)  # AWS gives a new one at each start
+                row.public_ip = allocate_public_ip(ctx, taken)  # AWS gives a new one at each start
                 taken.add(row.public_ip)
             to_start.append(row)
         changes.append(_change(row, previous))
     for row in to_start:
         firewall.changed(ctx, row.vpc_id)  # (its VPC's network may have gone while it was stopped)
+        routing.changed(ctx, row.vpc_id)
         ctx.host_task("instance.start", row.id, row.availability_zone)
     return {"StartingInstances": changes}
 
@@ -647,7 +636,8 @@ def apply_hypervisor_event(session: Session, instance_id: str, state: str) -> bo
                 enqueue(session, "instance.terminate", row.id, row.availability_zone)
                 return True
         row.state = S.STOPPED
-        if row.public_ip:  # AWS releases the public address of a stopped instance
+        if row.public_ip and elastic_ip_of(session, row.id) is None:
+            # AWS releases the (auto-assigned) public address of a stopped instance
             # (a stop we asked for unmapped it already; a guest's own poweroff did not)
             enqueue(session, "address.unmap", row.id, row.availability_zone, vpc_id=row.vpc_id,
                     public_ip=row.public_ip, private_ip=row.private_ip)
@@ -656,6 +646,7 @@ def apply_hypervisor_event(session: Session, instance_id: str, state: str) -> bo
     elif state == HostEvent.TERMINATED:
         _terminated(row, now)
         network_interfaces.released(session, row.id)  # the host unplugged all its interfaces
+        instance_gone(session, row.id)  # its Elastic IP is disassociated
         firewall.ask(session, row.vpc_id)  # its address leaves its groups' sets
         # The host detached its disks: the volumes are free (or deleted, DeleteOnTermination).
         attachments.release(session, row.id)
@@ -748,7 +739,8 @@ def start_failed(host: Host, instance_id: str, error: str) -> None:
             # A start of a stopped EBS-backed instance: it goes back to 'stopped', its volumes
             # kept (ending it would delete its DeleteOnTermination root: data lost for a hiccup).
             row.state = S.STOPPED
-            if row.public_ip:  # the address this start gave it goes (as at a stop)
+            if row.public_ip and elastic_ip_of(session, row.id) is None:
+                # the address this start gave it goes (as at a stop; an Elastic IP stays)
                 enqueue(session, "address.unmap", row.id, row.availability_zone, vpc_id=row.vpc_id,
                         public_ip=row.public_ip, private_ip=row.private_ip)
                 row.public_ip = None
@@ -818,6 +810,7 @@ def reconcile(host: Host) -> None:
                 apply_hypervisor_event(session, row.id,
                                        HostEvent.STOPPED if found == HostEvent.STOPPED else HostEvent.VANISHED)
         firewall.reconcile(session)
+        routing.reconcile(session)
         session.commit()
 
 

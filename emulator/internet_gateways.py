@@ -3,14 +3,13 @@ DeleteInternetGateway, DescribeInternetGateways. A gateway is attached to at mos
 VPC has at most one gateway (both unique in the table). Routes to a gateway that goes away
 become blackholes (route_tables.py renders them so).
 
-As API state only for now: the host maps public addresses 1:1 at every VPC's edge whatever the
-routes say (routing through the gateway on the host is left for later)."""
+On the host, attaching and detaching change which subnets have a path out (routing.py)."""
 from __future__ import annotations
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from . import quotas
+from . import nat_gateways, quotas, routing
 from .errors import (DependencyViolation, GatewayNotAttached, InternetGatewayLimitExceeded,
                      InvalidInternetGatewayIDNotFound, ResourceAlreadyAssociated)
 from .ids import new_id
@@ -66,6 +65,7 @@ def attach_internet_gateway(ctx: Context, p: dict) -> dict:
         ctx.session.flush()  # the unique vpc_id: a concurrent attach of another gateway loses
     except IntegrityError:
         raise ResourceAlreadyAssociated(f"Network {vpc.id} already has an internet gateway attached") from None
+    routing.changed(ctx, vpc.id)  # routes to it become paths
     return {}
 
 
@@ -78,11 +78,12 @@ def detach_internet_gateway(ctx: Context, p: dict) -> dict:
     # AWS refuses while instances of the VPC have public addresses mapped through it.
     mapped = ctx.session.scalars(select(Instance.id).where(
         Instance.vpc_id == vpc.id, Instance.public_ip.is_not(None), Instance.state != "terminated").limit(1)).first()
-    if mapped is not None:
+    if mapped is not None or nat_gateways.refuses_detach(ctx, vpc.id):
         raise DependencyViolation.worded(
             f"Network {vpc.id} has some mapped public address(es). Please unmap those public address(es) "
             "before detaching the gateway.")
     igw.vpc_id = None
+    routing.changed(ctx, vpc.id)  # routes to it become blackholes
     return {}
 
 

@@ -425,3 +425,41 @@ class NetworkInterface(Owned, Base):
         # AWS's rule as an invariant: one interface per device index of an instance.
         UniqueConstraint("instance_id", "device_index", name="uq_network_interfaces_device_index"),
     )
+
+
+# ------------------------------------------------------------------ Elastic IPs and NAT gateways
+
+class Address(Owned, Base):
+    """An Elastic IP (domain vpc), from the configured public pool. Associated with at most one
+    thing: an instance's primary interface (`instance_id`, `network_interface_id`, `private_ip`)
+    or a NAT gateway (`nat_gateway_id`, its interface and private address); `association_id` is
+    set while associated. The instance's `public_ip` column holds the address meanwhile (what
+    DescribeInstances, the metadata service and the host's 1:1 NAT read)."""
+    __tablename__ = "addresses"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)   # eipalloc-...
+    public_ip: Mapped[str] = mapped_column(String(15), unique=True)
+    association_id: Mapped[str | None] = mapped_column(String(32), nullable=True, unique=True)
+    instance_id: Mapped[str | None] = mapped_column(String(32), nullable=True, unique=True)
+    network_interface_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    private_ip: Mapped[str | None] = mapped_column(String(15), nullable=True)
+    nat_gateway_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class NatGateway(Owned, Base):
+    """A NAT gateway in a subnet: pending -> available, deleting -> deleted (failed when it
+    could not be made). A public one holds an Elastic IP (`allocation_id`, `public_ip`); its own
+    interface and private address come from its subnet, as on AWS."""
+    __tablename__ = "nat_gateways"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    vpc_id: Mapped[str] = mapped_column(String(32), index=True)
+    subnet_id: Mapped[str] = mapped_column(String(32), index=True)
+    connectivity_type: Mapped[str] = mapped_column(String(16), default="public")
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    allocation_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    public_ip: Mapped[str | None] = mapped_column(String(15), nullable=True)
+    private_ip: Mapped[str | None] = mapped_column(String(15), nullable=True)
+    network_interface_id: Mapped[str] = mapped_column(String(32))
+    failure_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    failure_message: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    client_token: Mapped[str | None] = mapped_column(String(64), nullable=True)

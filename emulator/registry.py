@@ -26,7 +26,8 @@ from .config import Config
 # Every module of emulator/ that registers handlers, in no particular order.
 HANDLER_MODULES = ("addresses", "ebs_encryption", "firewall", "image_import", "images", "instance_types",
                    "instances", "keypairs", "regions", "security_groups", "snapshots", "tags", "volumes", "vpcs",
-                   "internet_gateways", "route_tables", "dhcp_options", "network_acls", "network_interfaces")
+                   "internet_gateways", "route_tables", "dhcp_options", "network_acls", "network_interfaces",
+                   "routing", "nat_gateways")
 
 
 @dataclass

@@ -7,8 +7,8 @@ holding the local route (destination the VPC's block, target `local`, immutable)
 the table it is explicitly associated with, else the main one. A route whose target is gone (a
 deleted or detached gateway, a terminated instance) stays, in state `blackhole`, as on AWS.
 
-As API state only for now: the host does not route by these tables yet (a VPC's subnets reach
-each other through its namespace; public addresses are mapped 1:1 whatever the routes say)."""
+Every change reaches the host through routing.py (`vpc.routes`): a subnet's traffic leaves the
+VPC only where its table routes it to the attached internet gateway or a NAT gateway."""
 from __future__ import annotations
 
 import ipaddress
@@ -23,8 +23,9 @@ from .errors import (InvalidAssociationIDNotFound, InvalidGatewayIDNotFound, Inv
                      InvalidRouteNotFound, InvalidRouteTableIDNotFound, MissingParameter, ResourceAlreadyAssociated,
                      RouteAlreadyExists, Unsupported, DependencyViolation)
 from .ids import new_id
-from .models import Instance, InternetGateway, Route, RouteTable, RouteTableAssociation, Tag, Vpc
+from .models import Instance, InternetGateway, NatGateway, Route, RouteTable, RouteTableAssociation, Tag, Vpc
 from .query import Resource, Selector, describe
+from . import routing
 from .registry import Context, action
 from .tags import refuse_other_tag_types, set_tags, tag_dict, tag_list, tag_specifications
 from .vpcs import get_subnet, get_vpc, owned
@@ -151,7 +152,14 @@ def _target(ctx: Context, table: RouteTable, p: dict, destination: str) -> dict:
     if member in OTHER_TARGETS:
         raise Unsupported(f"Route target {_wire(member)} is not supported by this emulator.")
     if member == "NatGatewayId":
-        raise InvalidNatGatewayIDNotFound(value)  # NAT gateways are not there yet: none exists
+        nat = ctx.session.get(NatGateway, value)
+        if (nat is None or nat.account_id != ctx.account_id or nat.region != ctx.region
+                or nat.state in ("deleting", "deleted", "failed")):
+            raise InvalidNatGatewayIDNotFound(value)
+        if nat.vpc_id != table.vpc_id:
+            raise InvalidParameterValue(f"route table {table.id} and network gateway {nat.id} belong to "
+                                        "different networks")
+        return {"nat_gateway_id": nat.id}
     if member == "GatewayId":
         if not value.startswith("igw-"):
             raise InvalidGatewayIDNotFound(value)
@@ -198,6 +206,7 @@ def create_route(ctx: Context, p: dict) -> dict:
         ctx.session.flush()  # the primary key: of two concurrent creates one answers RouteAlreadyExists
     except IntegrityError:
         raise RouteAlreadyExists(destination, table.id) from None
+    routing.changed(ctx, table.vpc_id)
     return {"Return": True}
 
 
@@ -224,6 +233,7 @@ def replace_route(ctx: Context, p: dict) -> dict:
     for column in ("gateway_id", "nat_gateway_id", "instance_id", "network_interface_id"):
         setattr(route, column, target.get(column))
     route.origin = "ReplaceRoute"
+    routing.changed(ctx, table.vpc_id)
     return {}
 
 
@@ -232,6 +242,7 @@ def delete_route(ctx: Context, p: dict) -> dict:
     table = get_table(ctx, p["RouteTableId"])
     route = _existing(ctx, table, p, "remove")
     ctx.session.delete(route)
+    routing.changed(ctx, table.vpc_id)
     return {}
 
 
@@ -259,6 +270,7 @@ def associate_route_table(ctx: Context, p: dict) -> dict:
         ctx.session.flush()  # subnet_id is unique: a concurrent association loses
     except IntegrityError:
         raise conflict from None
+    routing.changed(ctx, table.vpc_id)
     return {"AssociationId": assoc.id, "AssociationState": {"State": "associated"}}
 
 
@@ -269,6 +281,7 @@ def disassociate_route_table(ctx: Context, p: dict) -> dict:
         raise InvalidParameterValue(f"cannot disassociate the main route table association {assoc.id}")
     if ctx.session.execute(delete(RouteTableAssociation).where(RouteTableAssociation.id == assoc.id)).rowcount != 1:
         raise InvalidAssociationIDNotFound(assoc.id)
+    routing.changed(ctx, assoc.vpc_id)
     return {}
 
 
@@ -286,6 +299,7 @@ def replace_route_table_association(ctx: Context, p: dict) -> dict:
     if done != 1:
         raise InvalidAssociationIDNotFound(assoc.id)
     ctx.session.execute(delete(Tag).where(Tag.resource_id == assoc.id, Tag.account_id == ctx.account_id))
+    routing.changed(ctx, assoc.vpc_id)
     return {"NewAssociationId": new, "AssociationState": {"State": "associated"}}
 
 
@@ -312,6 +326,9 @@ def _views(ctx: Context, tables: list[RouteTable]) -> list[_View]:
                                  .order_by(RouteTableAssociation.id)).all()
     gateways = dict(ctx.session.execute(select(InternetGateway.id, InternetGateway.vpc_id).where(
         InternetGateway.id.in_([r.gateway_id for r in routes if r.gateway_id]))).all())
+    nats = set(ctx.session.scalars(select(NatGateway.id).where(
+        NatGateway.id.in_([r.nat_gateway_id for r in routes if r.nat_gateway_id]),
+        NatGateway.state.in_(("pending", "available")))))
     alive = set(ctx.session.scalars(select(Instance.id).where(
         Instance.id.in_([r.instance_id for r in routes if r.instance_id]), Instance.state != "terminated")))
     vpc_of = {t.id: t.vpc_id for t in tables}
@@ -324,6 +341,10 @@ def _views(ctx: Context, tables: list[RouteTable]) -> list[_View]:
             out["GatewayId"] = r.gateway_id
             if gateways.get(r.gateway_id) != vpc_of[r.route_table_id]:
                 out["State"] = "blackhole"  # deleted or detached
+        elif r.nat_gateway_id:
+            out["NatGatewayId"] = r.nat_gateway_id
+            if r.nat_gateway_id not in nats:
+                out["State"] = "blackhole"  # deleted
         else:
             out.update({"InstanceId": r.instance_id, "NetworkInterfaceId": r.network_interface_id,
                         "InstanceOwnerId": r.account_id})

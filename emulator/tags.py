@@ -11,11 +11,12 @@ from .errors import (InvalidAMIIDNotFound, InvalidConversionTaskId, InvalidGroup
                      InvalidSecurityGroupRuleIdNotFound, InvalidSnapshotNotFound, InvalidSubnetIDNotFound,
                      InvalidVolumeNotFound, InvalidVpcIDNotFound,
                      MissingParameter, NotFound, TagLimitExceeded)
-from .errors import (InvalidDhcpOptionIDNotFound, InvalidInternetGatewayIDNotFound, InvalidNetworkAclIDNotFound,
-                     InvalidNetworkInterfaceIDNotFound, InvalidRouteTableIDNotFound)
+from .errors import (InvalidAllocationIDNotFound, InvalidDhcpOptionIDNotFound, InvalidInternetGatewayIDNotFound,
+                     InvalidNatGatewayIDNotFound, InvalidNetworkAclIDNotFound, InvalidNetworkInterfaceIDNotFound,
+                     InvalidRouteTableIDNotFound)
 from .models import (Image, ImportImageTask, Instance, KeyPair, SecurityGroup, SecurityGroupRule, Snapshot, Subnet,
                      Tag, Volume, Vpc)
-from .models import DhcpOptions, InternetGateway, NetworkAcl, NetworkInterface, RouteTable
+from .models import Address, DhcpOptions, InternetGateway, NatGateway, NetworkAcl, NetworkInterface, RouteTable
 from .query import Resource, describe
 from .registry import Context, action
 
@@ -44,6 +45,8 @@ KINDS: dict[str, Kind] = {
     "dopt": Kind("dhcp-options", DhcpOptions, InvalidDhcpOptionIDNotFound),
     "acl": Kind("network-acl", NetworkAcl, InvalidNetworkAclIDNotFound),
     "eni": Kind("network-interface", NetworkInterface, InvalidNetworkInterfaceIDNotFound),
+    "eipalloc": Kind("elastic-ip", Address, InvalidAllocationIDNotFound),
+    "nat": Kind("natgateway", NatGateway, InvalidNatGatewayIDNotFound),
     "vol": Kind("volume", Volume, InvalidVolumeNotFound),
     "snap": Kind("snapshot", Snapshot, InvalidSnapshotNotFound),
 }

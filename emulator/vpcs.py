@@ -27,7 +27,7 @@ from .errors import (DefaultSubnetAlreadyExistsInAvailabilityZone, DefaultVpcAlr
                      InvalidSubnetRange, InvalidVpcIDNotFound, InvalidVpcRange, MissingInput,
                      MissingParameter, SubnetLimitExceeded, Unsupported, VpcLimitExceeded)
 from .ids import new_id
-from .models import (Instance, InternetGateway, NetworkAcl, SecurityGroup, SecurityGroupRule, Subnet,
+from .models import (Instance, InternetGateway, NatGateway, NetworkAcl, SecurityGroup, SecurityGroupRule, Subnet,
                      Tag, Vpc)
 from .query import Resource, Selector, describe
 from .registry import Context, action
@@ -435,10 +435,14 @@ def create_default_subnet(ctx: Context, p: dict) -> dict:
 
 
 def subnet_in_use(ctx: Context, subnet_id: str) -> bool:
+    """An instance, a network interface or a NAT gateway that is not gone holds an address in it."""
     from .network_interfaces import in_use_by  # it imports this module
-    return ctx.session.scalars(select(Instance.id).where(Instance.subnet_id == subnet_id,
-                                                         Instance.state != "terminated").limit(1)).first() is not None \
-        or in_use_by(ctx, subnet_id=subnet_id)
+    return (ctx.session.scalars(select(Instance.id).where(Instance.subnet_id == subnet_id,
+                                                          Instance.state != "terminated").limit(1)).first() is not None
+            or in_use_by(ctx, subnet_id=subnet_id)
+            or ctx.session.scalars(select(NatGateway.id).where(NatGateway.subnet_id == subnet_id,
+                                                               NatGateway.state != "deleted").limit(1)).first()
+            is not None)
 
 
 @action("DeleteSubnet")

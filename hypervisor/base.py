@@ -23,7 +23,7 @@ Rules every driver keeps:
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -326,6 +326,18 @@ class Driver:
     def set_addresses(self, instance_id: str, secondary_ips: Sequence[str], source_dest_check: bool = True) -> None:
         """The primary interface's secondary addresses (anti-spoofing admits them) and its
         source/destination check (False: it may send from any address). Not plugged: nothing."""
+        raise NotImplementedError
+
+    # --------------------------------------------------------------------------- routing
+
+    def apply_routes(self, vpc_id: str, routes: Mapping[str, Mapping[str, str | None]]) -> None:
+        """Route each subnet's traffic that leaves the VPC as its route table says, replacing what
+        was applied before. routes: subnet CIDR -> {destination CIDR: None to leave by the internet
+        gateway (only addresses mapped 1:1 by map_address may), or a NAT gateway's public address
+        to leave as (source NAT, egress only)}. A destination outside the VPC and not listed for
+        a subnet has no path from it (nor do replies to it). Until the first call a VPC routes
+        everything to its internet gateway (the behaviour before route tables reached the host).
+        Kept for a VPC whose network is not there yet."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------- addresses

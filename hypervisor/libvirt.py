@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from xml.etree.ElementTree import tostring
 
@@ -440,6 +440,13 @@ class LibvirtDriver(Driver):
         """See Driver.apply_firewall: nftables in the VPC's namespace (nftables.firewall_table
         and acl_table), kept for a VPC whose network is not there yet."""
         self.network.apply_firewall(vpc_id, firewall_state(groups, ports, acls))
+
+    # ------------------------------------------------------------------------------ routing
+
+    def apply_routes(self, vpc_id: str, routes: Mapping[str, Mapping[str, str | None]]) -> None:
+        """See Driver.apply_routes: policy routing and source NAT in the VPC's namespace
+        (Network.apply_routes)."""
+        self.network.apply_routes(vpc_id, routes)
 
     # ---------------------------------------------------------------------------- addresses
 

@@ -36,6 +36,20 @@ def routes(ns: str, dev: str) -> list[dict]:
     return json.loads(ip(ns, "-j", "route", "show", "dev", dev, check=False) or "[]")
 
 
+def table_routes(ns: str, table: int) -> list[dict]:
+    """Routes of a numbered routing table ([] when it does not exist: `ip -j` then prints a lone
+    '[' and fails)."""
+    try:
+        return json.loads(ip(ns, "-j", "route", "show", "table", str(table), check=False) or "[]")
+    except ValueError:
+        return []
+
+
+def rules(ns: str) -> list[dict]:
+    """Policy routing rules, as `ip -j rule show` gives them."""
+    return json.loads(ip(ns, "-j", "rule", "show") or "[]")
+
+
 def exec_in(ns: str, *argv: str, input: str | None = None) -> str:
     return run(["ip", "netns", "exec", ns, *argv], input=input)
 

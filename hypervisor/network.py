@@ -13,7 +13,11 @@ Per VPC, namespace `<prefix>-<vpc id>`:
   * one dnsmasq (dnsmasq.py): DHCP with one fixed lease per interface, DNS for the names the
     emulator gave (hostnames, DNS domains), never forwarding a query anywhere;
   * nftables (nftables.py: the ruleset as a pure function of the VPC's state): per-port
-    anti-spoofing, the internet gateway's 1:1 NAT and the security groups.
+    anti-spoofing, the internet gateway's 1:1 NAT, NAT gateways' source NAT and the security
+    groups;
+  * policy routing from the route tables (`_policy_routes`): a subnet's traffic leaves by the
+    internet link only where its table routes it to an attached internet gateway or a NAT
+    gateway (kept in `<state_dir>/routes/<vpc id>.json`, like the firewall).
 
 One more namespace, `<prefix>-internet`, plays the internet. Each VPC namespace has a veth into
 it (`igw` in the VPC namespace, `x<10 hex of the vpc id>` in the internet one), unnumbered in
@@ -67,6 +71,8 @@ PREFIX = "ec2emu"
 METADATA_ADDRESS = "169.254.169.254"
 LINK_VPC_ADDRESS = "100.127.255.1"      # the VPC router's end of its internet link (every VPC ns)
 INTERNET_ADDRESS = "100.127.255.254"    # the internet namespace's own address
+SUBNET_RULE_PRIORITY = 33000  # per-subnet policy rules, after main (32766) and default (32767)
+FIRST_SUBNET_TABLE = 1000     # the kernel routing table of a VPC's n-th subnet with a route out
 
 
 @dataclass(frozen=True)
@@ -214,7 +220,6 @@ class Network:
         links.ip(ns, "addr", "replace", f"{LINK_VPC_ADDRESS}/32", "dev", IGW_IFNAME)
         links.ip(ns, "link", "set", IGW_IFNAME, "up")
         links.ip(ins, "link", "set", x, "up")
-        links.ip(ns, "route", "replace", "default", "via", INTERNET_ADDRESS, "dev", IGW_IFNAME, "onlink")
 
     def heal(self) -> list[str]:
         """Repair the VPCs that have ports and lost their namespace or their dnsmasq (killed,
@@ -264,6 +269,68 @@ class Network:
             ns = self.namespace_of(vpc_id)
             if self.store.load(vpc_id) is not None and host.netns_exists(ns):
                 links.exec_in(ns, "nft", "-f", "-", input=nftables.firewall_script(firewall))
+
+    # ------------------------------------------------------------------------------ routing
+
+    def _routes_path(self, vpc_id: str):
+        return self.state_dir / "routes" / f"{vpc_id}.json"
+
+    def routes(self, vpc_id: str) -> dict | None:
+        """The routes last applied to a VPC (Driver.apply_routes' form), None if never."""
+        try:
+            return json.loads(self._routes_path(vpc_id).read_text())
+        except FileNotFoundError:
+            return None
+
+    def apply_routes(self, vpc_id: str, routes: dict) -> None:
+        """Route the VPC's subnets as their route tables say (see Driver.apply_routes), live. Kept
+        for a VPC with no network yet, like its firewall."""
+        with self.locked():
+            path = self._routes_path(vpc_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_if_changed(path, json.dumps(routes, indent=1, sort_keys=True))
+            st = self.store.load(vpc_id)
+            if st is not None and host.netns_exists(self.namespace_of(vpc_id)):
+                self._apply(st)
+
+    def _policy_routes(self, ns: str, routes: dict | None) -> None:
+        """The VPC namespace's routing for traffic that leaves the VPC. Policy routing, because
+        the decision depends on the source subnet (its route table), which plain destination
+        routing cannot see: the main table holds only the VPC's own networks (the subnets'
+        bridges: AWS's `local` route) and no default route, so it is consulted first and falls
+        through for anything else; then one rule per subnet with a route out (`from <subnet>
+        lookup <its table>`, after main) holds that subnet's routes to the internet link. A
+        subnet without one has no path out, and no reply path either (inbound to its public
+        addresses fails, as on AWS without an internet gateway route). routes None (never
+        applied): everything may leave, as before route tables reached the host."""
+        if routes is None:
+            links.ip(ns, "route", "replace", "default", "via", INTERNET_ADDRESS, "dev", IGW_IFNAME, "onlink")
+        else:
+            links.ip(ns, "route", "del", "default", "table", "main", check=False)
+        wanted_rules, wanted_tables = [], {}
+        for i, (cidr, dests) in enumerate(sorted((routes or {}).items())):
+            if dests:
+                table = FIRST_SUBNET_TABLE + i
+                wanted_rules.append((SUBNET_RULE_PRIORITY + i, cidr, table))
+                wanted_tables[table] = sorted(dests)
+        have_rules = [(r["priority"], r.get("src", "") + (f"/{r['srclen']}" if "srclen" in r else ""),
+                       int(r["table"])) for r in links.rules(ns)
+                      if r.get("priority", 0) >= SUBNET_RULE_PRIORITY and str(r.get("table", "")).isdigit()]
+        have_tables = {t: sorted(rt["dst"] if "/" in rt["dst"] or rt["dst"] == "default" else f"{rt['dst']}/32"
+                                 for rt in links.table_routes(ns, t))
+                       for t in {t for _p, _c, t in have_rules} | set(wanted_tables)}
+        norm = {t: sorted("default" if d == "0.0.0.0/0" else d for d in dests) for t, dests in wanted_tables.items()}
+        if sorted(have_rules) == wanted_rules and all(have_tables.get(t, []) == norm.get(t, []) for t in have_tables):
+            return
+        for priority, _cidr, table in have_rules:
+            links.ip(ns, "rule", "del", "priority", str(priority), check=False)
+            links.ip(ns, "route", "flush", "table", str(table), check=False)
+        for priority, cidr, table in wanted_rules:
+            links.ip(ns, "route", "flush", "table", str(table), check=False)
+            for dest in wanted_tables[table]:
+                links.ip(ns, "route", "replace", dest, "via", INTERNET_ADDRESS, "dev", IGW_IFNAME, "onlink",
+                         "table", str(table))
+            links.ip(ns, "rule", "add", "from", cidr, "lookup", str(table), "priority", str(priority))
 
     def _remove_ns(self, ns: str) -> None:
         dnsmasq.stop_strays(ns)
@@ -442,7 +509,13 @@ class Network:
         hosts_changed = write_if_changed(d / "hosts", dnsmasq.hosts(st["ports"], st["nat"], st["public_names"],
                                                                      st["dns_domain"]))
         removed = bool(old_dhcp - set(dhcp_lines))
-        links.exec_in(ns, "nft", "-f", "-", input=nftables.ruleset(st["ports"], st["nat"], self.firewall(vpc_id)))
+        routes = self.routes(vpc_id)
+        routes = {cidr: dests for cidr, dests in routes.items() if cidr in st["subnets"].values()} \
+            if routes is not None else None
+        egress_nat = [(cidr, dest, via) for cidr, dests in (routes or {}).items() for dest, via in dests.items() if via]
+        links.exec_in(ns, "nft", "-f", "-", input=nftables.ruleset(st["ports"], st["nat"], self.firewall(vpc_id),
+                                                                   egress_nat))
+        self._policy_routes(ns, routes)
         conf_changed = write_if_changed(d / "dnsmasq.conf", dnsmasq.config(
             d.resolve(), st["subnets"].items(), st["dns_domain"], st["public_dns_domain"],
             st.get("dhcp_domain", "")))
@@ -453,9 +526,11 @@ class Network:
             daemon.start()  # a restart also forgets leases: a reused address must go to its new MAC
         elif dhcp_changed or hosts_changed:
             daemon.reload()
-        self._internet_routes(vpc_id, st["nat"])
+        self._internet_routes(vpc_id, [*st["nat"], *{via for _c, _d, via in egress_nat}])
 
-    def _internet_routes(self, vpc_id: str, nat: dict) -> None:
+    def _internet_routes(self, vpc_id: str, nat) -> None:
+        """The internet namespace routes each public address (1:1 mapped or a NAT gateway's) to
+        its VPC's link."""
         ins, x = self.internet_namespace, internet_link_name(vpc_id)
         if not host.netns_exists(ins):
             return
@@ -531,3 +606,4 @@ class Network:
             for vpc_id in self.store.known():
                 self.store.remove(vpc_id)
             shutil.rmtree(self.state_dir / "firewalls", ignore_errors=True)
+            shutil.rmtree(self.state_dir / "routes", ignore_errors=True)

@@ -6,7 +6,9 @@ Three tables, each replaced whole and atomically by one `nft -f` run of the text
     its own address (or 0.0.0.0 -> 255.255.255.255 for DHCP); anything else (IPv6, VLAN tags...)
     is dropped;
   * `ip ec2emu_igw`: the internet gateway: 1:1 NAT of public IPs (DNAT in from the internet link,
-    SNAT out to it), and only instances with a public IP may use that link;
+    SNAT out to it), and only instances with a public IP may use that link; plus NAT gateways:
+    egress-only source NAT of the subnets routed to one (which subnet may leave at all is the
+    VPC namespace's policy routing, network.py);
   * `inet ec2emu_acl`: network ACLs (`acl_table`), stateless, per subnet, on the forward hook
     just before the security groups (a deny there is final; an allow lets the groups decide);
   * `inet ec2emu_sg`: security groups (`firewall_table`), stateful. The kernel has no
@@ -60,8 +62,16 @@ def ports_table(ports: Mapping[str, Mapping[str, str]]) -> list[str]:
     return lines + ["}"]
 
 
-def igw_table(nat: Mapping[str, str]) -> list[str]:
-    """nat: public ip -> private ip."""
+def igw_table(nat: Mapping[str, str], egress_nat: Sequence[tuple[str, str, str]] = ()) -> list[str]:
+    """nat: public ip -> private ip. egress_nat: (source CIDR, destination CIDR, public ip) for
+    subnets whose route to that destination is a NAT gateway: their new connections there leave
+    as the gateway's public address (most specific destination first), and only replies come
+    back (`ct status snat` in the reply direction); nothing from the internet opens a
+    connection through it (no DNAT, and the input chain drops what is addressed to the router)."""
+    natted = sorted(egress_nat, key=lambda r: (-int(r[1].split("/")[1]), r))
+    gw_snat = [f'    oifname "{IGW_IFNAME}" ip saddr {src} ip daddr {dst} snat to {pub}' for src, dst, pub in natted]
+    gw_out = [f'    oifname "{IGW_IFNAME}" ip saddr {src} ip daddr {dst} accept' for src, dst, _pub in natted]
+    gw_back = [f'    iifname "{IGW_IFNAME}" ct direction reply ct status snat accept'] if natted else []
     ordered = sorted(nat.items())
 
     def elements(items: str) -> str:
@@ -79,10 +89,13 @@ def igw_table(nat: Mapping[str, str]) -> list[str]:
         "  }",
         "  chain postrouting {",
         "    type nat hook postrouting priority srcnat; policy accept;",
+        *gw_snat,
         f'    oifname "{IGW_IFNAME}" snat to ip saddr map @snat_to',
         "  }",
         "  chain forward {",
         "    type filter hook forward priority 0; policy accept;",
+        *gw_out,
+        *gw_back,
         f'    oifname "{IGW_IFNAME}" ip saddr != @public drop',
         f'    iifname "{IGW_IFNAME}" ip daddr != @public drop',
         "  }",
@@ -276,9 +289,11 @@ def acl_table(firewall: Mapping | None) -> list[str]:
     return lines + ["}"]
 
 
-def ruleset(ports: Mapping[str, Mapping[str, str]], nat: Mapping[str, str], firewall: Mapping | None = None) -> str:
+def ruleset(ports: Mapping[str, Mapping[str, str]], nat: Mapping[str, str], firewall: Mapping | None = None,
+            egress_nat: Sequence[tuple[str, str, str]] = ()) -> str:
     """The whole script for `nft -f -` in a VPC namespace."""
-    return "\n".join(ports_table(ports) + igw_table(nat) + acl_table(firewall) + firewall_table(firewall)) + "\n"
+    return "\n".join(ports_table(ports) + igw_table(nat, egress_nat) + acl_table(firewall)
+                     + firewall_table(firewall)) + "\n"
 
 
 def firewall_script(firewall: Mapping | None) -> str:

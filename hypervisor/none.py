@@ -16,7 +16,7 @@ import ipaddress
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -342,6 +342,17 @@ class NoneDriver(Driver):
                     return True
             return False
         return allowed(src_ip, "egress", dst_ip) and allowed(dst_ip, "ingress", src_ip)
+
+    # ------------------------------------------------------------------------------ routing
+
+    def apply_routes(self, vpc_id: str, routes: Mapping[str, Mapping[str, str | None]]) -> None:
+        """See Driver.apply_routes. Kept as given (`routes_of` reads it back)."""
+        with self._changing():
+            self.host.setdefault("routes", {})[vpc_id] = {cidr: dict(r) for cidr, r in routes.items()}
+
+    def routes_of(self, vpc_id: str) -> dict | None:
+        with self._lock:
+            return copy.deepcopy(self.host.get("routes", {}).get(vpc_id))
 
     # ---------------------------------------------------------------------------- addresses
 

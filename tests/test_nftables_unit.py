@@ -59,6 +59,25 @@ def test_igw_maps_public_addresses_both_ways():
     assert "map dnat_to { type ipv4_addr : ipv4_addr; }" in empty and "elements = { }" not in empty
 
 
+def test_nat_gateways_source_nat_their_subnets_egress_only():
+    text = nftables.ruleset(PORTS, {"198.51.100.7": "10.0.0.5"},
+                            egress_nat=[("10.0.2.0/24", "0.0.0.0/0", "198.51.100.9"),
+                                        ("10.0.2.0/24", "192.0.2.0/24", "198.51.100.8")])
+    post = chain(text, "postrouting")
+    # most specific destination first, before the 1:1 map
+    assert post[1:] == ['oifname "igw" ip saddr 10.0.2.0/24 ip daddr 192.0.2.0/24 snat to 198.51.100.8',
+                        'oifname "igw" ip saddr 10.0.2.0/24 ip daddr 0.0.0.0/0 snat to 198.51.100.9',
+                        'oifname "igw" snat to ip saddr map @snat_to']
+    fwd = chain(text, "forward")
+    assert fwd[1:] == ['oifname "igw" ip saddr 10.0.2.0/24 ip daddr 192.0.2.0/24 accept',
+                       'oifname "igw" ip saddr 10.0.2.0/24 ip daddr 0.0.0.0/0 accept',
+                       'iifname "igw" ct direction reply ct status snat accept',
+                       'oifname "igw" ip saddr != @public drop',
+                       'iifname "igw" ip daddr != @public drop']
+    # nothing is DNATed to a NAT gateway's address: no way in through it
+    assert "198.51.100.9 :" not in text
+
+
 def test_dnsmasq_serves_only_the_names_it_is_given():
     assert dnsmasq.dhcp_hosts(PORTS) == ["0a:00:00:00:00:01,10.0.0.5,ip-10-0-0-5\n", "0a:00:00:00:00:02,10.0.0.6\n"]
     hosts = dnsmasq.hosts(PORTS, {"198.51.100.7": "10.0.0.5", "198.51.100.8": "10.0.0.6"},
