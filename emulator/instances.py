@@ -578,6 +578,13 @@ def _user_initiated(row: Instance, state: str, now: datetime) -> None:
     row.state_reason_message = "Client.UserInitiatedShutdown: User initiated shutdown"
 
 
+def _has_root_volume(session: Session, row: Instance) -> bool:
+    """A volume is attached (or being attached) at the instance's root device name."""
+    return session.scalar(select(VolumeAttachment.volume_id).where(
+        VolumeAttachment.instance_id == row.id, VolumeAttachment.device == row.root_device_name,
+        VolumeAttachment.state != "detaching").limit(1)) is not None
+
+
 def _change(row: Instance, previous: str) -> dict:
     return {"InstanceId": row.id, "CurrentState": _state(row.state), "PreviousState": _state(previous)}
 
@@ -588,6 +595,10 @@ def start_instances(ctx: Context, p: dict) -> dict:
     for row in rows:
         if row.state in ("stopping", "shutting-down", "terminated"):
             raise IncorrectInstanceState.cannot(row.id, "started")
+        if row.state == "stopped" and row.root_device_type == "ebs" and not _has_root_volume(ctx.session, row):
+            # its root volume was detached (and not attached again at the root device name)
+            raise InvalidParameterValue.invalid(row.id, "instanceId", "Instance does not have a volume attached "
+                                                f"at root ({row.root_device_name}).")
     changes, to_start = [], []
     taken: set[str] = set()
     for row in rows:

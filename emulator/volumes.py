@@ -29,7 +29,8 @@ from .catalogue import REGIONS
 from .errors import (AttachmentLimitExceeded, IdempotentParameterMismatch, IncorrectModificationState,
                      IncorrectState, InvalidAttachmentNotFound, InvalidParameterCombination,
                      InvalidParameterValue, InvalidVolumeIDMalformed, InvalidVolumeModificationNotFound,
-                     InvalidVolumeNotFound, InvalidVolumeZoneMismatch, MissingParameter, Unsupported, VolumeInUse)
+                     InvalidVolumeNotFound, InvalidVolumeZoneMismatch, MissingParameter, Unsupported,
+                     UnsupportedOperation, VolumeInUse)
 from .ids import new_id, well_formed
 from .models import Snapshot, Volume, VolumeAttachment, utcnow
 from .query import Resource, Selector, describe
@@ -264,6 +265,8 @@ def new_volume(ctx: Context, zone: str, *, size: int | None, volume_type: str | 
         raise InvalidParameterCombination("Multi-Attach is supported only for io1 and io2 volumes.")
     encrypted, kms = crypto.encryption(ctx, encrypted, kms_key_id,
                                        inherited=snapshot is not None and snapshot.encrypted)
+    if multi_attach and encrypted:
+        refuse_encrypted_multi_attach()
     if snapshot is not None and snapshot.encrypted and not kms_key_id:
         kms = snapshot.kms_key_id  # a volume from an encrypted snapshot keeps its key unless told
     volume_id = new_id("vol")
@@ -283,6 +286,11 @@ def new_volume(ctx: Context, zone: str, *, size: int | None, volume_type: str | 
     ctx.session.add(v)
     ctx.session.flush()
     return v
+
+
+def refuse_encrypted_multi_attach():
+    """A shared disk is one raw file several guests open; this host encrypts qcow2 layers only."""
+    raise Unsupported("Encrypted Multi-Attach volumes are not supported by this emulator's hosts yet.")
 
 
 def _tags(ctx: Context, resource_id: str) -> dict:
@@ -379,15 +387,15 @@ def attach_volume(ctx: Context, p: dict) -> dict:
             raise VolumeInUse.attached(volume.id)
         if len(current) >= MULTI_ATTACH_LIMIT:
             raise AttachmentLimitExceeded(volume.id, MULTI_ATTACH_LIMIT)
-        # The driver's contract attaches a disk to one guest (a qcow2 open read-write in one QEMU
-        # is locked against a second): said plainly rather than failing later on the host.
-        raise Unsupported("Attaching a Multi-Attach volume to a second instance is not supported by this "
-                          "emulator's hosts yet.")
     elif volume.state != "available":
         raise IncorrectState.not_available(volume.id)
     if instance.state not in ("running", "stopped"):
         raise IncorrectState.instance_not_running(instance.id)
-    taken = {_short(instance.root_device_name or "")}
+    if volume.multi_attach:
+        _check_multi_attach(instance, device)
+    # An instance-store root always holds the root device; an EBS root only while attached
+    # (a detached root volume goes back there, or another volume takes its place).
+    taken = {_short(instance.root_device_name or "")} if instance.root_device_type != "ebs" else set()
     taken |= {_short(d) for d in ctx.session.scalars(select(VolumeAttachment.device).where(
         VolumeAttachment.instance_id == instance.id))}
     if _short(device) in taken:
@@ -400,6 +408,19 @@ def attach_volume(ctx: Context, p: dict) -> dict:
     ctx.session.flush()
     ctx.host_task("volume.attach", volume.id, volume.availability_zone, instance_id=instance.id)
     return _attachment_out(a)
+
+
+def _check_multi_attach(instance, device: str) -> None:
+    """AWS's rules for a Multi-Attach volume's attachments (EBS user guide, 'Multi-Attach
+    considerations'): Nitro instances only, and never as a boot volume."""
+    from .catalogue import INSTANCE_TYPES
+
+    if (INSTANCE_TYPES.get(instance.instance_type) or {}).get("Hypervisor") != "nitro":
+        raise UnsupportedOperation(f"Multi-Attach is not supported for this instance type "
+                                   f"({instance.instance_type}): it needs an instance built on the Nitro System.")
+    if instance.root_device_name and _short(device) == _short(instance.root_device_name):
+        raise InvalidParameterValue(f"Invalid value '{device}' for unixDevice. Multi-Attach enabled volumes "
+                                    "can't be attached as boot volumes.")
 
 
 # ------------------------------------------------------------------------------------ detach
@@ -464,8 +485,16 @@ def modify_volume(ctx: Context, p: dict) -> dict:
     multi = volume.multi_attach if p.get("MultiAttachEnabled") is None else bool(p["MultiAttachEnabled"])
     if multi and not rules.multi_attach:
         raise InvalidParameterCombination("Multi-Attach is supported only for io1 and io2 volumes.")
-    if multi != volume.multi_attach and volume.state == "in-use":
-        raise IncorrectState.volume(volume.id, volume.state)
+    if multi != volume.multi_attach:
+        # AWS turns Multi-Attach on or off after creation for io2 only; this host also needs the
+        # volume detached (its disk changes format: raw when shared, qcow2 otherwise).
+        if target_type != "io2":
+            raise InvalidParameterCombination("Multi-Attach can be enabled or disabled after creation "
+                                              "for io2 volumes only.")
+        if volume.state == "in-use":
+            raise IncorrectState.volume(volume.id, volume.state)
+        if multi and volume.encrypted:
+            refuse_encrypted_multi_attach()
     if (target_type, size, iops, throughput, multi) == (volume.volume_type, volume.size, volume.iops,
                                                         volume.throughput, volume.multi_attach):
         raise InvalidParameterValue("New configuration is the same as the existing configuration.")
@@ -623,16 +652,16 @@ def make_disk(host: Host, volume_id: str, source_encrypted: bool = False, image_
         v = session.get(Volume, volume_id)
         if v is None:
             return
-        size, snapshot_id, key = v.size, v.snapshot_id, _key(host, v)
+        size, snapshot_id, key, shared = v.size, v.snapshot_id, _key(host, v), v.multi_attach
         snapshot = session.get(Snapshot, snapshot_id) if snapshot_id else None
         path = snapshot_file(host.config, snapshot) if snapshot is not None else image_path
     if path:
-        host.driver.clone_disk(volume_id, size, image_path=path, key=key)
+        host.driver.clone_disk(volume_id, size, image_path=path, key=key, shared=shared)
     elif snapshot_id:
         host.driver.clone_disk(volume_id, size, snapshot_id=snapshot_id, key=key,
-                               source_key=key if source_encrypted else None)
+                               source_key=key if source_encrypted else None, shared=shared)
     else:
-        host.driver.create_disk(volume_id, size, key)
+        host.driver.create_disk(volume_id, size, key, shared)
 
 
 @host_action("volume.create")
@@ -730,6 +759,10 @@ def modify_on_host(host: Host, volume_id: str) -> None:
             return
         target, key = v.modification["TargetSize"], _key(host, v)
         grow = target > v.size
+        share = v.modification.get("TargetMultiAttachEnabled")
+        reshape = share is not None and share != v.modification.get("OriginalMultiAttachEnabled")
+    if reshape:  # before any growth: a raw file and a qcow2 chain grow differently
+        host.driver.share_disk(volume_id, share, key)
     if grow:
         host.driver.resize_disk(volume_id, target, key)
     crash_point(host.config, "volume.modify:after-driver")

@@ -7,6 +7,12 @@ Layout under the store's root:
   a chain read by any process (a running guest's QEMU too) stays valid.
 * `volumes/<disk id>.qcow2` -> the disk's active layer (a symlink), the one its guest writes.
 * `snapshots/<snapshot id>.qcow2` -> the snapshot's layer (a symlink), frozen for ever.
+* `layers/<disk id>[~<n>].raw`: a shared disk (Multi-Attach): one sparse raw file, no chain.
+  Two QEMUs cannot share a qcow2 writer (its metadata would be corrupted, and QEMU's image lock
+  refuses it: FACTS.md); a raw file opened `shareable` by each can. Its name carries `.qcow2`
+  all the same (`volumes/<id>.qcow2` -> `layers/<id>.raw`): names never say a format. A
+  snapshot of it is a full copy converted into a new qcow2 layer (not incremental: raw has no
+  layers to freeze); clones of snapshots into shared disks are full raw copies.
 
 A snapshot freezes the disk's active layer as the snapshot and continues the disk in a new empty
 overlay on it (`layers/<disk>+<snapshot>.qcow2`): it stores exactly what changed since the
@@ -111,7 +117,18 @@ class Disks:
         return named
 
     def _layers(self) -> list[Path]:
-        return sorted((self.root / "layers").glob("*.qcow2"))
+        return sorted([*(self.root / "layers").glob("*.qcow2"), *(self.root / "layers").glob("*.raw")])
+
+    def shared(self, disk_id: str) -> bool:
+        """Whether the disk is a shared (raw, Multi-Attach) one; LookupError if no such disk."""
+        return self.layer(disk_id).suffix == ".raw"
+
+    def _new_layer_path(self, disk_id: str, suffix: str) -> Path:
+        """A layer name for a disk's new whole-disk layer (made by share()): `<id>~<n>`, n unused."""
+        n = 1
+        while any((self.root / "layers" / f"{disk_id}~{n}{ext}").exists() for ext in (".qcow2", ".raw")):
+            n += 1
+        return self.root / "layers" / f"{disk_id}~{n}{suffix}"
 
     # ------------------------------------------------------------------------------ qemu-img
 
@@ -197,11 +214,21 @@ class Disks:
 
     # ------------------------------------------------------------------------------ operations
 
-    def create(self, disk_id: str, size_gib: int, key: bytes | None = None) -> None:
+    def create(self, disk_id: str, size_gib: int, key: bytes | None = None, shared: bool = False) -> None:
         """See Driver.create_disk."""
         if size_gib < 1:
             raise ValueError("a disk has at least 1 GiB")
         if self.path(disk_id).exists():
+            return
+        if shared:
+            self._refuse_shared_key(key)
+            raw = self.root / "layers" / f"{disk_id}.raw"
+
+            def sparse(partial: Path) -> None:
+                with open(partial, "wb") as f:
+                    f.truncate(size_gib * GIB)
+            self._make(raw, sparse)
+            self._link(self.path(disk_id), raw)
             return
 
         def build(partial: Path) -> None:
@@ -214,12 +241,14 @@ class Disks:
 
     def clone(self, disk_id: str, size_gib: int, *, image_path: str | None = None,
               snapshot_id: str | None = None, key: bytes | None = None,
-              source_key: bytes | None = None) -> None:
+              source_key: bytes | None = None, shared: bool = False) -> None:
         """See Driver.clone_disk."""
         if (image_path is None) == (snapshot_id is None):
             raise ValueError("clone from exactly one of image_path and snapshot_id")
         if self.path(disk_id).exists():
             return
+        if shared:
+            self._refuse_shared_key(key)
         if image_path:
             source = Path(image_path).resolve()
             if not source.exists():
@@ -244,9 +273,45 @@ class Disks:
                           *self._luks(key, "sec1"), str(partial), luks=True)
             with self._secret(key) as secret:
                 self._img("resize", "-q", *secret, *self._open(partial, key), str(size), luks=key is not None)
-        layer = self._layer_path(disk_id)
-        self._make(layer, copy if encrypted_source else overlay)
+        def raw(partial: Path) -> None:  # a shared disk: a full sparse raw copy, then its size
+            with self._secret(source_key) as secret:
+                self._img("convert", *secret, *self._open(source, source_key), "-O", "raw", str(partial),
+                          luks=source_key is not None)
+            os.truncate(partial, size)
+
+        if shared:
+            layer = self.root / "layers" / f"{disk_id}.raw"
+            self._make(layer, raw)
+        else:
+            layer = self._layer_path(disk_id)
+            self._make(layer, copy if encrypted_source else overlay)
         self._link(self.path(disk_id), layer)
+
+    @staticmethod
+    def _refuse_shared_key(key: bytes | None) -> None:
+        if key is not None:
+            raise ValueError("shared (Multi-Attach) disks are not encrypted on this host")
+
+    def share(self, disk_id: str, shared: bool, key: bytes | None = None) -> None:
+        """Make a disk shared (a raw file, for Multi-Attach) or not (a qcow2 layer again), keeping
+        its contents; no guest may have it open. Its whole chain is copied into one new layer and
+        the disk's name moved onto it; what the old chain held only for the disk is swept (its
+        snapshots keep their layers). Already so: nothing."""
+        if self.shared(disk_id) == shared:
+            return
+        if shared:
+            self._refuse_shared_key(key)
+        old = self.layer(disk_id)
+        new = self._new_layer_path(disk_id, ".raw" if shared else ".qcow2")
+
+        def build(partial: Path) -> None:
+            self._img("convert", *(["-f", "raw"] if not shared else []), str(old), "-O",
+                      "raw" if shared else "qcow2", str(partial))
+            if shared:
+                os.truncate(partial, self.info(old)["virtual-size"])
+        self._make(new, build)
+        self._link(self.path(disk_id), new)
+        self._sweep(key)
 
     def overlay(self, path: str | os.PathLike, backing: str | os.PathLike) -> None:
         """A qcow2 overlay of a qcow2 file's size at `path` (an instance's root disk), unless it
@@ -264,9 +329,10 @@ class Disks:
             raise ValueError(f"{disk_id} has {current // GIB} GiB: disks only grow")
         if size_gib * GIB == current:
             return
+        layer = self.layer(disk_id)
         with self._secret(key) as secret:
-            self._img("resize", "-q", *secret, *self._open(self.layer(disk_id), key), str(size_gib * GIB),
-                      luks=key is not None)
+            self._img("resize", "-q", *secret, *(["-f", "raw"] if layer.suffix == ".raw" else []),
+                      *self._open(layer, key), str(size_gib * GIB), luks=key is not None)
 
     def size(self, disk_id: str) -> int:
         """Virtual size in bytes; LookupError if there is no such disk."""
@@ -281,6 +347,15 @@ class Disks:
         the names after a crash)."""
         layer = self.layer(disk_id)  # finishes an interrupted snapshot first
         if self.snapshot_path(snapshot_id).exists():
+            return self.stored(snapshot_id)
+        if layer.suffix == ".raw":
+            # A shared disk: its contents now, converted into the snapshot's own qcow2 layer
+            # (read without locks: guests hold it open, shareable). Not frozen at one instant
+            # across its writers (it has many, each with its own cache-less writes in flight).
+            own = self._layer_path(snapshot_id)
+            self._make(own, lambda partial: self._img("convert", "-U", "-f", "raw", str(layer), "-O", "qcow2",
+                                                      str(partial)))
+            self._link(self.snapshot_path(snapshot_id), own)
             return self.stored(snapshot_id)
         new = self._layer_path(f"{disk_id}+{snapshot_id}")
         if not new.exists():

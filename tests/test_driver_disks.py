@@ -298,3 +298,46 @@ def test_an_encrypted_disk_over_a_plain_snapshot_is_never_merged_into_it(tmp_pat
     disks.snapshot("vol-3", "snap-3")
     disks.delete_snapshot("snap-3")
     assert len(disks.chain(disks.layer("vol-3"))) == 1
+
+
+def raw_io(path, command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["qemu-io", "-f", "raw", str(path), "-c", command], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_shared_disks_are_raw_and_snapshot_into_qcow2(tmp_path):
+    """A shared (Multi-Attach) disk is one sparse raw file; its snapshots are qcow2 layers that
+    clone into plain or shared disks; share() turns a disk shared and back keeping its data."""
+    disks = Disks(tmp_path / "store")
+    disks.create("vol-s", 1, shared=True)
+    disks.create("vol-s", 1, shared=True)  # idempotent
+    raw = disks.layer("vol-s")
+    assert raw.suffix == ".raw" and disks.shared("vol-s") and raw.stat().st_blocks == 0  # sparse
+    assert disks.info(raw)["format"] == "raw" and disks.size("vol-s") == GIB
+    with pytest.raises(ValueError):
+        disks.create("vol-e", 1, KEY, shared=True)
+    proc = raw_io(raw, "write -P 0x5a 1M 64k")
+    assert proc.returncode == 0, proc.stderr
+    disks.resize("vol-s", 2)
+    assert disks.size("vol-s") == 2 * GIB and disks.layer("vol-s") == raw
+    assert disks.snapshot("vol-s", "snap-s") > 0
+    assert disks.layer("vol-s") == raw  # the disk goes on in the same file
+    assert disks.info(disks.snapshot_layer("snap-s"))["format"] == "qcow2"
+    raw_io(raw, "write -P 0x11 1M 64k")  # later writes do not reach the snapshot
+    disks.clone("vol-c", 2, snapshot_id="snap-s")  # a plain clone: an overlay
+    assert holds(disks, disks.path("vol-c"), 0x5a, 1 << 20)
+    disks.clone("vol-d", 3, snapshot_id="snap-s", shared=True)  # a shared clone: a raw copy
+    assert disks.shared("vol-d") and disks.size("vol-d") == 3 * GIB
+    assert raw_io(disks.layer("vol-d"), "read -P 0x5a 1M 64k").returncode == 0
+    assert "verification failed" not in raw_io(disks.layer("vol-d"), "read -P 0x5a 1M 64k").stdout
+    # share() both ways keeps the data; the old file goes
+    disks.share("vol-c", True)
+    assert disks.shared("vol-c") and "verification failed" not in raw_io(
+        disks.layer("vol-c"), "read -P 0x5a 1M 64k").stdout
+    disks.share("vol-s", False)
+    assert not disks.shared("vol-s") and not raw.exists()
+    assert holds(disks, disks.path("vol-s"), 0x11, 1 << 20) and disks.size("vol-s") == 2 * GIB
+    for d in ("vol-s", "vol-c", "vol-d"):
+        disks.delete(d)
+    disks.delete_snapshot("snap-s")
+    assert list((tmp_path / "store" / "layers").iterdir()) == []

@@ -371,5 +371,18 @@ def test_the_root_volume_detaches_only_from_a_stopped_instance(ec2):
     fast_waiter(ec2, "instance_stopped")(InstanceIds=[iid])
     ec2.detach_volume(VolumeId=root["VolumeId"])  # stopped: allowed
     eventually(lambda: volume(ec2, root["VolumeId"])["State"] == "available", "detached")
+    # without a root volume it cannot start (AWS's words, VM Import troubleshooting guide)
+    message = expect_error("InvalidParameterValue", ec2.start_instances, InstanceIds=[iid])
+    assert message == (f"Invalid value '{iid}' for instanceId. Instance does not have a volume attached at "
+                       "root (/dev/xvda).")
+    # another device name is not the root either; the root device name is free again
+    spare = new_volume(ec2)
+    ec2.attach_volume(VolumeId=spare, InstanceId=iid, Device="/dev/sdf")
+    expect_error("InvalidParameterValue", ec2.start_instances, InstanceIds=[iid])
+    ec2.attach_volume(VolumeId=root["VolumeId"], InstanceId=iid, Device="/dev/xvda")
+    eventually(lambda: volume(ec2, root["VolumeId"])["State"] == "in-use", "attached again")
+    ec2.start_instances(InstanceIds=[iid])
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
     terminate(ec2, iid)
-    ec2.delete_volume(VolumeId=root["VolumeId"])
+    eventually(lambda: volume(ec2, spare)["State"] == "available", "spare released")
+    ec2.delete_volume(VolumeId=spare)
