@@ -290,8 +290,11 @@ def test_create_image_snapshots_the_volumes_and_launches(server, ec2):
         snap = ec2.describe_snapshots(SnapshotIds=[ebs["SnapshotId"]])["Snapshots"][0]
         assert snap["VolumeId"] == m[device]["VolumeId"] and snap["State"] == "completed"
         assert snap["Tags"] == [{"Key": "k", "Value": "s"}] and image in snap["Description"]
-    # rebooted (not NoReboot): the pretend console counts a boot more
-    eventually(lambda: host(server)["guests"][iid]["boots"] == boots + 1, "rebooted")
+    # not NoReboot: shut down (not a mere reboot), then booted again after the snapshots; the
+    # instance stays 'running' throughout, as during a reboot
+    eventually(lambda: host(server)["guests"][iid]["boots"] == boots + 1, "started again")
+    assert host(server)["guests"][iid]["console"][-2:] == ["ec2emu-none: power off", f"ec2emu-none: boot {boots + 1}"]
+    assert describe(ec2, iid)["State"]["Name"] == "running" and host(server)["guests"][iid]["state"] == "running"
     # NoReboot: no reboot
     second = ec2.create_image(InstanceId=iid, Name=unique("made"), NoReboot=True)["ImageId"]
     eventually(lambda: image_state(ec2, second) == "available", "second image")
