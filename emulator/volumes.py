@@ -242,8 +242,12 @@ def create_volume(ctx: Context, p: dict) -> dict:
                    client_token=token)
     if tags:
         set_tags(ctx, v.id, tags)
+    # What the disk is made from goes in the task: the snapshot may be deleted before it runs
+    # (a file-backed one leaves no layer on the host, only its file, named here).
+    from .images import snapshot_file
     ctx.host_task("volume.create", v.id, zone,
-                  source_encrypted=bool(snapshot is not None and snapshot.encrypted))
+                  source_encrypted=bool(snapshot is not None and snapshot.encrypted),
+                  source_file=snapshot_file(ctx.config, snapshot) if snapshot is not None else None)
     return _volume_out(v, [], tag_dict(tags))
 
 
@@ -665,12 +669,14 @@ def make_disk(host: Host, volume_id: str, source_encrypted: bool = False, image_
 
 
 @host_action("volume.create")
-def create_on_host(host: Host, volume_id: str, source_encrypted: bool = False) -> None:
+def create_on_host(host: Host, volume_id: str, source_encrypted: bool = False,
+                   source_file: str | None = None) -> None:
+    """source_file: the host file behind the volume's snapshot if it is one (its row may be gone)."""
     with host.Session() as session:
         v = session.get(Volume, volume_id)
         if v is None or v.state != "creating":
             return  # deleted before its disk was made (its delete task follows), or done already
-    make_disk(host, volume_id, source_encrypted)
+    make_disk(host, volume_id, source_encrypted, image_path=source_file)
     crash_point(host.config, "volume.create:after-driver")
     with host.Session() as session:
         session.execute(update(Volume).where(Volume.id == volume_id, Volume.state == "creating")
