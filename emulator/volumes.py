@@ -30,7 +30,7 @@ from .errors import (AttachmentLimitExceeded, IdempotentParameterMismatch, Incor
                      IncorrectState, InvalidAttachmentNotFound, InvalidParameterCombination,
                      InvalidParameterValue, InvalidVolumeIDMalformed, InvalidVolumeModificationNotFound,
                      InvalidVolumeNotFound, InvalidVolumeZoneMismatch, MissingParameter, Unsupported,
-                     UnsupportedOperation, VolumeInUse)
+                     UnsupportedOperation, VolumeInUse, VolumeModificationRateExceeded)
 from .ids import new_id, well_formed
 from .models import Snapshot, Volume, VolumeAttachment, utcnow
 from .query import Resource, Selector, describe
@@ -502,6 +502,7 @@ def modify_volume(ctx: Context, p: dict) -> dict:
     if (target_type, size, iops, throughput, multi) == (volume.volume_type, volume.size, volume.iops,
                                                         volume.throughput, volume.multi_attach):
         raise InvalidParameterValue("New configuration is the same as the existing configuration.")
+    _check_modification_rate(ctx, volume)
     volume.modification = {k: v for k, v in {
         "ModificationState": "modifying", "StartTime": utcnow().isoformat(), "Progress": 0,
         "TargetSize": size, "TargetVolumeType": target_type, "TargetIops": iops, "TargetThroughput": throughput,
@@ -511,6 +512,18 @@ def modify_volume(ctx: Context, p: dict) -> dict:
     }.items() if v is not None}
     ctx.host_task("volume.modify", volume.id, volume.availability_zone)
     return {"VolumeModification": _modification_row(volume)}
+
+
+def _check_modification_rate(ctx: Context, volume: Volume) -> None:
+    """AWS's cooldown: a volume's modification starts at least 6 hours (config) after the last."""
+    from datetime import datetime, timedelta
+
+    from .times import aware
+
+    started = (volume.modification or {}).get("StartTime")
+    if started and utcnow() - aware(datetime.fromisoformat(started)) < timedelta(
+            seconds=ctx.config.volume_modification_cooldown_seconds):
+        raise VolumeModificationRateExceeded()
 
 
 def _modification_row(v: Volume) -> dict:

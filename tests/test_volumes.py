@@ -368,11 +368,38 @@ def test_modify_volume(server, ec2, instance):
     expect_error("InvalidVolume.NotFound", ec2.describe_volumes_modifications, VolumeIds=["vol-0123456789abcdef0"])
     never = new_volume(ec2)
     expect_error("InvalidVolumeModification.NotFound", ec2.describe_volumes_modifications, VolumeIds=[never])
-    # back to gp2 drops the provisioned IOPS and throughput
-    ec2.modify_volume(VolumeId=vid, VolumeType="gp2")
-    eventually(lambda: volume(ec2, vid)["VolumeType"] == "gp2" and done(), "gp2")
-    assert "Throughput" not in volume(ec2, vid) and volume(ec2, vid)["Iops"] == 100  # gp2 of 10 GiB: floor
+    # a second modification within 6 hours of the first one's start is refused (AWS's cooldown)
+    msg = expect_error("VolumeModificationRateExceeded", ec2.modify_volume, VolumeId=vid, VolumeType="gp2")
+    assert msg == ("You've reached the maximum modification rate per volume limit. Wait at least 6 hours "
+                   "between modifications per EBS volume.")
     detach(ec2, vid)
+    # back to gp2 drops the provisioned IOPS and throughput (a volume never modified: allowed)
+    fresh = new_volume(ec2, Size=10, VolumeType="gp3", Iops=4000, Throughput=200)
+    ec2.modify_volume(VolumeId=fresh, VolumeType="gp2")
+    eventually(lambda: volume(ec2, fresh)["VolumeType"] == "gp2", "gp2")
+    assert "Throughput" not in volume(ec2, fresh) and volume(ec2, fresh)["Iops"] == 100  # gp2 of 10 GiB: floor
+
+
+def test_modification_cooldown_is_a_setting(tmp_path):
+    """The 6-hour wait is config (volume_modification_cooldown_seconds): past it, the next
+    modification is taken; within it, refused."""
+    import time
+
+    from .server import Server
+
+    srv = Server(tmp_path / "state", database_url="",
+                 extra_env={"EC2EMU_VOLUME_MODIFICATION_COOLDOWN_SECONDS": "3"}).start()
+    try:
+        ec2 = srv.client()
+        vid = new_volume(ec2, Size=1)
+        ec2.modify_volume(VolumeId=vid, Size=2)
+        eventually(lambda: volume(ec2, vid)["Size"] == 2, "grown")
+        expect_error("VolumeModificationRateExceeded", ec2.modify_volume, VolumeId=vid, Size=3)
+        time.sleep(3)
+        ec2.modify_volume(VolumeId=vid, Size=3)
+        eventually(lambda: volume(ec2, vid)["Size"] == 3, "grown again")
+    finally:
+        srv.stop()
 
 
 # ---------------------------------------------------------------------- status and attributes
