@@ -51,6 +51,8 @@ from .host import HostError, run
 GIB = 2**30
 LUKS_ITER_MS = 100   # PBKDF time per open: qemu's default 2 s would cost 2 CPU-s per attach here
 SECRET_ID = "sec0"
+KEY_DIR = "/dev/shm"  # a tmpfs: keys handed to qemu-img never reach a disk
+KEY_FILE_PREFIX = "ec2emu-key-"  # + the writing process's pid + '-': swept when that process is gone
 
 
 Freeze = Callable[[Path, Path], bool]  # (active layer, new layer) -> True if done live
@@ -66,6 +68,7 @@ class Disks:
         self.root = Path(root).resolve()
         for sub in ("layers", "volumes", "snapshots"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.sweep_key_files()  # (at start-up: what a killed run of ours left)
 
     # ------------------------------------------------------------------------------- names
 
@@ -132,13 +135,39 @@ class Disks:
 
     # ------------------------------------------------------------------------------ qemu-img
 
+    @staticmethod
+    def _key_dir() -> str | None:
+        return KEY_DIR if os.path.isdir(KEY_DIR) else None
+
+    @classmethod
+    def sweep_key_files(cls) -> int:
+        """Remove key files left by processes that died holding them (kill -9 between writing a
+        key and running qemu-img); each file's name carries its writer's pid, so a live writer's
+        (another emulator on this host) stay. Returns how many went."""
+        removed = 0
+        for path in Path(cls._key_dir() or tempfile.gettempdir()).glob(f"{KEY_FILE_PREFIX}*"):
+            try:
+                pid = int(path.name[len(KEY_FILE_PREFIX):].split("-", 1)[0])
+            except ValueError:
+                continue
+            try:
+                os.kill(pid, 0)
+                continue  # its writer lives
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue  # alive, someone else's
+            path.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
     @contextmanager
     def _secret(self, *keys: bytes | None):
         """--object arguments for the keys given (the first one as SECRET_ID, a second as sec1)."""
         args, files = [], []
         try:
             for n, key in enumerate(k for k in keys if k is not None):
-                fd, name = tempfile.mkstemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+                fd, name = tempfile.mkstemp(dir=self._key_dir(), prefix=f"{KEY_FILE_PREFIX}{os.getpid()}-")
                 with os.fdopen(fd, "w") as f:
                     f.write(base64.b64encode(key).decode())
                 files.append(name)

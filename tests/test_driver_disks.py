@@ -341,3 +341,29 @@ def test_shared_disks_are_raw_and_snapshot_into_qcow2(tmp_path):
         disks.delete(d)
     disks.delete_snapshot("snap-s")
     assert list((tmp_path / "store" / "layers").iterdir()) == []
+
+
+def test_key_files_of_dead_processes_are_swept_at_start(tmp_path):
+    """A key file a killed process left in /dev/shm goes when a store opens (at start-up); a live
+    process's stays (positive control), and keys in use are named so they can be swept."""
+    from hypervisor import disks as disks_module
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    key_dir = Disks._key_dir() or __import__("tempfile").gettempdir()
+    orphan = os.path.join(key_dir, f"{disks_module.KEY_FILE_PREFIX}{dead.pid}-abc")
+    mine = os.path.join(key_dir, f"{disks_module.KEY_FILE_PREFIX}{os.getpid()}-abc")
+    for name in (orphan, mine):
+        with open(name, "w") as f:
+            f.write("x")
+    try:
+        store = Disks(tmp_path / "store")
+        assert not os.path.exists(orphan) and os.path.exists(mine)
+        with store._secret(KEY) as args:
+            written = args[1].split("file=")[1].split(",")[0]
+            assert os.path.basename(written).startswith(f"{disks_module.KEY_FILE_PREFIX}{os.getpid()}-")
+        assert not os.path.exists(written)
+    finally:
+        for name in (orphan, mine):
+            if os.path.exists(name):
+                os.unlink(name)
