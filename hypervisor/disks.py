@@ -7,6 +7,12 @@ Layout under the store's root:
   a chain read by any process (a running guest's QEMU too) stays valid.
 * `volumes/<disk id>.qcow2` -> the disk's active layer (a symlink), the one its guest writes.
 * `snapshots/<snapshot id>.qcow2` -> the snapshot's layer (a symlink), frozen for ever.
+* `images/<name>.qcow2` -> `layers/image~<file stem>~<version>.<fmt>`: the store's own frozen
+  copy of an image file that disks were cloned from (and instance-store roots built on). Image
+  files outside the store are replaced in place (`ec2emu images build`) or deleted (an import's
+  sweep); a disk built on one directly would change or break with it. The version is the file's
+  identity (inode, size, mtime): a rebuilt file gets a copy of its own, old ones stay for the
+  disks on them. Kept for good (their names are never swept).
 * `layers/<disk id>[~<n>].raw`: a shared disk (Multi-Attach): one sparse raw file, no chain.
   Two QEMUs cannot share a qcow2 writer (its metadata would be corrupted, and QEMU's image lock
   refuses it: FACTS.md); a raw file opened `shareable` by each can. Its name carries `.qcow2`
@@ -39,6 +45,7 @@ qemu-img in a 0600 file on a tmpfs, never on a command line.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import tempfile
@@ -66,7 +73,7 @@ def _esc(path: str | os.PathLike) -> str:
 class Disks:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
-        for sub in ("layers", "volumes", "snapshots"):
+        for sub in ("layers", "volumes", "snapshots", "images"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.sweep_key_files()  # (at start-up: what a killed run of ours left)
 
@@ -113,11 +120,37 @@ class Disks:
     def _names(self) -> dict[Path, list[Path]]:
         """layer -> the names (volume and snapshot symlinks) pointing at it."""
         named: dict[Path, list[Path]] = {}
-        for sub in ("volumes", "snapshots"):
+        for sub in ("volumes", "snapshots", "images"):
             for link in (self.root / sub).glob("*.qcow2"):
                 if link.is_symlink():
                     named.setdefault(Path(os.readlink(link)), []).append(link)
         return named
+
+    def frozen_image(self, image_path: str | os.PathLike) -> Path:
+        """The store's copy of an image file as it is now (made once per version of the file;
+        see the layout above); LookupError if there is no such file."""
+        source = Path(image_path).resolve()
+        for _attempt in range(3):
+            try:
+                before = source.stat()
+            except FileNotFoundError:
+                raise LookupError(f"no image file {image_path}") from None
+            version = hashlib.sha256(f"{source}|{before.st_ino}|{before.st_size}|{before.st_mtime_ns}"
+                                     .encode()).hexdigest()[:12]
+            fmt = "qcow2" if self.info(source)["format"] == "qcow2" else "raw"
+            name = f"image~{source.stem}~{version}"
+            layer = self.root / "layers" / f"{name}.{fmt}"
+            if not layer.exists():
+                self._make(layer, lambda partial: run(["cp", "--sparse=always", "--reflink=auto", str(source),
+                                                       str(partial)], timeout=600))
+                after = source.stat()
+                if (after.st_ino, after.st_size, after.st_mtime_ns) != (before.st_ino, before.st_size,
+                                                                        before.st_mtime_ns):
+                    layer.unlink(missing_ok=True)  # replaced while copied: copy the new one
+                    continue
+            self._link(self.root / "images" / f"{name}.qcow2", layer)
+            return layer
+        raise RuntimeError(f"{image_path} kept changing while it was copied")
 
     def _layers(self) -> list[Path]:
         return sorted([*(self.root / "layers").glob("*.qcow2"), *(self.root / "layers").glob("*.raw")])
@@ -279,9 +312,7 @@ class Disks:
         if shared:
             self._refuse_shared_key(key)
         if image_path:
-            source = Path(image_path).resolve()
-            if not source.exists():
-                raise LookupError(f"no image file {image_path}")
+            source = self.frozen_image(image_path)
         else:
             source = self.snapshot_layer(snapshot_id)
         info = self.info(source)
@@ -346,10 +377,14 @@ class Disks:
         """A qcow2 overlay of a qcow2 file's size at `path` (an instance's root disk), unless it
         exists. The backing path is made absolute (a relative one resolves from the overlay's
         directory) and its format given (`-F` is required: FACTS.md)."""
-        backing = Path(backing).resolve()
-        if not backing.exists():
-            raise LookupError(f"image disk {backing} is missing: run `ec2emu images build`")
-        self._make(Path(path), lambda partial: self._overlay(partial, backing, "qcow2", None, None))
+        if Path(path).exists():
+            return
+        try:
+            frozen = self.frozen_image(backing)
+        except LookupError:
+            raise LookupError(f"image disk {backing} is missing: run `ec2emu images build`") from None
+        self._make(Path(path), lambda partial: self._overlay(partial, frozen, "qcow2" if frozen.suffix == ".qcow2"
+                                                             else "raw", None, None))
 
     def resize(self, disk_id: str, size_gib: int, key: bytes | None = None) -> None:
         """See Driver.resize_disk (offline; the driver resizes attached disks through libvirt)."""

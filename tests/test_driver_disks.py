@@ -198,9 +198,31 @@ def test_clone_of_an_image_is_an_overlay(tmp_path):
     with pytest.raises(ValueError):
         disks.clone("vol-1", 1, image_path=str(image), snapshot_id="snap-1")
     disks.clone("vol-1", 1, image_path=str(image))
-    assert disks.info(disks.path("vol-1"))["backing-filename"] == str(image)
-    write(disks, disks.path("vol-1"), 0x11)
-    assert holds(disks, image, 0x5A)
+    frozen = disks.frozen_image(image)  # the overlay's base: the store's copy of the file
+    assert disks.info(disks.path("vol-1"))["backing-filename"] == str(frozen)
+    assert frozen.parent == tmp_path / "store" / "layers" and holds(disks, frozen, 0x5A)
+    write(disks, disks.path("vol-1"), 0x11, offset=1 << 20)
+    assert holds(disks, image, 0x5A) and holds(disks, image, 0, offset=1 << 20)  # the image never written
+    # the image file rebuilt in place (a new file renamed over it): the clone keeps its data, a
+    # new clone gets the new contents
+    rebuilt = tmp_path / "rebuilt.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(rebuilt), "64M"], check=True)
+    write(disks, rebuilt, 0x77)
+    os.replace(rebuilt, image)
+    assert holds(disks, disks.path("vol-1"), 0x5A) and not holds(disks, disks.path("vol-1"), 0x77)
+    disks.clone("vol-3", 1, image_path=str(image))
+    assert holds(disks, disks.path("vol-3"), 0x77) and disks.frozen_image(image) != frozen
+    disks.delete("vol-1")
+    assert frozen.exists()  # image copies are kept (instance-store roots outside the store use them)
+    # an instance-store root (an overlay outside the store) builds on the copy too
+    root = tmp_path / "root.qcow2"
+    disks.overlay(root, image)
+    assert disks.info(root)["backing-filename"] == str(disks.frozen_image(image))
+    image.unlink()  # the file gone (an import's sweep): what was built on it still reads
+    assert holds(disks, root, 0x77) and holds(disks, disks.path("vol-3"), 0x77)
+    image = tmp_path / "image2.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+    write(disks, image, 0x5A)
     # Encrypted overlay on a plain image (an encrypted root volume): plain base still readable.
     disks.clone("vol-2", 1, image_path=str(image), key=KEY)
     assert holds(disks, disks.path("vol-2"), 0x5A, key=KEY)
