@@ -62,6 +62,9 @@ class Config:
     max_vcpus: int = 2
     tcg_tb_cache_mib: int = 32  # TCG translation cache: QEMU's default (1 GiB) balloons RSS
     stop_timeout_seconds: int = 60  # ACPI shutdown, then forced off
+    # ModifyVolume: AWS's wait between the starts of two modifications of one volume (6 hours;
+    # VolumeModificationRateExceeded). Shorter only to exercise chains of changes quickly.
+    volume_modification_cooldown_seconds: int = 6 * 3600
     # This process runs the host's side: the host workers, the reconciler, the watchdog, the
     # metadata listeners. Exactly one process per host does; more API processes on the same
     # database set it false and only answer requests (README: several API processes).

@@ -510,6 +510,12 @@ class IncorrectModificationState(EC2Error):
         super().__init__(f"Volume {volume_id} is already being modified.")
 
 
+class VolumeModificationRateExceeded(EC2Error):
+    code = "VolumeModificationRateExceeded"
+    message = ("You've reached the maximum modification rate per volume limit. Wait at least 6 hours between "
+               "modifications per EBS volume.")
+
+
 class VolumeInUse(EC2Error):
     code = "VolumeInUse"
 

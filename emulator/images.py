@@ -762,9 +762,9 @@ def _ebs_of(volume, snapshot_id: str, delete_on_termination: bool) -> dict:
 def create_image(ctx: Context, p: dict) -> dict:
     """An EBS-backed AMI of an instance (running or stopped): a snapshot of each attached volume
     (snapshots.py's machinery: incremental, crash-consistent), the image 'pending' until they all
-    complete. A running instance is rebooted first unless NoReboot, as AWS does, so that its
-    file systems are flushed (the reboot task runs before the snapshots; a guest that has not
-    finished flushing by then still gives crash-consistent snapshots)."""
+    complete. Unless NoReboot, a running instance is shut down cleanly first, snapshotted while
+    down and started again, as AWS does (instances.shut_down_for_image): its file systems are
+    consistent in the image. With NoReboot the snapshots are crash-consistent."""
     from . import attachments, instances, snapshots
 
     from .errors import IncorrectInstanceState, UnsupportedOperation
@@ -783,8 +783,11 @@ def create_image(ctx: Context, p: dict) -> dict:
     snapshot_tags = tag_specifications(p.get("TagSpecifications"), "snapshot")
     asked = {m.get("DeviceName"): m for m in p.get("BlockDeviceMappings") or []}
     image_id = new_id("ami")
-    if instance.state == "running" and not p.get("NoReboot"):
-        ctx.host_task("instance.reboot", instance.id, instance.availability_zone)
+    rebooting = instance.state == "running" and not p.get("NoReboot")
+    if rebooting:
+        if (instance.attributes or {}).get(instances.IMAGING):
+            raise IncorrectInstanceState.cannot(instance.id, "imaged")  # one image at a time
+        instances.shut_down_for_image(ctx, instance, image_id)
     mappings = []
     for a in attachments.of_instance(ctx.session, instance.id):
         if a.state != "attached" or (asked.get(a.device) or {}).get("NoDevice") is not None:
@@ -796,6 +799,8 @@ def create_image(ctx: Context, p: dict) -> dict:
         mappings.append({"DeviceName": a.device, "Ebs": _ebs_of(volume, snap.id, a.delete_on_termination)})
     if not any(m["DeviceName"] == instance.root_device_name for m in mappings):
         raise InvalidBlockDeviceMapping.root_not_ebs(instance.root_device_name)
+    if rebooting:  # after the snapshot tasks: it runs again once they have copied its disks
+        instances.start_after_image(ctx, instance)
     store = {m["DeviceName"]: m for m in (instance.attributes or {}).get("InstanceStore") or []}
     for device, m in asked.items():
         if m.get("VirtualName"):

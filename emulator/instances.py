@@ -11,6 +11,7 @@ import base64
 import functools
 import hashlib
 import json
+import time
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, delete, func, select, update
@@ -37,7 +38,7 @@ from .models import Instance, Subnet, Tag, Volume, VolumeAttachment, Vpc, utcnow
 from .models import InstanceState as S
 from .times import aware
 from .query import Resource, Selector, describe
-from .registry import Context, Host, action, host_action, host_action_failed
+from .registry import Context, Host, Interrupted, action, host_action, host_action_failed
 from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications, tags_for
 
 STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48,
@@ -528,6 +529,13 @@ def _user_initiated(row: Instance, state: str, now: datetime) -> None:
     row.state_reason_message = "Client.UserInitiatedShutdown: User initiated shutdown"
 
 
+def _has_root_volume(session: Session, row: Instance) -> bool:
+    """A volume is attached (or being attached) at the instance's root device name."""
+    return session.scalar(select(VolumeAttachment.volume_id).where(
+        VolumeAttachment.instance_id == row.id, VolumeAttachment.device == row.root_device_name,
+        VolumeAttachment.state != "detaching").limit(1)) is not None
+
+
 def _change(row: Instance, previous: str) -> dict:
     return {"InstanceId": row.id, "CurrentState": _state(row.state), "PreviousState": _state(previous)}
 
@@ -538,6 +546,10 @@ def start_instances(ctx: Context, p: dict) -> dict:
     for row in rows:
         if row.state in ("stopping", "shutting-down", "terminated"):
             raise IncorrectInstanceState.cannot(row.id, "started")
+        if row.state == "stopped" and row.root_device_type == "ebs" and not _has_root_volume(ctx.session, row):
+            # its root volume was detached (and not attached again at the root device name)
+            raise InvalidParameterValue.invalid(row.id, "instanceId", "Instance does not have a volume attached "
+                                                f"at root ({row.root_device_name}).")
     changes, to_start = [], []
     taken: set[str] = set()
     for row in rows:
@@ -625,6 +637,10 @@ def apply_hypervisor_event(session: Session, instance_id: str, state: str) -> bo
     if state == HostEvent.RUNNING and row.state == S.PENDING:
         row.state = S.RUNNING
         row.state_reason_code = row.state_reason_message = None
+    elif state == HostEvent.RUNNING and row.state == S.RUNNING and (row.attributes or {}).get(IMAGING):
+        _imaged(row)  # up again after CreateImage's shutdown: a shutdown from now on is its own
+    elif state == HostEvent.STOPPED and row.state == S.RUNNING and (row.attributes or {}).get(IMAGING):
+        return False  # shut down for CreateImage's snapshots: it starts again after them
     elif state == HostEvent.STOPPED and row.state in (S.PENDING, S.RUNNING, S.STOPPING):
         if row.state != S.STOPPING:  # the guest powered itself off
             row.state_transition_reason = f"User initiated ({_gmt(now)})"
@@ -766,6 +782,70 @@ def reboot_on_host(host: Host, instance_id: str) -> None:
         host.driver.reboot(instance_id)
 
 
+# ------------------------------------------------------------- CreateImage's reboot
+
+# An instance attribute naming the image a CreateImage (without NoReboot) is making of it: from
+# the request until the guest runs again, its shutdown is that, not a stop.
+IMAGING = "ImagingReboot"
+# How long a clean shutdown for an image may take beyond the driver's own force-off deadline.
+IMAGING_STOP_MARGIN_SECONDS = 30
+
+
+def shut_down_for_image(ctx: Context, row: Instance, image_id: str) -> None:
+    """CreateImage without NoReboot, as AWS does it: the instance is shut down cleanly, its
+    volumes are snapshotted while it is down, then it starts again (its state stays 'running',
+    as during a reboot). This writes the first task; the snapshot tasks follow it in the same
+    ordered lane, and start_after_image() writes the last."""
+    row.attributes = {**(row.attributes or {}), IMAGING: image_id}
+    ctx.host_task("instance.image_stop", row.id, row.availability_zone)
+
+
+def start_after_image(ctx: Context, row: Instance) -> None:
+    ctx.host_task("instance.image_start", row.id, row.availability_zone)
+
+
+@host_action("instance.image_stop")
+def image_stop_on_host(host: Host, instance_id: str) -> None:
+    """A clean shutdown (forced after the driver's deadline), waited for: the snapshot tasks
+    behind this one then copy disks no guest writes."""
+    with host.Session() as session:
+        row = _still(session, instance_id, S.RUNNING)
+        if row is None or not (row.attributes or {}).get(IMAGING):
+            return
+    if host.driver.state(instance_id) != "running":
+        return
+    host.driver.stop(instance_id)
+    deadline = time.monotonic() + host.config.stop_timeout_seconds + IMAGING_STOP_MARGIN_SECONDS
+    while host.driver.state(instance_id) == "running":
+        if host.stopping:
+            raise Interrupted()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{instance_id} did not shut down for its image")
+        time.sleep(0.2)
+
+
+@host_action("instance.image_start")
+def image_start_on_host(host: Host, instance_id: str) -> None:
+    """After the image's snapshots: the guest runs again (if the instance is still meant to run:
+    a stop or terminate asked for meanwhile has its own task behind this one)."""
+    with host.Session() as session:
+        row = _still(session, instance_id, S.RUNNING)
+        spec = _host_spec(host, session, row) if row is not None else None
+    if spec is not None and host.driver.state(instance_id) != "running":
+        host.driver.start(spec)  # its RUNNING event ends the imaging (events come in order)
+        return
+    with host.Session() as session:  # it never went down, or it is no longer meant to run
+        row = session.get(Instance, instance_id, with_for_update=True)
+        if row is not None:
+            _imaged(row)
+        session.commit()
+
+
+def _imaged(row: Instance) -> None:
+    if (row.attributes or {}).get(IMAGING):
+        row.attributes = {k: v for k, v in row.attributes.items() if k != IMAGING}
+
+
 @host_action("address.unmap")
 def unmap_on_host(host: Host, instance_id: str, vpc_id: str, public_ip: str, private_ip: str) -> None:
     host.driver.unmap_address(vpc_id, public_ip, private_ip)
@@ -789,6 +869,7 @@ def reconcile(host: Host) -> None:
         for row in rows:
             if row.id in waiting:
                 continue
+            _imaged(row)  # (its image's tasks are done: what the host has now is what counts)
             found = host.driver.reconcile_state(row.id, row.state)
             zone = row.availability_zone
             if row.state in (S.PENDING, S.RUNNING) and found == HostEvent.RUNNING:

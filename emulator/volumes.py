@@ -29,7 +29,8 @@ from .catalogue import REGIONS
 from .errors import (AttachmentLimitExceeded, IdempotentParameterMismatch, IncorrectModificationState,
                      IncorrectState, InvalidAttachmentNotFound, InvalidParameterCombination,
                      InvalidParameterValue, InvalidVolumeIDMalformed, InvalidVolumeModificationNotFound,
-                     InvalidVolumeNotFound, InvalidVolumeZoneMismatch, MissingParameter, Unsupported, VolumeInUse)
+                     InvalidVolumeNotFound, InvalidVolumeZoneMismatch, MissingParameter, Unsupported,
+                     UnsupportedOperation, VolumeInUse, VolumeModificationRateExceeded)
 from .ids import new_id, well_formed
 from .models import Snapshot, Volume, VolumeAttachment, utcnow
 from .query import Resource, Selector, describe
@@ -241,8 +242,12 @@ def create_volume(ctx: Context, p: dict) -> dict:
                    client_token=token)
     if tags:
         set_tags(ctx, v.id, tags)
+    # What the disk is made from goes in the task: the snapshot may be deleted before it runs
+    # (a file-backed one leaves no layer on the host, only its file, named here).
+    from .images import snapshot_file
     ctx.host_task("volume.create", v.id, zone,
-                  source_encrypted=bool(snapshot is not None and snapshot.encrypted))
+                  source_encrypted=bool(snapshot is not None and snapshot.encrypted),
+                  source_file=snapshot_file(ctx.config, snapshot) if snapshot is not None else None)
     return _volume_out(v, [], tag_dict(tags))
 
 
@@ -264,6 +269,8 @@ def new_volume(ctx: Context, zone: str, *, size: int | None, volume_type: str | 
         raise InvalidParameterCombination("Multi-Attach is supported only for io1 and io2 volumes.")
     encrypted, kms = crypto.encryption(ctx, encrypted, kms_key_id,
                                        inherited=snapshot is not None and snapshot.encrypted)
+    if multi_attach and encrypted:
+        refuse_encrypted_multi_attach()
     if snapshot is not None and snapshot.encrypted and not kms_key_id:
         kms = snapshot.kms_key_id  # a volume from an encrypted snapshot keeps its key unless told
     volume_id = new_id("vol")
@@ -283,6 +290,11 @@ def new_volume(ctx: Context, zone: str, *, size: int | None, volume_type: str | 
     ctx.session.add(v)
     ctx.session.flush()
     return v
+
+
+def refuse_encrypted_multi_attach():
+    """A shared disk is one raw file several guests open; this host encrypts qcow2 layers only."""
+    raise Unsupported("Encrypted Multi-Attach volumes are not supported by this emulator's hosts yet.")
 
 
 def _tags(ctx: Context, resource_id: str) -> dict:
@@ -379,15 +391,15 @@ def attach_volume(ctx: Context, p: dict) -> dict:
             raise VolumeInUse.attached(volume.id)
         if len(current) >= MULTI_ATTACH_LIMIT:
             raise AttachmentLimitExceeded(volume.id, MULTI_ATTACH_LIMIT)
-        # The driver's contract attaches a disk to one guest (a qcow2 open read-write in one QEMU
-        # is locked against a second): said plainly rather than failing later on the host.
-        raise Unsupported("Attaching a Multi-Attach volume to a second instance is not supported by this "
-                          "emulator's hosts yet.")
     elif volume.state != "available":
         raise IncorrectState.not_available(volume.id)
     if instance.state not in ("running", "stopped"):
         raise IncorrectState.instance_not_running(instance.id)
-    taken = {_short(instance.root_device_name or "")}
+    if volume.multi_attach:
+        _check_multi_attach(instance, device)
+    # An instance-store root always holds the root device; an EBS root only while attached
+    # (a detached root volume goes back there, or another volume takes its place).
+    taken = {_short(instance.root_device_name or "")} if instance.root_device_type != "ebs" else set()
     taken |= {_short(d) for d in ctx.session.scalars(select(VolumeAttachment.device).where(
         VolumeAttachment.instance_id == instance.id))}
     if _short(device) in taken:
@@ -400,6 +412,19 @@ def attach_volume(ctx: Context, p: dict) -> dict:
     ctx.session.flush()
     ctx.host_task("volume.attach", volume.id, volume.availability_zone, instance_id=instance.id)
     return _attachment_out(a)
+
+
+def _check_multi_attach(instance, device: str) -> None:
+    """AWS's rules for a Multi-Attach volume's attachments (EBS user guide, 'Multi-Attach
+    considerations'): Nitro instances only, and never as a boot volume."""
+    from .catalogue import INSTANCE_TYPES
+
+    if (INSTANCE_TYPES.get(instance.instance_type) or {}).get("Hypervisor") != "nitro":
+        raise UnsupportedOperation(f"Multi-Attach is not supported for this instance type "
+                                   f"({instance.instance_type}): it needs an instance built on the Nitro System.")
+    if instance.root_device_name and _short(device) == _short(instance.root_device_name):
+        raise InvalidParameterValue(f"Invalid value '{device}' for unixDevice. Multi-Attach enabled volumes "
+                                    "can't be attached as boot volumes.")
 
 
 # ------------------------------------------------------------------------------------ detach
@@ -464,11 +489,20 @@ def modify_volume(ctx: Context, p: dict) -> dict:
     multi = volume.multi_attach if p.get("MultiAttachEnabled") is None else bool(p["MultiAttachEnabled"])
     if multi and not rules.multi_attach:
         raise InvalidParameterCombination("Multi-Attach is supported only for io1 and io2 volumes.")
-    if multi != volume.multi_attach and volume.state == "in-use":
-        raise IncorrectState.volume(volume.id, volume.state)
+    if multi != volume.multi_attach:
+        # AWS turns Multi-Attach on or off after creation for io2 only; this host also needs the
+        # volume detached (its disk changes format: raw when shared, qcow2 otherwise).
+        if target_type != "io2":
+            raise InvalidParameterCombination("Multi-Attach can be enabled or disabled after creation "
+                                              "for io2 volumes only.")
+        if volume.state == "in-use":
+            raise IncorrectState.volume(volume.id, volume.state)
+        if multi and volume.encrypted:
+            refuse_encrypted_multi_attach()
     if (target_type, size, iops, throughput, multi) == (volume.volume_type, volume.size, volume.iops,
                                                         volume.throughput, volume.multi_attach):
         raise InvalidParameterValue("New configuration is the same as the existing configuration.")
+    _check_modification_rate(ctx, volume)
     volume.modification = {k: v for k, v in {
         "ModificationState": "modifying", "StartTime": utcnow().isoformat(), "Progress": 0,
         "TargetSize": size, "TargetVolumeType": target_type, "TargetIops": iops, "TargetThroughput": throughput,
@@ -478,6 +512,18 @@ def modify_volume(ctx: Context, p: dict) -> dict:
     }.items() if v is not None}
     ctx.host_task("volume.modify", volume.id, volume.availability_zone)
     return {"VolumeModification": _modification_row(volume)}
+
+
+def _check_modification_rate(ctx: Context, volume: Volume) -> None:
+    """AWS's cooldown: a volume's modification starts at least 6 hours (config) after the last."""
+    from datetime import datetime, timedelta
+
+    from .times import aware
+
+    started = (volume.modification or {}).get("StartTime")
+    if started and utcnow() - aware(datetime.fromisoformat(started)) < timedelta(
+            seconds=ctx.config.volume_modification_cooldown_seconds):
+        raise VolumeModificationRateExceeded()
 
 
 def _modification_row(v: Volume) -> dict:
@@ -623,25 +669,27 @@ def make_disk(host: Host, volume_id: str, source_encrypted: bool = False, image_
         v = session.get(Volume, volume_id)
         if v is None:
             return
-        size, snapshot_id, key = v.size, v.snapshot_id, _key(host, v)
+        size, snapshot_id, key, shared = v.size, v.snapshot_id, _key(host, v), v.multi_attach
         snapshot = session.get(Snapshot, snapshot_id) if snapshot_id else None
         path = snapshot_file(host.config, snapshot) if snapshot is not None else image_path
     if path:
-        host.driver.clone_disk(volume_id, size, image_path=path, key=key)
+        host.driver.clone_disk(volume_id, size, image_path=path, key=key, shared=shared)
     elif snapshot_id:
         host.driver.clone_disk(volume_id, size, snapshot_id=snapshot_id, key=key,
-                               source_key=key if source_encrypted else None)
+                               source_key=key if source_encrypted else None, shared=shared)
     else:
-        host.driver.create_disk(volume_id, size, key)
+        host.driver.create_disk(volume_id, size, key, shared)
 
 
 @host_action("volume.create")
-def create_on_host(host: Host, volume_id: str, source_encrypted: bool = False) -> None:
+def create_on_host(host: Host, volume_id: str, source_encrypted: bool = False,
+                   source_file: str | None = None) -> None:
+    """source_file: the host file behind the volume's snapshot if it is one (its row may be gone)."""
     with host.Session() as session:
         v = session.get(Volume, volume_id)
         if v is None or v.state != "creating":
             return  # deleted before its disk was made (its delete task follows), or done already
-    make_disk(host, volume_id, source_encrypted)
+    make_disk(host, volume_id, source_encrypted, image_path=source_file)
     crash_point(host.config, "volume.create:after-driver")
     with host.Session() as session:
         session.execute(update(Volume).where(Volume.id == volume_id, Volume.state == "creating")
@@ -730,6 +778,10 @@ def modify_on_host(host: Host, volume_id: str) -> None:
             return
         target, key = v.modification["TargetSize"], _key(host, v)
         grow = target > v.size
+        share = v.modification.get("TargetMultiAttachEnabled")
+        reshape = share is not None and share != v.modification.get("OriginalMultiAttachEnabled")
+    if reshape:  # before any growth: a raw file and a qcow2 chain grow differently
+        host.driver.share_disk(volume_id, share, key)
     if grow:
         host.driver.resize_disk(volume_id, target, key)
     crash_point(host.config, "volume.modify:after-driver")

@@ -356,18 +356,27 @@ class Driver:
 
     # ----------------------------------------------------------------------------- disks
 
-    def create_disk(self, disk_id: str, size_gib: int, key: bytes | None = None) -> None:
-        """A blank disk of size_gib GiB (reads as zeros), LUKS-encrypted with `key` if given."""
+    def create_disk(self, disk_id: str, size_gib: int, key: bytes | None = None, shared: bool = False) -> None:
+        """A blank disk of size_gib GiB (reads as zeros), LUKS-encrypted with `key` if given.
+        `shared`: a Multi-Attach disk, which several guests may have attached at once (each
+        guest's writes reach the others; no encryption: ValueError with a key)."""
         raise NotImplementedError
 
     def clone_disk(self, disk_id: str, size_gib: int, *, image_path: str | None = None,
                    snapshot_id: str | None = None, key: bytes | None = None,
-                   source_key: bytes | None = None) -> None:
+                   source_key: bytes | None = None, shared: bool = False) -> None:
         """A disk of size_gib GiB (at least the source's size, else ValueError) holding the
         contents of an image file or of a snapshot made by snapshot_disk (exactly one of the
         two), as a copy-on-write overlay: the source is never written. `key` encrypts the new
         disk; `source_key` opens an encrypted snapshot (a clone of an encrypted source is a full
-        re-encrypted copy, not an overlay). LookupError if the source does not exist."""
+        re-encrypted copy, not an overlay). LookupError if the source does not exist. `shared`:
+        as for create_disk (then a full copy)."""
+        raise NotImplementedError
+
+    def share_disk(self, disk_id: str, shared: bool, key: bytes | None = None) -> None:
+        """Make a detached disk shared (see create_disk) or not, keeping its contents (ModifyVolume
+        of MultiAttachEnabled). ValueError if a guest has it attached; LookupError if there is no
+        such disk; already so: nothing."""
         raise NotImplementedError
 
     def resize_disk(self, disk_id: str, size_gib: int, key: bytes | None = None) -> None:
@@ -383,7 +392,8 @@ class Driver:
         (/dev/sdf, /dev/xvdg, sdg...): its letter picks the disk's PCI slot, from which the default
         images make both /dev/sdX and /dev/xvdX (and partition names) point at it; without one,
         the first free letter from 'f'. ValueError if that letter is taken on the guest or the
-        name has no single disk letter. Already attached to it: nothing. LookupError if the disk
+        name has no single disk letter, or if another guest has the disk and it is not shared.
+        Already attached to it: nothing. LookupError if the disk
         or guest does not exist."""
         raise NotImplementedError
 

@@ -7,6 +7,18 @@ Layout under the store's root:
   a chain read by any process (a running guest's QEMU too) stays valid.
 * `volumes/<disk id>.qcow2` -> the disk's active layer (a symlink), the one its guest writes.
 * `snapshots/<snapshot id>.qcow2` -> the snapshot's layer (a symlink), frozen for ever.
+* `images/<name>.qcow2` -> `layers/image~<file stem>~<version>.<fmt>`: the store's own frozen
+  copy of an image file that disks were cloned from (and instance-store roots built on). Image
+  files outside the store are replaced in place (`ec2emu images build`) or deleted (an import's
+  sweep); a disk built on one directly would change or break with it. The version is the file's
+  identity (inode, size, mtime): a rebuilt file gets a copy of its own, old ones stay for the
+  disks on them. Kept for good (their names are never swept).
+* `layers/<disk id>[~<n>].raw`: a shared disk (Multi-Attach): one sparse raw file, no chain.
+  Two QEMUs cannot share a qcow2 writer (its metadata would be corrupted, and QEMU's image lock
+  refuses it: FACTS.md); a raw file opened `shareable` by each can. Its name carries `.qcow2`
+  all the same (`volumes/<id>.qcow2` -> `layers/<id>.raw`): names never say a format. A
+  snapshot of it is a full copy converted into a new qcow2 layer (not incremental: raw has no
+  layers to freeze); clones of snapshots into shared disks are full raw copies.
 
 A snapshot freezes the disk's active layer as the snapshot and continues the disk in a new empty
 overlay on it (`layers/<disk>+<snapshot>.qcow2`): it stores exactly what changed since the
@@ -33,6 +45,7 @@ qemu-img in a 0600 file on a tmpfs, never on a command line.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import tempfile
@@ -45,6 +58,8 @@ from .host import HostError, run
 GIB = 2**30
 LUKS_ITER_MS = 100   # PBKDF time per open: qemu's default 2 s would cost 2 CPU-s per attach here
 SECRET_ID = "sec0"
+KEY_DIR = "/dev/shm"  # a tmpfs: keys handed to qemu-img never reach a disk
+KEY_FILE_PREFIX = "ec2emu-key-"  # + the writing process's pid + '-': swept when that process is gone
 
 
 Freeze = Callable[[Path, Path], bool]  # (active layer, new layer) -> True if done live
@@ -58,8 +73,9 @@ def _esc(path: str | os.PathLike) -> str:
 class Disks:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
-        for sub in ("layers", "volumes", "snapshots"):
+        for sub in ("layers", "volumes", "snapshots", "images"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.sweep_key_files()  # (at start-up: what a killed run of ours left)
 
     # ------------------------------------------------------------------------------- names
 
@@ -104,16 +120,79 @@ class Disks:
     def _names(self) -> dict[Path, list[Path]]:
         """layer -> the names (volume and snapshot symlinks) pointing at it."""
         named: dict[Path, list[Path]] = {}
-        for sub in ("volumes", "snapshots"):
+        for sub in ("volumes", "snapshots", "images"):
             for link in (self.root / sub).glob("*.qcow2"):
                 if link.is_symlink():
                     named.setdefault(Path(os.readlink(link)), []).append(link)
         return named
 
+    def frozen_image(self, image_path: str | os.PathLike) -> Path:
+        """The store's copy of an image file as it is now (made once per version of the file;
+        see the layout above); LookupError if there is no such file."""
+        source = Path(image_path).resolve()
+        for _attempt in range(3):
+            try:
+                before = source.stat()
+            except FileNotFoundError:
+                raise LookupError(f"no image file {image_path}") from None
+            version = hashlib.sha256(f"{source}|{before.st_ino}|{before.st_size}|{before.st_mtime_ns}"
+                                     .encode()).hexdigest()[:12]
+            fmt = "qcow2" if self.info(source)["format"] == "qcow2" else "raw"
+            name = f"image~{source.stem}~{version}"
+            layer = self.root / "layers" / f"{name}.{fmt}"
+            if not layer.exists():
+                self._make(layer, lambda partial: run(["cp", "--sparse=always", "--reflink=auto", str(source),
+                                                       str(partial)], timeout=600))
+                after = source.stat()
+                if (after.st_ino, after.st_size, after.st_mtime_ns) != (before.st_ino, before.st_size,
+                                                                        before.st_mtime_ns):
+                    layer.unlink(missing_ok=True)  # replaced while copied: copy the new one
+                    continue
+            self._link(self.root / "images" / f"{name}.qcow2", layer)
+            return layer
+        raise RuntimeError(f"{image_path} kept changing while it was copied")
+
     def _layers(self) -> list[Path]:
-        return sorted((self.root / "layers").glob("*.qcow2"))
+        return sorted([*(self.root / "layers").glob("*.qcow2"), *(self.root / "layers").glob("*.raw")])
+
+    def shared(self, disk_id: str) -> bool:
+        """Whether the disk is a shared (raw, Multi-Attach) one; LookupError if no such disk."""
+        return self.layer(disk_id).suffix == ".raw"
+
+    def _new_layer_path(self, disk_id: str, suffix: str) -> Path:
+        """A layer name for a disk's new whole-disk layer (made by share()): `<id>~<n>`, n unused."""
+        n = 1
+        while any((self.root / "layers" / f"{disk_id}~{n}{ext}").exists() for ext in (".qcow2", ".raw")):
+            n += 1
+        return self.root / "layers" / f"{disk_id}~{n}{suffix}"
 
     # ------------------------------------------------------------------------------ qemu-img
+
+    @staticmethod
+    def _key_dir() -> str | None:
+        return KEY_DIR if os.path.isdir(KEY_DIR) else None
+
+    @classmethod
+    def sweep_key_files(cls) -> int:
+        """Remove key files left by processes that died holding them (kill -9 between writing a
+        key and running qemu-img); each file's name carries its writer's pid, so a live writer's
+        (another emulator on this host) stay. Returns how many went."""
+        removed = 0
+        for path in Path(cls._key_dir() or tempfile.gettempdir()).glob(f"{KEY_FILE_PREFIX}*"):
+            try:
+                pid = int(path.name[len(KEY_FILE_PREFIX):].split("-", 1)[0])
+            except ValueError:
+                continue
+            try:
+                os.kill(pid, 0)
+                continue  # its writer lives
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue  # alive, someone else's
+            path.unlink(missing_ok=True)
+            removed += 1
+        return removed
 
     @contextmanager
     def _secret(self, *keys: bytes | None):
@@ -121,7 +200,7 @@ class Disks:
         args, files = [], []
         try:
             for n, key in enumerate(k for k in keys if k is not None):
-                fd, name = tempfile.mkstemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+                fd, name = tempfile.mkstemp(dir=self._key_dir(), prefix=f"{KEY_FILE_PREFIX}{os.getpid()}-")
                 with os.fdopen(fd, "w") as f:
                     f.write(base64.b64encode(key).decode())
                 files.append(name)
@@ -197,11 +276,21 @@ class Disks:
 
     # ------------------------------------------------------------------------------ operations
 
-    def create(self, disk_id: str, size_gib: int, key: bytes | None = None) -> None:
+    def create(self, disk_id: str, size_gib: int, key: bytes | None = None, shared: bool = False) -> None:
         """See Driver.create_disk."""
         if size_gib < 1:
             raise ValueError("a disk has at least 1 GiB")
         if self.path(disk_id).exists():
+            return
+        if shared:
+            self._refuse_shared_key(key)
+            raw = self.root / "layers" / f"{disk_id}.raw"
+
+            def sparse(partial: Path) -> None:
+                with open(partial, "wb") as f:
+                    f.truncate(size_gib * GIB)
+            self._make(raw, sparse)
+            self._link(self.path(disk_id), raw)
             return
 
         def build(partial: Path) -> None:
@@ -214,16 +303,16 @@ class Disks:
 
     def clone(self, disk_id: str, size_gib: int, *, image_path: str | None = None,
               snapshot_id: str | None = None, key: bytes | None = None,
-              source_key: bytes | None = None) -> None:
+              source_key: bytes | None = None, shared: bool = False) -> None:
         """See Driver.clone_disk."""
         if (image_path is None) == (snapshot_id is None):
             raise ValueError("clone from exactly one of image_path and snapshot_id")
         if self.path(disk_id).exists():
             return
+        if shared:
+            self._refuse_shared_key(key)
         if image_path:
-            source = Path(image_path).resolve()
-            if not source.exists():
-                raise LookupError(f"no image file {image_path}")
+            source = self.frozen_image(image_path)
         else:
             source = self.snapshot_layer(snapshot_id)
         info = self.info(source)
@@ -244,18 +333,58 @@ class Disks:
                           *self._luks(key, "sec1"), str(partial), luks=True)
             with self._secret(key) as secret:
                 self._img("resize", "-q", *secret, *self._open(partial, key), str(size), luks=key is not None)
-        layer = self._layer_path(disk_id)
-        self._make(layer, copy if encrypted_source else overlay)
+        def raw(partial: Path) -> None:  # a shared disk: a full sparse raw copy, then its size
+            with self._secret(source_key) as secret:
+                self._img("convert", *secret, *self._open(source, source_key), "-O", "raw", str(partial),
+                          luks=source_key is not None)
+            os.truncate(partial, size)
+
+        if shared:
+            layer = self.root / "layers" / f"{disk_id}.raw"
+            self._make(layer, raw)
+        else:
+            layer = self._layer_path(disk_id)
+            self._make(layer, copy if encrypted_source else overlay)
         self._link(self.path(disk_id), layer)
+
+    @staticmethod
+    def _refuse_shared_key(key: bytes | None) -> None:
+        if key is not None:
+            raise ValueError("shared (Multi-Attach) disks are not encrypted on this host")
+
+    def share(self, disk_id: str, shared: bool, key: bytes | None = None) -> None:
+        """Make a disk shared (a raw file, for Multi-Attach) or not (a qcow2 layer again), keeping
+        its contents; no guest may have it open. Its whole chain is copied into one new layer and
+        the disk's name moved onto it; what the old chain held only for the disk is swept (its
+        snapshots keep their layers). Already so: nothing."""
+        if self.shared(disk_id) == shared:
+            return
+        if shared:
+            self._refuse_shared_key(key)
+        old = self.layer(disk_id)
+        new = self._new_layer_path(disk_id, ".raw" if shared else ".qcow2")
+
+        def build(partial: Path) -> None:
+            self._img("convert", *(["-f", "raw"] if not shared else []), str(old), "-O",
+                      "raw" if shared else "qcow2", str(partial))
+            if shared:
+                os.truncate(partial, self.info(old)["virtual-size"])
+        self._make(new, build)
+        self._link(self.path(disk_id), new)
+        self._sweep(key)
 
     def overlay(self, path: str | os.PathLike, backing: str | os.PathLike) -> None:
         """A qcow2 overlay of a qcow2 file's size at `path` (an instance's root disk), unless it
         exists. The backing path is made absolute (a relative one resolves from the overlay's
         directory) and its format given (`-F` is required: FACTS.md)."""
-        backing = Path(backing).resolve()
-        if not backing.exists():
-            raise LookupError(f"image disk {backing} is missing: run `ec2emu images build`")
-        self._make(Path(path), lambda partial: self._overlay(partial, backing, "qcow2", None, None))
+        if Path(path).exists():
+            return
+        try:
+            frozen = self.frozen_image(backing)
+        except LookupError:
+            raise LookupError(f"image disk {backing} is missing: run `ec2emu images build`") from None
+        self._make(Path(path), lambda partial: self._overlay(partial, frozen, "qcow2" if frozen.suffix == ".qcow2"
+                                                             else "raw", None, None))
 
     def resize(self, disk_id: str, size_gib: int, key: bytes | None = None) -> None:
         """See Driver.resize_disk (offline; the driver resizes attached disks through libvirt)."""
@@ -264,9 +393,10 @@ class Disks:
             raise ValueError(f"{disk_id} has {current // GIB} GiB: disks only grow")
         if size_gib * GIB == current:
             return
+        layer = self.layer(disk_id)
         with self._secret(key) as secret:
-            self._img("resize", "-q", *secret, *self._open(self.layer(disk_id), key), str(size_gib * GIB),
-                      luks=key is not None)
+            self._img("resize", "-q", *secret, *(["-f", "raw"] if layer.suffix == ".raw" else []),
+                      *self._open(layer, key), str(size_gib * GIB), luks=key is not None)
 
     def size(self, disk_id: str) -> int:
         """Virtual size in bytes; LookupError if there is no such disk."""
@@ -281,6 +411,15 @@ class Disks:
         the names after a crash)."""
         layer = self.layer(disk_id)  # finishes an interrupted snapshot first
         if self.snapshot_path(snapshot_id).exists():
+            return self.stored(snapshot_id)
+        if layer.suffix == ".raw":
+            # A shared disk: its contents now, converted into the snapshot's own qcow2 layer
+            # (read without locks: guests hold it open, shareable). Not frozen at one instant
+            # across its writers (it has many, each with its own cache-less writes in flight).
+            own = self._layer_path(snapshot_id)
+            self._make(own, lambda partial: self._img("convert", "-U", "-f", "raw", str(layer), "-O", "qcow2",
+                                                      str(partial)))
+            self._link(self.snapshot_path(snapshot_id), own)
             return self.stored(snapshot_id)
         new = self._layer_path(f"{disk_id}+{snapshot_id}")
         if not new.exists():

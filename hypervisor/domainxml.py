@@ -149,12 +149,19 @@ def disk_id_of(serial_: str) -> str:
 
 
 def disk_element(path: str, target: str, serial_: str | None = None, secret_uuid: str | None = None,
-                 letter: str | None = None, backing: list[tuple[str, str, bool]] | None = None) -> Element:
+                 letter: str | None = None, backing: list[tuple[str, str, bool]] | None = None,
+                 shared: bool = False) -> Element:
     """A virtio <disk>. `backing`: its backing chain, (path, format, encrypted) from the top's
     backing down, given when a layer is encrypted (libvirt cannot open those by itself: each needs
-    the secret; all layers of one disk share its key)."""
+    the secret; all layers of one disk share its key). `shared`: a Multi-Attach disk, a raw file
+    several guests open at once: `<shareable/>` (QEMU then shares its image lock, which every
+    holder must ask for) and no host cache (each guest's writes reach the file at once, so the
+    others read them)."""
     disk = _el(None, "disk", type="file", device="disk")
-    _el(disk, "driver", name="qemu", type="qcow2")
+    if shared:
+        _el(disk, "driver", name="qemu", type="raw", cache="none", io="native")
+    else:
+        _el(disk, "driver", name="qemu", type="qcow2")
     source = _el(disk, "source", file=path)
     if secret_uuid:
         _el(_el(source, "encryption", format="luks"), "secret", type="passphrase", uuid=secret_uuid)
@@ -170,16 +177,18 @@ def disk_element(path: str, target: str, serial_: str | None = None, secret_uuid
     _el(disk, "target", dev=target, bus="virtio")
     if serial_:
         _el(disk, "serial", serial(serial_))
+    if shared:
+        _el(disk, "shareable")
     if letter:
         _pci(disk, FIRST_DISK_SLOT + LETTERS.index(letter))
     return disk
 
 
 def disk(path: str, target: str, disk_id: str, secret_uuid: str | None = None, letter: str | None = None,
-         backing: list[tuple[str, str, bool]] | None = None) -> str:
+         backing: list[tuple[str, str, bool]] | None = None, shared: bool = False) -> str:
     """A virtio disk for attachDeviceFlags; the guest finds it by its serial (serial(disk_id)) and
     its EBS name by its slot (`letter`; the target name is only a hint: FACTS.md)."""
-    return tostring(disk_element(path, target, disk_id, secret_uuid, letter, backing), encoding="unicode")
+    return tostring(disk_element(path, target, disk_id, secret_uuid, letter, backing, shared), encoding="unicode")
 
 
 def letter_of(element: Element) -> str | None:

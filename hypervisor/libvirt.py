@@ -523,16 +523,23 @@ class LibvirtDriver(Driver):
 
     # -------------------------------------------------------------------------------- disks
 
-    def create_disk(self, disk_id: str, size_gib: int, key: bytes | None = None) -> None:
+    def create_disk(self, disk_id: str, size_gib: int, key: bytes | None = None, shared: bool = False) -> None:
         """See Driver.create_disk."""
-        self.disks.create(disk_id, size_gib, key)
+        self.disks.create(disk_id, size_gib, key, shared)
 
     def clone_disk(self, disk_id: str, size_gib: int, *, image_path: str | None = None,
                    snapshot_id: str | None = None, key: bytes | None = None,
-                   source_key: bytes | None = None) -> None:
+                   source_key: bytes | None = None, shared: bool = False) -> None:
         """See Driver.clone_disk."""
         self.disks.clone(disk_id, size_gib, image_path=image_path, snapshot_id=snapshot_id, key=key,
-                         source_key=source_key)
+                         source_key=source_key, shared=shared)
+
+    def share_disk(self, disk_id: str, shared: bool, key: bytes | None = None) -> None:
+        """See Driver.share_disk."""
+        holders = {dom.name() for dom, _live, _t in self._holders(disk_id)}
+        if holders:
+            raise ValueError(f"{disk_id} is attached to {', '.join(sorted(holders))}")
+        self.disks.share(disk_id, shared, key)
 
     def _holders(self, disk_id: str) -> list[tuple[object, bool, str]]:
         """(domain, live?, target dev) for every domain definition or running guest with the disk."""
@@ -561,8 +568,9 @@ class LibvirtDriver(Driver):
         if size_gib * GIB < current:
             raise ValueError(f"{disk_id} has {current // GIB} GiB: disks only grow")
         if size_gib * GIB > current:
-            dom, target = live[0]
-            dom.blockResize(target, size_gib * GIB, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+            # A shared disk: the first guest's QEMU grows the file, each one then sees the size.
+            for dom, target in live if self.disks.shared(disk_id) else live[:1]:
+                dom.blockResize(target, size_gib * GIB, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
 
     def _secret_uuid(self, disk_id: str) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, "ec2emu-volume:" + disk_id))
@@ -586,7 +594,8 @@ class LibvirtDriver(Driver):
             secret_uuid = self._secret(disk_id, key)
             backing = [(item["filename"], item["format"], bool(item.get("encrypted")))
                        for item in self.disks.chain(layer)[1:]]
-        return domainxml.disk(str(layer), target, disk_id, secret_uuid, letter, backing)
+        return domainxml.disk(str(layer), target, disk_id, secret_uuid, letter, backing,
+                              shared=layer.suffix == ".raw")
 
     def attach_disk(self, instance_id: str, disk_id: str, key: bytes | None = None,
                     device: str | None = None) -> None:

@@ -125,10 +125,14 @@ class NoneDriver(Driver):
             if defining:  # the definition's disks: its volumes in their slots, its instance store
                 for d in spec.disks:
                     disk = self._disk(d.disk_id)
+                    letter = "a" if d.disk_id == spec.root_disk else device_letter(d.device)
+                    if "sharers" in disk:
+                        disk["sharers"][iid] = letter
+                        continue
                     if disk["attached_to"] not in (None, iid):
                         raise ValueError(f"{d.disk_id} is attached to {disk['attached_to']}")
                     disk["attached_to"] = iid
-                    disk["letter"] = "a" if d.disk_id == spec.root_disk else device_letter(d.device)
+                    disk["letter"] = letter
                 guest["root_disk"] = spec.root_disk
                 guest["instance_store"] = {d.disk_id: {"size_gib": d.size_gib, "letter": device_letter(d.device)}
                                            for d in spec.instance_store}
@@ -181,6 +185,7 @@ class NoneDriver(Driver):
             for disk in self.host["disks"].values():
                 if disk["attached_to"] == instance_id:
                     disk["attached_to"] = None
+                disk.get("sharers", {}).pop(instance_id, None)
             self._unmap_instance(instance_id)
             for vpc_id, vpc in list(self.host["vpcs"].items()):
                 for pid in [p for p, port in vpc["ports"].items() if port.get("owner") == instance_id]:
@@ -381,13 +386,13 @@ class NoneDriver(Driver):
 
     # -------------------------------------------------------------------------------- disks
 
-    def create_disk(self, disk_id: str, size_gib: int, key: bytes | None = None) -> None:
+    def create_disk(self, disk_id: str, size_gib: int, key: bytes | None = None, shared: bool = False) -> None:
         """See Driver.create_disk."""
-        self._new_disk(disk_id, size_gib, key, source=None)
+        self._new_disk(disk_id, size_gib, key, source=None, shared=shared)
 
     def clone_disk(self, disk_id: str, size_gib: int, *, image_path: str | None = None,
                    snapshot_id: str | None = None, key: bytes | None = None,
-                   source_key: bytes | None = None) -> None:
+                   source_key: bytes | None = None, shared: bool = False) -> None:
         """See Driver.clone_disk. An image file's size is its file size, rounded up to GiB."""
         if (image_path is None) == (snapshot_id is None):
             raise ValueError("clone from exactly one of image_path and snapshot_id")
@@ -406,16 +411,39 @@ class NoneDriver(Driver):
                 need, source = snap["size_gib"], f"snapshot:{snapshot_id}"
             if size_gib < need:
                 raise ValueError(f"{size_gib} GiB is smaller than the source ({need} GiB)")
-            self._new_disk(disk_id, size_gib, key, source)
+            self._new_disk(disk_id, size_gib, key, source, shared)
 
-    def _new_disk(self, disk_id: str, size_gib: int, key: bytes | None, source: str | None) -> None:
+    def _new_disk(self, disk_id: str, size_gib: int, key: bytes | None, source: str | None,
+                  shared: bool = False) -> None:
+        """A disk: `attached_to` its guest; a shared one has `sharers` (guest -> letter) instead."""
         if size_gib < 1:
             raise ValueError("a disk has at least 1 GiB")
+        if shared and key is not None:
+            raise ValueError("shared (Multi-Attach) disks are not encrypted on this host")
         with self._lock:
             if disk_id not in self.host["disks"]:
                 self.host["disks"][disk_id] = {"size_gib": size_gib, "encrypted": key is not None,
-                                               "source": source, "attached_to": None}
+                                               "source": source, "attached_to": None,
+                                               **({"sharers": {}} if shared else {})}
                 self._save()
+
+    def share_disk(self, disk_id: str, shared: bool, key: bytes | None = None) -> None:
+        """See Driver.share_disk."""
+        with self._changing():
+            disk = self._disk(disk_id)
+            if disk["attached_to"] or disk.get("sharers"):
+                raise ValueError(f"{disk_id} is attached")
+            if shared and key is not None:
+                raise ValueError("shared (Multi-Attach) disks are not encrypted on this host")
+            if shared:
+                disk.setdefault("sharers", {})
+            else:
+                disk.pop("sharers", None)
+
+    def _letters(self, instance_id: str) -> set[str]:
+        """The device letters of the disks attached to a guest."""
+        return {d.get("letter") for d in self.host["disks"].values() if d["attached_to"] == instance_id} | {
+            d["sharers"][instance_id] for d in self.host["disks"].values() if instance_id in d.get("sharers", {})}
 
     def resize_disk(self, disk_id: str, size_gib: int, key: bytes | None = None) -> None:
         """See Driver.resize_disk."""
@@ -432,22 +460,28 @@ class NoneDriver(Driver):
             disk = self._disk(disk_id)
             if instance_id not in self.host["guests"]:
                 raise LookupError(f"no guest {instance_id}")
-            if disk["attached_to"] not in (None, instance_id):
+            sharers = disk.get("sharers")
+            if sharers is None and disk["attached_to"] not in (None, instance_id):
                 raise ValueError(f"{disk_id} is attached to {disk['attached_to']}")
-            if disk["attached_to"] == instance_id:
+            if disk["attached_to"] == instance_id or instance_id in (sharers or {}):
                 return
-            taken = {d.get("letter") for d in self.host["disks"].values() if d["attached_to"] == instance_id}
+            taken = self._letters(instance_id)
             letter = device_letter(device) if device else next(
                 (c for c in LETTERS[LETTERS.index("f"):] + LETTERS[1:LETTERS.index("f")] if c not in taken), None)
             if letter is None or letter in taken or letter == "a":  # 'a': the root disk's
                 raise ValueError(f"{instance_id} has a device at /dev/sd{letter} already")
-            disk["attached_to"], disk["letter"] = instance_id, letter
+            if sharers is not None:
+                sharers[instance_id] = letter
+            else:
+                disk["attached_to"], disk["letter"] = instance_id, letter
 
     def detach_disk(self, instance_id: str, disk_id: str, force: bool = False) -> None:
         """See Driver.detach_disk."""
         with self._changing():
-            if self.host["disks"].get(disk_id, {}).get("attached_to") == instance_id:
-                self.host["disks"][disk_id]["attached_to"] = None
+            disk = self.host["disks"].get(disk_id, {})
+            if disk.get("attached_to") == instance_id:
+                disk["attached_to"] = None
+            disk.get("sharers", {}).pop(instance_id, None)
 
     def snapshot_disk(self, disk_id: str, snapshot_id: str, key: bytes | None = None) -> int:
         """See Driver.snapshot_disk (a pretend host stores nothing: 0 bytes)."""
@@ -475,8 +509,8 @@ class NoneDriver(Driver):
             disk = self.host["disks"].get(disk_id)
             if disk is None:
                 return
-            if disk["attached_to"]:
-                raise ValueError(f"{disk_id} is attached to {disk['attached_to']}")
+            if disk["attached_to"] or disk.get("sharers"):
+                raise ValueError(f"{disk_id} is attached to {disk['attached_to'] or ', '.join(disk['sharers'])}")
             del self.host["disks"][disk_id]
             self._forget_deleted_snapshots()
             self._save()

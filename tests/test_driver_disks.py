@@ -198,9 +198,31 @@ def test_clone_of_an_image_is_an_overlay(tmp_path):
     with pytest.raises(ValueError):
         disks.clone("vol-1", 1, image_path=str(image), snapshot_id="snap-1")
     disks.clone("vol-1", 1, image_path=str(image))
-    assert disks.info(disks.path("vol-1"))["backing-filename"] == str(image)
-    write(disks, disks.path("vol-1"), 0x11)
-    assert holds(disks, image, 0x5A)
+    frozen = disks.frozen_image(image)  # the overlay's base: the store's copy of the file
+    assert disks.info(disks.path("vol-1"))["backing-filename"] == str(frozen)
+    assert frozen.parent == tmp_path / "store" / "layers" and holds(disks, frozen, 0x5A)
+    write(disks, disks.path("vol-1"), 0x11, offset=1 << 20)
+    assert holds(disks, image, 0x5A) and holds(disks, image, 0, offset=1 << 20)  # the image never written
+    # the image file rebuilt in place (a new file renamed over it): the clone keeps its data, a
+    # new clone gets the new contents
+    rebuilt = tmp_path / "rebuilt.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(rebuilt), "64M"], check=True)
+    write(disks, rebuilt, 0x77)
+    os.replace(rebuilt, image)
+    assert holds(disks, disks.path("vol-1"), 0x5A) and not holds(disks, disks.path("vol-1"), 0x77)
+    disks.clone("vol-3", 1, image_path=str(image))
+    assert holds(disks, disks.path("vol-3"), 0x77) and disks.frozen_image(image) != frozen
+    disks.delete("vol-1")
+    assert frozen.exists()  # image copies are kept (instance-store roots outside the store use them)
+    # an instance-store root (an overlay outside the store) builds on the copy too
+    root = tmp_path / "root.qcow2"
+    disks.overlay(root, image)
+    assert disks.info(root)["backing-filename"] == str(disks.frozen_image(image))
+    image.unlink()  # the file gone (an import's sweep): what was built on it still reads
+    assert holds(disks, root, 0x77) and holds(disks, disks.path("vol-3"), 0x77)
+    image = tmp_path / "image2.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "64M"], check=True)
+    write(disks, image, 0x5A)
     # Encrypted overlay on a plain image (an encrypted root volume): plain base still readable.
     disks.clone("vol-2", 1, image_path=str(image), key=KEY)
     assert holds(disks, disks.path("vol-2"), 0x5A, key=KEY)
@@ -298,3 +320,72 @@ def test_an_encrypted_disk_over_a_plain_snapshot_is_never_merged_into_it(tmp_pat
     disks.snapshot("vol-3", "snap-3")
     disks.delete_snapshot("snap-3")
     assert len(disks.chain(disks.layer("vol-3"))) == 1
+
+
+def raw_io(path, command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["qemu-io", "-f", "raw", str(path), "-c", command], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_shared_disks_are_raw_and_snapshot_into_qcow2(tmp_path):
+    """A shared (Multi-Attach) disk is one sparse raw file; its snapshots are qcow2 layers that
+    clone into plain or shared disks; share() turns a disk shared and back keeping its data."""
+    disks = Disks(tmp_path / "store")
+    disks.create("vol-s", 1, shared=True)
+    disks.create("vol-s", 1, shared=True)  # idempotent
+    raw = disks.layer("vol-s")
+    assert raw.suffix == ".raw" and disks.shared("vol-s") and raw.stat().st_blocks == 0  # sparse
+    assert disks.info(raw)["format"] == "raw" and disks.size("vol-s") == GIB
+    with pytest.raises(ValueError):
+        disks.create("vol-e", 1, KEY, shared=True)
+    proc = raw_io(raw, "write -P 0x5a 1M 64k")
+    assert proc.returncode == 0, proc.stderr
+    disks.resize("vol-s", 2)
+    assert disks.size("vol-s") == 2 * GIB and disks.layer("vol-s") == raw
+    assert disks.snapshot("vol-s", "snap-s") > 0
+    assert disks.layer("vol-s") == raw  # the disk goes on in the same file
+    assert disks.info(disks.snapshot_layer("snap-s"))["format"] == "qcow2"
+    raw_io(raw, "write -P 0x11 1M 64k")  # later writes do not reach the snapshot
+    disks.clone("vol-c", 2, snapshot_id="snap-s")  # a plain clone: an overlay
+    assert holds(disks, disks.path("vol-c"), 0x5a, 1 << 20)
+    disks.clone("vol-d", 3, snapshot_id="snap-s", shared=True)  # a shared clone: a raw copy
+    assert disks.shared("vol-d") and disks.size("vol-d") == 3 * GIB
+    assert raw_io(disks.layer("vol-d"), "read -P 0x5a 1M 64k").returncode == 0
+    assert "verification failed" not in raw_io(disks.layer("vol-d"), "read -P 0x5a 1M 64k").stdout
+    # share() both ways keeps the data; the old file goes
+    disks.share("vol-c", True)
+    assert disks.shared("vol-c") and "verification failed" not in raw_io(
+        disks.layer("vol-c"), "read -P 0x5a 1M 64k").stdout
+    disks.share("vol-s", False)
+    assert not disks.shared("vol-s") and not raw.exists()
+    assert holds(disks, disks.path("vol-s"), 0x11, 1 << 20) and disks.size("vol-s") == 2 * GIB
+    for d in ("vol-s", "vol-c", "vol-d"):
+        disks.delete(d)
+    disks.delete_snapshot("snap-s")
+    assert list((tmp_path / "store" / "layers").iterdir()) == []
+
+
+def test_key_files_of_dead_processes_are_swept_at_start(tmp_path):
+    """A key file a killed process left in /dev/shm goes when a store opens (at start-up); a live
+    process's stays (positive control), and keys in use are named so they can be swept."""
+    from hypervisor import disks as disks_module
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    key_dir = Disks._key_dir() or __import__("tempfile").gettempdir()
+    orphan = os.path.join(key_dir, f"{disks_module.KEY_FILE_PREFIX}{dead.pid}-abc")
+    mine = os.path.join(key_dir, f"{disks_module.KEY_FILE_PREFIX}{os.getpid()}-abc")
+    for name in (orphan, mine):
+        with open(name, "w") as f:
+            f.write("x")
+    try:
+        store = Disks(tmp_path / "store")
+        assert not os.path.exists(orphan) and os.path.exists(mine)
+        with store._secret(KEY) as args:
+            written = args[1].split("file=")[1].split(",")[0]
+            assert os.path.basename(written).startswith(f"{disks_module.KEY_FILE_PREFIX}{os.getpid()}-")
+        assert not os.path.exists(written)
+    finally:
+        for name in (orphan, mine):
+            if os.path.exists(name):
+                os.unlink(name)

@@ -127,6 +127,48 @@ def test_snapshot_of_an_attached_volume_holds_its_data(cloud, pair):
     _detach(ec2, vid)
 
 
+def _write_direct(cloud, iid, pem, disk: str, marker: str, block: int) -> None:
+    """The marker at 4 KiB block `block` of the disk, written with O_DIRECT (past any cache)."""
+    _ssh(cloud, iid, pem, f"printf '%s' {marker} > /tmp/m && sudo dd if=/tmp/m of={disk} bs=4096 seek={block} "
+                          f"conv=sync oflag=direct 2>&1")
+
+
+def _read_direct(cloud, iid, pem, disk: str, block: int, length: int) -> str:
+    return _ssh(cloud, iid, pem, f"sudo dd if={disk} bs=4096 skip={block} count=1 iflag=direct 2>/dev/null "
+                                 f"| head -c {length}")
+
+
+def test_multi_attach_volume_is_shared_by_two_running_guests(cloud, pair):
+    """One io2 Multi-Attach volume attached to both guests at once: what one writes (direct
+    I/O) the other reads, both ways; the host holds it as one raw file (no qcow2 writer shared)."""
+    ec2, (a, b), pem = pair
+    vid = _new(ec2, Size=4, VolumeType="io2", Iops=200, MultiAttachEnabled=True)
+    assert (cloud.state_dir / "volumes" / f"{vid}.qcow2").resolve().suffix == ".raw"
+    for iid, device in ((a, "/dev/sdl"), (b, "/dev/sdm")):
+        ec2.attach_volume(VolumeId=vid, InstanceId=iid, Device=device)
+    eventually(lambda: sorted(x["State"] for x in _volume(ec2, vid)["Attachments"]) == ["attached"] * 2,
+               "attached to both", within=120, every=0.5)
+    disk_a, disk_b = _disk_in(cloud, a, pem, vid), _disk_in(cloud, b, pem, vid)
+    marker = "shared-marker-" + vid
+    assert _read_direct(cloud, b, pem, disk_b, 300, len(marker)).strip("\0") == ""  # blank before
+    _write_direct(cloud, a, pem, disk_a, marker, 300)
+    assert _read_direct(cloud, b, pem, disk_b, 300, len(marker)) == marker
+    reply = "reply-from-b-" + vid
+    _write_direct(cloud, b, pem, disk_b, reply, 301)
+    assert _read_direct(cloud, a, pem, disk_a, 301, len(reply)) == reply
+    # a snapshot of the shared volume holds the data, as a volume of its own
+    sid = ec2.create_snapshot(VolumeId=vid)["SnapshotId"]
+    eventually(lambda: ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]["State"] == "completed", "snap",
+               within=120, every=0.5)
+    for iid in (a, b):
+        ec2.detach_volume(VolumeId=vid, InstanceId=iid)
+    _wait(ec2, vid, "available")
+    restored = _new(ec2, SnapshotId=sid)
+    _attach(ec2, restored, b, "/dev/sdn")
+    assert _read_direct(cloud, b, pem, _disk_in(cloud, b, pem, restored), 300, len(marker)) == marker
+    _detach(ec2, restored)
+
+
 def test_encrypted_volume_is_unreadable_at_rest(cloud, pair):
     ec2, (a, b), pem = pair
     files = {}

@@ -290,8 +290,11 @@ def test_create_image_snapshots_the_volumes_and_launches(server, ec2):
         snap = ec2.describe_snapshots(SnapshotIds=[ebs["SnapshotId"]])["Snapshots"][0]
         assert snap["VolumeId"] == m[device]["VolumeId"] and snap["State"] == "completed"
         assert snap["Tags"] == [{"Key": "k", "Value": "s"}] and image in snap["Description"]
-    # rebooted (not NoReboot): the pretend console counts a boot more
-    eventually(lambda: host(server)["guests"][iid]["boots"] == boots + 1, "rebooted")
+    # not NoReboot: shut down (not a mere reboot), then booted again after the snapshots; the
+    # instance stays 'running' throughout, as during a reboot
+    eventually(lambda: host(server)["guests"][iid]["boots"] == boots + 1, "started again")
+    assert host(server)["guests"][iid]["console"][-2:] == ["ec2emu-none: power off", f"ec2emu-none: boot {boots + 1}"]
+    assert describe(ec2, iid)["State"]["Name"] == "running" and host(server)["guests"][iid]["state"] == "running"
     # NoReboot: no reboot
     second = ec2.create_image(InstanceId=iid, Name=unique("made"), NoReboot=True)["ImageId"]
     eventually(lambda: image_state(ec2, second) == "available", "second image")
@@ -371,5 +374,18 @@ def test_the_root_volume_detaches_only_from_a_stopped_instance(ec2):
     fast_waiter(ec2, "instance_stopped")(InstanceIds=[iid])
     ec2.detach_volume(VolumeId=root["VolumeId"])  # stopped: allowed
     eventually(lambda: volume(ec2, root["VolumeId"])["State"] == "available", "detached")
+    # without a root volume it cannot start (AWS's words, VM Import troubleshooting guide)
+    message = expect_error("InvalidParameterValue", ec2.start_instances, InstanceIds=[iid])
+    assert message == (f"Invalid value '{iid}' for instanceId. Instance does not have a volume attached at "
+                       "root (/dev/xvda).")
+    # another device name is not the root either; the root device name is free again
+    spare = new_volume(ec2)
+    ec2.attach_volume(VolumeId=spare, InstanceId=iid, Device="/dev/sdf")
+    expect_error("InvalidParameterValue", ec2.start_instances, InstanceIds=[iid])
+    ec2.attach_volume(VolumeId=root["VolumeId"], InstanceId=iid, Device="/dev/xvda")
+    eventually(lambda: volume(ec2, root["VolumeId"])["State"] == "in-use", "attached again")
+    ec2.start_instances(InstanceIds=[iid])
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
     terminate(ec2, iid)
-    ec2.delete_volume(VolumeId=root["VolumeId"])
+    eventually(lambda: volume(ec2, spare)["State"] == "available", "spare released")
+    ec2.delete_volume(VolumeId=spare)

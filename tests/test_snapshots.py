@@ -198,3 +198,33 @@ def test_create_volume_permission(ec2, other_account):
 @pytest.fixture(autouse=True)
 def _no_default_encryption(ec2):
     assert ec2.get_ebs_encryption_by_default()["EbsEncryptionByDefault"] is False
+
+
+def test_a_volume_from_a_deleted_file_backed_snapshot_copy_is_still_made(tmp_path):
+    """CreateVolume from a copy of a public (file-backed) snapshot, the copy deleted before the
+    volume's disk task runs: the task names the file, so the disk is made all the same. The host
+    lane is held up first by a CreateImage's clean shutdown (3 s on this pretend host)."""
+    from .helpers import fast_waiter, tiny_image
+    from .server import Server
+
+    srv = Server(tmp_path / "state", database_url="",
+                 extra_env={"EC2EMU_NONE_TRANSITION_SECONDS": "3"}).start()
+    try:
+        ec2 = srv.client()
+        public = ec2.describe_images(ImageIds=[tiny_image(ec2)])["Images"][0]["BlockDeviceMappings"][0]
+        copy = ec2.copy_snapshot(SourceSnapshotId=public["Ebs"]["SnapshotId"], SourceRegion="us-east-1")["SnapshotId"]
+        eventually(lambda: ec2.describe_snapshots(SnapshotIds=[copy])["Snapshots"][0]["State"] == "completed",
+                   "copied", within=60)
+        iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1, InstanceType="t3.micro",
+                                Placement={"AvailabilityZone": ZONE})["Instances"][0]["InstanceId"]
+        fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+        ec2.create_image(InstanceId=iid, Name=unique("hold"))  # its shutdown holds the host lane ~3 s
+        vid = ec2.create_volume(AvailabilityZone=ZONE, SnapshotId=copy)["VolumeId"]
+        ec2.delete_snapshot(SnapshotId=copy)
+        assert volume(ec2, vid)["State"] == "creating"  # the disk task had not run yet
+        eventually(lambda: volume(ec2, vid)["State"] in ("available", "error"), "made", within=60)
+        assert volume(ec2, vid)["State"] == "available"
+        host = json.loads((srv.state_dir / "none-host.json").read_text())
+        assert host["disks"][vid]["source"].startswith("image:")
+    finally:
+        srv.stop()

@@ -52,9 +52,10 @@ def instance(ec2):
     return iid
 
 
-def run_instance(ec2, zone: str = ZONE) -> str:
+def run_instance(ec2, zone: str = ZONE, **kw) -> str:
+    kw = {"InstanceType": kw["instance_type"]} if "instance_type" in kw else {}
     iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1,
-                            Placement={"AvailabilityZone": zone})["Instances"][0]["InstanceId"]
+                            Placement={"AvailabilityZone": zone}, **kw)["Instances"][0]["InstanceId"]
     fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
     return iid
 
@@ -255,15 +256,64 @@ def test_attach_errors(ec2, instance):
 
 
 def test_multi_attach(ec2):
-    """io1/io2 take MultiAttachEnabled; a second attachment is refused as unsupported: the
-    driver's contract attaches a disk to one guest (QEMU locks an open qcow2)."""
+    """An io2 Multi-Attach volume attaches to several Nitro instances of its zone at once (all
+    listed in Attachments), to each once, never as a root volume nor to a Xen instance; it is
+    available again when the last one lets go."""
     vid = new_volume(ec2, VolumeType="io2", Size=4, Iops=200, MultiAttachEnabled=True)
-    first, second = run_instance(ec2), run_instance(ec2)
+    first, second = run_instance(ec2, instance_type="t3.micro"), run_instance(ec2, instance_type="t3.micro")
+    xen = run_instance(ec2, instance_type="t2.micro")
     attach(ec2, vid, first)
-    expect_error("Unsupported", ec2.attach_volume, VolumeId=vid, InstanceId=second, Device="/dev/sdf")
-    expect_error("VolumeInUse", ec2.attach_volume, VolumeId=vid, InstanceId=first, Device="/dev/sdg")
-    detach(ec2, vid, InstanceId=first)
+    ec2.attach_volume(VolumeId=vid, InstanceId=second, Device="/dev/sdg")
+    eventually(lambda: sorted((a["InstanceId"], a["State"]) for a in volume(ec2, vid)["Attachments"])
+               == sorted([(first, "attached"), (second, "attached")]), "attached to both")
+    assert volume(ec2, vid)["State"] == "in-use"
+    expect_error("VolumeInUse", ec2.attach_volume, VolumeId=vid, InstanceId=first, Device="/dev/sdh")
+    msg = expect_error("UnsupportedOperation", ec2.attach_volume, VolumeId=vid, InstanceId=xen, Device="/dev/sdf")
+    assert "Multi-Attach is not supported for this instance type" in msg
+    expect_error("InvalidParameterValue", ec2.attach_volume, VolumeId=vid,
+                 InstanceId=run_instance(ec2, instance_type="t3.micro"), Device="/dev/xvda")
+    # a plain volume (positive control for the Nitro rule) attaches to the Xen instance
+    plain = new_volume(ec2)
+    attach(ec2, plain, xen)
+    detach(ec2, plain)
+    # DetachVolume must say which attachment when there are several
+    expect_error("MissingParameter", ec2.detach_volume, VolumeId=vid)
+    ec2.detach_volume(VolumeId=vid, InstanceId=first)
+    eventually(lambda: [a["InstanceId"] for a in volume(ec2, vid)["Attachments"]] == [second], "one left")
+    assert volume(ec2, vid)["State"] == "in-use"
+    detach(ec2, vid, InstanceId=second)
     assert volume(ec2, vid)["MultiAttachEnabled"] is True
+
+
+def test_multi_attach_limit(ec2):
+    """At most 16 instances (AWS's limit) at once."""
+    vid = new_volume(ec2, VolumeType="io1", Size=4, Iops=100, MultiAttachEnabled=True)
+    ids = [i["InstanceId"] for i in ec2.run_instances(
+        ImageId=tiny_image(ec2), MinCount=17, MaxCount=17, InstanceType="t3.nano",
+        Placement={"AvailabilityZone": ZONE})["Instances"]]
+    fast_waiter(ec2, "instance_running")(InstanceIds=ids)
+    for iid in ids[:16]:
+        ec2.attach_volume(VolumeId=vid, InstanceId=iid, Device="/dev/sdf")
+    msg = expect_error("AttachmentLimitExceeded", ec2.attach_volume, VolumeId=vid, InstanceId=ids[16],
+                       Device="/dev/sdf")
+    assert "16" in msg
+    ec2.terminate_instances(InstanceIds=ids)
+    wait_state(ec2, vid, "available")
+
+
+def test_multi_attach_modify_and_encryption(ec2):
+    """ModifyVolume turns Multi-Attach on and off for a detached io2 volume only; an encrypted
+    Multi-Attach volume is refused by this emulator's hosts (said plainly)."""
+    vid = new_volume(ec2, VolumeType="io2", Size=4, Iops=200)
+    ec2.modify_volume(VolumeId=vid, MultiAttachEnabled=True)
+    eventually(lambda: volume(ec2, vid)["MultiAttachEnabled"] is True, "enabled")
+    io1 = new_volume(ec2, VolumeType="io1", Size=4, Iops=100)
+    msg = expect_error("InvalidParameterCombination", ec2.modify_volume, VolumeId=io1, MultiAttachEnabled=True)
+    assert "io2" in msg
+    gp3 = new_volume(ec2, VolumeType="gp3", Size=4)
+    expect_error("InvalidParameterCombination", ec2.modify_volume, VolumeId=gp3, MultiAttachEnabled=True)
+    expect_error("Unsupported", ec2.create_volume, AvailabilityZone=ZONE, VolumeType="io2", Size=4, Iops=200,
+                 MultiAttachEnabled=True, Encrypted=True)
 
 
 def test_stop_start_keep_and_terminate_releases(ec2):
@@ -318,11 +368,38 @@ def test_modify_volume(server, ec2, instance):
     expect_error("InvalidVolume.NotFound", ec2.describe_volumes_modifications, VolumeIds=["vol-0123456789abcdef0"])
     never = new_volume(ec2)
     expect_error("InvalidVolumeModification.NotFound", ec2.describe_volumes_modifications, VolumeIds=[never])
-    # back to gp2 drops the provisioned IOPS and throughput
-    ec2.modify_volume(VolumeId=vid, VolumeType="gp2")
-    eventually(lambda: volume(ec2, vid)["VolumeType"] == "gp2" and done(), "gp2")
-    assert "Throughput" not in volume(ec2, vid) and volume(ec2, vid)["Iops"] == 100  # gp2 of 10 GiB: floor
+    # a second modification within 6 hours of the first one's start is refused (AWS's cooldown)
+    msg = expect_error("VolumeModificationRateExceeded", ec2.modify_volume, VolumeId=vid, VolumeType="gp2")
+    assert msg == ("You've reached the maximum modification rate per volume limit. Wait at least 6 hours "
+                   "between modifications per EBS volume.")
     detach(ec2, vid)
+    # back to gp2 drops the provisioned IOPS and throughput (a volume never modified: allowed)
+    fresh = new_volume(ec2, Size=10, VolumeType="gp3", Iops=4000, Throughput=200)
+    ec2.modify_volume(VolumeId=fresh, VolumeType="gp2")
+    eventually(lambda: volume(ec2, fresh)["VolumeType"] == "gp2", "gp2")
+    assert "Throughput" not in volume(ec2, fresh) and volume(ec2, fresh)["Iops"] == 100  # gp2 of 10 GiB: floor
+
+
+def test_modification_cooldown_is_a_setting(tmp_path):
+    """The 6-hour wait is config (volume_modification_cooldown_seconds): past it, the next
+    modification is taken; within it, refused."""
+    import time
+
+    from .server import Server
+
+    srv = Server(tmp_path / "state", database_url="",
+                 extra_env={"EC2EMU_VOLUME_MODIFICATION_COOLDOWN_SECONDS": "3"}).start()
+    try:
+        ec2 = srv.client()
+        vid = new_volume(ec2, Size=1)
+        ec2.modify_volume(VolumeId=vid, Size=2)
+        eventually(lambda: volume(ec2, vid)["Size"] == 2, "grown")
+        expect_error("VolumeModificationRateExceeded", ec2.modify_volume, VolumeId=vid, Size=3)
+        time.sleep(3)
+        ec2.modify_volume(VolumeId=vid, Size=3)
+        eventually(lambda: volume(ec2, vid)["Size"] == 3, "grown again")
+    finally:
+        srv.stop()
 
 
 # ---------------------------------------------------------------------- status and attributes
