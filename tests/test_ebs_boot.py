@@ -50,8 +50,17 @@ def test_root_volume_survives_stop_start_and_becomes_an_image(cloud):
     assert _ssh(cloud, iid, pem, "cat /root-marker", timeout=240).strip() == marker
     assert _mappings(ec2, iid)["/dev/xvda"] == root
 
-    image = ec2.create_image(InstanceId=iid, Name=unique("from-guest"), NoReboot=True)["ImageId"]
+    # Without NoReboot, as AWS does: a clean shutdown, the snapshots taken while it is down, a
+    # new boot; the instance reads 'running' throughout.
+    boots = ec2.get_console_output(InstanceId=iid)["Output"].count("ec2emu: rcS start")
+    image = ec2.create_image(InstanceId=iid, Name=unique("from-guest"))["ImageId"]
+    assert ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"] == "running"
     eventually(lambda: ec2.describe_images(ImageIds=[image])["Images"][0]["State"] == "available", "image", within=180, every=0.5)
+    assert _ssh(cloud, iid, pem, "cat /root-marker", timeout=240).strip() == marker  # up again
+    out = ec2.get_console_output(InstanceId=iid)["Output"]
+    assert out.count("ec2emu: rcS start") == boots + 1, out[-2000:]
+    assert "ec2emu: shutting down" in out[out.rfind("ec2emu: rcS start", 0, out.rfind("ec2emu: rcS start")):]
+    assert "ignored ACPI" not in cloud.log.read_text()  # a clean shutdown, not a forced one
     child = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, KeyName=name, InstanceType="t3.micro",
                               Placement={"AvailabilityZone": "us-east-1a"})["Instances"][0]["InstanceId"]
     fast_waiter(ec2, "instance_running")(InstanceIds=[child])
