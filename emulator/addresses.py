@@ -27,6 +27,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from . import vpcs
 from .dns import public_dns_name
 from .errors import (AddressLimitExceeded, InsufficientAddressCapacity, InvalidAddressNotFound,
                      InvalidAllocationIDNotFound, InvalidAssociationIDNotFound, InvalidInstanceID,
@@ -34,7 +35,7 @@ from .errors import (AddressLimitExceeded, InsufficientAddressCapacity, InvalidA
                      InvalidParameterCombination, InvalidParameterValue, MissingParameter,
                      ResourceAlreadyAssociated, Unsupported)
 from .ids import new_id
-from .models import Address, Instance, NatGateway, Subnet, Tag
+from .models import Address, Instance, NatGateway, Subnet, Tag, Vpc
 from .query import Resource, Selector, describe
 from .registry import Context, Host, action, host_action
 from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications
@@ -294,8 +295,9 @@ def map_on_host(host: Host, instance_id: str, vpc_id: str, public_ip: str, priva
         current = (inst is not None and inst.state == "running" and inst.public_ip == public_ip
                    and inst.private_ip == private_ip)
         region = inst.region if inst is not None else ""
+        named = vpcs.gives_dns_names(session.get(Vpc, vpc_id))
     if current:
-        host.driver.map_address(vpc_id, public_ip, private_ip, public_dns_name(region, public_ip))
+        host.driver.map_address(vpc_id, public_ip, private_ip, public_dns_name(region, public_ip) if named else "")
 
 
 @action("DescribeAddressesAttribute")

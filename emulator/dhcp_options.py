@@ -133,22 +133,27 @@ def associate_dhcp_options(ctx: Context, p: dict) -> dict:
     vpc = get_vpc(ctx, p["VpcId"])
     wanted = p["DhcpOptionsId"]
     vpc.dhcp_options_id = "default" if wanted == "default" else get_set(ctx, wanted).id
-    # Running instances pick the new options up when they renew their lease, as on AWS: the
-    # VPC's DHCP server gets them now, if the VPC has a network on the host (instances that
-    # hold an address); otherwise its next plumbing (a launch or start into it) carries them.
-    if ctx.session.scalars(select(Instance.id).where(Instance.vpc_id == vpc.id, Instance.state != "terminated",
-                                                     Instance.private_ip.is_not(None)).limit(1)).first():
-        ctx.host_task(REPLUMB, vpc.id)
+    # Running instances pick the new options up when they renew their lease, as on AWS.
+    replumb(ctx, vpc.id)
     return {}
 
 
-REPLUMB = "vpc.dhcp"
+REPLUMB = "vpc.plumb"
+
+
+def replumb(ctx: Context, vpc_id: str) -> None:
+    """Give the VPC's DHCP server and resolver its current settings (DHCP options, DNS
+    attributes) now, if the VPC has a network on the host (instances that hold an address);
+    otherwise its next plumbing (a launch or start into it) carries them."""
+    if ctx.session.scalars(select(Instance.id).where(Instance.vpc_id == vpc_id, Instance.state != "terminated",
+                                                     Instance.private_ip.is_not(None)).limit(1)).first():
+        ctx.host_task(REPLUMB, vpc_id)
 
 
 @host_action(REPLUMB)
 def replumb_on_host(host: Host, vpc_id: str) -> None:
-    """Give the VPC's DHCP server its current options (the driver rewrites its configuration and
-    restarts it if they changed). Reads the VPC when it runs: a later association wins."""
+    """Give the VPC's DHCP server and resolver their current settings (the driver rewrites the
+    configuration and restarts it if they changed). Reads the VPC when it runs: a later change wins."""
     from .vpcs import host_spec
 
     with host.Session() as session:

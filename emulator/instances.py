@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session
 from hypervisor import DiskSpec, HostEvent, InstanceSpec
 from hypervisor.host import crash_point
 
-from . import (attachments, block_devices, dhcp_options, ebs_encryption, firewall, images, keypairs,
-               network_interfaces, routing, security_groups, vpcs)
+from . import (attachments, block_devices, ebs_encryption, firewall, images, keypairs, network_interfaces, routing,
+               security_groups, vpcs)
 from .addresses import allocate_public_ip, elastic_ip_of, instance_gone
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
-from .dns import private_dns_domain, private_dns_name, public_dns_domain, public_dns_name
+from .dns import private_dns_name, public_dns_name
 from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceCreditSpecificationNotSupported,
                      InstanceLimitExceeded,
                      InsufficientFreeAddressesInSubnet, InvalidAKIIDNotFound,
@@ -129,10 +129,11 @@ def get_instance(ctx: Context, instance_id: str) -> Instance:
 
 # ---------------------------------------------------------------------------------- output
 
-def _describe(row: Instance, tags: dict, groups: dict[str, str], volumes: list[dict], nics: list[dict]) -> dict:
+def _describe(row: Instance, tags: dict, groups: dict[str, str], volumes: list[dict], nics: list[dict],
+              named: bool) -> dict:
     region = row.region
     alive = row.state != "terminated"
-    public_dns = public_dns_name(region, row.public_ip)
+    public_dns = public_dns_name(region, row.public_ip) if named else ""
     private_dns = private_dns_name(region, row.private_ip)
     sgs = [{"GroupId": g, "GroupName": groups.get(g, "")} for g in row.security_group_ids]
     attrs = row.attributes or {}
@@ -186,7 +187,9 @@ def describe_rows(ctx: Context, rows: list[Instance], tags: dict | None = None) 
     names = security_groups.group_names(ctx, group_ids)
     volumes = attachments.mappings_by_instance(ctx.session, ctx.account_id, ctx.region) if rows else {}
     nics = network_interfaces.for_instances(ctx, [r.id for r in rows if r.state != "terminated"])
-    return [_describe(r, tags.get(r.id, {}), names, volumes.get(r.id, []), nics.get(r.id, [])) for r in rows]
+    named = vpcs.dns_named(ctx.session, {r.vpc_id for r in rows})  # public DNS names given
+    return [_describe(r, tags.get(r.id, {}), names, volumes.get(r.id, []), nics.get(r.id, []), r.vpc_id in named)
+            for r in rows]
 
 
 def _reservations(ctx: Context, rows: list[Instance], tags: dict | None = None) -> list[dict]:
@@ -220,8 +223,7 @@ def _spec(ctx: Context, row: Instance) -> InstanceSpec:
     ramdisk_id = row.ramdisk_id or (None if row.kernel_id else images.public_image_id(row.region, images.RAMDISK_NAME))
     kernel = images.image_by_id(ctx, kernel_id, any_owner=True)
     ramdisk = images.image_by_id(ctx, ramdisk_id, any_owner=True) if ramdisk_id else None
-    subnets = ctx.session.execute(select(Subnet.id, Subnet.cidr_block).where(
-        Subnet.vpc_id == row.vpc_id).order_by(Subnet.id)).all()
+    vpc = vpcs.host_spec(ctx, ctx.session.get(Vpc, row.vpc_id))
     attached = [a for a in attachments.of_instance(ctx.session, row.id) if a.state != "detaching"]
     volumes = {v.id: v for v in ctx.session.scalars(select(Volume).where(
         Volume.id.in_([a.volume_id for a in attached])))}
@@ -239,11 +241,11 @@ def _spec(ctx: Context, row: Instance) -> InstanceSpec:
                         mac_address=row.mac_address, vpc_id=row.vpc_id, subnet_id=row.subnet_id,
                         private_ip=row.private_ip or "", public_ip=row.public_ip,
                         hostname=private_dns_name(row.region, row.private_ip), region=row.region,
-                        dns_domain=private_dns_domain(row.region),
-                        public_hostname=public_dns_name(row.region, row.public_ip),
-                        public_dns_domain=public_dns_domain(row.region),
-                        instance_type=row.instance_type, vpc_subnets=[tuple(s) for s in subnets],
-                        dhcp_domain=dhcp_options.domain_name(ctx, ctx.session.get(Vpc, row.vpc_id)) or "",
+                        dns_domain=vpc.dns_domain,
+                        public_hostname=public_dns_name(row.region, row.public_ip) if vpc.dns_names else "",
+                        public_dns_domain=vpc.public_dns_domain,
+                        instance_type=row.instance_type, vpc_subnets=list(vpc.subnets),
+                        dhcp_domain=vpc.dhcp_domain, dns_support=vpc.dns_support, dns_names=vpc.dns_names,
                         **network_interfaces.host_interfaces(ctx.session, row))
 
 

@@ -304,12 +304,14 @@ class _Eni:
     row: NetworkInterface
     groups: dict[str, str]      # id -> name, for every group of the listed interfaces
     public_ip: str | None       # its primary address's public IP (its instance's), if any
+    named: bool = False         # its VPC gives public DNS names (vpcs.gives_dns_names)
 
 
 def _association(e: _Eni) -> dict | None:
     if not e.public_ip:
         return None
-    return {"IpOwnerId": "amazon", "PublicIp": e.public_ip, "PublicDnsName": public_dns_name(e.row.region, e.public_ip)}
+    return {"IpOwnerId": "amazon", "PublicIp": e.public_ip,
+            "PublicDnsName": public_dns_name(e.row.region, e.public_ip) if e.named else ""}
 
 
 def _attachment(r: NetworkInterface) -> dict | None:
@@ -396,7 +398,9 @@ def _wrapped(ctx: Context, rows: list[NetworkInterface]) -> list[_Eni]:
     primaries = [r.instance_id for r in rows if r.device_index == 0]
     public = dict(ctx.session.execute(select(Instance.id, Instance.public_ip).where(
         Instance.id.in_(primaries))).all()) if primaries else {}
-    return [_Eni(r.id, r, groups, public.get(r.instance_id) if r.device_index == 0 else None) for r in rows]
+    named = vpcs.dns_named(ctx.session, {r.vpc_id for r in rows})
+    return [_Eni(r.id, r, groups, public.get(r.instance_id) if r.device_index == 0 else None, r.vpc_id in named)
+            for r in rows]
 
 
 def for_instances(ctx: Context, instance_ids: list[str]) -> dict[str, list[dict]]:

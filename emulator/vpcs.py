@@ -71,6 +71,20 @@ def default_vpc(ctx: Context) -> Vpc | None:
                                                  Vpc.is_default.is_(True))).first()
 
 
+def gives_dns_names(vpc: Vpc | None) -> bool:
+    """Whether the VPC's instances get public DNS hostnames and Amazon's resolver answers their
+    names: both DNS attributes true, as on AWS (a new VPC has enableDnsHostnames false, the
+    default VPC true)."""
+    return vpc is not None and bool(vpc.enable_dns_support) and bool(vpc.enable_dns_hostnames)
+
+
+def dns_named(session, vpc_ids) -> set[str]:
+    """The VPCs among vpc_ids whose instances get DNS names (gives_dns_names), in one query."""
+    ids = {v for v in vpc_ids if v}
+    return set(session.scalars(select(Vpc.id).where(Vpc.id.in_(ids), Vpc.enable_dns_support.is_(True),
+                                                    Vpc.enable_dns_hostnames.is_(True)))) if ids else set()
+
+
 def host_spec(ctx: Context, vpc: Vpc) -> VpcSpec:
     """The VPC as the host plumbs it: its subnets, DNS domains and DHCP domain-name."""
     from . import dhcp_options
@@ -78,7 +92,8 @@ def host_spec(ctx: Context, vpc: Vpc) -> VpcSpec:
     subnets = ctx.session.execute(select(Subnet.id, Subnet.cidr_block).where(
         Subnet.vpc_id == vpc.id).order_by(Subnet.id)).all()
     return VpcSpec(vpc.id, tuple(tuple(s) for s in subnets), private_dns_domain(vpc.region),
-                   public_dns_domain(vpc.region), vpc.region, dhcp_options.domain_name(ctx, vpc) or "")
+                   public_dns_domain(vpc.region), vpc.region, dhcp_options.domain_name(ctx, vpc) or "",
+                   dns_support=bool(vpc.enable_dns_support), dns_names=gives_dns_names(vpc))
 
 
 def owned(ctx: Context, model, resource_id: str, not_found):
@@ -280,6 +295,9 @@ def modify_vpc_attribute(ctx: Context, p: dict) -> dict:
         vpc.enable_dns_hostnames = bool(value)
     elif value:
         raise Unsupported("Network address usage metrics are not supported by this emulator.")
+    if member != "EnableNetworkAddressUsageMetrics":
+        from .dhcp_options import replumb
+        replumb(ctx, vpc.id)  # the VPC's resolver answers (or not) at once
     return {}
 
 

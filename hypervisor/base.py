@@ -89,13 +89,15 @@ class InstanceSpec:
     public_hostname: str = ""    # the public DNS name ('ec2-198-51-100-7.compute-1.amazonaws.com') or ''
     public_dns_domain: str = ""  # 'compute-1.amazonaws.com'; '' = public names not answered locally
     dhcp_domain: str = ""        # the VPC's DHCP option set's domain-name; '' = dns_domain
+    dns_support: bool = True     # the VPC's resolver answers at all (enableDnsSupport)
+    dns_names: bool = True       # it answers the instances' names (enableDnsSupport and -Hostnames)
     secondary_ips: tuple[str, ...] = ()  # the primary interface's secondary private addresses
     source_dest_check: bool = True       # False: the primary port may send from any address (NAT)
     interfaces: list[InterfaceSpec] = field(default_factory=list)  # attached at device index >= 1
 
     def vpc(self) -> VpcSpec:
         return VpcSpec(self.vpc_id, tuple(tuple(s) for s in self.vpc_subnets), self.dns_domain,
-                       self.public_dns_domain, self.region, self.dhcp_domain)
+                       self.public_dns_domain, self.region, self.dhcp_domain, self.dns_support, self.dns_names)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ class VpcSpec:
     public_dns_domain: str = ""
     region: str = ""
     dhcp_domain: str = ""  # the domain name DHCP hands out (its option set's); '' = dns_domain
+    dns_support: bool = True  # False: its resolver answers nothing (AWS's enableDnsSupport false)
+    dns_names: bool = True    # False: nor the instances' names (enableDnsHostnames false too)
 
 
 # ----------------------------------------------------------------------------------- firewall

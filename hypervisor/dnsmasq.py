@@ -23,12 +23,14 @@ DHCP_LEASE = "1h"
 
 # ------------------------------------------------------------------------------ files
 
-def dhcp_hosts(ports: Mapping[str, Mapping[str, str]]) -> list[str]:
+def dhcp_hosts(ports: Mapping[str, Mapping[str, str]], names: bool = True) -> list[str]:
     """`MAC,IP[,NAME]` lines, NAME the first label of the port's hostname (sent as the DHCP host
-    name option; none if the port has no hostname)."""
+    name option; none if the port has no hostname). names False (a VPC whose resolver does not
+    answer its instances' names): no NAME, since dnsmasq answers every name it hands out (the
+    guests take their hostname from the metadata service anyway)."""
     lines = []
     for _iid, p in sorted(ports.items(), key=lambda kv: kv[1]["ip"]):
-        short = (p.get("hostname") or "").split(".")[0]
+        short = (p.get("hostname") or "").split(".")[0] if names else ""
         lines.append(f"{p['mac']},{p['ip']}" + (f",{short}" if short else "") + "\n")
     return lines
 
@@ -56,9 +58,11 @@ def hosts(ports: Mapping[str, Mapping[str, str]], nat: Mapping[str, str], public
 
 
 def config(d: Path, subnets: Iterable[tuple[str, str]], dns_domain: str, public_dns_domain: str,
-           dhcp_domain: str = "") -> str:
+           dhcp_domain: str = "", dns: bool = True) -> str:
     """dnsmasq.conf for a VPC whose files live in `d` (absolute). `dhcp_domain`: the domain name
-    DHCP hands out (the VPC's DHCP option set's domain-name) when it is not `dns_domain`."""
+    DHCP hands out (the VPC's DHCP option set's domain-name) when it is not `dns_domain`. `dns`
+    False: no DNS server at all (the VPC's enableDnsSupport false), DHCP only; DHCP still names
+    the VPC router as the DNS server, as AWS's DHCP options still name AmazonProvidedDNS."""
     lines = [
         "# written by ec2emu; rewritten on every change",
         f"pid-file={d / 'dnsmasq.pid'}",
@@ -67,6 +71,8 @@ def config(d: Path, subnets: Iterable[tuple[str, str]], dns_domain: str, public_
         "no-resolv", "no-hosts", "no-poll",
         "bind-interfaces", "except-interface=lo",
     ]
+    if not dns:
+        lines.append("port=0")
     if dns_domain:
         lines += [f"domain={dns_domain}", f"local=/{dns_domain}/"]
     if dhcp_domain and dhcp_domain != dns_domain:

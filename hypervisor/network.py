@@ -152,13 +152,15 @@ class Network:
     # ------------------------------------------------------------------------------ VPCs
 
     def ensure_vpc(self, vpc_id: str, region: str, subnets: Iterable[tuple[str, str]],
-                   dns_domain: str = "", public_dns_domain: str = "", dhcp_domain: str = "") -> str:
+                   dns_domain: str = "", public_dns_domain: str = "", dhcp_domain: str = "",
+                   dns_support: bool = True, dns_names: bool = True) -> str:
         """Create or repair a VPC's namespace, bridges, internet link, dnsmasq and rules.
         Returns the namespace name."""
         with self.locked():
             st = self.store.load(vpc_id) or {"vpc_id": vpc_id, "ports": {}, "nat": {}, "public_names": {}}
             st.update(region=region, subnets=_subnets(subnets), dns_domain=dns_domain,
-                      public_dns_domain=public_dns_domain, dhcp_domain=dhcp_domain)
+                      public_dns_domain=public_dns_domain, dhcp_domain=dhcp_domain, dns_support=dns_support,
+                      dns_names=dns_names)
             self.store.save(st)
             self._plumb_vpc(st)
             self._apply(st)
@@ -171,7 +173,7 @@ class Network:
 
     def ensure(self, vpc: VpcSpec) -> str:
         return self.ensure_vpc(vpc.vpc_id, vpc.region, vpc.subnets, vpc.dns_domain, vpc.public_dns_domain,
-                               vpc.dhcp_domain)
+                               vpc.dhcp_domain, vpc.dns_support, vpc.dns_names)
 
     def _plumb_vpc(self, st: dict) -> None:
         vpc_id = st["vpc_id"]
@@ -233,7 +235,8 @@ class Network:
                 if (not host.netns_exists(self.namespace_of(vpc_id))
                         or (st["subnets"] and not self._dnsmasq(vpc_id).running())):
                     self.ensure_vpc(vpc_id, st["region"], st["subnets"].items(), st.get("dns_domain", ""),
-                                    st.get("public_dns_domain", ""), st.get("dhcp_domain", ""))
+                                    st.get("public_dns_domain", ""), st.get("dhcp_domain", ""),
+                                    st.get("dns_support", True), st.get("dns_names", True))
                     repaired.append(vpc_id)
         return repaired
 
@@ -499,15 +502,17 @@ class Network:
             self._plumb_vpc(st)
         d = self.store.dir(vpc_id)
         d.mkdir(parents=True, exist_ok=True)
-        dhcp_lines = dnsmasq.dhcp_hosts(st["ports"])
+        dhcp_lines = dnsmasq.dhcp_hosts(st["ports"], st.get("dns_names", True))
         dhcp_path = d / "dhcp-hosts"
         try:
             old_dhcp = set(dhcp_path.read_text().splitlines(True))
         except FileNotFoundError:
             old_dhcp = set()
         dhcp_changed = write_if_changed(dhcp_path, "".join(dhcp_lines))
-        hosts_changed = write_if_changed(d / "hosts", dnsmasq.hosts(st["ports"], st["nat"], st["public_names"],
-                                                                     st["dns_domain"]))
+        # The instances' names are answered only where the VPC gives them (both DNS attributes).
+        names = dnsmasq.hosts(st["ports"], st["nat"], st["public_names"], st["dns_domain"]) \
+            if st.get("dns_names", True) else ""
+        hosts_changed = write_if_changed(d / "hosts", names)
         removed = bool(old_dhcp - set(dhcp_lines))
         routes = self.routes(vpc_id)
         routes = {cidr: dests for cidr, dests in routes.items() if cidr in st["subnets"].values()} \
@@ -518,7 +523,7 @@ class Network:
         self._policy_routes(ns, routes)
         conf_changed = write_if_changed(d / "dnsmasq.conf", dnsmasq.config(
             d.resolve(), st["subnets"].items(), st["dns_domain"], st["public_dns_domain"],
-            st.get("dhcp_domain", "")))
+            st.get("dhcp_domain", ""), dns=st.get("dns_support", True)))
         daemon = self._dnsmasq(vpc_id)
         if not st["subnets"]:
             daemon.stop()
@@ -563,7 +568,7 @@ class Network:
                 mine = ports[vpc_id]
                 st = {"vpc_id": vpc_id, "region": spec.region, "subnets": _subnets(spec.subnets),
                       "dns_domain": spec.dns_domain, "public_dns_domain": spec.public_dns_domain,
-                      "dhcp_domain": spec.dhcp_domain,
+                      "dhcp_domain": spec.dhcp_domain, "dns_support": spec.dns_support, "dns_names": spec.dns_names,
                       "ports": {p.instance_id: _port(p) for p in mine},
                       "nat": {p.public_ip: p.ip for p in mine if p.public_ip},
                       "public_names": {p.public_ip: p.public_hostname for p in mine

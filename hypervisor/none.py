@@ -297,7 +297,7 @@ class NoneDriver(Driver):
         with self._changing():
             have = self.host["vpcs"].setdefault(vpc.vpc_id, {"ports": {}, "nat": {}, "names": {}})
             have.update(subnets=subnets, dns_domain=vpc.dns_domain, public_dns_domain=vpc.public_dns_domain,
-                        dhcp_domain=vpc.dhcp_domain)
+                        dhcp_domain=vpc.dhcp_domain, dns_support=vpc.dns_support, dns_names=vpc.dns_names)
 
     def remove_vpc(self, vpc_id: str) -> bool:
         """See Driver.remove_vpc."""

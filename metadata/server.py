@@ -176,6 +176,7 @@ class MetadataServer:
     def lookup(self, vpc_id: str, source_ip: str) -> InstanceFacts | None:
         from emulator.attachments import listed_devices
         from emulator.models import Instance, KeyPair, NetworkInterface, SecurityGroup, Subnet, Tag, Vpc
+        from emulator.vpcs import gives_dns_names
 
         with self.session_factory() as session:
             rows = session.scalars(select(Instance).where(
@@ -218,7 +219,7 @@ class MetadataServer:
             security_groups=[(g, groups.get(g, "")) for g in row.security_group_ids or []],
             key_name=row.key_name if key else None,
             public_key=key.public_key if key else None,
-            tags=tags, volume_devices=volumes, interfaces=interfaces)
+            tags=tags, volume_devices=volumes, interfaces=interfaces, dns_names=gives_dns_names(vpc))
 
     # ----------------------------------------------------------------------------- logging
 

@@ -64,6 +64,7 @@ class InstanceFacts:
     # Its attached interfaces, primary first: dicts with device_index, id, mac, ips (primary
     # first), subnet_id, subnet_cidr, groups [(id, name)]. Empty: the primary alone, from the row.
     interfaces: list[dict] = field(default_factory=list)
+    dns_names: bool = True              # its VPC gives public DNS names (both DNS attributes true)
 
     @property
     def options(self) -> dict:
@@ -165,10 +166,11 @@ def meta_data(f: InstanceFacts) -> dict:
         "services": {"domain": "amazonaws.com", "partition": "aws"},
     }
     if row.public_ip:
-        public_name = public_dns_name(region, row.public_ip)
-        tree["public-hostname"] = public_name
+        if f.dns_names:  # AWS lists no public-hostname where the VPC gives no public DNS names
+            public_name = public_dns_name(region, row.public_ip)
+            tree["public-hostname"] = public_name
+            iface["public-hostname"] = public_name
         tree["public-ipv4"] = row.public_ip
-        iface["public-hostname"] = public_name
         iface["public-ipv4s"] = row.public_ip
         iface["ipv4-associations"] = {row.public_ip: row.private_ip or ""}
     if f.key_name and f.public_key:

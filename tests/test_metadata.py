@@ -456,3 +456,18 @@ def test_every_attached_interface_is_listed(world):
     primary_path = "network/interfaces/macs/0a:12:34:56:78:9a/"
     assert g(primary_path + "device-number") == "0" and g(primary_path + "public-ipv4s") == "100.64.0.7"
     assert g(primary_path + "local-ipv4s") == "172.31.0.10\n172.31.0.20"
+
+
+def test_no_public_hostname_where_the_vpc_gives_no_dns_names(keys):
+    """A public address in a VPC whose DNS attributes give no names: public-ipv4 is listed,
+    public-hostname is not (at the top or under the interface's MAC), as on AWS."""
+    world = World(keys)
+    row = fake_instance()
+    world.add(facts_for(row, dns_names=False))
+    listing = text(world.get("/latest/meta-data/")).split("\n")
+    assert "public-ipv4" in listing and "public-hostname" not in listing
+    mac = text(world.get("/latest/meta-data/mac"))
+    assert "public-hostname" not in text(world.get(f"/latest/meta-data/network/interfaces/macs/{mac}/")).split("\n")
+    world = World(keys)  # the control: the same instance where names are given
+    world.add(facts_for(fake_instance()))
+    assert "public-hostname" in text(world.get("/latest/meta-data/")).split("\n")

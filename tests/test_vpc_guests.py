@@ -108,3 +108,32 @@ def test_new_dhcp_options_reach_a_running_guest_at_its_lease_renewal(vpcs):
             break
         time.sleep(1)
     assert "search renewed.example" in after.stdout, (after.stdout, after.stderr)
+
+
+def test_dns_attributes_decide_what_the_vpcs_resolver_answers(vpcs):
+    """As on AWS: a new VPC (enableDnsHostnames false) gives its instances no DNS names its
+    resolver answers; with both attributes true it does; with enableDnsSupport false the resolver
+    answers nothing at all. Each change applies to running guests at once."""
+    b1, pem, ec2 = vpcs["b1"], vpcs["pem"], vpcs["ec2"]
+    name = "ip-" + ONLY_IN_B.replace(".", "-") + ".ec2.internal"  # B2's private DNS name
+    ask = f"nslookup {name} 2>&1; echo rc=$?"
+
+    def answer(want_ip: bool) -> str:
+        deadline = time.monotonic() + 20
+        while True:
+            out = _ssh_from(b1["ns"], pem, SAME_IP, ask).stdout
+            if (ONLY_IN_B in out.split("Name:")[-1]) == want_ip or time.monotonic() > deadline:
+                return out
+            time.sleep(1)
+
+    out = answer(False)
+    assert ONLY_IN_B not in out.split("Name:")[-1] and "NXDOMAIN" in out, out  # a resolver, no such name
+    ec2.modify_vpc_attribute(VpcId=b1["vpc"], EnableDnsHostnames={"Value": True})
+    out = answer(True)
+    assert ONLY_IN_B in out.split("Name:")[-1], out  # the positive control: names answered now
+    ec2.modify_vpc_attribute(VpcId=b1["vpc"], EnableDnsSupport={"Value": False})
+    out = answer(False)
+    assert ONLY_IN_B not in out.split("Name:")[-1] and "rc=1" in out, out
+    assert "NXDOMAIN" not in out and "no servers could be reached" in out, out  # no resolver at all
+    ec2.modify_vpc_attribute(VpcId=b1["vpc"], EnableDnsSupport={"Value": True})
+    ec2.modify_vpc_attribute(VpcId=b1["vpc"], EnableDnsHostnames={"Value": False})

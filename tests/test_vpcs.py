@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .helpers import error_of, expect_error, fast_waiter, tiny_image, unique
+from .helpers import error_of, eventually, expect_error, fast_waiter, tiny_image, unique
 
 
 def tagged(name: str, rtype: str = "vpc") -> list[dict]:
@@ -309,4 +309,43 @@ def test_launch_into_custom_subnet(ec2, vpc):
     finally:
         ec2.terminate_instances(InstanceIds=ids)
     fast_waiter(ec2, "instance_terminated")(InstanceIds=ids)
+    ec2.delete_subnet(SubnetId=sid)
+
+
+def test_dns_attributes_decide_public_dns_names_and_the_resolver(server, ec2, vpc):
+    """A new VPC gives no public DNS names (enableDnsHostnames false), the default VPC does;
+    both attributes true give them (DescribeInstances, its interfaces, the host's resolver
+    settings), enableDnsSupport false takes them and the resolver away again."""
+    import json
+
+    def host_dns() -> tuple | None:
+        try:
+            host = json.loads((server.state_dir / "none-host.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):  # (replaced atomically; not written yet)
+            return None
+        got = host.get("vpcs", {}).get(vpc, {})
+        return got.get("dns_support"), got.get("dns_names")
+
+    def names(iid: str) -> tuple[str, str]:
+        inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        return inst["PublicDnsName"], inst["NetworkInterfaces"][0]["Association"]["PublicDnsName"]
+
+    sid = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.9.0/24")["Subnet"]["SubnetId"]
+    iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1, NetworkInterfaces=[
+        {"DeviceIndex": 0, "SubnetId": sid, "AssociatePublicIpAddress": True}])["Instances"][0]["InstanceId"]
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+    assert names(iid) == ("", "")
+    assert host_dns() == (True, False)
+    default = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    assert names(default)[0].endswith(".compute-1.amazonaws.com")  # the control: the default VPC's
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+    public_ip = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["PublicIpAddress"]
+    expected = "ec2-" + public_ip.replace(".", "-") + ".compute-1.amazonaws.com"
+    assert names(iid) == (expected, expected)
+    eventually(lambda: host_dns() == (True, True), "the resolver answers the VPC's names")
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsSupport={"Value": False})
+    assert names(iid) == ("", "")
+    eventually(lambda: host_dns() == (False, False), "the resolver is off")
+    ec2.terminate_instances(InstanceIds=[iid, default])
+    fast_waiter(ec2, "instance_terminated")(InstanceIds=[iid, default])
     ec2.delete_subnet(SubnetId=sid)
