@@ -100,6 +100,18 @@ def config(d: Path, subnets: Iterable[tuple[str, str]], dns_domain: str, public_
     return "\n".join(lines) + "\n"
 
 
+def internet_config(d: Path, address: str, public_dns_domains: Iterable[str]) -> str:
+    """dnsmasq.conf of the namespace playing the internet: DNS only, on `address`, answering
+    the public DNS names of every VPC that gives them (hosts file `d/hosts`, written by
+    network.py) with their public addresses, as the internet's DNS does; never forwarding."""
+    lines = ["# written by ec2emu; rewritten on every change",
+             f"pid-file={d / 'dnsmasq.pid'}", "user=root", "group=root",
+             "no-resolv", "no-hosts", "no-poll", "bind-interfaces", f"listen-address={address}",
+             f"addn-hosts={d / 'hosts'}", f"log-facility={d / 'dnsmasq.log'}"]
+    lines += [f"local=/{domain}/" for domain in sorted(set(public_dns_domains))]  # others: NXDOMAIN
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------------------ processes
 
 def _proc_alive(pid: int) -> bool:

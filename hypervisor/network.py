@@ -52,6 +52,7 @@ import secrets
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import dnsmasq, host, links, nftables
 from .base import VpcSpec
@@ -69,6 +70,7 @@ log = logging.getLogger("ec2emu.network")
 
 PREFIX = "ec2emu"
 METADATA_ADDRESS = "169.254.169.254"
+NETNS_ETC = Path("/etc/netns")  # ip netns exec bind-mounts /etc/netns/<ns>/* over /etc/*
 LINK_VPC_ADDRESS = "100.127.255.1"      # the VPC router's end of its internet link (every VPC ns)
 INTERNET_ADDRESS = "100.127.255.254"    # the internet namespace's own address
 SUBNET_RULE_PRIORITY = 33000  # per-subnet policy rules, after main (32766) and default (32767)
@@ -238,6 +240,9 @@ class Network:
                                     st.get("public_dns_domain", ""), st.get("dhcp_domain", ""),
                                     st.get("dns_support", True), st.get("dns_names", True))
                     repaired.append(vpc_id)
+            if repaired or (host.netns_exists(self.internet_namespace)
+                            and not dnsmasq.Dnsmasq(self.store.root / "internet", self.internet_namespace).running()):
+                self._internet_names()  # (its resolver killed, or a VPC rebuilt)
         return repaired
 
     def remove_vpc(self, vpc_id: str, only_if_empty: bool = False) -> bool:
@@ -338,6 +343,7 @@ class Network:
     def _remove_ns(self, ns: str) -> None:
         dnsmasq.stop_strays(ns)
         links.remove_ns(ns)
+        shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)  # the internet namespace's resolv.conf
 
     def _remove_vpc(self, vpc_id: str) -> None:
         st = self.store.load(vpc_id) or {"ports": {}}
@@ -350,6 +356,8 @@ class Network:
         self.store.remove(vpc_id)
         if not self.store.known():  # the last VPC gone: nothing needs "the internet" any more
             self._remove_ns(self.internet_namespace)
+        else:
+            self._internet_names()  # its public names go
 
     # ------------------------------------------------------------------------------ ports
 
@@ -532,6 +540,7 @@ class Network:
         elif dhcp_changed or hosts_changed:
             daemon.reload()
         self._internet_routes(vpc_id, [*st["nat"], *{via for _c, _d, via in egress_nat}])
+        self._internet_names()
 
     def _internet_routes(self, vpc_id: str, nat) -> None:
         """The internet namespace routes each public address (1:1 mapped or a NAT gateway's) to
@@ -545,6 +554,34 @@ class Network:
                 links.ip(ins, "route", "del", f"{pub}/32", "dev", x, check=False)
         for pub in nat:
             links.ip(ins, "route", "replace", f"{pub}/32", "via", LINK_VPC_ADDRESS, "dev", x, "onlink")
+
+    def _internet_names(self) -> None:
+        """The internet namespace's resolver: every VPC's public DNS names (where the VPC gives
+        them) answered with the public addresses, as the internet's DNS answers Amazon's public
+        names (inside a VPC the same names answer the private addresses: its own dnsmasq). Tools
+        run with `ip netns exec <internet namespace>` use it (/etc/netns/<ns>/resolv.conf)."""
+        ins = self.internet_namespace
+        if not host.netns_exists(ins):
+            return
+        names, domains = [], []
+        for vpc_id in self.store.known():
+            st = self.store.load(vpc_id) or {}
+            if st.get("dns_names", True):
+                names += [f"{pub} {st['public_names'][pub]}\n" for pub in sorted(st.get("nat", {}))
+                          if st.get("public_names", {}).get(pub)]
+                domains += [st["public_dns_domain"]] if st.get("public_dns_domain") else []
+        d = self.store.root / "internet"
+        d.mkdir(parents=True, exist_ok=True)
+        hosts_changed = write_if_changed(d / "hosts", "".join(sorted(names)))
+        conf_changed = write_if_changed(d / "dnsmasq.conf", dnsmasq.internet_config(d.resolve(), INTERNET_ADDRESS,
+                                                                                    domains))
+        (NETNS_ETC / ins).mkdir(parents=True, exist_ok=True)
+        write_if_changed(NETNS_ETC / ins / "resolv.conf", f"nameserver {INTERNET_ADDRESS}\n")
+        daemon = dnsmasq.Dnsmasq(d, ins)
+        if conf_changed or not daemon.running():
+            daemon.start()
+        elif hosts_changed:
+            daemon.reload()
 
     # ------------------------------------------------------------------------------ sync
 

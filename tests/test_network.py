@@ -12,6 +12,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
@@ -245,6 +246,14 @@ def test_two_subnets_dhcp_dns_routing_spoofing_and_public_ip(make_network):
         other = g2.run("busybox", "nslookup", "ec2-198-51-100-99.eu-west-1.compute.amazonaws.com",
                        "172.31.16.1", check=False)
         assert "can't find" in other.stdout + other.stderr  # a local domain: never forwarded
+        # From the internet, the same name resolves to the public address (split horizon): a
+        # tool run in the internet namespace asks its resolver (/etc/netns/<ns>/resolv.conf).
+        def resolve_outside(name: str) -> str:
+            return sh("ip", "netns", "exec", inet, sys.executable, "-c",
+                      f"import socket\ntry:\n    print(socket.gethostbyname({name!r}))\n"
+                      "except OSError as e:\n    print('unresolved', e)").stdout.strip()
+        assert resolve_outside(public_name) == "198.51.100.10"
+        assert resolve_outside("ec2-198-51-100-99.eu-west-1.compute.amazonaws.com").startswith("unresolved")
         # The private address is not reachable from the internet.
         assert not tcp_connect(host.socket_in(inet), ("172.31.0.10", 8080), 1)
     finally:

@@ -11,7 +11,9 @@ What it shows, reaching guests only from namespaces the project creates:
     there at all;
   * the application server reaches the internet only through its NAT gateway: a listener in the
     internet namespace sees the NAT gateway's Elastic IP as the source, and the bastion's own
-    public address for the bastion's connections."""
+    public address for the bastion's connections;
+  * the bastion's public DNS name resolves to its public address on the internet and to its
+    private one inside the VPC (split horizon)."""
 from __future__ import annotations
 
 import subprocess
@@ -48,6 +50,7 @@ def layout(cloud):  # noqa: F811
     ec2 = cloud.client()
     key, pem = _key(ec2, cloud)
     vpc = ec2.create_vpc(CidrBlock=VPC_CIDR)["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})  # public DNS names
     public = ec2.create_subnet(VpcId=vpc, CidrBlock=PUBLIC_CIDR)["Subnet"]["SubnetId"]
     private = ec2.create_subnet(VpcId=vpc, CidrBlock=PRIVATE_CIDR, AvailabilityZone=ec2.describe_subnets(
         SubnetIds=[public])["Subnets"][0]["AvailabilityZone"])["Subnet"]["SubnetId"]
@@ -125,3 +128,15 @@ def test_the_private_subnet_reaches_the_internet_through_its_nat_gateway(cloud, 
     peers = internet_listener.read_text().split()
     # the bastion with its own public address, the application server as the NAT gateway's
     assert peers == [layout["bastion"]["PublicIpAddress"], layout["nat_ip"]], peers
+
+
+def test_the_bastions_public_name_resolves_outside_and_inside(cloud, layout):  # noqa: F811
+    bastion, internet = layout["bastion"], layout["internet"]
+    name = bastion["PublicDnsName"]
+    assert name == "ec2-" + bastion["PublicIpAddress"].replace(".", "-") + ".compute-1.amazonaws.com"
+    code = f"import socket\nprint(socket.gethostbyname({name!r}))"
+    outside = subprocess.run(["ip", "netns", "exec", internet, sys.executable, "-c", code],
+                             capture_output=True, text=True, timeout=30)
+    assert outside.stdout.strip() == bastion["PublicIpAddress"], outside.stderr
+    inside = _ssh(cloud, layout["app"]["InstanceId"], layout["pem"], f"nslookup {name}; true")
+    assert bastion["PrivateIpAddress"] in inside.split("Name:")[-1], inside
