@@ -38,7 +38,7 @@ from .errors import (AttachmentLimitExceeded, IncorrectInstanceState, InvalidAtt
                      InvalidParameterCombination, InvalidParameterValue,
                      MissingParameter, OperationNotPermitted, PrivateIpAddressLimitExceeded)
 from .ids import new_id, well_formed
-from .models import Instance, NetworkInterface, Subnet, Tag, utcnow
+from .models import Address, Instance, NetworkInterface, Subnet, Tag, utcnow
 from .query import Resource, Selector, describe
 from .registry import Context, Host, action, host_action, host_action_failed
 from .tags import set_tags, tag_list, tag_specifications
@@ -305,12 +305,13 @@ class _Eni:
     groups: dict[str, str]      # id -> name, for every group of the listed interfaces
     public_ip: str | None       # its primary address's public IP (its instance's), if any
     named: bool = False         # its VPC gives public DNS names (vpcs.gives_dns_names)
+    elastic: bool = False       # public_ip is the account's Elastic IP (else one of Amazon's pool)
 
 
 def _association(e: _Eni) -> dict | None:
     if not e.public_ip:
         return None
-    return {"IpOwnerId": "amazon", "PublicIp": e.public_ip,
+    return {"IpOwnerId": e.row.account_id if e.elastic else "amazon", "PublicIp": e.public_ip,
             "PublicDnsName": public_dns_name(e.row.region, e.public_ip) if e.named else ""}
 
 
@@ -399,8 +400,13 @@ def _wrapped(ctx: Context, rows: list[NetworkInterface]) -> list[_Eni]:
     public = dict(ctx.session.execute(select(Instance.id, Instance.public_ip).where(
         Instance.id.in_(primaries))).all()) if primaries else {}
     named = vpcs.dns_named(ctx.session, {r.vpc_id for r in rows})
-    return [_Eni(r.id, r, groups, public.get(r.instance_id) if r.device_index == 0 else None, r.vpc_id in named)
-            for r in rows]
+    ips = {ip for ip in public.values() if ip}
+    elastic = set(ctx.session.scalars(select(Address.public_ip).where(Address.public_ip.in_(ips)))) if ips else set()
+    out = []
+    for r in rows:
+        ip = public.get(r.instance_id) if r.device_index == 0 else None
+        out.append(_Eni(r.id, r, groups, ip, r.vpc_id in named, ip in elastic))
+    return out
 
 
 def for_instances(ctx: Context, instance_ids: list[str]) -> dict[str, list[dict]]:

@@ -94,12 +94,14 @@ def test_pool_shared_with_instances(ec2, eips, two_running):
 def test_associate_to_instance_replaces_its_public_ip(ec2, eips, two_running):
     a = two_running[0]
     auto = instance(ec2, a)["PublicIpAddress"]
+    assert instance(ec2, a)["NetworkInterfaces"][0]["Association"]["IpOwnerId"] == "amazon"  # Amazon's pool
     got = eips()
     assoc = ec2.associate_address(AllocationId=got["AllocationId"], InstanceId=a)["AssociationId"]
     assert assoc.startswith("eipassoc-")
     row = instance(ec2, a)
     assert row["PublicIpAddress"] == got["PublicIp"] != auto
     assert row["NetworkInterfaces"][0]["Association"]["PublicIp"] == got["PublicIp"]
+    assert row["NetworkInterfaces"][0]["Association"]["IpOwnerId"] == row["NetworkInterfaces"][0]["OwnerId"]  # yours
     listed = address(ec2, got["AllocationId"])
     assert listed["AssociationId"] == assoc and listed["InstanceId"] == a
     assert listed["PrivateIpAddress"] == row["PrivateIpAddress"]
