@@ -5,6 +5,9 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
+# The rule a user adds to reach an instance's SSH server from anywhere (security groups are
+# enforced: a guest test must open it before it connects).
+SSH_ANYWHERE = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
 
 def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"

@@ -23,12 +23,11 @@ import pytest
 
 from hypervisor.network import INTERNET_ADDRESS, SUBNET_RULE_PRIORITY
 
-from .helpers import tiny_image
+from .helpers import SSH_ANYWHERE, tiny_image
 from .test_firewall import _connects, _namespace
 from .test_guests import _console, _key, cloud, fast_waiter  # noqa: F401 (fixture)
 from .test_vpc_guests import _ssh_from
 
-SSH_ANYWHERE = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
 WHOAMI = "timeout 10 wget -qO- http://169.254.169.254/latest/meta-data/instance-id; echo"
 PUBLIC_IPV4 = "timeout 10 wget -qO- http://169.254.169.254/latest/meta-data/public-ipv4; echo"
 ECHO_PORT = 8471

@@ -14,13 +14,12 @@ import subprocess
 
 import pytest
 
-from .helpers import eventually, tiny_image
+from .helpers import SSH_ANYWHERE, eventually, tiny_image
 from .test_firewall import _connects, _namespace
 from .test_guests import _console, _key, cloud, fast_waiter  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 
-SSH_ANYWHERE = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
 MD = "http://169.254.169.254/latest/meta-data/network/interfaces/macs/"
 
 

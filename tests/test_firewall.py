@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from .helpers import tiny_image, unique
+from .helpers import SSH_ANYWHERE, tiny_image, unique
 from .test_guests import _console, _key, _ssh, cloud, fast_waiter  # noqa: F401 (fixture)
 
 LISTEN_PORT = 7000
@@ -95,7 +95,6 @@ def guests(cloud):  # noqa: F811
     fast_waiter(ec2, "instance_terminated")(InstanceIds=ids)
 
 
-SSH_ANYWHERE = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
 
 
 def test_the_host_is_given_the_firewall_the_api_describes(server, ec2):

@@ -15,9 +15,8 @@ import pytest
 
 from .test_firewall import _banner, _connects, _namespace, _until
 from .test_guests import _console, _key, cloud, fast_waiter  # noqa: F401 (fixture)
-from .helpers import tiny_image
+from .helpers import SSH_ANYWHERE, tiny_image
 
-SSH_ANYWHERE = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
 S1, S2 = "10.9.1.0/24", "10.9.2.0/24"
 BANNER = "SSH-2.0-"
 
