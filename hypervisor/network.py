@@ -242,7 +242,10 @@ class Network:
                     repaired.append(vpc_id)
             if repaired or (host.netns_exists(self.internet_namespace)
                             and not dnsmasq.Dnsmasq(self.store.root / "internet", self.internet_namespace).running()):
-                self._internet_names()  # (its resolver killed, or a VPC rebuilt)
+                try:
+                    self._internet_names()  # (its resolver killed, or a VPC rebuilt)
+                except HostError as exc:  # the VPCs' repair stands; the next round tries again
+                    log.warning("the internet namespace's resolver: %s", exc)
         return repaired
 
     def remove_vpc(self, vpc_id: str, only_if_empty: bool = False) -> bool:

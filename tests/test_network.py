@@ -254,6 +254,14 @@ def test_two_subnets_dhcp_dns_routing_spoofing_and_public_ip(make_network):
                       "except OSError as e:\n    print('unresolved', e)").stdout.strip()
         assert resolve_outside(public_name) == "198.51.100.10"
         assert resolve_outside("ec2-198-51-100-99.eu-west-1.compute.amazonaws.com").startswith("unresolved")
+        # Its resolver killed: the watchdog's heal starts it again.
+        for pid in sh("ip", "netns", "pids", inet).stdout.split():
+            if open(f"/proc/{pid}/comm").read().strip() == "dnsmasq":
+                os.kill(int(pid), 9)
+        time.sleep(0.5)
+        assert resolve_outside(public_name).startswith("unresolved")
+        net.heal()
+        assert resolve_outside(public_name) == "198.51.100.10"
         # The private address is not reachable from the internet.
         assert not tcp_connect(host.socket_in(inet), ("172.31.0.10", 8080), 1)
     finally:
