@@ -246,9 +246,11 @@ def test_disk_full_while_the_root_overlay_is_made(tmp_path):
     from .conftest import CREDENTIALS
     from .test_guests import IMAGE_CACHE
     instances = tmp_path / "state" / "instances"
-    layers = tmp_path / "state" / "layers"  # where the root volume's disk is made
+    # Where the root volume's disk is made, on the store's frozen copy of the image file (made at
+    # the first launch from it): room for both once the filler is gone (the tiny image is ~10 MB).
+    layers = tmp_path / "state" / "layers"
     layers.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(layers)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(layers)], check=True)
     prefix = "full" + os.urandom(3).hex()
     srv = Server(tmp_path / "state", hypervisor="libvirt", extra_env={
         "EC2EMU_IMAGE_DIR": IMAGE_CACHE, "EC2EMU_NETWORK_PREFIX": prefix, "EC2EMU_CREDENTIALS": CREDENTIALS})
