@@ -35,7 +35,7 @@ from .errors import (AddressLimitExceeded, InsufficientAddressCapacity, InvalidA
                      InvalidParameterCombination, InvalidParameterValue, MissingParameter,
                      ResourceAlreadyAssociated, Unsupported)
 from .ids import new_id
-from .models import Address, Instance, NatGateway, Subnet, Tag, Vpc
+from .models import Address, Instance, NatGateway, NetworkInterface, Subnet, Tag, Vpc
 from .query import Resource, Selector, describe
 from .registry import Context, Host, action, host_action
 from .tags import refuse_other_tag_types, set_tags, tag_list, tag_specifications
@@ -153,7 +153,8 @@ def describe_addresses(ctx: Context, p: dict) -> dict:
 
 def get_address(ctx: Context, allocation_id: str | None, public_ip: str | None = None) -> Address:
     """The caller's address named by its allocation id (or, as older clients do, its public IP)."""
-    q = select(Address).where(Address.account_id == ctx.account_id, Address.region == ctx.region)
+    # Locked: an association, a NAT gateway and a release of one address must not interleave.
+    q = select(Address).where(Address.account_id == ctx.account_id, Address.region == ctx.region).with_for_update()
     if allocation_id:
         addr = ctx.session.scalars(q.where(Address.id == allocation_id)).first()
         if addr is None:
@@ -182,12 +183,19 @@ def _target(ctx: Context, p: dict) -> Instance:
         inst = ctx.session.scalars(q.where(Instance.network_interface_id == p["NetworkInterfaceId"],
                                            Instance.state != "terminated").with_for_update()).first()
         if inst is None:
+            eni = ctx.session.get(NetworkInterface, p["NetworkInterfaceId"])
+            if eni is not None and eni.account_id == ctx.account_id and eni.region == ctx.region:
+                raise Unsupported("Elastic IPs on an interface other than an instance's primary one are not "
+                                  "supported by this emulator yet.")
             raise InvalidNetworkInterfaceIDNotFound(p["NetworkInterfaceId"])
     else:
         raise MissingParameter.worded("Either instance ID or network interface ID must be specified")
     if inst.state in ("pending", "shutting-down"):
         raise InvalidInstanceID.in_state(inst.id, inst.state)
     wanted = p.get("PrivateIpAddress")
+    primary = ctx.session.get(NetworkInterface, inst.network_interface_id)
+    if wanted and primary is not None and wanted in (primary.secondary_ips or []):
+        raise Unsupported("Elastic IPs on a secondary private address are not supported by this emulator yet.")
     if wanted and wanted != inst.private_ip:
         raise InvalidParameterValue(f"The specified private IP address {wanted} is not assigned to the network "
                                     f"interface {inst.network_interface_id}")

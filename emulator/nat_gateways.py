@@ -21,11 +21,12 @@ from .errors import (IdempotentParameterMismatch, InvalidParameterCombination, I
                      MissingParameter, NatGatewayLimitExceeded, NatGatewayNotFound,
                      ResourceAlreadyAssociated)
 from .ids import new_id
-from .models import Address, Instance, NatGateway, Subnet, utcnow
+from .models import Address, NatGateway, Subnet, utcnow
+from .network_interfaces import used_addresses
 from .query import Resource, Selector, describe
 from .registry import Context, Host, action, host_action
 from .tags import refuse_other_tag_types, set_tags, tag_dict, tag_list, tag_specifications
-from .vpcs import get_subnet
+from .vpcs import get_subnet, lock_vpc
 
 MAX_PER_ZONE = 5     # AWS's default quota of NAT gateways per availability zone
 SHOWN_DELETED = timedelta(hours=1)
@@ -35,9 +36,8 @@ def _private_ip(ctx: Context, subnet) -> str:
     """The gateway's own address in its subnet: the highest free one (instances are given the
     lowest first, so the two rarely meet)."""
     net = ipaddress.IPv4Network(subnet.cidr_block)
-    used = set(ctx.session.scalars(select(Instance.private_ip).where(Instance.subnet_id == subnet.id)))
-    used |= set(ctx.session.scalars(select(NatGateway.private_ip).where(
-        NatGateway.subnet_id == subnet.id, NatGateway.state != "deleted")))
+    used = used_addresses(ctx.session, subnet.id)  # instances', interfaces' and NAT gateways'
+
     n = int(net.broadcast_address) - 1
     while n >= int(net.network_address) + 4:
         ip = str(ipaddress.IPv4Address(n))
@@ -61,6 +61,7 @@ def create_nat_gateway(ctx: Context, p: dict) -> dict:
                 raise IdempotentParameterMismatch()
             return {"NatGateway": _out(same, {}), "ClientToken": token}
     subnet = get_subnet(ctx, p["SubnetId"])
+    lock_vpc(ctx, subnet.vpc_id)  # against a DeleteSubnet (and another create) at the same time
     kind = p.get("ConnectivityType") or "public"
     if p.get("SecondaryAllocationIds") or p.get("SecondaryPrivateIpAddresses") \
             or p.get("SecondaryPrivateIpAddressCount"):

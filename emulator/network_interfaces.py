@@ -38,7 +38,7 @@ from .errors import (AttachmentLimitExceeded, IncorrectInstanceState, InvalidAtt
                      InvalidParameterCombination, InvalidParameterValue,
                      MissingParameter, OperationNotPermitted, PrivateIpAddressLimitExceeded)
 from .ids import new_id, well_formed
-from .models import Address, Instance, NetworkInterface, Subnet, Tag, utcnow
+from .models import Address, Instance, NatGateway, NetworkInterface, Subnet, Tag, utcnow
 from .query import Resource, Selector, describe
 from .registry import Context, Host, action, host_action, host_action_failed
 from .tags import set_tags, tag_list, tag_specifications
@@ -55,9 +55,12 @@ def new_mac() -> str:
 # ------------------------------------------------------------------------------- addresses
 
 def used_addresses(session: Session, subnet_id: str) -> set[str]:
-    """Every private address taken in a subnet: instances' and interfaces' (secondary ones too)."""
+    """Every private address taken in a subnet: instances' and interfaces' (secondary ones too)
+    and NAT gateways' (which have no interface row here)."""
     used = set(session.scalars(select(Instance.private_ip).where(
         Instance.subnet_id == subnet_id, Instance.private_ip.is_not(None))))
+    used |= set(session.scalars(select(NatGateway.private_ip).where(
+        NatGateway.subnet_id == subnet_id, NatGateway.state != "deleted", NatGateway.private_ip.is_not(None))))
     for ip, secondary in session.execute(select(NetworkInterface.private_ip, NetworkInterface.secondary_ips).where(
             NetworkInterface.subnet_id == subnet_id)):
         used.add(ip)
@@ -308,10 +311,15 @@ class _Eni:
     elastic: bool = False       # public_ip is the account's Elastic IP (else one of Amazon's pool)
 
 
+def _ip_owner(e: _Eni) -> str:
+    """Who owns its public address: the account for an Elastic IP, Amazon for its own pool's."""
+    return e.row.account_id if e.elastic else "amazon"
+
+
 def _association(e: _Eni) -> dict | None:
     if not e.public_ip:
         return None
-    return {"IpOwnerId": e.row.account_id if e.elastic else "amazon", "PublicIp": e.public_ip,
+    return {"IpOwnerId": _ip_owner(e), "PublicIp": e.public_ip,
             "PublicDnsName": public_dns_name(e.row.region, e.public_ip) if e.named else ""}
 
 
@@ -361,9 +369,9 @@ ENI_FILTERS = {
     "addresses.private-ip-address": lambda e: [e.row.private_ip, *(e.row.secondary_ips or [])],
     "addresses.primary": lambda e: [True] + [False] * len(e.row.secondary_ips or []),
     "addresses.association.public-ip": _public,
-    "addresses.association.owner-id": lambda e: "amazon" if e.public_ip else None,
+    "addresses.association.owner-id": lambda e: _ip_owner(e) if e.public_ip else None,
     "association.public-ip": _public,
-    "association.ip-owner-id": lambda e: "amazon" if e.public_ip else None,
+    "association.ip-owner-id": lambda e: _ip_owner(e) if e.public_ip else None,
     "association.public-dns-name": lambda e: public_dns_name(e.row.region, e.public_ip) if e.public_ip else None,
     "attachment.attachment-id": _attached(lambda r: r.attachment_id),
     "attachment.instance-id": _attached(lambda r: r.instance_id),
@@ -506,12 +514,15 @@ def _ips_per_interface(instance_type: str | None) -> int:
 @action("CreateNetworkInterface")
 def create_network_interface(ctx: Context, p: dict) -> dict:
     subnet = vpcs.get_subnet(ctx, p.get("SubnetId"))
+    vpcs.lock_vpc(ctx, subnet.vpc_id)  # against a DeleteSubnet (and another create) at the same time
     groups = security_groups.resolve_groups(ctx, subnet.vpc_id, p.get("Groups"), None, subnet_id=subnet.id)
     tags = tag_specifications(p.get("TagSpecifications"), "network-interface")
     description = p.get("Description") or ""
     if len(description) > 255:
         raise InvalidParameterValue.too_long("Description")
     listed = p.get("PrivateIpAddresses") or []
+    if any(not a.get("PrivateIpAddress") for a in listed):
+        raise MissingParameter("PrivateIpAddresses.PrivateIpAddress")
     primary = p.get("PrivateIpAddress")
     primaries = [a["PrivateIpAddress"] for a in listed if a.get("Primary")]
     if len(primaries) > 1 or (primary and primaries and primaries[0] != primary):
@@ -760,6 +771,18 @@ def detach_on_host(host: Host, eni_id: str, instance_id: str, attachment_id: str
         if eni is not None and eni.attachment_id == attachment_id:
             _detached(eni)
             firewall.ask(session, eni.vpc_id)
+            session.commit()
+
+
+@host_action_failed("eni.detach")
+def detach_failed(host: Host, eni_id: str, error: str) -> None:
+    """The host could not take the NIC away (after the task's retries): the interface is
+    attached again, as far as anyone can tell, so DetachNetworkInterface can be asked again
+    (it answers at once while one is 'detaching')."""
+    with host.Session() as session:
+        eni = session.get(NetworkInterface, eni_id)
+        if eni is not None and eni.attachment_state == "detaching":
+            eni.attachment_state = "attached"
             session.commit()
 
 

@@ -33,7 +33,7 @@ from .models import Instance, SecurityGroup, SecurityGroupRule, Tag, Vpc, utcnow
 from .query import Resource, Selector, describe
 from .registry import Context, action
 from .tags import refuse_other_tag_types, set_tags, tag_dict, tag_list, tag_specifications
-from .vpcs import default_vpc, get_vpc
+from .vpcs import default_vpc, get_vpc, lock_vpc
 
 DEFAULT_NAME = "default"
 DEFAULT_DESCRIPTION = "default VPC security group"
@@ -403,6 +403,7 @@ def create_security_group(ctx: Context, p: dict) -> dict:
         vpc = default_vpc(ctx)
         if vpc is None:
             raise VPCIdNotSpecified()
+    vpc = lock_vpc(ctx, vpc.id)  # the quota below is counted under the VPC's lock
     refuse_other_tag_types(p.get("TagSpecifications"), {"security-group"})
     tags = tag_specifications(p.get("TagSpecifications"), "security-group")
     if _by_name(ctx, vpc.id, name) is not None:

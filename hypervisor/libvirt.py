@@ -288,6 +288,8 @@ class LibvirtDriver(Driver):
                 d = self._domain(instance_id)
                 if d is None or not d.isActive():
                     return
+                if done.is_set():  # cancelled while this round looked the domain up
+                    return
                 if time.monotonic() >= deadline:
                     log.warning("%s ignored ACPI %s for %ss: %s", instance_id, what,
                                 self.config.stop_timeout_seconds, last_resort_is)

@@ -102,6 +102,12 @@ def test_associate_to_instance_replaces_its_public_ip(ec2, eips, two_running):
     assert row["PublicIpAddress"] == got["PublicIp"] != auto
     assert row["NetworkInterfaces"][0]["Association"]["PublicIp"] == got["PublicIp"]
     assert row["NetworkInterfaces"][0]["Association"]["IpOwnerId"] == row["NetworkInterfaces"][0]["OwnerId"]  # yours
+    eni = row["NetworkInterfaces"][0]["NetworkInterfaceId"]
+    for name, owner, found in (("association.ip-owner-id", row["NetworkInterfaces"][0]["OwnerId"], True),
+                               ("addresses.association.owner-id", row["NetworkInterfaces"][0]["OwnerId"], True),
+                               ("association.ip-owner-id", "amazon", False)):
+        listed = ec2.describe_network_interfaces(Filters=[{"Name": name, "Values": [owner]}])["NetworkInterfaces"]
+        assert (eni in [n["NetworkInterfaceId"] for n in listed]) == found, (name, owner)
     listed = address(ec2, got["AllocationId"])
     assert listed["AssociationId"] == assoc and listed["InstanceId"] == a
     assert listed["PrivateIpAddress"] == row["PrivateIpAddress"]

@@ -125,3 +125,24 @@ def test_subnet_with_a_nat_gateway_cannot_go(ec2, net):
         f"The subnet '{net['private']}' has dependencies and cannot be deleted."
     ec2.delete_nat_gateway(NatGatewayId=nat)
     eventually(lambda: nat_of(ec2, nat)["State"] == "deleted", "deleted")
+
+
+def test_a_nat_gateway_and_an_interface_never_share_an_address(ec2, net):
+    """The NAT gateway takes its subnet's highest free address; an interface asking for it is
+    refused, and a NAT gateway made after an interface holds that address takes another."""
+    nat = ec2.create_nat_gateway(SubnetId=net["public"], AllocationId=net["alloc"]["AllocationId"])["NatGateway"]
+    taken = nat["NatGatewayAddresses"][0]["PrivateIp"]
+    assert taken == "10.60.1.254"
+    expect_error("InvalidIPAddress.InUse", ec2.create_network_interface, SubnetId=net["public"],
+                 PrivateIpAddress=taken)
+    free = ec2.create_network_interface(SubnetId=net["public"], PrivateIpAddress="10.60.1.253")  # the control
+    second = ec2.allocate_address(Domain="vpc")
+    other = ec2.create_nat_gateway(SubnetId=net["public"], AllocationId=second["AllocationId"])["NatGateway"]
+    assert other["NatGatewayAddresses"][0]["PrivateIp"] == "10.60.1.252"  # .254 the first's, .253 the interface's
+    eventually(lambda: ec2.describe_nat_gateways(NatGatewayIds=[other["NatGatewayId"]])["NatGateways"][0]["State"]
+               == "available", "the second NAT gateway available")
+    ec2.delete_nat_gateway(NatGatewayId=other["NatGatewayId"])
+    ec2.delete_network_interface(NetworkInterfaceId=free["NetworkInterface"]["NetworkInterfaceId"])
+    eventually(lambda: ec2.describe_nat_gateways(NatGatewayIds=[other["NatGatewayId"]])["NatGateways"][0]["State"]
+               == "deleted", "the second NAT gateway deleted")
+    ec2.release_address(AllocationId=second["AllocationId"])

@@ -178,6 +178,17 @@ def test_create_errors(ec2, net):
         expect_error("InvalidSubnetID.NotFound", ec2.create_network_interface, SubnetId="subnet-0123456789abcdef0")
         expect_error("InvalidGroup.NotFound", ec2.create_network_interface, SubnetId=net["subnet"],
                      Groups=["sg-0123456789abcdef0"])
+        # A listed address without its address (the model lets it through): an error, not a 500.
+        expect_error("MissingParameter", ec2.create_network_interface, SubnetId=net["subnet"],
+                     PrivateIpAddresses=[{"Primary": True}])
+        # Elastic IPs go on an instance's primary interface only here: an honest refusal, not NotFound.
+        alloc = ec2.allocate_address(Domain="vpc")["AllocationId"]
+        try:
+            expect_error("Unsupported", ec2.associate_address, AllocationId=alloc, NetworkInterfaceId=taken)
+            expect_error("InvalidNetworkInterfaceID.NotFound", ec2.associate_address, AllocationId=alloc,
+                         NetworkInterfaceId="eni-0123456789abcdef0")
+        finally:
+            ec2.release_address(AllocationId=alloc)
         # An address an interface holds is not given to an instance either.
         expect_error("InvalidIPAddress.InUse", ec2.run_instances, ImageId=tiny_image(ec2), MinCount=1, MaxCount=1,
                      SubnetId=net["subnet"], PrivateIpAddress="10.51.1.50")
