@@ -134,8 +134,11 @@ def _ssh(args) -> int:
     """ssh into a guest from inside its VPC's namespace: the host is never on a guest network."""
     import os
     namespace, ip, user = _guest(args)
+    # Keepalives: a guest that resets (reboot, forced stop) never closes the TCP connection, and
+    # without them the session would hang until the host's TCP gives up (many minutes).
     cmd = ["ip", "netns", "exec", namespace, "ssh", "-o", "StrictHostKeyChecking=no",
-           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+           "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
     if args.identity:
         cmd += ["-i", args.identity]
     cmd += [f"{args.login or user}@{ip}", *args.command]

@@ -109,8 +109,11 @@ def _ssh(srv: Server, instance_id: str, pem: Path, command: str, timeout: float 
     env = dict(os.environ, EC2EMU_NETWORK_PREFIX=srv.prefix)
     deadline = time.monotonic() + timeout
     while True:
-        proc = subprocess.run(cmd + ["--", command], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=60)
+        try:
+            proc = subprocess.run(cmd + ["--", command], cwd=ROOT, env=env, capture_output=True,
+                                  text=True, timeout=60)
+        except subprocess.TimeoutExpired as hung:  # e.g. the guest reset under the session
+            proc = subprocess.CompletedProcess(hung.cmd, -1, "", f"timed out: {hung.stderr!r}")
         if proc.returncode == 0 or time.monotonic() > deadline:
             return proc.stdout if proc.returncode == 0 else pytest.fail(
                 f"ssh {instance_id} {command!r} failed ({proc.returncode}): {proc.stderr}")
