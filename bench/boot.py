@@ -5,21 +5,27 @@
 Prints, side by side:
   1. bare `qemu-system-x86_64` (bench/boot_bare.py: a private namespace, no libvirt) from its start
      to the guest's first metadata request: 3 boots, median;
-  2. ec2emu: RunInstances (the moment the boto3 call starts) to that instance's first request in
-     the server's metadata.log: 3 instances one after the other, each terminated after; median,
-     and the ratio to bare (target <= 1.2x);
-  3. VmRSS of a t2.micro guest's qemu process (128 MiB guest) once idle, 10 s after its first
-     metadata request (measured on the instances of 2; target <= 220 MiB);
-  4. N t2.micro instances (default 20) launched 4 per RunInstances, each batch waited for (its
-     first metadata requests, at most 180 s) before the next; then, after a minute idle: how many
-     reached it and still run, total and mean qemu RSS, MemAvailable before/after, 1-minute load,
-     the guests' CPU use while idle. All are then terminated (target >= 20 idle guests).
+  2. ec2emu booting cold (EC2EMU_CHECKPOINTS=false) and ec2emu restoring guests from a booted
+     checkpoint (the default): RunInstances (the moment the boto3 call starts) to that instance's
+     first request in the server's metadata.log, and to SSH ready (dropbear's banner read on port
+     22 from inside the VPC's namespace): 3 instances one after the other, each terminated after;
+     medians, and the ratio of cold to bare (target <= 1.1x); restored to SSH (target <= 1.5 s);
+  3. the first instance after `ec2emu serve` starts (the server restarted, its state and the
+     checkpoint cache kept), against the warm median (target <= 1.2x); and the very first
+     instance of a fresh install (no checkpoint yet: it boots cold and has one built);
+  4. VmRSS of a t2.micro guest's qemu process (128 MiB guest) once idle, 10 s after its first
+     metadata request (measured on the instances of 2);
+  5. N t2.micro instances (default 20) launched 4 per RunInstances (restored), each batch waited
+     for (its first metadata requests, at most 180 s) before the next; then, after a minute idle:
+     how many reached it and still run, total and mean qemu RSS, MemAvailable before/after,
+     1-minute load, the guests' CPU use while idle. All are then terminated.
 
 Needs root, libvirtd (`bash scripts/start-libvirt.sh`) and the built images. Starts its own
-`ec2emu serve --hypervisor libvirt` (temp state dir, a network prefix of its own) after the bare
-boots, so each side has the machine to itself. Everything is bounded in time; at exit, on error or
-Ctrl-C the instances are terminated, the server stopped, leftover domains of ours destroyed, the
-prefix's namespaces torn down and the temp dir removed. Prints figures only; asserts nothing.
+`ec2emu serve --hypervisor libvirt` servers (temp state dirs, network prefixes of their own) after
+the bare boots, one at a time, so each side has the machine to itself. Everything is bounded in
+time; at exit, on error or Ctrl-C the instances are terminated, the server stopped, leftover
+domains of ours destroyed, the prefix's namespaces torn down and the temp dirs removed. Prints
+figures only; asserts nothing.
 """
 from __future__ import annotations
 
@@ -56,7 +62,8 @@ IDLE_AFTER_FIRST = 10.0         # section 3: RSS this long after the first metad
 IDLE_BEFORE_MEASURE = 60.0      # section 4: settle time before RSS / load / idle CPU
 IDLE_CPU_WINDOW = 10.0          # section 4: qemu CPU time sampled over this window
 TERMINATE_TIMEOUT = 180.0
-TARGET_RATIO, TARGET_RSS_MIB, TARGET_IDLE = 1.2, 220, 20
+TARGET_RATIO, TARGET_FIRST, TARGET_SSH, TARGET_IDLE = 1.1, 1.2, 1.5, 40
+SSH_TIMEOUT = 120.0
 
 
 def log(msg: str) -> None:
@@ -164,11 +171,14 @@ class BenchServer(Server):
 
 
 class Emulator:
-    def __init__(self, image_dir: str):
+    def __init__(self, image_dir: str, checkpoints: bool):
         self.tmp = Path(tempfile.mkdtemp(prefix="ec2emu-bootbench-"))
         self.prefix = "eb" + secrets.token_hex(3)
+        self.checkpoint_dir = self.tmp / "checkpoints"
         self.server = BenchServer(self.tmp / "state", hypervisor="libvirt", extra_env={
-            "EC2EMU_IMAGE_DIR": image_dir, "EC2EMU_NETWORK_PREFIX": self.prefix})
+            "EC2EMU_IMAGE_DIR": image_dir, "EC2EMU_NETWORK_PREFIX": self.prefix,
+            "EC2EMU_CHECKPOINTS": "true" if checkpoints else "false",
+            "EC2EMU_CHECKPOINT_DIR": str(self.checkpoint_dir)})
         self.launched: list[str] = []
         self.ec2 = None
         self.metadata = MetadataLog(self.server.state_dir / "metadata.log")
@@ -189,6 +199,34 @@ class Emulator:
         ids = [i["InstanceId"] for i in res["Instances"]]
         self.launched += ids
         return started, ids
+
+    def restart(self) -> None:
+        """The server stopped and started again on the same state (its guests keep running)."""
+        self.server.restart()
+        self.ec2 = self.server.client(read_timeout=180, connect_timeout=10)
+
+    def ssh_ready(self, iid: str, timeout: float = SSH_TIMEOUT) -> float | None:
+        """time.time() when the instance's SSH server first sent its banner, from inside its
+        VPC's namespace (as `ec2emu ssh` connects); None if not within `timeout`."""
+        from hypervisor.host import socket_in
+        from hypervisor.network import Network
+        inst = self.ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        namespace = Network(str(self.server.state_dir / "network"), prefix=self.prefix).namespace_of(inst["VpcId"])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket_in(namespace) as s:
+                    s.settimeout(1.0)
+                    s.connect((inst["PrivateIpAddress"], 22))
+                    if s.recv(64).startswith(b"SSH-"):
+                        return time.time()
+            except OSError:
+                pass
+            time.sleep(0.02)
+        return None
+
+    def restored(self, iid: str) -> bool:
+        return f"{iid} restored from checkpoint" in self.server.log.read_text()
 
     def terminate(self, ids: list[str], timeout: float = TERMINATE_TIMEOUT) -> list[str]:
         """Terminates and waits; -> the ids not terminated within `timeout`."""
@@ -259,28 +297,38 @@ def section_bare(image_dir: str, out: dict) -> None:
         log(f"bare qemu run {run + 1}: first metadata request after {seconds:.2f} s")
 
 
-def section_single(emu: Emulator, out: dict) -> None:
-    out["emu"], out["rss"], out["emu_missed"] = [], [], 0
-    for run in range(3):
-        started, (iid,) = emu.run(1)
-        seen = emu.metadata.wait([iid], FIRST_REQUEST_TIMEOUT)
-        if iid not in seen:
-            out["emu_missed"] += 1
-            log(f"ec2emu run {run + 1}: {iid} made no metadata request in {FIRST_REQUEST_TIMEOUT:.0f} s")
-        else:
-            seconds = seen[iid] - started
-            out["emu"].append(seconds)
-            time.sleep(max(0.0, seen[iid] + IDLE_AFTER_FIRST - time.time()))
-            pid = qemu_pids([iid]).get(iid)
-            kib = rss_kib(pid) if pid else None
-            if kib:
-                out["rss"].append(kib / 1024)
-            log(f"ec2emu run {run + 1}: {iid} first metadata request {seconds:.2f} s after RunInstances; "
-                f"qemu pid {pid} RSS {kib / 1024 if kib else float('nan'):.0f} MiB "
-                f"{IDLE_AFTER_FIRST:.0f} s later")
-        left = emu.terminate([iid])
-        if left:
-            log(f"ec2emu run {run + 1}: {iid} not terminated within {TERMINATE_TIMEOUT:.0f} s")
+def one_instance(emu: Emulator, what: str, rss: bool = False) -> dict:
+    """One instance: RunInstances -> first metadata request and -> SSH banner (seconds), its
+    qemu's RSS (MiB) IDLE_AFTER_FIRST s after its first request, whether it was restored; then
+    terminated."""
+    started, (iid,) = emu.run(1)
+    seen = emu.metadata.wait([iid], FIRST_REQUEST_TIMEOUT)
+    ssh = emu.ssh_ready(iid) if iid in seen else None
+    got = {"metadata": seen[iid] - started if iid in seen else None,
+           "ssh": ssh - started if ssh else None, "restored": emu.restored(iid), "rss": None}
+    if rss and iid in seen:
+        time.sleep(max(0.0, seen[iid] + IDLE_AFTER_FIRST - time.time()))
+        pid = qemu_pids([iid]).get(iid)
+        kib = rss_kib(pid) if pid else None
+        got["rss"] = kib / 1024 if kib else None
+    log(f"{what}: {iid} first metadata request {fmt(got['metadata'], '.2f')} s, SSH {fmt(got['ssh'], '.2f')} s "
+        f"after RunInstances ({'restored' if got['restored'] else 'cold boot'})"
+        + (f"; RSS {fmt(got['rss'], '.0f')} MiB" if rss else ""))
+    if emu.terminate([iid]):
+        log(f"{what}: {iid} not terminated within {TERMINATE_TIMEOUT:.0f} s")
+    return got
+
+
+def section_single(emu: Emulator, out: dict, label: str) -> None:
+    runs = [one_instance(emu, f"{label} run {n + 1}", rss=True) for n in range(3)]
+    out[label] = {k: [r[k] for r in runs if r[k] is not None] for k in ("metadata", "ssh", "rss")}
+    out[label]["restored"] = sum(r["restored"] for r in runs)
+
+
+def section_first(emu: Emulator, out: dict, label: str) -> None:
+    """The first instance after the server (re)starts."""
+    emu.restart()
+    out[label + "_first"] = one_instance(emu, f"{label}: first instance after the server started")
 
 
 def section_many(emu: Emulator, guests: int, out: dict) -> None:
@@ -352,28 +400,46 @@ def med(values: list[float]):
 
 
 def table(out: dict) -> str:
-    bare, emu = med(out.get("bare", [])), med(out.get("emu", []))
-    ratio = emu / bare if bare and emu else None
     runs = lambda xs: " ".join(f"{x:.2f}" for x in xs) or "-"  # noqa: E731
-    rss = med(out.get("rss", []))
     verdict = lambda ok: "" if ok is None else (" (met)" if ok else " (NOT met)")  # noqa: E731
+    cold, rest = out.get("cold", {}), out.get("restored", {})
+    bare = med(out.get("bare", []))
+    cold_md, rest_md = med(cold.get("metadata", [])), med(rest.get("metadata", []))
+    cold_ssh, rest_ssh = med(cold.get("ssh", [])), med(rest.get("ssh", []))
+    ratio = cold_md / bare if bare and cold_md else None
     w = 58
-    lines = [f"{'':{w}}{'bare qemu':>11}{'ec2emu':>11}{'ratio':>8}   target",
-             f"{'1-2. start -> first metadata request, median of 3 (s)':{w}}{fmt(bare, '.2f'):>11}"
-             f"{fmt(emu, '.2f'):>11}{fmt(ratio, '.2f'):>8}   <= {TARGET_RATIO}x"
-             f"{verdict(None if ratio is None else ratio <= TARGET_RATIO)}",
-             f"{'     each run (s)':{w}}  bare {runs(out.get('bare', []))};  ec2emu {runs(out.get('emu', []))}"
-             + (f";  {out['emu_missed']} missed" if out.get("emu_missed") else "")]
-    lines.append(f"{'3. qemu VmRSS, t2.micro (128 MiB guest), idle (MiB)':{w}}"
-                 f"{'':>11}{fmt(rss, '.0f'):>11}{'':>8}   <= {TARGET_RSS_MIB}"
-                 f"{verdict(None if rss is None else rss <= TARGET_RSS_MIB)}")
-    lines.append(f"{'     each run, ' + str(int(IDLE_AFTER_FIRST)) + ' s after its first request (MiB)':{w}}  {' '.join(f'{x:.0f}' for x in out.get('rss', [])) or '-'}")
+    lines = [f"{'':{w}}{'bare qemu':>10}{'cold':>9}{'restored':>10}   target",
+             f"{'1-2. start -> first metadata request, median of 3 (s)':{w}}{fmt(bare, '.2f'):>10}"
+             f"{fmt(cold_md, '.2f'):>9}{fmt(rest_md, '.2f'):>10}   cold/bare <= {TARGET_RATIO}x: "
+             f"{fmt(ratio, '.2f')}x{verdict(None if ratio is None else ratio <= TARGET_RATIO)}",
+             f"{'     RunInstances -> SSH banner, median of 3 (s)':{w}}{'-':>10}{fmt(cold_ssh, '.2f'):>9}"
+             f"{fmt(rest_ssh, '.2f'):>10}   restored <= {TARGET_SSH} s"
+             f"{verdict(None if rest_ssh is None else rest_ssh <= TARGET_SSH)}",
+             f"{'     each run, first request (s)':{w}}  bare {runs(out.get('bare', []))}; cold "
+             f"{runs(cold.get('metadata', []))}; restored {runs(rest.get('metadata', []))}"
+             f" ({rest.get('restored', 0)}/3 restored)",
+             f"{'     each run, SSH (s)':{w}}  cold {runs(cold.get('ssh', []))}; restored {runs(rest.get('ssh', []))}"]
+    for label, warm in (("cold", cold_ssh), ("restored", rest_ssh)):
+        first = out.get(label + "_first")
+        if first:
+            r = first["ssh"] / warm if first.get("ssh") and warm else None
+            lines.append(f"{'3. first instance after serve starts, ' + label + ' (s, SSH)':{w}}"
+                         f"  {fmt(first['ssh'], '.2f')} ({'restored' if first['restored'] else 'cold boot'}); "
+                         f"/ warm {fmt(r, '.2f')}x  target <= {TARGET_FIRST}x{verdict(None if r is None else r <= TARGET_FIRST)}")
+    if out.get("fresh"):
+        f = out["fresh"]
+        lines.append(f"{'     first instance of a fresh install (no checkpoint yet)':{w}}  SSH {fmt(f['ssh'], '.2f')} s "
+                     f"({'restored' if f['restored'] else 'cold boot'}); checkpoint built "
+                     f"{fmt(out.get('checkpoint_built'), '.1f')} s after its RunInstances")
+    rss_cold, rss_rest = med(cold.get("rss", [])), med(rest.get("rss", []))
+    lines.append(f"{'4. qemu VmRSS, t2.micro (128 MiB guest), idle (MiB)':{w}}{'':>10}"
+                 f"{fmt(rss_cold, '.0f'):>9}{fmt(rss_rest, '.0f'):>10}   (was 208)")
     if "many_asked" in out:
         alive = out.get("many_alive")
         ok = None if alive is None else min(out["many_reached"], alive) >= TARGET_IDLE
         lo, hi = out.get("many_rss_range", (None, None))
         lines += [
-            f"4. {out['many_asked']} x {INSTANCE_TYPE}, {BATCH} per RunInstances, "
+            f"5. {out['many_asked']} x {INSTANCE_TYPE}, {BATCH} per RunInstances, "
             f"each batch <= {FIRST_REQUEST_TIMEOUT:.0f} s to its first requests:",
             f"{'     launched / reached first metadata request':{w}}  {out['many_launched']} / "
             f"{out['many_reached']}   (target >= {TARGET_IDLE} idle{verdict(ok)})",
@@ -397,7 +463,7 @@ def table(out: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--guests", type=int, default=20, help="idle guests to launch in section 4 (default 20)")
+    parser.add_argument("--guests", type=int, default=TARGET_IDLE, help=f"idle guests to launch in section 5 (default {TARGET_IDLE})")
     parser.add_argument("--image-dir", default=os.environ.get("EC2EMU_IMAGE_DIR") or default_images_dir())
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -411,13 +477,26 @@ def main(argv=None) -> int:
     try:
         log(f"bare qemu, 3 boots ({args.image_dir})")
         section_bare(args.image_dir, out)
-        emu = Emulator(args.image_dir)
-        log(f"starting ec2emu (libvirt, prefix {emu.prefix}, state {emu.server.state_dir})")
-        emu.start()
-        section_single(emu, out)
-        if out.get("emu") and emu.metadata.subsecond is False:
-            log("note: metadata.log times are whole seconds: section 2 is only accurate to 1 s")
-        section_many(emu, args.guests, out)
+        for checkpoints in (False, True):
+            label = "restored" if checkpoints else "cold"
+            emu = Emulator(args.image_dir, checkpoints)
+            log(f"starting ec2emu, {label} (libvirt, prefix {emu.prefix}, state {emu.server.state_dir})")
+            emu.start()
+            if checkpoints:  # a fresh install: its first instance boots cold and has a checkpoint built
+                started = time.time()
+                out["fresh"] = one_instance(emu, "fresh install, first instance")
+                while not list(emu.checkpoint_dir.glob("*.save")) and time.time() - started < 180:
+                    time.sleep(0.1)
+                out["checkpoint_built"] = time.time() - started if list(emu.checkpoint_dir.glob("*.save")) else None
+            section_single(emu, out, label)
+            section_first(emu, out, label)
+            if out.get(label, {}).get("metadata") and emu.metadata.subsecond is False:
+                log("note: metadata.log times are whole seconds: section 2 is only accurate to 1 s")
+            if checkpoints:
+                section_many(emu, args.guests, out)
+            log("cleaning up")
+            emu.close()
+            emu = None
     except KeyboardInterrupt:
         log("interrupted")
         status = 130

@@ -62,6 +62,10 @@ class Config:
     max_vcpus: int = 2
     tcg_tb_cache_mib: int = 32  # TCG translation cache: QEMU's default (1 GiB) balloons RSS
     stop_timeout_seconds: int = 60  # ACPI shutdown, then forced off
+    # Start guests by restoring a booted checkpoint where their ramdisk supports it
+    # (hypervisor/checkpoints.py); false: every start is a cold boot.
+    checkpoints: bool = True
+    checkpoint_dir: str = ""  # empty: <state_dir>/checkpoints (state dirs may share one)
     # ModifyVolume: AWS's wait between the starts of two modifications of one volume (6 hours;
     # VolumeModificationRateExceeded). Shorter only to exercise chains of changes quickly.
     volume_modification_cooldown_seconds: int = 6 * 3600

@@ -35,13 +35,14 @@ class DomainSpec:
     vcpus: int
     instance_type: str
     root_disk: str | None        # an instance-store root's file (letter 'a'); None: the root is in `disks`
-    bridge: str                  # root-namespace bridge the NIC's tap joins
+    bridge: str | None           # root-namespace bridge the NIC's tap joins; None: no NIC (a checkpoint)
     mac: str
     console_log: str
     kernel: str | None = None
     initrd: str | None = None
     tb_cache_mib: int = 0        # TCG translation cache (domain type 'qemu' only)
     disks: list[str] = field(default_factory=list)  # <disk> XML (disk()), a root volume first
+    cmdline: str = KERNEL_CMDLINE
 
 
 def domain(spec: DomainSpec) -> str:
@@ -63,7 +64,7 @@ def domain(spec: DomainSpec) -> str:
         _el(os_, "kernel", spec.kernel)
         if spec.initrd:
             _el(os_, "initrd", spec.initrd)
-        _el(os_, "cmdline", KERNEL_CMDLINE)
+        _el(os_, "cmdline", spec.cmdline)
     _el(os_, "smbios", mode="sysinfo")
     features = _el(d, "features")
     _el(features, "acpi")  # ACPI: hot-plug and the power button (graceful stop)
@@ -78,7 +79,8 @@ def domain(spec: DomainSpec) -> str:
         devices.append(disk_element(spec.root_disk, "vda", letter="a"))
     for xml in spec.disks:
         devices.append(fromstring(xml))
-    devices.append(nic_element(spec.mac, spec.bridge, 0))
+    if spec.bridge is not None:
+        devices.append(nic_element(spec.mac, spec.bridge, 0))
     serial = _el(devices, "serial", type="file")
     _el(serial, "source", path=spec.console_log, append="on")
     _el(serial, "target", port="0")

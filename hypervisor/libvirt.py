@@ -10,6 +10,7 @@ cleans up, and reports TERMINATED itself; the STOPPED event its destroy causes i
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -19,15 +20,16 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from xml.etree.ElementTree import tostring
+from xml.etree.ElementTree import fromstring, tostring
 
 import libvirt
 
-from . import domainxml
+from . import checkpoints, domainxml
 from .base import (Driver, FirewallPort, HostEvent, InstanceSpec, InterfaceSpec, Listener,
                    SecurityGroupRules, SubnetAcl, VpcSpec)
 from .disks import GIB, Disks
 from .host import crash_point, run
+from .imagebuild import KERNEL_CMDLINE
 from .names import root_bridge_name
 from .network import Desired, Network, PortSpec, disable_ipv6, firewall_state
 
@@ -81,6 +83,21 @@ def kvm_works(kernel: str | None, timeout: float = 8.0) -> bool:
     return "Linux version" in out
 
 
+def _host_probe_file() -> Path:
+    """Where this host's KVM probe result is kept until the host reboots (/run is a tmpfs),
+    named for what decides it: the host kernel, the QEMU binary, the KVM device."""
+    qemu = shutil.which("qemu-system-x86_64") or ""
+    facts = [os.uname().release, qemu]
+    for path in (qemu, "/dev/kvm"):
+        try:
+            st = os.stat(path)
+            facts += [st.st_size, st.st_mtime_ns, st.st_rdev]
+        except OSError:
+            facts.append(None)
+    digest = hashlib.sha256(repr(facts).encode()).hexdigest()[:16]
+    return Path("/run/ec2emu") / f"domain-type-{digest}"
+
+
 class LibvirtDriver(Driver):
     name = "libvirt"
 
@@ -105,6 +122,10 @@ class LibvirtDriver(Driver):
         self._connects = 0  # how many times a connection was opened (1 + reconnects)
         self._conn_lock = threading.Lock()
         self.conn  # noqa: B018 (opens it now: a daemon that is not there fails the start-up)
+        self.checkpoints = checkpoints.Checkpoints(
+            Path(config.checkpoint_dir) if config.checkpoint_dir else state / "checkpoints",
+            lambda: self.conn, enabled=config.checkpoints, owner=config.network_prefix)
+        self.checkpoints.remove_leftovers()
         self._probe_early()
 
     @property
@@ -156,22 +177,32 @@ class LibvirtDriver(Driver):
             raise
 
     def domain_type(self, kernel: str | None) -> str:
-        """'kvm' if KVM really boots a kernel here, else 'qemu' (TCG); probed once per state dir."""
+        """'kvm' if KVM really boots a kernel here, else 'qemu' (TCG); probed once per state dir,
+        and once per host boot for all state dirs (the probe takes 8 s where KVM hangs, and a
+        first RunInstances soon after `serve` starts would wait for it)."""
         with self._probe_lock:
             if self._domain_type is None:
                 remembered = Path(self.config.state_dir) / "domain-type"
-                if remembered.exists():
-                    self._domain_type = remembered.read_text().strip()
+                host_wide = _host_probe_file()
+                for known in (remembered, host_wide):
+                    if known.exists() and known.read_text().strip() in ("kvm", "qemu"):
+                        self._domain_type = known.read_text().strip()
+                        break
                 else:
                     self._domain_type = "kvm" if kvm_works(kernel) else "qemu"
-                    remembered.write_text(self._domain_type + "\n")
+                    try:
+                        host_wide.parent.mkdir(parents=True, exist_ok=True)
+                        host_wide.write_text(self._domain_type + "\n")
+                    except OSError:
+                        pass
+                remembered.write_text(self._domain_type + "\n")
                 log.info("guests run with domain type %s", self._domain_type)
             return self._domain_type
 
     def _probe_early(self) -> None:
-        """Probe at start, in the background, with any kernel in the image dir: the first
+        """Probe at start, in the background, with the default images' kernel: the first
         RunInstances then need not wait for it (up to 8 s where KVM hangs)."""
-        kernels = sorted(Path(self.config.effective_image_dir).glob("*.vmlinuz"))
+        kernels = sorted(Path(self.config.public_image_dir).glob("*.vmlinuz"))
         if self._domain_type is None and kernels:
             threading.Thread(target=self.domain_type, args=(str(kernels[0]),), daemon=True,
                              name="kvm-probe").start()
@@ -179,10 +210,13 @@ class LibvirtDriver(Driver):
     def _memory(self, spec: InstanceSpec) -> int:
         return max(self.config.min_memory_mib, int(spec.memory_mib * self.config.memory_scale))
 
+    def _vcpus(self, spec: InstanceSpec) -> int:
+        return max(1, min(spec.vcpus, self.config.max_vcpus))
+
     def domain_xml(self, spec: InstanceSpec, root_disk: Path | None, bridge: str) -> str:
         return domainxml.domain(domainxml.DomainSpec(
             name=spec.instance_id, uuid=smbios_uuid(spec.instance_id), domain_type=self.domain_type(spec.kernel_path),
-            memory_mib=self._memory(spec), vcpus=max(1, min(spec.vcpus, self.config.max_vcpus)),
+            memory_mib=self._memory(spec), vcpus=self._vcpus(spec),
             instance_type=spec.instance_type, root_disk=str(root_disk) if root_disk else None, bridge=bridge,
             mac=spec.mac_address, console_log=str(self._dir(spec.instance_id) / "console.log"),
             kernel=spec.kernel_path, initrd=spec.ramdisk_path, tb_cache_mib=self.config.tcg_tb_cache_mib,
@@ -209,6 +243,7 @@ class LibvirtDriver(Driver):
 
     def start(self, spec: InstanceSpec) -> None:
         """See Driver.start."""
+        marks = [("", time.monotonic())]  # where a start's time goes (the log line at the end)
         directory = self._dir(spec.instance_id)
         directory.mkdir(parents=True, exist_ok=True)
         root = None
@@ -228,6 +263,7 @@ class LibvirtDriver(Driver):
                 partial = path.with_name(path.name + ".partial")
                 run(["qemu-img", "create", "-q", "-f", "qcow2", str(partial), str(disk.size_gib * GIB)])
                 os.replace(partial, path)
+        marks.append(("disks", time.monotonic()))
         with self.network.locked():  # its VPC (re)made and the port plugged in one go
             self.ensure_vpc(spec.vpc())
             bridge = self.network.plug(spec.instance_id, spec.vpc_id, spec.subnet_id, spec.mac_address,
@@ -237,6 +273,7 @@ class LibvirtDriver(Driver):
                 self._plug_interface(spec.instance_id, nic)
             if spec.public_ip:
                 self.map_address(spec.vpc_id, spec.public_ip, spec.private_ip, spec.public_hostname)
+        marks.append(("network", time.monotonic()))
         dom = self._domain(spec.instance_id)
         if dom is None:
             dom = self.conn.defineXML(self.domain_xml(spec, root, bridge))
@@ -247,14 +284,88 @@ class LibvirtDriver(Driver):
                     self._sync_definitions(disk.disk_id, disk.key)
         for nic in spec.interfaces:  # attached while it had no definition yet (or lost from it)
             self._define_nic(dom, nic, libvirt.VIR_DOMAIN_XML_INACTIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        marks.append(("definition", time.monotonic()))
         if not dom.isActive():
-            dom.create()  # the STARTED event reports RUNNING
+            if self._restore(spec, dom):
+                marks.append(("restore", time.monotonic()))
+            else:
+                dom.create()  # the STARTED event reports RUNNING
+                marks.append(("boot", time.monotonic()))
             for tap in domainxml.tap_devices(dom.XMLDesc()):
                 # The tap lives in the root namespace: without this it would get an IPv6
                 # link-local address and speak neighbour discovery onto the guest's link.
                 disable_ipv6(tap)
+            log.info("%s started in %.2f s: %s", spec.instance_id, marks[-1][1] - marks[0][1],
+                     ", ".join(f"{what} {t - marks[i][1]:.2f}" for i, (what, t) in enumerate(marks[1:])))
         else:
             self.report(spec.instance_id, HostEvent.RUNNING)
+
+    # --------------------------------------------------------------------------- checkpoints
+
+    CHECKPOINT_CMDLINE = f"{KERNEL_CMDLINE} {checkpoints.FLAG}"
+
+    def _checkpoint_key(self, spec: InstanceSpec) -> str | None:
+        """The key of the checkpoint `spec` could start from; None where it boots cold anyway
+        (no kernel and ramdisk of ours to stop in)."""
+        if not (self.config.checkpoints and spec.kernel_path and spec.ramdisk_path):
+            return None
+        return self.checkpoints.key(spec.kernel_path, spec.ramdisk_path, self._memory(spec), self._vcpus(spec),
+                                    self.domain_type(spec.kernel_path), self.config.tcg_tb_cache_mib,
+                                    self.CHECKPOINT_CMDLINE, spec.instance_type)
+
+    def _checkpoint_domain(self, spec: InstanceSpec, name: str, placeholder: str, console_log: str) -> str:
+        """The checkpoint boot: an instance of `spec`'s kind with a placeholder root and no NIC."""
+        return domainxml.domain(domainxml.DomainSpec(
+            name=name, uuid=smbios_uuid(name), domain_type=self.domain_type(spec.kernel_path),
+            memory_mib=self._memory(spec), vcpus=self._vcpus(spec), instance_type=spec.instance_type,
+            root_disk=placeholder, bridge=None, mac="", console_log=console_log, kernel=spec.kernel_path,
+            initrd=spec.ramdisk_path, tb_cache_mib=self.config.tcg_tb_cache_mib, cmdline=self.CHECKPOINT_CMDLINE))
+
+    def _restore(self, spec: InstanceSpec, dom) -> bool:
+        """Start the defined, inactive domain from a checkpoint (hypervisor/checkpoints.py):
+        restore a copy named for it, then hot-plug the NICs and disks the checkpoint lacks.
+        False where there is no checkpoint for its kind (one is then built in the background
+        for the next) or the restore failed: the caller boots it cold."""
+        key = self._checkpoint_key(spec)
+        if key is None:
+            return False
+        saved = self.checkpoints.ready(key)
+        if saved is None:
+            self.checkpoints.build_soon(key, lambda *a: self._checkpoint_domain(spec, *a))
+            return False
+        persistent = fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        devices = persistent.find("devices")
+        disks = list(devices.iterfind("disk"))
+        root = [d for d in disks if d.find("target").get("dev") == "vda"]
+        copy = self._dir(spec.instance_id) / "checkpoint.save"
+        started = time.monotonic()
+        try:
+            _, saved_xml, _ = checkpoints.read_header(saved)
+            xml = checkpoints.instance_xml(
+                saved_xml, name=spec.instance_id, uuid_=persistent.findtext("uuid"),
+                title=persistent.findtext("title") or "", console_log=str(self._dir(spec.instance_id) / "console.log"),
+                root_disk=root[0])
+            checkpoints.write_copy(saved, copy, xml)
+            with open(self._dir(spec.instance_id) / "console.log", "ab") as console:  # its boot, so far
+                console.write(self.checkpoints.console_path(key).read_bytes())
+            self.conn.restoreFlags(str(copy), None, 0)  # the STARTED event reports RUNNING
+        except (libvirt.libvirtError, checkpoints.CheckpointError, OSError, IndexError) as exc:
+            log.warning("%s: not restored from checkpoint %s (%s): booting it cold", spec.instance_id, key, exc)
+            return False
+        finally:
+            copy.unlink(missing_ok=True)
+        try:  # what the checkpoint lacks: the NICs (the guest waits for eth0), the other disks
+            for device in [*devices.iterfind("interface"), *(d for d in disks if d is not root[0])]:
+                dom.attachDeviceFlags(tostring(device, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as exc:
+            log.warning("%s: restored, but a device could not be plugged (%s): booting it cold",
+                        spec.instance_id, exc)
+            with self._lock:
+                self._terminating.add(spec.instance_id)  # its STOPPED event is not news
+            dom.destroy()
+            return False
+        log.info("%s restored from checkpoint %s in %.2f s", spec.instance_id, key, time.monotonic() - started)
+        return True
 
     def stop(self, instance_id: str, force: bool = False) -> None:
         """See Driver.stop."""

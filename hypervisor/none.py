@@ -157,8 +157,8 @@ class NoneDriver(Driver):
         """The guest reaches state `event` after `delay` (unless terminated meanwhile)."""
         def change():
             guest = self.host["guests"].get(instance_id)
-            if guest is None:
-                return False
+            if guest is None or guest["state"] == event.value:
+                return False  # gone, or two calls raced to the same state: one change, one report
             guest["state"] = event.value
             self._console(guest, "boot" if event == HostEvent.RUNNING else "power off")
         self._later(instance_id, event, change)

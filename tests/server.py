@@ -5,12 +5,15 @@ makes every server get a fresh database of its own on that server; otherwise SQL
 """
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +24,10 @@ ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 ACCOUNT = "123456789012"
 ROOT = Path(__file__).resolve().parent.parent
+# Booted checkpoints (hypervisor/checkpoints.py) are named by their inputs: the libvirt servers
+# of one test run share a directory of them, so each is built once per run, not per server.
+CHECKPOINTS = Path(tempfile.mkdtemp(prefix="ec2emu-test-checkpoints-"))
+atexit.register(shutil.rmtree, CHECKPOINTS, True)
 
 
 def free_port() -> int:
@@ -51,7 +58,7 @@ class Server:
         self.hypervisor = hypervisor
         self.port = free_port()
         self.database_url = fresh_database_url() if database_url is None else database_url
-        self.env = dict(os.environ, **(extra_env or {}))
+        self.env = dict(os.environ, **{"EC2EMU_CHECKPOINT_DIR": str(CHECKPOINTS), **(extra_env or {})})
         self.proc: subprocess.Popen | None = None
         self.log = state_dir / "server.log"
 
