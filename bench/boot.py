@@ -79,6 +79,18 @@ def mem_available_mib() -> float:
     return float("nan")
 
 
+def ksm_state() -> dict | None:
+    """The host's kernel same-page merging: on or off, and MiB saved (pages_sharing: pages
+    that point at a shared copy). None where the kernel has no KSM."""
+    base = Path("/sys/kernel/mm/ksm")
+    try:
+        run = int((base / "run").read_text())
+        sharing = int((base / "pages_sharing").read_text())
+    except (OSError, ValueError):
+        return None
+    return {"run": run, "saved_mib": sharing * os.sysconf("SC_PAGE_SIZE") / 2**20}
+
+
 def cpu_ticks(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -377,6 +389,7 @@ def section_many(emu: Emulator, guests: int, out: dict) -> None:
     out["many_rss_range"] = (min(rss), max(rss)) if rss else (float("nan"), float("nan"))
     out["mem_after"] = mem_available_mib()
     out["load_after"] = os.getloadavg()[0]
+    out["ksm"] = ksm_state()
     log(f"{len(rss)} qemu processes alive: RSS total {out['many_rss_total']:.0f} MiB; "
         f"MemAvailable {out['mem_after']:.0f} MiB; load {out['load_after']:.2f}")
     t_term = time.monotonic()
@@ -450,6 +463,8 @@ def table(out: dict) -> str:
             f"{'     host MemAvailable before / after (MiB)':{w}}  {fmt(out.get('mem_before'), '.0f')} / "
             f"{fmt(out.get('mem_after'), '.0f')}  (used by the guests: "
             f"{fmt(out.get('mem_before', 0) - out.get('mem_after', float('nan')), '.0f')})",
+            f"{'     kernel same-page merging (KSM): on / MiB saved':{w}}  "
+            f"{fmt((out.get('ksm') or {}).get('run'), 'd')} / {fmt((out.get('ksm') or {}).get('saved_mib'), '.0f')}",
             f"{'     1-minute load before / with all idle':{w}}  {fmt(out.get('load_before'), '.2f')} / "
             f"{fmt(out.get('load_after'), '.2f')}  ({os.cpu_count()} CPUs)",
             f"{'     idle guests CPU, all together (% of one CPU)':{w}}  {fmt(out.get('idle_cpu_pct'), '.1f')}",
@@ -465,6 +480,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--guests", type=int, default=TARGET_IDLE, help=f"idle guests to launch in section 5 (default {TARGET_IDLE})")
     parser.add_argument("--image-dir", default=os.environ.get("EC2EMU_IMAGE_DIR") or default_images_dir())
+    parser.add_argument("--ksm", choices=("on", "off", "leave"), default="leave",
+                        help="the host's kernel same-page merging during the run (set back after; default: as it is)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("needs root (network namespaces, libvirt's system instance)")
@@ -474,6 +491,10 @@ def main(argv=None) -> int:
     out: dict = {}
     emu = None
     status = 0
+    ksm_run = Path("/sys/kernel/mm/ksm/run")
+    ksm_before = ksm_run.read_text().strip() if ksm_run.exists() else None
+    if args.ksm != "leave" and ksm_before is not None:
+        ksm_run.write_text("1" if args.ksm == "on" else "0")  # (off: 0 keeps merged pages merged)
     try:
         log(f"bare qemu, 3 boots ({args.image_dir})")
         section_bare(args.image_dir, out)
@@ -513,6 +534,8 @@ def main(argv=None) -> int:
                 emu.close()
         finally:
             signal.signal(signal.SIGINT, old)
+            if args.ksm != "leave" and ksm_before is not None:
+                ksm_run.write_text(ksm_before)
     print(table(out), flush=True)
     return status
 

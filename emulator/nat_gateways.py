@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from . import routing
 from .addresses import get_address
@@ -172,11 +172,14 @@ def describe_nat_gateways(ctx: Context, p: dict) -> dict:
 def create_on_host(host: Host, nat_id: str) -> None:
     """The gateway is available: the VPC's routing is asked for again with it (the next task)."""
     with host.Session() as session:
-        nat = session.get(NatGateway, nat_id)
-        if nat is not None and nat.state == "pending":
-            nat.state = "available"
-            routing.ask(session, nat.vpc_id)
-            session.commit()
+        # A conditional update, not read-then-write: a DeleteNatGateway committed meanwhile
+        # ('deleting') must not be overwritten (its delete task would then find it 'available'
+        # and leave it so for ever; seen in CI).
+        vpc_id = session.scalar(update(NatGateway).where(NatGateway.id == nat_id, NatGateway.state == "pending")
+                                .values(state="available").returning(NatGateway.vpc_id))
+        if vpc_id is not None:
+            routing.ask(session, vpc_id)
+        session.commit()
 
 
 @host_action("nat_gateway.delete")
@@ -184,7 +187,7 @@ def delete_on_host(host: Host, nat_id: str) -> None:
     """Runs after the routing without the gateway (asked for with the deletion, so earlier in
     task order) is on the host: the gateway is gone and its Elastic IP free."""
     with host.Session() as session:
-        nat = session.get(NatGateway, nat_id)
+        nat = session.get(NatGateway, nat_id, with_for_update=True)
         if nat is None or nat.state != "deleting":
             return
         nat.state, nat.deleted_at = "deleted", utcnow()

@@ -124,7 +124,7 @@ def test_subnet_with_a_nat_gateway_cannot_go(ec2, net):
     assert expect_error("DependencyViolation", ec2.delete_subnet, SubnetId=net["private"]) == \
         f"The subnet '{net['private']}' has dependencies and cannot be deleted."
     ec2.delete_nat_gateway(NatGatewayId=nat)
-    eventually(lambda: nat_of(ec2, nat)["State"] == "deleted", "deleted", within=60)
+    eventually(lambda: nat_of(ec2, nat)["State"] == "deleted", "deleted")
 
 
 def test_a_nat_gateway_and_an_interface_never_share_an_address(ec2, net):
