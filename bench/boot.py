@@ -201,6 +201,10 @@ class Emulator:
         images = self.ec2.describe_images(Owners=["ec2emu"],
                                           Filters=[{"Name": "name", "Values": ["ec2emu-tiny-*"]}])
         self.image = images["Images"][0]["ImageId"]
+        # As a user does (the default group admits only its members): SSH from anywhere, so
+        # that the banner can be read from the VPC's router namespace.
+        self.ec2.authorize_security_group_ingress(GroupName="default", IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
         return self
 
     def run(self, count: int) -> tuple[float, list[str]]:
