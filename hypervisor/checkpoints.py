@@ -113,13 +113,8 @@ def instance_xml(saved_xml: str, *, name: str, uuid_: str, title: str, console_l
     for entry in d.iterfind("sysinfo/system/entry"):
         if entry.get("name") in ("serial", "uuid"):
             entry.text = uuid_
-    for serial in d.iterfind("devices/serial"):
-        source = serial.find("source")
-        if source is not None:
-            source.set("path", console_log)
-    for console in d.iterfind("devices/console"):
-        source = console.find("source")
-        if source is not None:
+    for device in ("serial", "console"):  # (libvirt writes the serial port's file as both)
+        for source in d.iterfind(f"devices/{device}/source"):
             source.set("path", console_log)
     devices = d.find("devices")
     old = [x for x in devices.iterfind("disk") if x.find("target").get("dev") == "vda"]
@@ -149,10 +144,9 @@ class Checkpoints:
     `domain_xml(name, placeholder, console_log)` makes the checkpoint boot's domain XML (the
     driver's, so that it has the same devices as an instance's, less NICs and other disks)."""
 
-    def __init__(self, directory: Path, conn: Callable, enabled: bool = True, owner: str = "ec2emu"):
+    def __init__(self, directory: Path, conn: Callable, owner: str = "ec2emu"):
         self.dir = Path(directory)
         self.conn = conn
-        self.enabled = enabled
         self.domain_prefix = f"{owner}-checkpoint-"  # the build domains' names: one emulator's own
         self._building: set[str] = set()
         self._lock = threading.Lock()
@@ -180,7 +174,7 @@ class Checkpoints:
     def ready(self, key: str) -> Path | None:
         """The checkpoint file for `key` if it is built, else None."""
         path = self.path(key)
-        return path if self.enabled and path.exists() else None
+        return path if path.exists() else None
 
     def unsupported(self, key: str) -> str | None:
         """Why `key` cannot be made, if a build found out. A build that ran out of time is tried
@@ -195,7 +189,7 @@ class Checkpoints:
     def build_soon(self, key: str, domain_xml: Callable[[str, str, str], str]) -> None:
         """Start building `key` in a background thread, unless it is built, being built here,
         or known unsupported."""
-        if not self.enabled or self.path(key).exists() or self.unsupported(key) is not None:
+        if self.path(key).exists() or self.unsupported(key) is not None:
             return
         with self._lock:
             if key in self._building:

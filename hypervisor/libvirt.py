@@ -124,7 +124,7 @@ class LibvirtDriver(Driver):
         self.conn  # noqa: B018 (opens it now: a daemon that is not there fails the start-up)
         self.checkpoints = checkpoints.Checkpoints(
             Path(config.checkpoint_dir) if config.checkpoint_dir else state / "checkpoints",
-            lambda: self.conn, enabled=config.checkpoints, owner=config.network_prefix)
+            lambda: self.conn, owner=config.network_prefix)
         self.checkpoints.remove_leftovers()
         self._probe_early()
 
