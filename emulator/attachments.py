@@ -49,6 +49,14 @@ def instance_started(session: Session, instance_id: str) -> None:
                     .values(listed=True))
 
 
+def lock_volume(session: Session, volume_id: str) -> Volume | None:
+    """The volume's row, locked until commit, read before its attachments are counted: two
+    attachments of a Multi-Attach volume ending at once in two transactions would each still
+    see the other's row (an uncommitted delete) and neither would make the volume available.
+    Locked, the second waits for the first and counts after its commit."""
+    return session.get(Volume, volume_id, with_for_update=True)
+
+
 def release(session: Session, instance_id: str) -> bool:
     """The instance is gone (terminated; the host detached its disks): its attachments end, its
     volumes are available again unless still attached elsewhere (Multi-Attach), or deleted when
@@ -57,10 +65,12 @@ def release(session: Session, instance_id: str) -> bool:
     from .host_tasks import enqueue  # host_tasks -> registry; this module stays import-light
 
     wrote = False
-    for a in of_instance(session, instance_id):
+    # Volumes locked in id order: two instances ending at once, sharing Multi-Attach volumes,
+    # lock them in the same order and so never deadlock.
+    for a in sorted(of_instance(session, instance_id), key=lambda a: a.volume_id):
+        volume = lock_volume(session, a.volume_id)
         session.delete(a)
         session.flush()
-        volume = session.get(Volume, a.volume_id)
         if volume is None or volume.state != "in-use":
             continue
         if session.scalar(select(VolumeAttachment.instance_id).where(

@@ -24,7 +24,7 @@ from sqlalchemy import func, select, update
 from hypervisor.host import crash_point
 
 from . import ebs_encryption as crypto
-from . import instances, snapshots
+from . import attachments, instances, snapshots
 from .catalogue import REGIONS
 from .errors import (AttachmentLimitExceeded, IdempotentParameterMismatch, IncorrectModificationState,
                      IncorrectState, InvalidAttachmentNotFound, InvalidParameterCombination,
@@ -724,6 +724,7 @@ def attach_on_host(host: Host, volume_id: str, instance_id: str) -> None:
 
 def _end_attachment(session, volume_id: str, instance_id: str) -> None:
     """The attachment is over: its row goes; the volume is available unless attached elsewhere."""
+    attachments.lock_volume(session, volume_id)
     a = session.get(VolumeAttachment, (volume_id, instance_id))
     if a is not None:
         session.delete(a)
