@@ -277,7 +277,7 @@ def _network(ctx: Context, p: dict) -> tuple[Subnet, list[str] | None, list[str]
         else:
             subnet_id = nic.get("SubnetId")
             group_ids = nic.get("Groups")
-            wanted_ip = nic.get("PrivateIpAddress") or wanted_ip
+            wanted_ip = network_interfaces.WantedAddresses.of(nic).primary or wanted_ip
         public = nic.get("AssociatePublicIpAddress")
     zone = (p.get("Placement") or {}).get("AvailabilityZone")
     if zone and zone not in {z.name for z in REGIONS[ctx.region].zones}:

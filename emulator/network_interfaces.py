@@ -100,16 +100,67 @@ def allocate_private_ips(ctx: Context, subnet: Subnet, count: int, wanted: str |
     return out
 
 
+@dataclass
+class WantedAddresses:
+    """An interface's addresses as a request gives them (CreateNetworkInterface, each entry of
+    RunInstances' NetworkInterfaces): its primary (None: the lowest free), listed secondaries,
+    or a count of secondaries."""
+    primary: str | None
+    secondary: list[str]
+    count: int
+
+    @classmethod
+    def of(cls, p: dict) -> WantedAddresses:
+        listed = p.get("PrivateIpAddresses") or []
+        if any(not a.get("PrivateIpAddress") for a in listed):
+            raise MissingParameter("PrivateIpAddresses.PrivateIpAddress")
+        primary = p.get("PrivateIpAddress")
+        primaries = [a["PrivateIpAddress"] for a in listed if a.get("Primary")]
+        if len(primaries) > 1 or (primary and primaries and primaries[0] != primary):
+            raise InvalidParameterValue("Multiple primary addresses are not supported")
+        secondary = [a["PrivateIpAddress"] for a in listed if not a.get("Primary")]
+        count = p.get("SecondaryPrivateIpAddressCount")
+        if count is not None and secondary:
+            raise InvalidParameterCombination("The parameters SecondaryPrivateIpAddressCount and PrivateIpAddresses "
+                                              "cannot be specified together")
+        if count is not None and count < 1:
+            raise InvalidParameterValue.value(count, "SecondaryPrivateIpAddressCount", "Must be at least 1.")
+        return cls(primary or (primaries[0] if primaries else None), secondary, count or 0)
+
+    @property
+    def specific(self) -> bool:
+        """Names addresses, so it can be given for one instance only."""
+        return bool(self.primary or self.secondary)
+
+    def check_limit(self, instance_type: str | None) -> None:
+        limit = _ips_per_interface(instance_type)
+        if instance_type and 1 + len(self.secondary) + self.count > limit:
+            raise PrivateIpAddressLimitExceeded(instance_type, limit)
+
+    def secondaries(self, ctx: Context, subnet: Subnet, taken: set[str]) -> list[str]:
+        """The secondary addresses, allocated (`taken`: this request's addresses already)."""
+        got: list[str] = []
+        for ip in self.secondary:
+            got += allocate_private_ips(ctx, subnet, 1, ip, taken=taken | set(got))
+        if self.count:
+            got += allocate_private_ips(ctx, subnet, self.count, taken=taken | set(got))
+        if len(got) < len(self.secondary) + self.count:
+            raise InsufficientFreeAddressesInSubnet(subnet.id, len(self.secondary) + self.count)
+        return got
+
+
 # ------------------------------------------------------------------------ for the instances
 
-def create_primary(ctx: Context, row: Instance) -> NetworkInterface:
+def create_primary(ctx: Context, row: Instance, secondary_ips: list[str] = (), delete_on_termination: bool = True,
+                   description: str = "") -> NetworkInterface:
     """The primary interface of a new instance (its row's id, MAC, address and groups)."""
     eni = NetworkInterface(
         id=row.network_interface_id, account_id=row.account_id, region=row.region, vpc_id=row.vpc_id,
         subnet_id=row.subnet_id, availability_zone=row.availability_zone, mac_address=row.mac_address,
-        private_ip=row.private_ip, secondary_ips=[], security_group_ids=list(row.security_group_ids),
+        private_ip=row.private_ip, secondary_ips=list(secondary_ips), security_group_ids=list(row.security_group_ids),
         status="in-use", instance_id=row.id, device_index=0, attachment_id=_attachment_id(row.network_interface_id),
-        attachment_state="attached", attach_time=row.launch_time, delete_on_termination=True)
+        attachment_state="attached", attach_time=row.launch_time, delete_on_termination=delete_on_termination,
+        description=description)
     ctx.session.add(eni)
     return eni
 
@@ -153,7 +204,8 @@ class LaunchInterfaces:
     primary: NetworkInterface | None
     primary_delete: bool
     extra: list[dict]
-    reserved: set[str] = field(default_factory=set)  # the launch's primary addresses, not yet rows
+    primary_entry: dict = field(default_factory=dict)  # index 0's entry (for a new primary)
+    reserved: set[str] = field(default_factory=set)  # the launch's addresses, not yet rows
 
     @classmethod
     def plan(cls, ctx: Context, nics: list[dict] | None, subnet: Subnet, instance_type: str,
@@ -164,6 +216,8 @@ class LaunchInterfaces:
         first = primary_of(nics)
         primary = _free(get_interface(ctx, first["NetworkInterfaceId"], lock=True)) \
             if first.get("NetworkInterfaceId") else None
+        if primary is None:
+            _wanted(first, instance_type, max_count)
         extra = []
         for n in sorted((n for n in nics if n is not first), key=lambda n: n["DeviceIndex"]):
             _check_device_index(n["DeviceIndex"])
@@ -175,6 +229,7 @@ class LaunchInterfaces:
                     raise MissingParameter("SubnetId")
                 eni, s = None, vpcs.get_subnet(ctx, n["SubnetId"])
                 where = (s.availability_zone, s.vpc_id)
+                _wanted(n, instance_type, max_count)
             if where != (subnet.availability_zone, subnet.vpc_id):
                 raise InvalidParameterValue(f"The network interface at device index {n['DeviceIndex']} is not in "
                                             f"the availability zone and VPC of the one at device index 0")
@@ -183,14 +238,18 @@ class LaunchInterfaces:
             raise InvalidParameterCombination("A network interface ID can be given for a single instance only "
                                               "(MaxCount 1)")
         _check_limit(instance_type, 1 + len(extra))
-        return cls(primary, bool(first.get("DeleteOnTermination", primary is None)), extra)
+        return cls(primary, bool(first.get("DeleteOnTermination", primary is None)), extra, first)
 
     def attach(self, ctx: Context, row: Instance) -> list[str]:
         """The new instance's interfaces: its primary (made, or the existing one attached) and
         the others, attached (its first start plugs them). Returns the ids of those made."""
         made = []
         if self.primary is None:
-            made.append(create_primary(ctx, row).id)
+            subnet = vpcs.get_subnet(ctx, row.subnet_id)
+            ips = WantedAddresses.of(self.primary_entry).secondaries(ctx, subnet, self.reserved)
+            self.reserved |= set(ips)
+            made.append(create_primary(ctx, row, ips, self.primary_delete,
+                                       self.primary_entry.get("Description") or "").id)
         else:
             _attach(self.primary, row, 0, self.primary_delete, new_id("eni-attach"))
         for n in self.extra:
@@ -198,12 +257,12 @@ class LaunchInterfaces:
             if eni is None:
                 s = vpcs.get_subnet(ctx, n["SubnetId"])
                 groups = security_groups.resolve_groups(ctx, s.vpc_id, n.get("Groups"), None, subnet_id=s.id)
-                ips = allocate_private_ips(ctx, s, 1, n.get("PrivateIpAddress"), taken=self.reserved)
-                if n.get("SecondaryPrivateIpAddressCount"):
-                    ips += allocate_private_ips(ctx, s, n["SecondaryPrivateIpAddressCount"],
-                                                taken=self.reserved | set(ips))
+                wanted = WantedAddresses.of(n)
+                ips = allocate_private_ips(ctx, s, 1, wanted.primary, taken=self.reserved)
                 if not ips:
                     raise InsufficientFreeAddressesInSubnet(s.id, 1)
+                ips += wanted.secondaries(ctx, s, self.reserved | set(ips))
+                self.reserved |= set(ips)
                 eni = NetworkInterface(
                     id=new_id("eni"), account_id=ctx.account_id, region=ctx.region, vpc_id=s.vpc_id, subnet_id=s.id,
                     availability_zone=s.availability_zone, mac_address=new_mac(), private_ip=ips[0],
@@ -215,6 +274,18 @@ class LaunchInterfaces:
                     new_id("eni-attach"))
             ctx.session.flush()  # the next instance's addresses see this one's
         return made
+
+
+def _wanted(entry: dict, instance_type: str, max_count: int) -> WantedAddresses:
+    """A new interface's addresses, checked before anything is made."""
+    wanted = WantedAddresses.of(entry)
+    if wanted.specific and max_count > 1:
+        raise InvalidParameterCombination("Private IP addresses can be given for a single instance only "
+                                          "(MaxCount 1)")
+    if len(entry.get("Description") or "") > 255:
+        raise InvalidParameterValue.too_long("Description")
+    wanted.check_limit(instance_type)
+    return wanted
 
 
 def _attach(eni: NetworkInterface, row: Instance, index: int, delete_on_termination: bool,
@@ -520,31 +591,11 @@ def create_network_interface(ctx: Context, p: dict) -> dict:
     description = p.get("Description") or ""
     if len(description) > 255:
         raise InvalidParameterValue.too_long("Description")
-    listed = p.get("PrivateIpAddresses") or []
-    if any(not a.get("PrivateIpAddress") for a in listed):
-        raise MissingParameter("PrivateIpAddresses.PrivateIpAddress")
-    primary = p.get("PrivateIpAddress")
-    primaries = [a["PrivateIpAddress"] for a in listed if a.get("Primary")]
-    if len(primaries) > 1 or (primary and primaries and primaries[0] != primary):
-        raise InvalidParameterValue("Multiple primary addresses are not supported")
-    primary = primary or (primaries[0] if primaries else None)
-    wanted_secondary = [a["PrivateIpAddress"] for a in listed if not a.get("Primary")]
-    count = p.get("SecondaryPrivateIpAddressCount")
-    if count is not None and wanted_secondary:
-        raise InvalidParameterCombination("The parameters SecondaryPrivateIpAddressCount and PrivateIpAddresses "
-                                          "cannot be specified together")
-    if count is not None and count < 1:
-        raise InvalidParameterValue.value(count, "SecondaryPrivateIpAddressCount", "Must be at least 1.")
-    got = allocate_private_ips(ctx, subnet, 1, primary)
-    for ip in wanted_secondary:
-        got += allocate_private_ips(ctx, subnet, 1, ip, taken=set(got))
-    if count:
-        more = allocate_private_ips(ctx, subnet, count, taken=set(got))
-        got += more
-    if not got or len(got) < 1 + len(wanted_secondary) + (count or 0):
-        raise InsufficientFreeAddressesInSubnet(subnet.id, 1 + len(wanted_secondary) + (count or 0))
-    if len(set(got)) != len(got):
-        raise InvalidIPAddressInUse(next(ip for ip in got if got.count(ip) > 1))
+    wanted = WantedAddresses.of(p)
+    got = allocate_private_ips(ctx, subnet, 1, wanted.primary)
+    if not got:
+        raise InsufficientFreeAddressesInSubnet(subnet.id, 1 + len(wanted.secondary) + wanted.count)
+    got += wanted.secondaries(ctx, subnet, set(got))
     eni = NetworkInterface(
         id=new_id("eni"), account_id=ctx.account_id, region=ctx.region, vpc_id=subnet.vpc_id, subnet_id=subnet.id,
         availability_zone=subnet.availability_zone, mac_address=new_mac(), private_ip=got[0],

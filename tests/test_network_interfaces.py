@@ -410,3 +410,52 @@ def test_run_instances_with_network_interfaces(server, ec2, net):
                  NetworkInterfaceIds=[made[0]["NetworkInterfaceId"]])
     for e in (mine["NetworkInterfaceId"], second["NetworkInterfaceId"], far):
         ec2.delete_network_interface(NetworkInterfaceId=e)
+
+
+def test_run_instances_new_primary_interface_options(server, ec2, net):
+    """A new primary interface takes its entry's secondary addresses (a count, or listed ones with
+    the primary among them), description and DeleteOnTermination, as AWS's does; the host's port
+    admits the secondaries; refusals: named addresses for several instances, more addresses than
+    the type allows."""
+    image = tiny_image(ec2)
+    run = lambda nic, **kw: ec2.run_instances(  # noqa: E731
+        ImageId=image, MinCount=1, MaxCount=kw.pop("n", 1), InstanceType=kw.pop("type", "t3.small"),
+        NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": net["subnet"], **nic}], **kw)["Instances"]
+    expect_error("InvalidParameterCombination", run, {"PrivateIpAddresses": [
+        {"PrivateIpAddress": "10.51.1.200", "Primary": True}]}, n=2)
+    expect_error("InvalidParameterCombination", run, {"SecondaryPrivateIpAddressCount": 1, "PrivateIpAddresses": [
+        {"PrivateIpAddress": "10.51.1.201", "Primary": False}]})
+    msg = expect_error("PrivateIpAddressLimitExceeded", run, {"SecondaryPrivateIpAddressCount": 2}, type="t3.nano")
+    assert "limit of 2" in msg  # t3.nano: two IPv4 addresses per interface (t3.small, used below: four)
+    expect_error("InvalidParameterValue", run, {"PrivateIpAddresses": [
+        {"PrivateIpAddress": "10.51.1.200", "Primary": True}, {"PrivateIpAddress": "10.51.1.201", "Primary": True}]})
+
+    counted = run({"SecondaryPrivateIpAddressCount": 2, "DeleteOnTermination": False, "Description": "kept"}, n=2)
+    listed = run({"PrivateIpAddresses": [{"PrivateIpAddress": "10.51.1.211", "Primary": False},
+                                         {"PrivateIpAddress": "10.51.1.210", "Primary": True}]})[0]
+    ids = [i["InstanceId"] for i in counted] + [listed["InstanceId"]]
+    kept = [i["NetworkInterfaces"][0]["NetworkInterfaceId"] for i in counted]
+    try:
+        assert listed["PrivateIpAddress"] == "10.51.1.210"
+        assert [(a["PrivateIpAddress"], a["Primary"]) for a in listed["NetworkInterfaces"][0]["PrivateIpAddresses"]] \
+            == [("10.51.1.210", True), ("10.51.1.211", False)]
+        every = [a["PrivateIpAddress"] for i in counted for a in i["NetworkInterfaces"][0]["PrivateIpAddresses"]]
+        assert len(every) == 6 and len(set(every)) == 6  # three each, none shared
+        for i in counted:
+            eni = _eni(ec2, i["NetworkInterfaces"][0]["NetworkInterfaceId"])
+            assert eni["Description"] == "kept" and eni["Attachment"]["DeleteOnTermination"] is False
+            assert eni["PrivateIpAddress"] == i["PrivateIpAddress"]
+        fast_waiter(ec2, "instance_running")(InstanceIds=ids)
+        eventually(lambda: _host(server)["vpcs"][net["vpc"]]["ports"][listed["InstanceId"]]["secondary_ips"]
+                   == ["10.51.1.211"], "the port admits the listed secondary address")
+    finally:
+        ec2.terminate_instances(InstanceIds=ids)
+    fast_waiter(ec2, "instance_terminated")(InstanceIds=ids)
+    # DeleteOnTermination false: the primary interfaces outlive their instances, addresses and all
+    for eni_id, i in zip(kept, counted):
+        eni = _eni(ec2, eni_id)
+        assert eni["Status"] == "available" and len(eni["PrivateIpAddresses"]) == 3
+        ec2.delete_network_interface(NetworkInterfaceId=eni_id)
+    # (positive control of the above: the default primary interface went with its instance)
+    expect_error("InvalidNetworkInterfaceID.NotFound", ec2.describe_network_interfaces,
+                 NetworkInterfaceIds=[listed["NetworkInterfaces"][0]["NetworkInterfaceId"]])
