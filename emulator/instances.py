@@ -433,7 +433,6 @@ INSTANCE_FILTERS = {
     "private-ip-address": lambda r: r.private_ip,
     "ip-address": lambda r: r.public_ip,
     "private-dns-name": lambda r: private_dns_name(r.region, r.private_ip),
-    "dns-name": lambda r: public_dns_name(r.region, r.public_ip),
     "reservation-id": lambda r: r.reservation_id,
     "owner-id": lambda r: r.account_id,
     "launch-index": lambda r: r.launch_index,
@@ -468,6 +467,16 @@ def _group_name_filter(ctx: Context, rows: list):
     return lambda r: [names()[g] for g in r.security_group_ids if g in names()]
 
 
+def _dns_name_filter(ctx: Context, rows: list):
+    """Getter for dns-name: the public DNS name the instance shows, which it has only in a VPC
+    giving DNS names (vpcs.dns_named, looked up once, the first time the filter is used)."""
+    @functools.cache
+    def named() -> set[str]:
+        return vpcs.dns_named(ctx.session, {r.vpc_id for r in rows})
+
+    return lambda r: public_dns_name(r.region, r.public_ip) if r.vpc_id in named() else None
+
+
 _BY_INSTANCE_ID = Selector("InstanceIds", lambda r: r.id, InvalidInstanceIDNotFound, _check_id)
 
 INSTANCES = Resource("Reservations", _reservations, INSTANCE_FILTERS,
@@ -479,6 +488,7 @@ def describe_instances(ctx: Context, p: dict) -> dict:
     rows = _rows(ctx, p.get("InstanceIds"))
     by_name = _group_name_filter(ctx, rows)
     return describe(ctx, INSTANCES, p, rows, filters={"instance.group-name": by_name, "group-name": by_name,
+                                                      "dns-name": _dns_name_filter(ctx, rows),
                                                       **network_interfaces.instance_filters(ctx, rows)})
 
 

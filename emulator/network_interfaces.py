@@ -443,7 +443,7 @@ ENI_FILTERS = {
     "addresses.association.owner-id": lambda e: _ip_owner(e) if e.public_ip else None,
     "association.public-ip": _public,
     "association.ip-owner-id": lambda e: _ip_owner(e) if e.public_ip else None,
-    "association.public-dns-name": lambda e: public_dns_name(e.row.region, e.public_ip) if e.public_ip else None,
+    "association.public-dns-name": lambda e: public_dns_name(e.row.region, e.public_ip) if e.public_ip and e.named else None,
     "attachment.attachment-id": _attached(lambda r: r.attachment_id),
     "attachment.instance-id": _attached(lambda r: r.instance_id),
     "attachment.instance-owner-id": _attached(lambda r: r.account_id),

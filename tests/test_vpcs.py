@@ -328,7 +328,17 @@ def test_dns_attributes_decide_public_dns_names_and_the_resolver(server, ec2, vp
 
     def names(iid: str) -> tuple[str, str]:
         inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
-        return inst["PublicDnsName"], inst["NetworkInterfaces"][0]["Association"]["PublicDnsName"]
+        shown = inst["PublicDnsName"], inst["NetworkInterfaces"][0]["Association"]["PublicDnsName"]
+        # the dns-name filters find an instance (its interface) by the name it shows, and only then
+        public_ip = inst["PublicIpAddress"]
+        name = "ec2-" + public_ip.replace(".", "-") + ".compute-1.amazonaws.com"
+        found = [i["InstanceId"] for r in ec2.describe_instances(Filters=[{"Name": "dns-name", "Values": [name]}])[
+            "Reservations"] for i in r["Instances"]]
+        assert found == ([iid] if shown[0] else []), (found, shown)
+        found = [e["NetworkInterfaceId"] for e in ec2.describe_network_interfaces(Filters=[
+            {"Name": "association.public-dns-name", "Values": [name]}])["NetworkInterfaces"]]
+        assert found == ([inst["NetworkInterfaces"][0]["NetworkInterfaceId"]] if shown[1] else []), (found, shown)
+        return shown
 
     sid = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.9.0/24")["Subnet"]["SubnetId"]
     iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1, NetworkInterfaces=[
