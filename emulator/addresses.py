@@ -3,9 +3,14 @@ ReleaseAddress; and the public-address pool every public address comes from.
 
 An Elastic IP (domain vpc; EC2-Classic is gone) is drawn from the configured public pool, which
 it shares with the public addresses instances are given at launch: no address is ever both. While
-it is associated with an instance, the instance's `public_ip` is the Elastic IP: DescribeInstances,
-the metadata service's public-ipv4, and the host's 1:1 NAT at the internet gateway all read that
-column, so they all follow the association. As on AWS:
+it is associated with an instance (its primary interface's primary address), the instance's
+`public_ip` is the Elastic IP: DescribeInstances, the metadata service's public-ipv4, and the
+host's 1:1 NAT at the internet gateway all read that column, so they all follow the association.
+An Elastic IP can also be on any other address of an interface (a secondary address, or an
+interface at device index >= 1, attached or not): the address row alone says so (`instance_id`
+unset), and the host maps it while the interface is attached to an instance (after its start,
+after the attachment, after a restart's reconcile: map_interface_addresses; its port's unplug
+drops it). As on AWS:
   * associating an Elastic IP releases the instance's auto-assigned public address; disassociating
     it gives a running instance a new one if its subnet assigns them (the rule StartInstances uses);
   * an instance holds one Elastic IP: associating another moves the first one off;
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -75,6 +81,46 @@ def instance_gone(session: Session, instance_id: str) -> None:
         _clear(addr)
 
 
+def interface_gone(session: Session, eni_id: str) -> None:
+    """A deleted interface's Elastic IPs are disassociated (it was detached: nothing mapped)."""
+    for addr in session.scalars(select(Address).where(Address.network_interface_id == eni_id,
+                                                      Address.nat_gateway_id.is_(None))):
+        _clear(addr)
+
+
+def interface_elastic_ips(session: Session, eni_ids) -> dict[tuple[str, str], str]:
+    """(interface id, private address) -> Elastic IP, for every Elastic IP on these interfaces'
+    addresses (an instance's primary one included)."""
+    ids = set(eni_ids)
+    return {(e, priv): pub for e, priv, pub in session.execute(select(
+        Address.network_interface_id, Address.private_ip, Address.public_ip).where(
+        Address.network_interface_id.in_(ids), Address.nat_gateway_id.is_(None),
+        Address.association_id.is_not(None)))} if ids else {}
+
+
+def _interface_mappings(session: Session, instance_ids) -> list[tuple[str, str, str, str]]:
+    """(vpc, public, private, public DNS name) of the Elastic IPs on the instances' interfaces'
+    addresses other than their primary one (whose mapping follows the instance's public_ip)."""
+    rows = session.execute(select(NetworkInterface.vpc_id, NetworkInterface.region, Address.public_ip,
+                                  Address.private_ip).join(Address, Address.network_interface_id == NetworkInterface.id)
+                           .where(NetworkInterface.instance_id.in_(set(instance_ids)),
+                                  NetworkInterface.attachment_state.in_(("attaching", "attached")),
+                                  Address.instance_id.is_(None), Address.nat_gateway_id.is_(None),
+                                  Address.association_id.is_not(None))).all() if instance_ids else []
+    named = vpcs.dns_named(session, {r[0] for r in rows})
+    return [(vpc, pub, priv, public_dns_name(region, pub) if vpc in named else "")
+            for vpc, region, pub, priv in rows]
+
+
+def map_interface_addresses(host: Host, instance_ids) -> None:
+    """Map the Elastic IPs on the instances' other addresses (their ports are plugged now:
+    after a start, an interface's attachment, a restart's reconcile). Idempotent."""
+    with host.Session() as session:
+        mappings = _interface_mappings(session, instance_ids)
+    for vpc_id, public_ip, private_ip, name in mappings:
+        host.driver.map_address(vpc_id, public_ip, private_ip, name)
+
+
 def _clear(addr: Address) -> None:
     addr.association_id = addr.instance_id = addr.network_interface_id = addr.private_ip = None
     addr.nat_gateway_id = None
@@ -114,15 +160,34 @@ def allocate_address(ctx: Context, p: dict) -> dict:
 
 # ---------------------------------------------------------------------------------- describe
 
-def _out(a: Address, tags: dict | None) -> dict:
+def _instances_of(session: Session, rows) -> dict[str, str]:
+    """Address id -> the instance it is on: its own column for an instance's primary address,
+    the interface's attachment for any other address (one query)."""
+    out = {a.id: a.instance_id for a in rows if a.instance_id}
+    enis = {a.network_interface_id for a in rows
+            if a.association_id and not a.instance_id and not a.nat_gateway_id and a.network_interface_id}
+    if enis:
+        attached = dict(session.execute(select(NetworkInterface.id, NetworkInterface.instance_id).where(
+            NetworkInterface.id.in_(enis), NetworkInterface.instance_id.is_not(None))).all())
+        out.update({a.id: attached[a.network_interface_id] for a in rows
+                    if a.id not in out and a.network_interface_id in attached and not a.nat_gateway_id})
+    return out
+
+
+def _out(a: Address, tags: dict | None, instance_id: str | None) -> dict:
     out = {"AllocationId": a.id, "PublicIp": a.public_ip, "Domain": "vpc", "PublicIpv4Pool": "amazon",
            "NetworkBorderGroup": a.region, "Tags": tag_list(tags or {})}
     if a.association_id:
         out.update({"AssociationId": a.association_id, "NetworkInterfaceId": a.network_interface_id,
                     "NetworkInterfaceOwnerId": a.account_id, "PrivateIpAddress": a.private_ip})
-        if a.instance_id:
-            out["InstanceId"] = a.instance_id
+        if instance_id:
+            out["InstanceId"] = instance_id
     return out
+
+
+def _render(ctx: Context, page, tags) -> list[dict]:
+    on = _instances_of(ctx.session, page)
+    return [_out(a, tags[a.id], on.get(a.id)) for a in page]
 
 
 ADDRESS_FILTERS = {
@@ -138,7 +203,7 @@ ADDRESS_FILTERS = {
     "public-ipv4-pool": lambda a: "amazon",
 }
 
-ADDRESSES = Resource("Addresses", lambda ctx, page, tags: [_out(a, tags[a.id]) for a in page], ADDRESS_FILTERS,
+ADDRESSES = Resource("Addresses", _render, ADDRESS_FILTERS,
                      (Selector("PublicIps", lambda a: a.public_ip, InvalidAddressNotFound),
                       Selector("AllocationIds", lambda a: a.id, InvalidAllocationIDNotFound)),
                      max_results=None)
@@ -148,7 +213,8 @@ ADDRESSES = Resource("Addresses", lambda ctx, page, tags: [_out(a, tags[a.id]) f
 def describe_addresses(ctx: Context, p: dict) -> dict:
     rows = ctx.session.scalars(select(Address).where(Address.account_id == ctx.account_id,
                                                      Address.region == ctx.region).order_by(Address.id)).all()
-    return describe(ctx, ADDRESSES, p, rows)
+    on = _instances_of(ctx.session, rows)
+    return describe(ctx, ADDRESSES, p, rows, filters={"instance-id": lambda a: on.get(a.id)})
 
 
 def get_address(ctx: Context, allocation_id: str | None, public_ip: str | None = None) -> Address:
@@ -170,8 +236,20 @@ def get_address(ctx: Context, allocation_id: str | None, public_ip: str | None =
 
 # ------------------------------------------------------------------------------- associate
 
-def _target(ctx: Context, p: dict) -> Instance:
-    """The instance an AssociateAddress names, by InstanceId or by its (primary) interface."""
+@dataclass
+class _Target:
+    """Where AssociateAddress puts the address: an interface's private address. `primary`: the
+    instance whose primary address that is (its public_ip follows), else None; `attached`: the
+    instance the interface is attached to, if any."""
+    eni: NetworkInterface | None
+    private_ip: str
+    primary: Instance | None
+    attached: Instance | None
+
+
+def _target(ctx: Context, p: dict) -> _Target:
+    """The address an AssociateAddress names: by InstanceId (its primary interface) or by
+    NetworkInterfaceId, and PrivateIpAddress (default: the interface's primary address)."""
     if p.get("InstanceId") and p.get("NetworkInterfaceId"):
         raise InvalidParameterCombination("You may specify an instance id or a network interface id, but not both")
     q = select(Instance).where(Instance.account_id == ctx.account_id, Instance.region == ctx.region)
@@ -179,32 +257,37 @@ def _target(ctx: Context, p: dict) -> Instance:
         inst = ctx.session.scalars(q.where(Instance.id == p["InstanceId"]).with_for_update()).first()
         if inst is None or inst.state == "terminated":
             raise InvalidInstanceIDNotFound(p["InstanceId"])
+        eni = ctx.session.get(NetworkInterface, inst.network_interface_id, with_for_update=True)
     elif p.get("NetworkInterfaceId"):
-        inst = ctx.session.scalars(q.where(Instance.network_interface_id == p["NetworkInterfaceId"],
-                                           Instance.state != "terminated").with_for_update()).first()
-        if inst is None:
-            eni = ctx.session.get(NetworkInterface, p["NetworkInterfaceId"])
-            if eni is not None and eni.account_id == ctx.account_id and eni.region == ctx.region:
-                raise Unsupported("Elastic IPs on an interface other than an instance's primary one are not "
-                                  "supported by this emulator yet.")
+        eni = ctx.session.scalars(select(NetworkInterface).where(
+            NetworkInterface.id == p["NetworkInterfaceId"], NetworkInterface.account_id == ctx.account_id,
+            NetworkInterface.region == ctx.region).with_for_update()).first()
+        if eni is None:
             raise InvalidNetworkInterfaceIDNotFound(p["NetworkInterfaceId"])
+        inst = ctx.session.scalars(q.where(Instance.id == eni.instance_id).with_for_update()).first() \
+            if eni.instance_id else None
     else:
         raise MissingParameter.worded("Either instance ID or network interface ID must be specified")
-    if inst.state in ("pending", "shutting-down"):
+    if inst is not None and inst.state in ("pending", "shutting-down"):
         raise InvalidInstanceID.in_state(inst.id, inst.state)
-    wanted = p.get("PrivateIpAddress")
-    primary = ctx.session.get(NetworkInterface, inst.network_interface_id)
-    if wanted and primary is not None and wanted in (primary.secondary_ips or []):
-        raise Unsupported("Elastic IPs on a secondary private address are not supported by this emulator yet.")
-    if wanted and wanted != inst.private_ip:
+    eni_id = eni.id if eni is not None else inst.network_interface_id
+    held = [eni.private_ip, *(eni.secondary_ips or [])] if eni is not None else [inst.private_ip]
+    wanted = p.get("PrivateIpAddress") or held[0]
+    if wanted not in held:
         raise InvalidParameterValue(f"The specified private IP address {wanted} is not assigned to the network "
-                                    f"interface {inst.network_interface_id}")
-    return inst
+                                    f"interface {eni_id}")
+    primary = inst if inst is not None and eni_id == inst.network_interface_id and wanted == inst.private_ip \
+        else None
+    return _Target(eni, wanted, primary, inst)
 
 
 def _lose(ctx: Context, addr: Address) -> None:
-    """Take an Elastic IP off its instance (the address stays allocated): the host unmaps it, and
-    a running instance in a subnet that assigns public addresses gets a new one (as on AWS)."""
+    """Take an Elastic IP off its instance or interface (the address stays allocated): the host
+    unmaps it, and a running instance in a subnet that assigns public addresses gets a new one
+    (as on AWS)."""
+    if addr.instance_id is None and addr.network_interface_id and not addr.nat_gateway_id:
+        _lose_from_interface(ctx, addr)
+        return
     inst = ctx.session.get(Instance, addr.instance_id) if addr.instance_id else None
     _clear(addr)
     if inst is None or inst.public_ip != addr.public_ip:
@@ -221,6 +304,25 @@ def _lose(ctx: Context, addr: Address) -> None:
             _map(ctx, inst)
 
 
+def _lose_from_interface(ctx: Context, addr: Address) -> None:
+    """An Elastic IP on an address other than an instance's primary one: unmapped if its
+    interface is attached (its port is plugged)."""
+    eni = ctx.session.get(NetworkInterface, addr.network_interface_id)
+    public_ip, private_ip = addr.public_ip, addr.private_ip
+    _clear(addr)
+    if eni is not None and eni.instance_id:
+        ctx.host_task("address.unmap", eni.instance_id, eni.availability_zone, vpc_id=eni.vpc_id,
+                      public_ip=public_ip, private_ip=private_ip)
+
+
+def address_unassigned(ctx: Context, eni: NetworkInterface, private_ips) -> None:
+    """UnassignPrivateIpAddresses: an Elastic IP on an address taken away is disassociated."""
+    for addr in ctx.session.scalars(select(Address).where(
+            Address.network_interface_id == eni.id, Address.private_ip.in_(list(private_ips)),
+            Address.instance_id.is_(None), Address.nat_gateway_id.is_(None)).with_for_update()):
+        _lose_from_interface(ctx, addr)
+
+
 def _map(ctx: Context, inst: Instance) -> None:
     ctx.host_task("address.map", inst.id, inst.availability_zone, vpc_id=inst.vpc_id,
                   public_ip=inst.public_ip, private_ip=inst.private_ip)
@@ -229,17 +331,21 @@ def _map(ctx: Context, inst: Instance) -> None:
 @action("AssociateAddress")
 def associate_address(ctx: Context, p: dict) -> dict:
     addr = get_address(ctx, p.get("AllocationId"), p.get("PublicIp"))
-    inst = _target(ctx, p)
+    t = _target(ctx, p)
     if addr.nat_gateway_id:
         raise ResourceAlreadyAssociated(f"resource {addr.id} is already associated with associate-id "
                                         f"{addr.association_id}")
-    if addr.instance_id == inst.id:
+    if addr.association_id and (addr.network_interface_id, addr.private_ip) == (
+            t.eni.id if t.eni is not None else None, t.private_ip):
         return {"AssociationId": addr.association_id}  # already there: nothing changes
     if addr.association_id and not p.get("AllowReassociation"):
         raise ResourceAlreadyAssociated(f"resource {addr.id} is already associated with associate-id "
                                         f"{addr.association_id}")
     if addr.association_id:
         _lose(ctx, addr)
+    if t.primary is None:
+        return _associate_with_interface(ctx, addr, t)
+    inst = t.primary
     previous = elastic_ip_of(ctx.session, inst.id)
     if previous is not None:  # an instance holds one Elastic IP: the other one is disassociated
         _clear(previous)
@@ -252,6 +358,22 @@ def associate_address(ctx: Context, p: dict) -> dict:
     if inst.state == "running":  # (a stopped one is mapped by its next start)
         # map_address drops the private address's other mapping (the released one) itself.
         _map(ctx, inst)
+    return {"AssociationId": addr.association_id}
+
+
+def _associate_with_interface(ctx: Context, addr: Address, t: _Target) -> dict:
+    """Onto an address other than an instance's primary one: the one it held goes; mapped now
+    if the interface's instance runs (its port is plugged; else its next start maps it)."""
+    for previous in ctx.session.scalars(select(Address).where(
+            Address.network_interface_id == t.eni.id, Address.private_ip == t.private_ip,
+            Address.id != addr.id).with_for_update()):
+        _lose(ctx, previous)  # an address holds one Elastic IP
+    addr.association_id = new_id("eipassoc")
+    addr.instance_id, addr.network_interface_id, addr.private_ip = None, t.eni.id, t.private_ip
+    ctx.session.flush()
+    if t.attached is not None and t.attached.state == "running":
+        ctx.host_task("address.map", t.attached.id, t.attached.availability_zone, vpc_id=t.eni.vpc_id,
+                      public_ip=addr.public_ip, private_ip=t.private_ip)
     return {"AssociationId": addr.association_id}
 
 
@@ -300,8 +422,9 @@ def map_on_host(host: Host, instance_id: str, vpc_id: str, public_ip: str, priva
     or termination overtook this task otherwise, and made the host right itself)."""
     with host.Session() as session:
         inst = session.get(Instance, instance_id)
-        current = (inst is not None and inst.state == "running" and inst.public_ip == public_ip
-                   and inst.private_ip == private_ip)
+        current = inst is not None and inst.state == "running" and (
+            (inst.public_ip, inst.private_ip) == (public_ip, private_ip)
+            or any(m[1:3] == (public_ip, private_ip) for m in _interface_mappings(session, [instance_id])))
         region = inst.region if inst is not None else ""
         named = vpcs.gives_dns_names(session.get(Vpc, vpc_id))
     if current:

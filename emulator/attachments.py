@@ -54,7 +54,7 @@ def lock_volume(session: Session, volume_id: str) -> Volume | None:
     attachments of a Multi-Attach volume ending at once in two transactions would each still
     see the other's row (an uncommitted delete) and neither would make the volume available.
     Locked, the second waits for the first and counts after its commit."""
-    return session.get(Volume, volume_id, with_for_update=True)
+    return session.get(Volume, volume_id, with_for_update=True, populate_existing=True)
 
 
 def release(session: Session, instance_id: str) -> bool:

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from hypervisor import DiskSpec, HostEvent, InstanceSpec
 from hypervisor.host import crash_point
 
-from . import (attachments, block_devices, ebs_encryption, firewall, images, keypairs, network_interfaces, routing,
-               security_groups, vpcs)
+from . import (addresses, attachments, block_devices, ebs_encryption, firewall, images, keypairs, network_interfaces,
+               routing, security_groups, vpcs)
 from .addresses import allocate_public_ip, elastic_ip_of, instance_gone
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
 from .dns import private_dns_name, public_dns_name
@@ -736,6 +736,7 @@ def start_on_host(host: Host, instance_id: str, disks: list[str] | None = None) 
     if spec is None:
         return
     host.driver.start(spec)
+    addresses.map_interface_addresses(host, [instance_id])  # Elastic IPs on its other addresses
     if disks:
         with host.Session() as session:
             session.execute(update(VolumeAttachment).where(
@@ -875,8 +876,9 @@ def reconcile(host: Host) -> None:
     left to it."""
     with host.Session() as session:
         rows = session.scalars(select(Instance).where(Instance.state.in_(LIVE))).all()
-        host.driver.reconcile_host([_host_spec(host, session, r) for r in rows
-                                    if r.state in (S.PENDING, S.RUNNING, S.STOPPING, S.SHUTTING_DOWN)])
+        plugged = [r for r in rows if r.state in (S.PENDING, S.RUNNING, S.STOPPING, S.SHUTTING_DOWN)]
+        host.driver.reconcile_host([_host_spec(host, session, r) for r in plugged])
+        addresses.map_interface_addresses(host, [r.id for r in plugged])
         waiting = unfinished_resources(session)
         for row in rows:
             if row.id in waiting:

@@ -431,9 +431,11 @@ class NetworkInterface(Owned, Base):
 
 class Address(Owned, Base):
     """An Elastic IP (domain vpc), from the configured public pool. Associated with at most one
-    thing: an instance's primary interface (`instance_id`, `network_interface_id`, `private_ip`)
-    or a NAT gateway (`nat_gateway_id`, its interface and private address); `association_id` is
-    set while associated. The instance's `public_ip` column holds the address meanwhile (what
+    thing: an instance's primary address (`instance_id`, `network_interface_id`, `private_ip`),
+    any other address of an interface (`network_interface_id`, `private_ip`; `instance_id` unset
+    whether or not the interface is attached), or a NAT gateway (`nat_gateway_id`, its interface
+    and private address); `association_id` is set while associated. For an instance's primary
+    address, the instance's `public_ip` column holds the address meanwhile (what
     DescribeInstances, the metadata service and the host's 1:1 NAT read)."""
     __tablename__ = "addresses"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)   # eipalloc-...

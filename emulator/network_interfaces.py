@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from hypervisor import InterfaceSpec
 
-from . import firewall, security_groups, vpcs
+from . import addresses, firewall, security_groups, vpcs
 from .catalogue import INSTANCE_TYPES
 from .dns import private_dns_name, public_dns_name
 from .errors import (AttachmentLimitExceeded, IncorrectInstanceState, InvalidAttachmentIDNotFound, InvalidInstanceID,
@@ -349,6 +349,7 @@ def released(session: Session, instance_id: str) -> None:
     for eni in of_instance(session, instance_id):
         if eni.delete_on_termination:
             session.execute(delete(Tag).where(Tag.resource_id == eni.id))
+            addresses.interface_gone(session, eni.id)
             session.delete(eni)
         else:
             _detached(eni)
@@ -377,21 +378,27 @@ class _Eni:
     id: str
     row: NetworkInterface
     groups: dict[str, str]      # id -> name, for every group of the listed interfaces
-    public_ip: str | None       # its primary address's public IP (its instance's), if any
+    publics: dict[str, str]     # private address -> its public IP (its instance's, or an Elastic IP)
     named: bool = False         # its VPC gives public DNS names (vpcs.gives_dns_names)
-    elastic: bool = False       # public_ip is the account's Elastic IP (else one of Amazon's pool)
+    elastic: frozenset = frozenset()  # those public IPs that are the account's Elastic IPs
+
+    @property
+    def public_ip(self) -> str | None:
+        """Its primary address's public IP."""
+        return self.publics.get(self.row.private_ip)
 
 
-def _ip_owner(e: _Eni) -> str:
-    """Who owns its public address: the account for an Elastic IP, Amazon for its own pool's."""
-    return e.row.account_id if e.elastic else "amazon"
+def _ip_owner(e: _Eni, public_ip: str | None = None) -> str:
+    """Who owns a public address: the account for an Elastic IP, Amazon for its own pool's."""
+    return e.row.account_id if (public_ip or e.public_ip) in e.elastic else "amazon"
 
 
-def _association(e: _Eni) -> dict | None:
-    if not e.public_ip:
+def _association(e: _Eni, private_ip: str | None = None) -> dict | None:
+    public_ip = e.publics.get(private_ip or e.row.private_ip)
+    if not public_ip:
         return None
-    return {"IpOwnerId": _ip_owner(e), "PublicIp": e.public_ip,
-            "PublicDnsName": public_dns_name(e.row.region, e.public_ip) if e.named else ""}
+    return {"IpOwnerId": _ip_owner(e, public_ip), "PublicIp": public_ip,
+            "PublicDnsName": public_dns_name(e.row.region, public_ip) if e.named else ""}
 
 
 def _attachment(r: NetworkInterface) -> dict | None:
@@ -419,8 +426,8 @@ def render(e: _Eni, tags: dict | None = None) -> dict:
         "Ipv6Addresses": [], "Ipv4Prefixes": [], "Ipv6Prefixes": [],
         "PrivateIpAddresses": [{"PrivateIpAddress": r.private_ip, "PrivateDnsName": dns, "Primary": True,
                                 "Association": association}]
-        + [{"PrivateIpAddress": ip, "PrivateDnsName": private_dns_name(r.region, ip), "Primary": False}
-           for ip in r.secondary_ips or []],
+        + [{"PrivateIpAddress": ip, "PrivateDnsName": private_dns_name(r.region, ip), "Primary": False,
+            "Association": _association(e, ip)} for ip in r.secondary_ips or []],
     }
     if tags is not None:
         out["TagSet"] = tag_list(tags)
@@ -431,6 +438,10 @@ def _public(e: _Eni) -> list:
     return [e.public_ip] if e.public_ip else []
 
 
+def _all_public(e: _Eni) -> list:
+    return list(e.publics.values())
+
+
 def _attached(getter):
     return lambda e: getter(e.row) if e.row.instance_id else None
 
@@ -439,8 +450,8 @@ ENI_FILTERS = {
     "network-interface-id": lambda e: e.id,
     "addresses.private-ip-address": lambda e: [e.row.private_ip, *(e.row.secondary_ips or [])],
     "addresses.primary": lambda e: [True] + [False] * len(e.row.secondary_ips or []),
-    "addresses.association.public-ip": _public,
-    "addresses.association.owner-id": lambda e: _ip_owner(e) if e.public_ip else None,
+    "addresses.association.public-ip": _all_public,
+    "addresses.association.owner-id": lambda e: [_ip_owner(e, ip) for ip in e.publics.values()],
     "association.public-ip": _public,
     "association.ip-owner-id": lambda e: _ip_owner(e) if e.public_ip else None,
     "association.public-dns-name": lambda e: public_dns_name(e.row.region, e.public_ip) if e.public_ip and e.named else None,
@@ -479,12 +490,16 @@ def _wrapped(ctx: Context, rows: list[NetworkInterface]) -> list[_Eni]:
     public = dict(ctx.session.execute(select(Instance.id, Instance.public_ip).where(
         Instance.id.in_(primaries))).all()) if primaries else {}
     named = vpcs.dns_named(ctx.session, {r.vpc_id for r in rows})
+    on_interfaces = addresses.interface_elastic_ips(ctx.session, {r.id for r in rows})
     ips = {ip for ip in public.values() if ip}
-    elastic = set(ctx.session.scalars(select(Address.public_ip).where(Address.public_ip.in_(ips)))) if ips else set()
+    elastic = frozenset(ctx.session.scalars(select(Address.public_ip).where(Address.public_ip.in_(ips)))
+                        if ips else ()) | frozenset(on_interfaces.values())
     out = []
     for r in rows:
-        ip = public.get(r.instance_id) if r.device_index == 0 else None
-        out.append(_Eni(r.id, r, groups, ip, r.vpc_id in named, ip in elastic))
+        publics = {priv: pub for (eni_id, priv), pub in on_interfaces.items() if eni_id == r.id}
+        if r.device_index == 0 and public.get(r.instance_id):  # the instance's own column decides
+            publics[r.private_ip] = public[r.instance_id]
+        out.append(_Eni(r.id, r, groups, publics, r.vpc_id in named, elastic))
     return out
 
 
@@ -615,6 +630,7 @@ def delete_network_interface(ctx: Context, p: dict) -> None:
     if eni.instance_id is not None:
         raise InvalidNetworkInterfaceInUse.deleting(eni.id)
     ctx.session.execute(delete(Tag).where(Tag.resource_id == eni.id, Tag.account_id == ctx.account_id))
+    addresses.interface_gone(ctx.session, eni.id)
     ctx.session.delete(eni)
     firewall.changed(ctx, eni.vpc_id)
 
@@ -764,6 +780,7 @@ def unassign_private_ip_addresses(ctx: Context, p: dict) -> None:
     if any(ip not in (eni.secondary_ips or []) for ip in wanted):
         raise InvalidParameterValue(f"Some of the specified addresses are not assigned to interface {eni.id}")
     eni.secondary_ips = [ip for ip in eni.secondary_ips if ip not in wanted]
+    addresses.address_unassigned(ctx, eni, wanted)  # an Elastic IP on one is disassociated
     _port_changed(ctx, eni)
 
 
@@ -797,6 +814,7 @@ def attach_on_host(host: Host, eni_id: str, instance_id: str) -> None:
         if eni is not None:
             eni.attachment_state = "attached"
             session.commit()
+    addresses.map_interface_addresses(host, [instance_id])  # its Elastic IPs, now that it is plugged
 
 
 @host_action_failed("eni.attach")

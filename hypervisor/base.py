@@ -324,7 +324,8 @@ class Driver:
     def detach_interface(self, instance_id: str, port_id: str) -> None:
         """Take the interface's NIC from the guest (definition and live; returns once the guest
         has let go, or after a few seconds if it does not: it loses it when it stops) and unplug
-        its port. Not attached, or no such guest: the port is unplugged all the same."""
+        its port, with the public mappings (map_address) of any of its addresses. Not attached,
+        or no such guest: the port is unplugged all the same."""
         raise NotImplementedError
 
     def set_addresses(self, instance_id: str, secondary_ips: Sequence[str], source_dest_check: bool = True) -> None:

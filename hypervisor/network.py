@@ -427,7 +427,8 @@ class Network:
                     continue
                 for pid in gone:
                     port = st["ports"].pop(pid)
-                    for pub in [p for p, v in st["nat"].items() if v == port["ip"]]:
+                    held = {port["ip"], *port.get("secondary_ips", ())}  # Elastic IPs on any of them go
+                    for pub in [p for p, v in st["nat"].items() if v in held]:
                         del st["nat"][pub]
                         st["public_names"].pop(pub, None)
                 self.store.save(st)

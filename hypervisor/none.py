@@ -186,11 +186,12 @@ class NoneDriver(Driver):
                 if disk["attached_to"] == instance_id:
                     disk["attached_to"] = None
                 disk.get("sharers", {}).pop(instance_id, None)
-            self._unmap_instance(instance_id)
             for vpc_id, vpc in list(self.host["vpcs"].items()):
                 for pid in [p for p, port in vpc["ports"].items() if port.get("owner") == instance_id]:
-                    del vpc["ports"][pid]  # its other interfaces' ports
-                if vpc["ports"].pop(instance_id, None) is not None or vpc_id == guest.get("vpc_id"):
+                    self._unplug(vpc, pid)  # its other interfaces' ports
+                plugged = instance_id in vpc["ports"]
+                self._unplug(vpc, instance_id)
+                if plugged or vpc_id == guest.get("vpc_id"):
                     self.remove_vpc(vpc_id)
             self._save()
         self._later(instance_id, HostEvent.TERMINATED)
@@ -199,9 +200,19 @@ class NoneDriver(Driver):
         for vpc in self.host["vpcs"].values():
             port = vpc["ports"].get(instance_id)
             if port is not None:
-                for pub in [p for p, priv in vpc["nat"].items() if priv == port["ip"]]:
-                    del vpc["nat"][pub]
-                    vpc["names"].pop(pub, None)
+                self._unmap(vpc, {port["ip"]})
+
+    @staticmethod
+    def _unmap(vpc: dict, private_ips: set) -> None:
+        for pub in [p for p, priv in vpc["nat"].items() if priv in private_ips]:
+            del vpc["nat"][pub]
+            vpc["names"].pop(pub, None)
+
+    def _unplug(self, vpc: dict, port_id: str) -> None:
+        """A port goes, and the public mappings of all its addresses with it."""
+        port = vpc["ports"].pop(port_id, None)
+        if port is not None:
+            self._unmap(vpc, {port["ip"], *port.get("secondary_ips", ())})
 
     def state(self, instance_id: str) -> str | None:
         """See Driver.state."""
@@ -267,7 +278,7 @@ class NoneDriver(Driver):
         with self._changing():
             self.host["guests"].get(instance_id, {}).get("nics", {}).pop(port_id, None)
             for vpc in self.host["vpcs"].values():
-                vpc["ports"].pop(port_id, None)
+                self._unplug(vpc, port_id)
 
     def set_addresses(self, instance_id: str, secondary_ips: Sequence[str], source_dest_check: bool = True) -> None:
         """See Driver.set_addresses."""

@@ -174,6 +174,7 @@ class MetadataServer:
     # ----------------------------------------------------------------------------- lookups
 
     def lookup(self, vpc_id: str, source_ip: str) -> InstanceFacts | None:
+        from emulator.addresses import interface_elastic_ips
         from emulator.attachments import listed_devices
         from emulator.models import Instance, KeyPair, NetworkInterface, SecurityGroup, Subnet, Tag, Vpc
         from emulator.vpcs import gives_dns_names
@@ -199,10 +200,14 @@ class MetadataServer:
                 SecurityGroup.id.in_(wanted_groups)))}
             cidrs = dict(session.execute(select(Subnet.id, Subnet.cidr_block).where(
                 Subnet.id.in_({e.subnet_id for e in enis}))).all()) if enis else {}
+            elastic = interface_elastic_ips(session, {e.id for e in enis})
             interfaces = [{"device_index": e.device_index, "id": e.id, "mac": e.mac_address,
                            "ips": [e.private_ip, *(e.secondary_ips or [])], "subnet_id": e.subnet_id,
                            "subnet_cidr": cidrs.get(e.subnet_id, ""),
-                           "groups": [(g, groups.get(g, "")) for g in e.security_group_ids]}
+                           "groups": [(g, groups.get(g, "")) for g in e.security_group_ids],
+                           # Elastic IPs on its addresses (the instance's own public IP aside)
+                           "publics": {priv: pub for (eni_id, priv), pub in elastic.items()
+                                       if eni_id == e.id and pub != row.public_ip}}
                           for e in enis if e.attachment_state in ("attached", "detaching")]
             key = None
             if row.key_name:

@@ -62,7 +62,8 @@ class InstanceFacts:
     # (AWS lists no volume attached since: block-device-mapping/ebsN).
     volume_devices: list[str] = field(default_factory=list)
     # Its attached interfaces, primary first: dicts with device_index, id, mac, ips (primary
-    # first), subnet_id, subnet_cidr, groups [(id, name)]. Empty: the primary alone, from the row.
+    # first), subnet_id, subnet_cidr, groups [(id, name)], publics {private: Elastic IP} (the
+    # instance's own public_ip aside). Empty: the primary alone, from the row.
     interfaces: list[dict] = field(default_factory=list)
     dns_names: bool = True              # its VPC gives public DNS names (both DNS attributes true)
 
@@ -140,6 +141,10 @@ def meta_data(f: InstanceFacts) -> dict:
             "vpc-ipv4-cidr-block": f.vpc_cidrs[0] if f.vpc_cidrs else "",
             "vpc-ipv4-cidr-blocks": "\n".join(f.vpc_cidrs),
         }
+        publics = nic.get("publics") or {}
+        if publics:
+            macs[nic["mac"]]["public-ipv4s"] = "\n".join(publics.values())
+            macs[nic["mac"]]["ipv4-associations"] = {pub: priv for priv, pub in publics.items()}
     iface = macs[mac] if mac in macs else next(iter(macs.values()))
     tree: dict = {
         "ami-id": row.image_id,
@@ -171,8 +176,8 @@ def meta_data(f: InstanceFacts) -> dict:
             tree["public-hostname"] = public_name
             iface["public-hostname"] = public_name
         tree["public-ipv4"] = row.public_ip
-        iface["public-ipv4s"] = row.public_ip
-        iface["ipv4-associations"] = {row.public_ip: row.private_ip or ""}
+        iface["public-ipv4s"] = "\n".join([row.public_ip, *filter(None, [iface.get("public-ipv4s")])])
+        iface["ipv4-associations"] = {row.public_ip: row.private_ip or "", **iface.get("ipv4-associations", {})}
     if f.key_name and f.public_key:
         key = f.public_key.strip()
         if len(key.split()) < 3:  # AWS shows the key with the key name as its comment

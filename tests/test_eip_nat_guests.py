@@ -131,6 +131,37 @@ def test_elastic_ip_moves_the_traffic(world):
         ec2.release_address(AllocationId=eip["AllocationId"])
 
 
+def test_elastic_ip_on_a_secondary_address(world):
+    """An Elastic IP on B's secondary private address (which B's guest holds on eth0) answers
+    as B from the internet, while B's own public address still does; disassociated, it does
+    not; the secondary address unassigned, nothing is left mapped."""
+    ec2, b = world["ec2"], world["b"]
+    row = ec2.describe_instances(InstanceIds=[b])["Reservations"][0]["Instances"][0]
+    eni, own_public = row["NetworkInterfaces"][0]["NetworkInterfaceId"], row["PublicIpAddress"]
+    prefix = ec2.describe_subnets(SubnetIds=[row["SubnetId"]])["Subnets"][0]["CidrBlock"].split("/")[1]
+    secondary = ec2.assign_private_ip_addresses(NetworkInterfaceId=eni, SecondaryPrivateIpAddressCount=1)[
+        "AssignedPrivateIpAddresses"][0]["PrivateIpAddress"]
+    eip = ec2.allocate_address(Domain="vpc")
+    ip = eip["PublicIp"]
+    try:
+        out = _ssh_from(world["default_ns"], world["pem"], row["PrivateIpAddress"],
+                        f"sudo ip addr add {secondary}/{prefix} dev eth0 && echo added")
+        assert out.stdout.strip() == "added", out.stderr
+        assert not _connects(world["internet"], ip, 22)  # nothing there before the association
+        ec2.associate_address(AllocationId=eip["AllocationId"], NetworkInterfaceId=eni, PrivateIpAddress=secondary)
+        assert _until(lambda: _whoami_via(world, ip), b) == b
+        # (reached at the secondary address: the guest's sshd saw that as its own end)
+        assert _ssh_from(world["internet"], world["pem"], ip, "echo $SSH_CONNECTION").stdout.split()[2] == secondary
+        assert _whoami_via(world, own_public) == b  # its own public address is untouched
+        assoc = ec2.describe_addresses(AllocationIds=[eip["AllocationId"]])["Addresses"][0]["AssociationId"]
+        ec2.disassociate_address(AssociationId=assoc)
+        assert _until(lambda: _connects(world["internet"], ip, 22), False) is False
+        assert _whoami_via(world, own_public) == b
+    finally:
+        ec2.unassign_private_ip_addresses(NetworkInterfaceId=eni, PrivateIpAddresses=[secondary])
+        ec2.release_address(AllocationId=eip["AllocationId"])
+
+
 def _peer_seen_by_internet(world, instance_id: str) -> str:
     """From the guest (over SSH from its VPC router): connect to the internet namespace's echo
     server; what it says the peer's address was ('' when no connection was made)."""

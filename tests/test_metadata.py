@@ -458,6 +458,26 @@ def test_every_attached_interface_is_listed(world):
     assert g(primary_path + "local-ipv4s") == "172.31.0.10\n172.31.0.20"
 
 
+def test_elastic_ips_on_other_addresses_are_listed_per_interface(world):
+    """An Elastic IP on a secondary address, or on another interface's address: listed in that
+    interface's public-ipv4s and ipv4-associations/ (the primary's own public IP first)."""
+    second = {"device_index": 1, "id": "eni-0eeeeeeeeeeeeeeee", "mac": "0a:00:00:00:00:02",
+              "ips": ["172.31.16.5"], "subnet_id": "subnet-0ffffffffffffffff", "subnet_cidr": "172.31.16.0/20",
+              "groups": [], "publics": {"172.31.16.5": "100.64.9.2"}}
+    primary = {"device_index": 0, "id": "eni-0cccccccccccccccc", "mac": "0a:12:34:56:78:9a",
+               "ips": ["172.31.0.10", "172.31.0.20"], "subnet_id": "subnet-0bbbbbbbbbbbbbbbb",
+               "subnet_cidr": "172.31.0.0/20", "groups": [], "publics": {"172.31.0.20": "100.64.9.1"}}
+    world.add(facts_for(fake_instance(), interfaces=[primary, second]))
+    g = lambda p: text(world.get("/latest/meta-data/network/interfaces/macs/" + p))  # noqa: E731
+    assert g("0a:12:34:56:78:9a/public-ipv4s") == "100.64.0.7\n100.64.9.1"
+    assert g("0a:12:34:56:78:9a/ipv4-associations/") == "100.64.0.7\n100.64.9.1"
+    assert g("0a:12:34:56:78:9a/ipv4-associations/100.64.9.1") == "172.31.0.20"
+    assert g("0a:12:34:56:78:9a/ipv4-associations/100.64.0.7") == "172.31.0.10"
+    assert g("0a:00:00:00:00:02/public-ipv4s") == "100.64.9.2"
+    assert g("0a:00:00:00:00:02/ipv4-associations/100.64.9.2") == "172.31.16.5"
+    assert text(world.get("/latest/meta-data/public-ipv4")) == "100.64.0.7"  # the instance's own
+
+
 def test_no_public_hostname_where_the_vpc_gives_no_dns_names(keys):
     """A public address in a VPC whose DNS attributes give no names: public-ipv4 is listed,
     public-hostname is not (at the top or under the interface's MAC), as on AWS."""

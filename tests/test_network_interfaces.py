@@ -181,12 +181,15 @@ def test_create_errors(ec2, net):
         # A listed address without its address (the model lets it through): an error, not a 500.
         expect_error("MissingParameter", ec2.create_network_interface, SubnetId=net["subnet"],
                      PrivateIpAddresses=[{"Primary": True}])
-        # Elastic IPs go on an instance's primary interface only here: an honest refusal, not NotFound.
+        # An Elastic IP goes on an address the interface has, of an interface that exists.
         alloc = ec2.allocate_address(Domain="vpc")["AllocationId"]
         try:
-            expect_error("Unsupported", ec2.associate_address, AllocationId=alloc, NetworkInterfaceId=taken)
+            msg = expect_error("InvalidParameterValue", ec2.associate_address, AllocationId=alloc,
+                               NetworkInterfaceId=taken, PrivateIpAddress="10.51.1.51")
+            assert "10.51.1.51 is not assigned to the network interface " + taken in msg
             expect_error("InvalidNetworkInterfaceID.NotFound", ec2.associate_address, AllocationId=alloc,
                          NetworkInterfaceId="eni-0123456789abcdef0")
+            assert "AssociationId" not in ec2.describe_addresses(AllocationIds=[alloc])["Addresses"][0]
         finally:
             ec2.release_address(AllocationId=alloc)
         # An address an interface holds is not given to an instance either.
@@ -459,3 +462,101 @@ def test_run_instances_new_primary_interface_options(server, ec2, net):
     # (positive control of the above: the default primary interface went with its instance)
     expect_error("InvalidNetworkInterfaceID.NotFound", ec2.describe_network_interfaces,
                  NetworkInterfaceIds=[listed["NetworkInterfaces"][0]["NetworkInterfaceId"]])
+
+
+def test_elastic_ips_on_other_addresses(server, ec2, net):
+    """Elastic IPs on an instance's secondary address and on an interface at device index 1, and
+    on an interface not attached: listed per address (DescribeAddresses with the instance,
+    DescribeNetworkInterfaces and DescribeInstances per private address), mapped by the host
+    while the interface is attached (after the association, the attachment, the start), unmapped
+    when disassociated, unassigned, detached; an address holds one Elastic IP; the interface's
+    deletion disassociates it. The instance's own public address is untouched throughout."""
+    def nat() -> dict:
+        return _host(server).get("vpcs", {}).get(net["vpc"], {}).get("nat", {})
+
+    def association(eni_id: str, private_ip: str) -> str | None:
+        e = _eni(ec2, eni_id)
+        return next(((a.get("Association") or {}).get("PublicIp") for a in e["PrivateIpAddresses"]
+                     if a["PrivateIpAddress"] == private_ip), None)
+
+    allocs = [ec2.allocate_address(Domain="vpc") for _ in range(3)]
+    (a1, ip1), (a2, ip2), (a3, ip3) = ((a["AllocationId"], a["PublicIp"]) for a in allocs)
+    inst = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1, InstanceType="t3.small",
+                             NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": net["subnet"],
+                                                 "SecondaryPrivateIpAddressCount": 1}])["Instances"][0]
+    iid, primary_eni = inst["InstanceId"], inst["NetworkInterfaces"][0]["NetworkInterfaceId"]
+    primary_ip = inst["PrivateIpAddress"]
+    secondary = [a["PrivateIpAddress"] for a in inst["NetworkInterfaces"][0]["PrivateIpAddresses"] if not a["Primary"]][0]
+    extra = ec2.create_network_interface(SubnetId=net["subnet"])["NetworkInterface"]
+    extra_id, extra_ip = extra["NetworkInterfaceId"], extra["PrivateIpAddress"]
+    try:
+        fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+        # on the instance's secondary address (by instance id and private address)
+        assoc1 = ec2.associate_address(AllocationId=a1, InstanceId=iid, PrivateIpAddress=secondary)["AssociationId"]
+        got = ec2.describe_addresses(AllocationIds=[a1])["Addresses"][0]
+        assert (got["AssociationId"], got["InstanceId"], got["NetworkInterfaceId"], got["PrivateIpAddress"]) == (
+            assoc1, iid, primary_eni, secondary)
+        assert [a["AllocationId"] for a in ec2.describe_addresses(
+            Filters=[{"Name": "instance-id", "Values": [iid]}])["Addresses"]] == [a1]
+        assert association(primary_eni, secondary) == ip1 and association(primary_eni, primary_ip) is None
+        described = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        assert "PublicIpAddress" not in described  # the instance's own (primary) address has none
+        eventually(lambda: nat().get(ip1) == secondary, "the host maps the secondary address")
+        # an address holds one Elastic IP: another one on it takes its place
+        ec2.associate_address(AllocationId=a2, NetworkInterfaceId=primary_eni, PrivateIpAddress=secondary)
+        assert "AssociationId" not in ec2.describe_addresses(AllocationIds=[a1])["Addresses"][0]
+        eventually(lambda: nat().get(ip2) == secondary and ip1 not in nat(), "the second one replaced it")
+        # on an interface not attached: associated, nothing mapped (no port)
+        ec2.associate_address(AllocationId=a1, NetworkInterfaceId=extra_id)
+        got = ec2.describe_addresses(AllocationIds=[a1])["Addresses"][0]
+        assert got["NetworkInterfaceId"] == extra_id and got["PrivateIpAddress"] == extra_ip
+        assert "InstanceId" not in got
+        assert _eni(ec2, extra_id)["Association"]["PublicIp"] == ip1
+        assert [e["NetworkInterfaceId"] for e in ec2.describe_network_interfaces(Filters=[
+            {"Name": "addresses.association.public-ip", "Values": [ip1]}])["NetworkInterfaces"]] == [extra_id]
+        assert ip1 not in nat()
+        # attached to the running instance: mapped once plugged
+        attachment = ec2.attach_network_interface(NetworkInterfaceId=extra_id, InstanceId=iid,
+                                                  DeviceIndex=1)["AttachmentId"]
+        eventually(lambda: nat().get(ip1) == extra_ip, "mapped once the interface is attached")
+        assert ec2.describe_addresses(AllocationIds=[a1])["Addresses"][0]["InstanceId"] == iid
+        described = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+        nics = {n["NetworkInterfaceId"]: n for n in described["NetworkInterfaces"]}
+        assert nics[extra_id]["Association"]["PublicIp"] == ip1
+        assert nics[extra_id]["Association"]["IpOwnerId"] == nics[extra_id]["OwnerId"]  # an Elastic IP: ours
+        # the instance's primary address takes one too, by instance id: both kept
+        ec2.associate_address(AllocationId=a3, InstanceId=iid)
+        eventually(lambda: nat().get(ip3) == primary_ip, "the primary address mapped")
+        assert nat().get(ip1) == extra_ip and nat().get(ip2) == secondary
+        assert ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["PublicIpAddress"] == ip3
+        # stop and start: still associated, mapped again after the start
+        ec2.stop_instances(InstanceIds=[iid])
+        fast_waiter(ec2, "instance_stopped")(InstanceIds=[iid])
+        ec2.start_instances(InstanceIds=[iid])
+        fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+        eventually(lambda: nat().get(ip1) == extra_ip and nat().get(ip2) == secondary, "mapped after the start")
+        # detached: still associated with the interface, no longer mapped
+        ec2.detach_network_interface(AttachmentId=attachment)
+        eventually(lambda: _eni(ec2, extra_id)["Status"] == "available", "detached")
+        eventually(lambda: ip1 not in nat(), "unmapped with the port")
+        assert nat().get(ip2) == secondary  # (the control: the instance's own are kept)
+        assert ec2.describe_addresses(AllocationIds=[a1])["Addresses"][0]["NetworkInterfaceId"] == extra_id
+        # the secondary address unassigned: its Elastic IP is disassociated and unmapped
+        ec2.unassign_private_ip_addresses(NetworkInterfaceId=primary_eni, PrivateIpAddresses=[secondary])
+        assert "AssociationId" not in ec2.describe_addresses(AllocationIds=[a2])["Addresses"][0]
+        eventually(lambda: ip2 not in nat(), "unmapped with its address")
+        # disassociated by association id
+        ec2.disassociate_address(AssociationId=ec2.describe_addresses(AllocationIds=[a3])["Addresses"][0][
+            "AssociationId"])
+        eventually(lambda: ip3 not in nat(), "the primary's unmapped")
+        # the interface deleted: its Elastic IP is free to release
+        ec2.delete_network_interface(NetworkInterfaceId=extra_id)
+        extra_id = None
+        assert "AssociationId" not in ec2.describe_addresses(AllocationIds=[a1])["Addresses"][0]
+    finally:
+        ec2.terminate_instances(InstanceIds=[iid])
+        fast_waiter(ec2, "instance_terminated")(InstanceIds=[iid])
+        if extra_id:
+            ec2.delete_network_interface(NetworkInterfaceId=extra_id)
+        for a in (a1, a2, a3):
+            ec2.release_address(AllocationId=a)
