@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from hypervisor import AclEntry, FirewallPort, Rule, SecurityGroupRules, SubnetAcl
 
-from .host_tasks import enqueue_once, mark_covered, newest_pending
+from .host_tasks import enqueue_once, mark_covered, pending_now
 from .models import Instance, NetworkInterface, SecurityGroup, SecurityGroupRule
 from .registry import Context, Host, host_action
 
@@ -119,12 +119,12 @@ def desired(session: Session, vpc_id: str) -> tuple[list[SecurityGroupRules], li
 @host_action(KIND)
 def apply_on_host(host: Host, vpc_id: str) -> None:
     with host.Session() as session:
-        covered = newest_pending(session, KIND, vpc_id)
+        covered = pending_now(session, KIND, vpc_id)
         groups, ports = desired(session, vpc_id)
         subnet_acls = acls(session, vpc_id)
     host.driver.apply_firewall(vpc_id, groups, ports, subnet_acls)
     with host.Session() as session:
-        mark_covered(session, KIND, vpc_id, covered)
+        mark_covered(session, covered)
 
 
 def reconcile(session: Session) -> None:

@@ -54,18 +54,20 @@ def enqueue_once(session: Session, kind: str, resource_id: str) -> None:
         enqueue(session, kind, resource_id)
 
 
-def newest_pending(session: Session, kind: str, resource_id: str) -> int | None:
-    """The id of the newest pending task of this kind for this resource. A task that reads the
-    state it applies reads this first: every change it stands for is committed, so the state read
-    next includes them all, and `mark_covered` can then retire those tasks (coalescing)."""
-    return session.scalar(select(func.max(HostTask.id)).where(*_pending(kind, resource_id)))
+def pending_now(session: Session, kind: str, resource_id: str) -> list[int]:
+    """The ids of the pending tasks of this kind for this resource, as committed now. A task
+    that reads the state it applies reads these first: every change they stand for is committed,
+    so the state read next includes them all, and `mark_covered` can then retire exactly those
+    (coalescing). Not "every id up to the newest": on PostgreSQL an id is drawn at insert, so a
+    transaction still open may commit a lower id later, for a change this run did not see."""
+    return list(session.scalars(select(HostTask.id).where(*_pending(kind, resource_id))))
 
 
-def mark_covered(session: Session, kind: str, resource_id: str, newest: int | None) -> None:
-    """Mark done the pending tasks of this kind and resource up to `newest` (newest_pending's)."""
-    if newest is not None:
-        session.execute(update(HostTask).where(*_pending(kind, resource_id), HostTask.id <= newest).values(
-            state=HostTaskState.DONE, finished_at=utcnow(), attempts=HostTask.attempts + 1))
+def mark_covered(session: Session, ids: list[int]) -> None:
+    """Mark done the pending tasks `pending_now` returned (their changes were applied)."""
+    if ids:
+        session.execute(update(HostTask).where(HostTask.id.in_(ids), HostTask.state == HostTaskState.PENDING)
+                        .values(state=HostTaskState.DONE, finished_at=utcnow(), attempts=HostTask.attempts + 1))
         session.commit()
 
 

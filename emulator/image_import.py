@@ -128,7 +128,9 @@ def register_file(host: Host, image_id: str, source: str) -> None:
         return
     try:
         with host.Session() as session:
-            img = session.get(Image, image_id)
+            # locked: a DeregisterImage at the same time either deleted the row first (the file
+            # goes here) or waits and then sees disk_path (and retires the file)
+            img = session.get(Image, image_id, with_for_update=True)
             if img is None or img.state != "pending":  # deregistered meanwhile
                 dest.unlink(missing_ok=True)
                 return

@@ -908,6 +908,9 @@ def public_kernel_in(image_id: str, from_region: str, to_region: str) -> str | N
 @action("DeregisterImage")
 def deregister_image(ctx: Context, p: dict) -> dict:
     img = _owned(ctx, p["ImageId"])
+    # Locked and read afresh: a pending image's file task may have just committed its disk_path
+    # (which this must retire) or waits here until the row is gone (and drops its file itself).
+    img = ctx.session.get(Image, img.id, with_for_update=True, populate_existing=True)
     if (img.attributes or {}).get("DeregistrationProtection", "disabled") != "disabled":
         raise InvalidParameterValue(f"Image {img.id} has deregistration protection enabled.")
     delete_all_tags(ctx, img.id)

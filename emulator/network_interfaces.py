@@ -23,7 +23,7 @@ import ipaddress
 import secrets
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from hypervisor import InterfaceSpec
@@ -454,7 +454,8 @@ ENI_FILTERS = {
     "addresses.association.owner-id": lambda e: [_ip_owner(e, ip) for ip in e.publics.values()],
     "association.public-ip": _public,
     "association.ip-owner-id": lambda e: _ip_owner(e) if e.public_ip else None,
-    "association.public-dns-name": lambda e: public_dns_name(e.row.region, e.public_ip) if e.public_ip and e.named else None,
+    "association.public-dns-name": lambda e: (public_dns_name(e.row.region, e.public_ip)
+                                              if e.public_ip and e.named else None),
     "attachment.attachment-id": _attached(lambda r: r.attachment_id),
     "attachment.instance-id": _attached(lambda r: r.instance_id),
     "attachment.instance-owner-id": _attached(lambda r: r.account_id),
@@ -809,11 +810,11 @@ def attach_on_host(host: Host, eni_id: str, instance_id: str) -> None:
             return
         nic = _nic(eni)
     host.driver.attach_interface(instance_id, nic)
-    with host.Session() as session:
-        eni = _still_attached(session, eni_id, instance_id, ("attaching",))
-        if eni is not None:
-            eni.attachment_state = "attached"
-            session.commit()
+    with host.Session() as session:  # conditional: a DetachNetworkInterface meanwhile stands
+        session.execute(update(NetworkInterface).where(
+            NetworkInterface.id == eni_id, NetworkInterface.instance_id == instance_id,
+            NetworkInterface.attachment_state == "attaching").values(attachment_state="attached"))
+        session.commit()
     addresses.map_interface_addresses(host, [instance_id])  # its Elastic IPs, now that it is plugged
 
 

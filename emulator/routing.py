@@ -22,7 +22,7 @@ import ipaddress
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .host_tasks import enqueue_once, mark_covered, newest_pending
+from .host_tasks import enqueue_once, mark_covered, pending_now
 from .models import Instance, InternetGateway, NatGateway, Route, RouteTable, RouteTableAssociation, Subnet
 from .registry import Context, Host, host_action
 
@@ -89,11 +89,11 @@ def desired(session: Session, vpc_id: str) -> dict[str, dict[str, str | None]]:
 @host_action(KIND)
 def apply_on_host(host: Host, vpc_id: str) -> None:
     with host.Session() as session:
-        covered = newest_pending(session, KIND, vpc_id)
+        covered = pending_now(session, KIND, vpc_id)
         routes = desired(session, vpc_id)
     host.driver.apply_routes(vpc_id, routes)
     with host.Session() as session:
-        mark_covered(session, KIND, vpc_id, covered)
+        mark_covered(session, covered)
 
 
 def reconcile(session: Session) -> None:

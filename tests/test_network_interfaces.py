@@ -486,7 +486,8 @@ def test_elastic_ips_on_other_addresses(server, ec2, net):
                                                  "SecondaryPrivateIpAddressCount": 1}])["Instances"][0]
     iid, primary_eni = inst["InstanceId"], inst["NetworkInterfaces"][0]["NetworkInterfaceId"]
     primary_ip = inst["PrivateIpAddress"]
-    secondary = [a["PrivateIpAddress"] for a in inst["NetworkInterfaces"][0]["PrivateIpAddresses"] if not a["Primary"]][0]
+    secondary = next(a["PrivateIpAddress"] for a in inst["NetworkInterfaces"][0]["PrivateIpAddresses"]
+                     if not a["Primary"])
     extra = ec2.create_network_interface(SubnetId=net["subnet"])["NetworkInterface"]
     extra_id, extra_ip = extra["NetworkInterfaceId"], extra["PrivateIpAddress"]
     try:
