@@ -673,6 +673,8 @@ def apply_hypervisor_event(session: Session, instance_id: str, state: str) -> bo
             return True
     elif state == HostEvent.TERMINATED:
         _terminated(row, now)
+        # a route through one of its interfaces is a blackhole now
+        routing.ask_if_targeted(session, row.vpc_id, [e.id for e in network_interfaces.of_instance(session, row.id)])
         network_interfaces.released(session, row.id)  # the host unplugged all its interfaces
         instance_gone(session, row.id)  # its Elastic IP is disassociated
         firewall.ask(session, row.vpc_id)  # its address leaves its groups' sets

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from hypervisor import InterfaceSpec
 
-from . import addresses, firewall, security_groups, vpcs
+from . import addresses, firewall, routing, security_groups, vpcs
 from .catalogue import INSTANCE_TYPES
 from .dns import private_dns_name, public_dns_name
 from .errors import (AttachmentLimitExceeded, IncorrectInstanceState, InvalidAttachmentIDNotFound, InvalidInstanceID,
@@ -811,9 +811,12 @@ def attach_on_host(host: Host, eni_id: str, instance_id: str) -> None:
         nic = _nic(eni)
     host.driver.attach_interface(instance_id, nic)
     with host.Session() as session:  # conditional: a DetachNetworkInterface meanwhile stands
-        session.execute(update(NetworkInterface).where(
+        done = session.execute(update(NetworkInterface).where(
             NetworkInterface.id == eni_id, NetworkInterface.instance_id == instance_id,
-            NetworkInterface.attachment_state == "attaching").values(attachment_state="attached"))
+            NetworkInterface.attachment_state == "attaching").values(attachment_state="attached")
+            .returning(NetworkInterface.vpc_id)).first()
+        if done:
+            routing.ask_if_targeted(session, done[0], [eni_id])  # a route through it works now
         session.commit()
     addresses.map_interface_addresses(host, [instance_id])  # its Elastic IPs, now that it is plugged
 
@@ -841,6 +844,7 @@ def detach_on_host(host: Host, eni_id: str, instance_id: str, attachment_id: str
         if eni is not None and eni.attachment_id == attachment_id:
             _detached(eni)
             firewall.ask(session, eni.vpc_id)
+            routing.ask_if_targeted(session, eni.vpc_id, [eni.id])  # a route through it: a blackhole
             session.commit()
 
 

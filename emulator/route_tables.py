@@ -23,7 +23,8 @@ from .errors import (InvalidAssociationIDNotFound, InvalidGatewayIDNotFound, Inv
                      InvalidRouteNotFound, InvalidRouteTableIDNotFound, MissingParameter, ResourceAlreadyAssociated,
                      RouteAlreadyExists, Unsupported, DependencyViolation)
 from .ids import new_id
-from .models import Instance, InternetGateway, NatGateway, Route, RouteTable, RouteTableAssociation, Tag, Vpc
+from .models import (Instance, InternetGateway, NatGateway, NetworkInterface, Route, RouteTable, RouteTableAssociation,
+                     Tag, Vpc)
 from .query import Resource, Selector, describe
 from . import routing
 from .registry import Context, action
@@ -177,12 +178,12 @@ def _target(ctx: Context, table: RouteTable, p: dict, destination: str) -> dict:
         inst = owned(ctx, Instance, value, InvalidInstanceIDNotFound)
         if inst.state == "terminated":
             raise InvalidInstanceIDNotFound(value)
-    else:
-        inst = ctx.session.scalars(select(Instance).where(
-            Instance.network_interface_id == value, Instance.account_id == ctx.account_id,
-            Instance.region == ctx.region, Instance.state != "terminated")).first()
-        if inst is None:
-            raise InvalidNetworkInterfaceIDNotFound(value)
+    else:  # any interface of the VPC, attached or not (a detached one makes a blackhole)
+        eni = owned(ctx, NetworkInterface, value, InvalidNetworkInterfaceIDNotFound)
+        if eni.vpc_id != table.vpc_id:
+            raise InvalidParameterValue(f"route table {table.id} and network interface {eni.id} "
+                                        "belong to different networks")
+        return {"instance_id": eni.instance_id, "network_interface_id": eni.id}
     if inst.vpc_id != table.vpc_id:
         raise InvalidParameterValue(f"route table {table.id} and network interface {inst.network_interface_id} "
                                     "belong to different networks")
@@ -329,8 +330,12 @@ def _views(ctx: Context, tables: list[RouteTable]) -> list[_View]:
     nats = set(ctx.session.scalars(select(NatGateway.id).where(
         NatGateway.id.in_([r.nat_gateway_id for r in routes if r.nat_gateway_id]),
         NatGateway.state.in_(("pending", "available")))))
-    alive = set(ctx.session.scalars(select(Instance.id).where(
-        Instance.id.in_([r.instance_id for r in routes if r.instance_id]), Instance.state != "terminated")))
+    # a route to an interface (by instance: its primary one) is active while the interface is
+    # attached to an instance that is not terminated, and names that instance
+    attached = dict(ctx.session.execute(select(NetworkInterface.id, NetworkInterface.instance_id).join(
+        Instance, Instance.id == NetworkInterface.instance_id).where(
+        NetworkInterface.id.in_([r.network_interface_id for r in routes if r.network_interface_id]),
+        Instance.state != "terminated")).all())
     vpc_of = {t.id: t.vpc_id for t in tables}
     by_table: dict[str, list] = {i: [] for i in ids}
     for r in routes:
@@ -346,9 +351,11 @@ def _views(ctx: Context, tables: list[RouteTable]) -> list[_View]:
             if r.nat_gateway_id not in nats:
                 out["State"] = "blackhole"  # deleted
         else:
-            out.update({"InstanceId": r.instance_id, "NetworkInterfaceId": r.network_interface_id,
-                        "InstanceOwnerId": r.account_id})
-            if r.instance_id not in alive:
+            instance_id = attached.get(r.network_interface_id) or r.instance_id
+            out.update({"NetworkInterfaceId": r.network_interface_id, "InstanceOwnerId": r.account_id})
+            if instance_id:
+                out["InstanceId"] = instance_id
+            if r.network_interface_id not in attached:
                 out["State"] = "blackhole"
         by_table[r.route_table_id].append(out)
     assoc_by_table: dict[str, list] = {i: [] for i in ids}

@@ -6,8 +6,12 @@ carries those that leave the VPC: to the internet gateway attached to the VPC (t
 by the internet link; only addresses mapped 1:1 may use it), and to an available public NAT
 gateway whose own subnet routes that destination to the attached internet gateway (traffic
 leaves as the gateway's Elastic IP, egress only), as AWS's NAT gateway needs a public subnet to
-work. Every other route (to a detached or deleted gateway, a deleted NAT gateway, an instance or
-interface: the host does not route through guests) gives no path: a blackhole.
+work, and to an instance or an interface attached to one (a NAT instance, a firewall appliance:
+the traffic is handed to that interface's address, whose security groups admit it or not, and
+whose answers from other addresses pass only with its source/destination check off). Every
+other route (to a detached or deleted gateway, a deleted NAT gateway, a terminated instance, a
+detached interface) gives no path: a blackhole. Routes more specific than the VPC's own range
+(to an interface: AWS's middlebox routing) stay API-only: the host's local route wins.
 
 Whatever changes that picture (a route created, replaced or deleted, an association, a gateway
 attached or detached, a NAT gateway available or deleting, an instance launched or started in
@@ -23,7 +27,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .host_tasks import enqueue_once, mark_covered, pending_now
-from .models import Instance, InternetGateway, NatGateway, Route, RouteTable, RouteTableAssociation, Subnet
+from .models import (Instance, InternetGateway, NatGateway, NetworkInterface, Route, RouteTable, RouteTableAssociation,
+                     Subnet, Vpc)
 from .registry import Context, Host, host_action
 
 KIND = "vpc.routes"
@@ -40,12 +45,22 @@ def ask(session: Session, vpc_id: str) -> None:
     enqueue_once(session, KIND, vpc_id)
 
 
+def ask_if_targeted(session: Session, vpc_id: str | None, eni_ids) -> None:
+    """ask(), when a route hands traffic to one of these interfaces (its attachment or its
+    instance changed: the hop comes or goes)."""
+    ids = list(eni_ids)
+    if vpc_id and ids and session.scalar(select(Route.destination).where(
+            Route.network_interface_id.in_(ids)).limit(1)) is not None:
+        ask(session, vpc_id)
+
+
 def _covers(route_destination: str, destination: str) -> bool:
     return ipaddress.IPv4Network(destination).subnet_of(ipaddress.IPv4Network(route_destination))
 
 
-def desired(session: Session, vpc_id: str) -> dict[str, dict[str, str | None]]:
-    """subnet CIDR -> {destination: None (internet gateway) or a NAT gateway's public address}."""
+def desired(session: Session, vpc_id: str) -> dict[str, dict[str, str | dict | None]]:
+    """subnet CIDR -> {destination: None (internet gateway), a NAT gateway's public address, or
+    {"next_hop": an attached interface's private address}} (Driver.apply_routes' form)."""
     subnets = dict(session.execute(select(Subnet.id, Subnet.cidr_block).where(Subnet.vpc_id == vpc_id)).all())
     main, explicit = None, {}
     for table_id, subnet_id, is_main in session.execute(select(
@@ -63,6 +78,12 @@ def desired(session: Session, vpc_id: str) -> dict[str, dict[str, str | None]]:
     nats = {n.id: n for n in session.scalars(select(NatGateway).where(
         NatGateway.vpc_id == vpc_id, NatGateway.state == "available", NatGateway.connectivity_type == "public",
         NatGateway.public_ip.is_not(None)))}
+    # interfaces a route may hand traffic to: attached to an instance that is not terminated
+    hops = dict(session.execute(select(NetworkInterface.id, NetworkInterface.private_ip).join(
+        Instance, Instance.id == NetworkInterface.instance_id).where(
+        NetworkInterface.vpc_id == vpc_id, NetworkInterface.attachment_state == "attached",
+        Instance.state != "terminated")).all())
+    vpc_cidr = session.scalar(select(Vpc.cidr_block).where(Vpc.id == vpc_id))
 
     def table_of(subnet_id: str) -> str | None:
         return explicit.get(subnet_id, main)
@@ -82,6 +103,8 @@ def desired(session: Session, vpc_id: str) -> dict[str, dict[str, str | None]]:
                 nat = nats[r.nat_gateway_id]
                 if to_internet(table_of(nat.subnet_id), r.destination):
                     leaves[r.destination] = nat.public_ip
+            elif r.network_interface_id in hops and not (vpc_cidr and _covers(vpc_cidr, r.destination)):
+                leaves[r.destination] = {"next_hop": hops[r.network_interface_id]}
         out[str(ipaddress.IPv4Network(cidr))] = leaves
     return out
 

@@ -335,12 +335,15 @@ class Driver:
 
     # --------------------------------------------------------------------------- routing
 
-    def apply_routes(self, vpc_id: str, routes: Mapping[str, Mapping[str, str | None]]) -> None:
+    def apply_routes(self, vpc_id: str, routes: Mapping[str, Mapping[str, str | dict | None]]) -> None:
         """Route each subnet's traffic that leaves the VPC as its route table says, replacing what
         was applied before. routes: subnet CIDR -> {destination CIDR: None to leave by the internet
-        gateway (only addresses mapped 1:1 by map_address may), or a NAT gateway's public address
-        to leave as (source NAT, egress only)}. A destination outside the VPC and not listed for
-        a subnet has no path from it (nor do replies to it). Until the first call a VPC routes
+        gateway (only addresses mapped 1:1 by map_address may), a NAT gateway's public address
+        to leave as (source NAT, egress only), or {"next_hop": a port's address} to hand it to that
+        port (whose security groups' ingress rules admit it or not; its answers from addresses
+        not its own pass only without source/destination check)}. A destination outside the VPC
+        and not listed for a subnet has no path from it (nor do replies to it). Until the first
+        call a VPC routes
         everything to its internet gateway (the behaviour before route tables reached the host).
         Kept for a VPC whose network is not there yet."""
         raise NotImplementedError

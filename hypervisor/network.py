@@ -118,6 +118,29 @@ def _port(p: PortSpec) -> dict:
     return out
 
 
+def _hop(dest: str, via, subnets: dict) -> tuple[str, str, str] | None:
+    """A route's (destination, gateway, device) in a subnet's table: the internet link, or a
+    port's address on the bridge of the subnet holding it (None: no subnet holds it)."""
+    if not isinstance(via, dict):  # None (internet gateway) or a NAT gateway's public address
+        return (dest, INTERNET_ADDRESS, IGW_IFNAME)
+    hop = ipaddress.IPv4Address(via["next_hop"])
+    return next(((dest, str(hop), subnet_bridge_name(sid)) for sid, cidr in sorted(subnets.items())
+                 if hop in ipaddress.IPv4Network(cidr)), None)
+
+
+def _as_cidr(dst: str) -> str:
+    """A destination as `ip -j route` shows it ('default', a bare /32 address), as a CIDR."""
+    return "0.0.0.0/0" if dst == "default" else dst if "/" in dst else f"{dst}/32"
+
+
+def _routed(st: dict, routes: dict | None) -> list[tuple[str, str, str]]:
+    """(source subnet CIDR, destination, port id) of the routes that hand traffic to a port:
+    the firewall applies that port's ingress rules to it (nftables.firewall_table)."""
+    by_ip = {ip: pid for pid, p in st.get("ports", {}).items() for ip in [p["ip"], *p.get("secondary_ips", ())]}
+    return sorted((cidr, dest, by_ip[via["next_hop"]]) for cidr, dests in (routes or {}).items()
+                  for dest, via in dests.items() if isinstance(via, dict) and via["next_hop"] in by_ip)
+
+
 class Network:
     def __init__(self, state_dir: str | os.PathLike, prefix: str = PREFIX):
         if not prefix or len(prefix) > 32 or not prefix.replace("-", "").isalnum():
@@ -278,8 +301,10 @@ class Network:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_if_changed(path, json.dumps(firewall, indent=1, sort_keys=True))
             ns = self.namespace_of(vpc_id)
-            if self.store.load(vpc_id) is not None and host.netns_exists(ns):
-                links.exec_in(ns, "nft", "-f", "-", input=nftables.firewall_script(firewall))
+            st = self.store.load(vpc_id)
+            if st is not None and host.netns_exists(ns):
+                routed = _routed(st, self.routes(vpc_id))
+                links.exec_in(ns, "nft", "-f", "-", input=nftables.firewall_script(firewall, routed))
 
     # ------------------------------------------------------------------------------ routing
 
@@ -304,43 +329,44 @@ class Network:
             if st is not None and host.netns_exists(self.namespace_of(vpc_id)):
                 self._apply(st)
 
-    def _policy_routes(self, ns: str, routes: dict | None) -> None:
+    def _policy_routes(self, ns: str, routes: dict | None, subnets: dict) -> None:
         """The VPC namespace's routing for traffic that leaves the VPC. Policy routing, because
         the decision depends on the source subnet (its route table), which plain destination
         routing cannot see: the main table holds only the VPC's own networks (the subnets'
         bridges: AWS's `local` route) and no default route, so it is consulted first and falls
         through for anything else; then one rule per subnet with a route out (`from <subnet>
-        lookup <its table>`, after main) holds that subnet's routes to the internet link. A
-        subnet without one has no path out, and no reply path either (inbound to its public
-        addresses fails, as on AWS without an internet gateway route). routes None (never
-        applied): everything may leave, as before route tables reached the host."""
+        lookup <its table>`, after main) holds that subnet's routes: to the internet link, or
+        to a port's address on its subnet's bridge (a route to an instance). A subnet without
+        one has no path out, and no reply path either (inbound to its public addresses fails,
+        as on AWS without an internet gateway route). routes None (never applied): everything
+        may leave, as before route tables reached the host. subnets: subnet id -> CIDR."""
         if routes is None:
             links.ip(ns, "route", "replace", "default", "via", INTERNET_ADDRESS, "dev", IGW_IFNAME, "onlink")
         else:
             links.ip(ns, "route", "del", "default", "table", "main", check=False)
         wanted_rules, wanted_tables = [], {}
         for i, (cidr, dests) in enumerate(sorted((routes or {}).items())):
-            if dests:
+            hops = sorted(filter(None, (_hop(dest, via, subnets) for dest, via in dests.items())))
+            if hops:
                 table = FIRST_SUBNET_TABLE + i
                 wanted_rules.append((SUBNET_RULE_PRIORITY + i, cidr, table))
-                wanted_tables[table] = sorted(dests)
+                wanted_tables[table] = hops
         have_rules = [(r["priority"], r.get("src", "") + (f"/{r['srclen']}" if "srclen" in r else ""),
                        int(r["table"])) for r in links.rules(ns)
                       if r.get("priority", 0) >= SUBNET_RULE_PRIORITY and str(r.get("table", "")).isdigit()]
-        have_tables = {t: sorted(rt["dst"] if "/" in rt["dst"] or rt["dst"] == "default" else f"{rt['dst']}/32"
+        have_tables = {t: sorted((_as_cidr(rt["dst"]), rt.get("gateway"), rt.get("dev"))
                                  for rt in links.table_routes(ns, t))
                        for t in {t for _p, _c, t in have_rules} | set(wanted_tables)}
-        norm = {t: sorted("default" if d == "0.0.0.0/0" else d for d in dests) for t, dests in wanted_tables.items()}
-        if sorted(have_rules) == wanted_rules and all(have_tables.get(t, []) == norm.get(t, []) for t in have_tables):
+        if sorted(have_rules) == wanted_rules and all(have_tables.get(t, []) == wanted_tables.get(t, [])
+                                                      for t in have_tables):
             return
         for priority, _cidr, table in have_rules:
             links.ip(ns, "rule", "del", "priority", str(priority), check=False)
             links.ip(ns, "route", "flush", "table", str(table), check=False)
         for priority, cidr, table in wanted_rules:
             links.ip(ns, "route", "flush", "table", str(table), check=False)
-            for dest in wanted_tables[table]:
-                links.ip(ns, "route", "replace", dest, "via", INTERNET_ADDRESS, "dev", IGW_IFNAME, "onlink",
-                         "table", str(table))
+            for dest, via, dev in wanted_tables[table]:
+                links.ip(ns, "route", "replace", dest, "via", via, "dev", dev, "onlink", "table", str(table))
             links.ip(ns, "rule", "add", "from", cidr, "lookup", str(table), "priority", str(priority))
 
     def _remove_ns(self, ns: str) -> None:
@@ -529,10 +555,11 @@ class Network:
         routes = self.routes(vpc_id)
         routes = {cidr: dests for cidr, dests in routes.items() if cidr in st["subnets"].values()} \
             if routes is not None else None
-        egress_nat = [(cidr, dest, via) for cidr, dests in (routes or {}).items() for dest, via in dests.items() if via]
+        egress_nat = [(cidr, dest, via) for cidr, dests in (routes or {}).items() for dest, via in dests.items()
+                      if isinstance(via, str)]
         links.exec_in(ns, "nft", "-f", "-", input=nftables.ruleset(st["ports"], st["nat"], self.firewall(vpc_id),
-                                                                   egress_nat))
-        self._policy_routes(ns, routes)
+                                                                   egress_nat, _routed(st, routes)))
+        self._policy_routes(ns, routes, st["subnets"])
         conf_changed = write_if_changed(d / "dnsmasq.conf", dnsmasq.config(
             d.resolve(), st["subnets"].items(), st["dns_domain"], st["public_dns_domain"],
             st.get("dhcp_domain", ""), dns=st.get("dns_support", True)))

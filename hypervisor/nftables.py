@@ -175,10 +175,12 @@ def _vmap(addr: str, ports: list, kind: str) -> list[str]:
     return [f"    ip {addr} vmap {{ {items} }}"]
 
 
-def firewall_table(firewall: Mapping | None) -> list[str]:
+def firewall_table(firewall: Mapping | None, routed: Sequence[tuple[str, str, str]] = ()) -> list[str]:
     """Security groups. firewall: {"groups": {group id: {"ingress": [rule], "egress": [rule]}},
     "ports": {port id: {"ip": ..., "groups": [group id, ...], "secondary_ips": [...] (optional)}}}
-    (rules as base.Rule dicts);
+    (rules as base.Rule dicts); routed: (source CIDR, destination CIDR, port id) of the routes
+    that hand traffic to a port (a route to an instance): that port's ingress rules decide it,
+    as its own address's;
     None: nothing is filtered (no table at all).
 
     Only new connections meet the rules: `ct state established,related` is accepted first, so
@@ -205,11 +207,16 @@ def firewall_table(firewall: Mapping | None) -> list[str]:
         ips = sorted(set(members[gid]))
         elements = f" elements = {{ {', '.join(ips)} }};" if ips else ""
         lines.append(f"  set g_{_tail(gid)} {{ type ipv4_addr;{elements} }}")
+    filtered = {iid for iid, _p in ports}
+    # most specific destination first, as the routing decides
+    hand_over = [f"    ip saddr {src} ip daddr {dst} jump in_{_tail(iid)}"
+                 for src, dst, iid in sorted(routed, key=lambda r: (-int(r[1].split("/")[1]), r)) if iid in filtered]
     lines += ["  chain forward {",
               "    type filter hook forward priority filter; policy accept;",
               "    ct state established,related accept",
               *_vmap("saddr", ports, "out"),
               *_vmap("daddr", ports, "in"),
+              *hand_over,
               "  }",
               "  chain output {",
               "    type filter hook output priority filter; policy accept;",
@@ -290,13 +297,13 @@ def acl_table(firewall: Mapping | None) -> list[str]:
 
 
 def ruleset(ports: Mapping[str, Mapping[str, str]], nat: Mapping[str, str], firewall: Mapping | None = None,
-            egress_nat: Sequence[tuple[str, str, str]] = ()) -> str:
+            egress_nat: Sequence[tuple[str, str, str]] = (), routed: Sequence[tuple[str, str, str]] = ()) -> str:
     """The whole script for `nft -f -` in a VPC namespace."""
     return "\n".join(ports_table(ports) + igw_table(nat, egress_nat) + acl_table(firewall)
-                     + firewall_table(firewall)) + "\n"
+                     + firewall_table(firewall, routed)) + "\n"
 
 
-def firewall_script(firewall: Mapping | None) -> str:
+def firewall_script(firewall: Mapping | None, routed: Sequence[tuple[str, str, str]] = ()) -> str:
     """The network ACLs and security groups alone (a rule change need not rewrite the other
     tables); one script, so both change in one nft transaction."""
-    return "\n".join(acl_table(firewall) + firewall_table(firewall)) + "\n"
+    return "\n".join(acl_table(firewall) + firewall_table(firewall, routed)) + "\n"

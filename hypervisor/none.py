@@ -361,7 +361,7 @@ class NoneDriver(Driver):
 
     # ------------------------------------------------------------------------------ routing
 
-    def apply_routes(self, vpc_id: str, routes: Mapping[str, Mapping[str, str | None]]) -> None:
+    def apply_routes(self, vpc_id: str, routes: Mapping[str, Mapping[str, str | dict | None]]) -> None:
         """See Driver.apply_routes. Kept as given (`routes_of` reads it back)."""
         with self._changing():
             self.host.setdefault("routes", {})[vpc_id] = {cidr: dict(r) for cidr, r in routes.items()}

@@ -4,13 +4,15 @@ shared by the module), reached only from namespaces the emulator made.
   * Default VPC: A and B (public addresses auto-assigned). An Elastic IP on A answers as A (SSH
     from the internet namespace, the guest names itself from its metadata), then, moved to B,
     answers as B; B's metadata says the Elastic IP is its public-ipv4.
+  * B's secondary address takes another Elastic IP, which answers as B.
   * VPC 10.61.0.0/16 with a public subnet (10.61.1.0/24, main table) and a private one
     (10.61.2.0/24, its own table). Q (public subnet, a public address) is unreachable from the
     internet while the main table has no route to an internet gateway, reachable once it has.
     P (private subnet, no public address) cannot reach the internet namespace until its table
     routes 0.0.0.0/0 to a NAT gateway in the public subnet; then it can, and the internet sees
     the NAT gateway's Elastic IP as its source; nothing from the internet opens a connection
-    through that address.
+    through that address. A route to Q hands P's traffic for 10.99.0.0/24 to Q.
+  * A restart (the server killed, the host's NAT and routing wiped) rebuilds all of it.
 """
 from __future__ import annotations
 
@@ -145,7 +147,7 @@ def test_elastic_ip_on_a_secondary_address(world):
     ip = eip["PublicIp"]
     try:
         out = _ssh_from(world["default_ns"], world["pem"], row["PrivateIpAddress"],
-                        f"sudo ip addr add {secondary}/{prefix} dev eth0 && echo added")
+                        f"sudo ip addr replace {secondary}/{prefix} dev eth0 && echo added")
         assert out.stdout.strip() == "added", out.stderr
         assert not _connects(world["internet"], ip, 22)  # nothing there before the association
         ec2.associate_address(AllocationId=eip["AllocationId"], NetworkInterfaceId=eni, PrivateIpAddress=secondary)
@@ -158,6 +160,8 @@ def test_elastic_ip_on_a_secondary_address(world):
         assert _until(lambda: _connects(world["internet"], ip, 22), False) is False
         assert _whoami_via(world, own_public) == b
     finally:
+        _ssh_from(world["default_ns"], world["pem"], row["PrivateIpAddress"],
+                  f"sudo ip addr del {secondary}/{prefix} dev eth0")
         ec2.unassign_private_ip_addresses(NetworkInterfaceId=eni, PrivateIpAddresses=[secondary])
         ec2.release_address(AllocationId=eip["AllocationId"])
 
@@ -220,6 +224,38 @@ def test_routes_decide_who_reaches_the_internet(world):
     ec2.release_address(AllocationId=eip["AllocationId"])
 
 
+def test_a_route_through_an_instance(world):
+    """The private subnet's table routes 10.99.0.0/24 to Q (a NAT-instance-like appliance in
+    the public subnet, holding 10.99.0.1 on its loopback): P reaches 10.99.0.1 through Q only
+    once Q's source/destination check is off (before, Q's answers from an address not its own
+    are dropped, as on AWS), and not at all without the route."""
+    ec2, p, q = world["ec2"], world["p"], world["q"]
+    p_ip, q_ip = world["rows"][p]["PrivateIpAddress"], world["rows"][q]["PrivateIpAddress"]
+
+    def banner() -> str:
+        out = _ssh_from(world["ns"], world["pem"], p_ip, "timeout 5 nc 10.99.0.1 22 </dev/null | head -c 7; echo")
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    out = _ssh_from(world["ns"], world["pem"], q_ip, "sudo ip addr add 10.99.0.1/32 dev lo && echo added")
+    assert out.stdout.strip() == "added", out.stderr
+    try:
+        assert banner() == ""  # no route: P's packets for 10.99.0.1 go nowhere
+        ec2.create_route(RouteTableId=world["private_rtb"], DestinationCidrBlock="10.99.0.0/24", InstanceId=q)
+        time.sleep(2)  # (the route is on the host by now; Q's answers are what is dropped)
+        assert banner() == ""
+        ec2.modify_instance_attribute(InstanceId=q, SourceDestCheck={"Value": False})
+        assert _until(banner, "SSH-2.0") == "SSH-2.0"
+        ec2.delete_route(RouteTableId=world["private_rtb"], DestinationCidrBlock="10.99.0.0/24")
+        assert _until(banner, "") == ""
+    finally:
+        ec2.modify_instance_attribute(InstanceId=q, SourceDestCheck={"Value": True})
+        _ssh_from(world["ns"], world["pem"], q_ip, "sudo ip addr del 10.99.0.1/32 dev lo")
+        routes = ec2.describe_route_tables(RouteTableIds=[world["private_rtb"]])["RouteTables"][0]["Routes"]
+        if any(r["DestinationCidrBlock"] == "10.99.0.0/24" for r in routes):
+            ec2.delete_route(RouteTableId=world["private_rtb"], DestinationCidrBlock="10.99.0.0/24")
+
+
 def test_a_restart_rebuilds_elastic_ips_and_nat_from_the_database(world, cloud):  # noqa: F811
     """The host forgets its NAT and routing (the server killed, the routers' nftables and policy
     rules and the internet namespace's routes wiped); the next start rebuilds them from the
@@ -235,6 +271,18 @@ def test_a_restart_rebuilds_elastic_ips_and_nat_from_the_database(world, cloud):
     ec2.create_route(RouteTableId=world["private_rtb"], DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
     assert _until(lambda: _whoami_via(world, eip["PublicIp"]), a) == a
     assert _until(lambda: _peer_seen_by_internet(world, p), nat_eip["PublicIp"]) == nat_eip["PublicIp"]
+    # and an Elastic IP on B's secondary address (mapped apart from the instances' own)
+    b = world["b"]
+    b_row = ec2.describe_instances(InstanceIds=[b])["Reservations"][0]["Instances"][0]
+    b_eni = b_row["NetworkInterfaces"][0]["NetworkInterfaceId"]
+    prefix = ec2.describe_subnets(SubnetIds=[b_row["SubnetId"]])["Subnets"][0]["CidrBlock"].split("/")[1]
+    secondary = ec2.assign_private_ip_addresses(NetworkInterfaceId=b_eni, SecondaryPrivateIpAddressCount=1)[
+        "AssignedPrivateIpAddresses"][0]["PrivateIpAddress"]
+    assert _ssh_from(world["default_ns"], world["pem"], b_row["PrivateIpAddress"],
+                     f"sudo ip addr replace {secondary}/{prefix} dev eth0 && echo added").stdout.strip() == "added"
+    side_eip = ec2.allocate_address(Domain="vpc")
+    ec2.associate_address(AllocationId=side_eip["AllocationId"], NetworkInterfaceId=b_eni, PrivateIpAddress=secondary)
+    assert _until(lambda: _whoami_via(world, side_eip["PublicIp"]), b) == b
 
     cloud.stop(signal.SIGKILL)
     for ns in (world["ns"], world["default_ns"]):
@@ -243,10 +291,16 @@ def test_a_restart_rebuilds_elastic_ips_and_nat_from_the_database(world, cloud):
             subprocess.run(["ip", "-n", ns, "rule", "del", "priority", str(priority)], capture_output=True)
     subprocess.run(["ip", "-n", world["internet"], "route", "flush", "table", "main"], check=True)
     assert not _connects(world["internet"], eip["PublicIp"], 22)  # the wipe took
+    assert not _connects(world["internet"], side_eip["PublicIp"], 22)
     assert _peer_seen_by_internet(world, p) == ""
     cloud.start()
     assert _until(lambda: _whoami_via(world, eip["PublicIp"]), a, within=60) == a
     assert _until(lambda: _peer_seen_by_internet(world, p), nat_eip["PublicIp"]) == nat_eip["PublicIp"]
+    assert _until(lambda: _whoami_via(world, side_eip["PublicIp"]), b) == b
+    ec2.disassociate_address(AssociationId=ec2.describe_addresses(AllocationIds=[side_eip["AllocationId"]])[
+        "Addresses"][0]["AssociationId"])
+    ec2.unassign_private_ip_addresses(NetworkInterfaceId=b_eni, PrivateIpAddresses=[secondary])
+    ec2.release_address(AllocationId=side_eip["AllocationId"])
 
     ec2.delete_route(RouteTableId=world["private_rtb"], DestinationCidrBlock="0.0.0.0/0")
     ec2.delete_nat_gateway(NatGatewayId=nat)

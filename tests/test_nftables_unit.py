@@ -246,3 +246,37 @@ def test_an_interface_port_admits_and_filters_its_secondary_addresses():
     with pytest.raises(ValueError):  # a secondary address is one address too
         nftables.firewall_state([SecurityGroupRules(WEB)], [FirewallPort(I1, "10.0.0.5", (WEB,)),
                                                             FirewallPort(eni, "10.0.0.7", (WEB,), ("10.0.0.5",))])
+
+
+def test_traffic_routed_to_a_port_meets_its_ingress_rules():
+    """A route handing a subnet's traffic to a port (a route to an instance): what a subnet
+    sends to that destination jumps to the port's ingress chain, most specific destination
+    first; a route to a port the firewall does not know adds nothing."""
+    fw = firewall(**{I1: ("10.0.0.5", [WEB]), I2: ("10.0.0.6", [ADMIN])})
+    routed = [("10.0.2.0/24", "0.0.0.0/0", I1), ("10.0.2.0/24", "192.0.2.0/24", I2),
+              ("10.0.3.0/24", "198.51.100.0/24", "eni-0ffffffffffffffff")]
+    text = nftables.firewall_script(fw, routed)
+    text = text[text.index("table inet ec2emu_sg {"):]
+    assert chain(text, "forward")[-2:] == ["ip saddr 10.0.2.0/24 ip daddr 192.0.2.0/24 jump in_00000000000000ff1",
+                                           "ip saddr 10.0.2.0/24 ip daddr 0.0.0.0/0 jump in_0123456789abcdef0"]
+    assert "198.51.100.0/24" not in text
+    assert nftables.ruleset(PORTS, {}, fw, routed=routed).count("jump in_0123456789abcdef0") == 3  # vmaps + route
+    assert "ip daddr 0.0.0.0/0 jump" not in nftables.firewall_script(fw)  # the control: no route, no jump
+
+
+def test_routes_become_hops_in_the_subnet_tables():
+    """network._hop: the internet link for a gateway's route (None or a NAT gateway's address),
+    the bridge of the subnet holding a next hop for a route to a port; _routed: which port."""
+    from hypervisor.names import subnet_bridge_name
+    from hypervisor.network import INTERNET_ADDRESS, _hop, _routed
+    subnets = {"subnet-0aaaaaaaaaaaaaaaa": "10.0.1.0/24", "subnet-0bbbbbbbbbbbbbbbb": "10.0.2.0/24"}
+    assert _hop("0.0.0.0/0", None, subnets) == ("0.0.0.0/0", INTERNET_ADDRESS, "igw")
+    assert _hop("0.0.0.0/0", "198.51.100.9", subnets) == ("0.0.0.0/0", INTERNET_ADDRESS, "igw")
+    assert _hop("192.0.2.0/24", {"next_hop": "10.0.2.7"}, subnets) == (
+        "192.0.2.0/24", "10.0.2.7", subnet_bridge_name("subnet-0bbbbbbbbbbbbbbbb"))
+    assert _hop("192.0.2.0/24", {"next_hop": "10.9.0.1"}, subnets) is None  # in no subnet: no route
+    st = {"ports": {I1: {"ip": "10.0.2.7"}, "eni-0ccccccccccccccc1": {"ip": "10.0.1.4", "secondary_ips": ["10.0.1.5"]}}}
+    routes = {"10.0.1.0/24": {"0.0.0.0/0": None, "192.0.2.0/24": {"next_hop": "10.0.2.7"}},
+              "10.0.2.0/24": {"198.51.100.0/24": {"next_hop": "10.0.1.5"}, "203.0.113.0/24": {"next_hop": "10.0.2.99"}}}
+    assert _routed(st, routes) == [("10.0.1.0/24", "192.0.2.0/24", I1),
+                                   ("10.0.2.0/24", "198.51.100.0/24", "eni-0ccccccccccccccc1")]

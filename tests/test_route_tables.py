@@ -149,7 +149,18 @@ def test_routes_and_blackhole(ec2, vpc):
     expect_error("InvalidRouteTableID.NotFound", ec2.delete_route_table, RouteTableId=rtb)
 
 
-def test_route_to_an_instance(ec2, vpc):
+def test_route_to_an_instance(server, ec2, vpc):
+    """Routes to an instance (its primary interface) and to another interface: active while the
+    interface is attached to a live instance (which they name), a blackhole when it is detached
+    or the instance terminated; the host routes the subnets' traffic to the interface's address
+    (routes inside the VPC's own range stay API-only: the local route wins on the host)."""
+    def host_routes() -> dict:
+        try:
+            host = json.loads((server.state_dir / "none-host.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):  # (replaced atomically; not written yet)
+            return {}
+        return host.get("routes", {}).get(vpc, {}).get("10.40.9.0/24", {})
+
     sid = ec2.create_subnet(VpcId=vpc, CidrBlock="10.40.9.0/24")["Subnet"]["SubnetId"]
     inst = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1, SubnetId=sid)["Instances"][0]
     rtb = main_table(ec2, vpc)
@@ -157,15 +168,37 @@ def test_route_to_an_instance(ec2, vpc):
     r = routes(ec2, rtb)["192.168.0.0/16"]
     assert r["InstanceId"] == inst["InstanceId"] and r["State"] == "active"
     assert r["NetworkInterfaceId"] == inst["NetworkInterfaces"][0]["NetworkInterfaceId"]
+    eventually(lambda: host_routes().get("192.168.0.0/16") == {"next_hop": inst["PrivateIpAddress"]},
+               "the host hands the subnet's traffic to the instance")
     ec2.create_route(RouteTableId=rtb, DestinationCidrBlock="10.40.9.128/25",
                      NetworkInterfaceId=r["NetworkInterfaceId"])  # inside the VPC: fine for an interface
     expect_error("InvalidNetworkInterfaceID.NotFound", ec2.create_route, RouteTableId=rtb,
                  DestinationCidrBlock="172.16.0.0/12", NetworkInterfaceId="eni-0123456789abcdef0")
+    # an interface not attached: a blackhole until it is, then active, naming the instance
+    eni = ec2.create_network_interface(SubnetId=sid)["NetworkInterface"]
+    ec2.create_route(RouteTableId=rtb, DestinationCidrBlock="172.16.0.0/12",
+                     NetworkInterfaceId=eni["NetworkInterfaceId"])
+    r = routes(ec2, rtb)["172.16.0.0/12"]
+    assert r["State"] == "blackhole" and "InstanceId" not in r
+    assert "172.16.0.0/12" not in host_routes()
+    fast_waiter(ec2, "instance_running")(InstanceIds=[inst["InstanceId"]])
+    attachment = ec2.attach_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"],
+                                              InstanceId=inst["InstanceId"], DeviceIndex=1)["AttachmentId"]
+    eventually(lambda: routes(ec2, rtb)["172.16.0.0/12"]["State"] == "active", "active once attached")
+    assert routes(ec2, rtb)["172.16.0.0/12"]["InstanceId"] == inst["InstanceId"]
+    eventually(lambda: host_routes().get("172.16.0.0/12") == {"next_hop": eni["PrivateIpAddress"]},
+               "the host routes through the attached interface")
+    assert "10.40.9.128/25" not in host_routes()
+    ec2.detach_network_interface(AttachmentId=attachment)
+    eventually(lambda: routes(ec2, rtb)["172.16.0.0/12"]["State"] == "blackhole", "a blackhole once detached")
+    eventually(lambda: "172.16.0.0/12" not in host_routes(), "the host route gone with it")
     ec2.terminate_instances(InstanceIds=[inst["InstanceId"]])
     fast_waiter(ec2, "instance_terminated")(InstanceIds=[inst["InstanceId"]])
     assert routes(ec2, rtb)["192.168.0.0/16"]["State"] == "blackhole"
-    ec2.delete_route(RouteTableId=rtb, DestinationCidrBlock="192.168.0.0/16")
-    ec2.delete_route(RouteTableId=rtb, DestinationCidrBlock="10.40.9.128/25")
+    eventually(lambda: "192.168.0.0/16" not in host_routes(), "no host route through a terminated instance")
+    for destination in ("192.168.0.0/16", "10.40.9.128/25", "172.16.0.0/12"):
+        ec2.delete_route(RouteTableId=rtb, DestinationCidrBlock=destination)
+    ec2.delete_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"])
 
 
 # ------------------------------------------------------------------------------ associations
