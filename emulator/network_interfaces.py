@@ -205,6 +205,8 @@ class LaunchInterfaces:
     primary_delete: bool
     extra: list[dict]
     primary_entry: dict = field(default_factory=dict)  # index 0's entry (for a new primary)
+    # a new primary's addresses, parsed (none asked for when no entry was given)
+    primary_wanted: WantedAddresses = field(default_factory=lambda: WantedAddresses(None, [], 0))
     reserved: set[str] = field(default_factory=set)  # the launch's addresses, not yet rows
 
     @classmethod
@@ -216,8 +218,7 @@ class LaunchInterfaces:
         first = primary_of(nics)
         primary = _free(get_interface(ctx, first["NetworkInterfaceId"], lock=True)) \
             if first.get("NetworkInterfaceId") else None
-        if primary is None:
-            _wanted(first, instance_type, max_count)
+        primary_wanted = _wanted(first, instance_type, max_count) if primary is None else WantedAddresses(None, [], 0)
         extra = []
         for n in sorted((n for n in nics if n is not first), key=lambda n: n["DeviceIndex"]):
             _check_device_index(n["DeviceIndex"])
@@ -229,7 +230,7 @@ class LaunchInterfaces:
                     raise MissingParameter("SubnetId")
                 eni, s = None, vpcs.get_subnet(ctx, n["SubnetId"])
                 where = (s.availability_zone, s.vpc_id)
-                _wanted(n, instance_type, max_count)
+                n = {**n, "wanted": _wanted(n, instance_type, max_count)}
             if where != (subnet.availability_zone, subnet.vpc_id):
                 raise InvalidParameterValue(f"The network interface at device index {n['DeviceIndex']} is not in "
                                             f"the availability zone and VPC of the one at device index 0")
@@ -238,7 +239,7 @@ class LaunchInterfaces:
             raise InvalidParameterCombination("A network interface ID can be given for a single instance only "
                                               "(MaxCount 1)")
         _check_limit(instance_type, 1 + len(extra))
-        return cls(primary, bool(first.get("DeleteOnTermination", primary is None)), extra, first)
+        return cls(primary, bool(first.get("DeleteOnTermination", primary is None)), extra, first, primary_wanted)
 
     def attach(self, ctx: Context, row: Instance) -> list[str]:
         """The new instance's interfaces: its primary (made, or the existing one attached) and
@@ -246,7 +247,7 @@ class LaunchInterfaces:
         made = []
         if self.primary is None:
             subnet = vpcs.get_subnet(ctx, row.subnet_id)
-            ips = WantedAddresses.of(self.primary_entry).secondaries(ctx, subnet, self.reserved)
+            ips = self.primary_wanted.secondaries(ctx, subnet, self.reserved)
             self.reserved |= set(ips)
             made.append(create_primary(ctx, row, ips, self.primary_delete,
                                        self.primary_entry.get("Description") or "").id)
@@ -257,7 +258,7 @@ class LaunchInterfaces:
             if eni is None:
                 s = vpcs.get_subnet(ctx, n["SubnetId"])
                 groups = security_groups.resolve_groups(ctx, s.vpc_id, n.get("Groups"), None, subnet_id=s.id)
-                wanted = WantedAddresses.of(n)
+                wanted = n["wanted"]
                 ips = allocate_private_ips(ctx, s, 1, wanted.primary, taken=self.reserved)
                 if not ips:
                     raise InsufficientFreeAddressesInSubnet(s.id, 1)
