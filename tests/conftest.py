@@ -42,6 +42,15 @@ def pytest_make_collect_report(collector):
         report.longrepr = f"module skipped under CI: {report.longrepr}"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test that boots real guests (the `cloud` fixture) is marked slow: the PostgreSQL pass
+    of tests/run.sh leaves them out (`-m "not slow"`), and an unmarked one would silently double
+    the CI's longest part."""
+    unmarked = [i.nodeid for i in items if "cloud" in getattr(i, "fixturenames", ()) and not i.get_closest_marker("slow")]
+    if unmarked:
+        raise pytest.UsageError("tests that boot guests must be marked slow: " + ", ".join(unmarked))
+
+
 def pytest_terminal_summary(terminalreporter):
     if STRICT:
         allowed = [r.nodeid for r in terminalreporter.stats.get("skipped", [])]

@@ -30,6 +30,8 @@ from .test_firewall import _connects, _namespace
 from .test_guests import _console, _key, cloud, fast_waiter  # noqa: F401 (fixture)
 from .test_vpc_guests import _ssh_from
 
+pytestmark = pytest.mark.slow
+
 WHOAMI = "timeout 10 wget -qO- http://169.254.169.254/latest/meta-data/instance-id; echo"
 PUBLIC_IPV4 = "timeout 10 wget -qO- http://169.254.169.254/latest/meta-data/public-ipv4; echo"
 ECHO_PORT = 8471

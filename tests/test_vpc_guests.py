@@ -17,6 +17,8 @@ from .helpers import SSH_ANYWHERE, tiny_image
 from .test_firewall import _connects, _namespace
 from .test_guests import _console, _key, cloud, fast_waiter  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.slow
+
 SAME_IP, ONLY_IN_B = "10.0.1.5", "10.0.1.6"
 DOMAIN = "corp.example"
 INSTANCE_ID = "timeout 10 wget -qO- http://169.254.169.254/latest/meta-data/instance-id; echo"

@@ -28,6 +28,8 @@ from .helpers import tiny_image, unique
 from .test_firewall import _connects
 from .test_guests import _console, _key, _ssh, cloud, fast_waiter  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.slow
+
 APP_PORTS = (19999, 9090, 3000, 27017, 8080)
 VPC_CIDR, PUBLIC_CIDR, PRIVATE_CIDR = "10.0.0.0/16", "10.0.0.0/24", "10.0.1.0/24"
 ECHO_PORT = 8443  # the internet namespace's listener
