@@ -940,3 +940,88 @@ class NatGatewayNotFound(NotFound):
 class NatGatewayLimitExceeded(EC2Error):
     code = "NatGatewayLimitExceeded"
     message = "The maximum number of NAT Gateways has been reached."
+
+
+# ------------------------------------------------------------------------------ launch templates
+
+class InvalidLaunchTemplateIdNotFound(NotFound):
+    code = "InvalidLaunchTemplateId.NotFound"
+    singular = "The specified launch template, with template ID {}, does not exist."
+
+
+class InvalidLaunchTemplateIdMalformed(Malformed):
+    code = "InvalidLaunchTemplateId.Malformed"
+    prefix = "lt"
+
+
+class InvalidLaunchTemplateNameNotFoundException(EC2Error):
+    """Named in a describe or delete (AWS's plural wording), or one name (its own wording)."""
+    code = "InvalidLaunchTemplateName.NotFoundException"
+    message = "At least one of the launch templates specified in the request does not exist."
+
+    @classmethod
+    def named(cls, name: str):
+        return cls.worded(f"The specified launch template, with template name {name}, does not exist.")
+
+
+class InvalidLaunchTemplateNameAlreadyExistsException(EC2Error):
+    code = "InvalidLaunchTemplateName.AlreadyExistsException"
+    message = "Launch template name already in use."
+
+
+class InvalidLaunchTemplateNameMalformedException(EC2Error):
+    code = "InvalidLaunchTemplateName.MalformedException"
+    message = ("A launch template name must be between 3 and 128 characters, and may contain letters, "
+               "numbers, and the following characters: - ( ) . / _.")
+
+
+class InvalidLaunchTemplateIdVersionNotFound(EC2Error):
+    code = "InvalidLaunchTemplateId.VersionNotFound"
+
+    def __init__(self, version, template_id: str | None = None):
+        super().__init__(f"Could not find the specified version {version} for the launch template with ID "
+                         f"{template_id}." if template_id else
+                         f"The launch template version {version} is not found for the specified launch template.")
+
+
+# ------------------------------------------------------------------------------ placement groups
+
+class InvalidPlacementGroupUnknown(EC2Error):
+    code = "InvalidPlacementGroup.Unknown"
+
+    def __init__(self, name: str):
+        super().__init__(f"The Placement Group '{name}' is unknown.")
+
+
+class InvalidPlacementGroupIdNotFound(NotFound):
+    code = "InvalidPlacementGroupId.NotFound"
+    singular = "The Placement Group ID '{}' does not exist"
+
+
+class InvalidPlacementGroupIdMalformed(Malformed):
+    code = "InvalidPlacementGroupId.Malformed"
+    prefix = "pg"
+
+
+class InvalidPlacementGroupDuplicate(EC2Error):
+    code = "InvalidPlacementGroup.Duplicate"
+
+    def __init__(self, name: str):
+        super().__init__(f"The Placement Group '{name}' already exists.")
+
+
+class InvalidPlacementGroupInUse(EC2Error):
+    code = "InvalidPlacementGroup.InUse"
+
+    @classmethod
+    def not_empty(cls, name: str):
+        return cls.worded(f"The placement group '{name}' is in use and may not be deleted.")
+
+    @classmethod
+    def other_zone(cls, name: str, zone: str):
+        return cls.worded(f"The placement group '{name}' is in use in another availability zone: {zone}")
+
+
+class InsufficientInstanceCapacity(EC2Error):
+    code = "InsufficientInstanceCapacity"
+    status = 500

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from hypervisor import DiskSpec, HostEvent, InstanceSpec
 from hypervisor.host import crash_point
 
-from . import (addresses, attachments, block_devices, ebs_encryption, firewall, images, keypairs, network_interfaces,
-               routing, security_groups, vpcs)
+from . import (addresses, attachments, block_devices, ebs_encryption, firewall, images, keypairs, launch_templates,
+               network_interfaces, placement_groups, routing, security_groups, vpcs)
 from .addresses import allocate_public_ip, elastic_ip_of, instance_gone
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
 from .dns import private_dns_name, public_dns_name
@@ -30,7 +30,7 @@ from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, Instan
                      InsufficientFreeAddressesInSubnet, InvalidAKIIDNotFound,
                      InvalidARIIDNotFound, InvalidInstanceIDMalformed, InvalidInstanceIDNotFound,
                      InvalidParameterCombination, InvalidParameterValue,
-                     InvalidUserDataMalformed, MissingParameter, OperationNotPermitted, Unsupported,
+                     InvalidUserDataMalformed, MissingParameter, OperationNotPermitted,
                      UnsupportedOperation)
 from .ids import new_id, well_formed
 from .host_tasks import enqueue, unfinished_resources
@@ -130,7 +130,7 @@ def get_instance(ctx: Context, instance_id: str) -> Instance:
 # ---------------------------------------------------------------------------------- output
 
 def _describe(row: Instance, tags: dict, groups: dict[str, str], volumes: list[dict], nics: list[dict],
-              named: bool) -> dict:
+              named: bool, placement_groups: dict[str, str]) -> dict:
     region = row.region
     alive = row.state != "terminated"
     public_dns = public_dns_name(region, row.public_ip) if named else ""
@@ -145,7 +145,9 @@ def _describe(row: Instance, tags: dict, groups: dict[str, str], volumes: list[d
         "AmiLaunchIndex": row.launch_index, "ProductCodes": [], "InstanceType": row.instance_type,
         "LaunchTime": row.launch_time,
         "Placement": {"AvailabilityZone": row.availability_zone, "AvailabilityZoneId": zone_id,
-                      "GroupName": "", "Tenancy": "default"},
+                      "GroupName": placement_groups.get(row.placement_group_id, ""),
+                      "GroupId": row.placement_group_id, "PartitionNumber": row.partition_number,
+                      "Tenancy": "default"},
         "KernelId": row.kernel_id, "RamdiskId": row.ramdisk_id,
         "Monitoring": {"State": row.monitoring},
         "SubnetId": row.subnet_id if alive else None, "VpcId": row.vpc_id if alive else None,
@@ -188,8 +190,9 @@ def describe_rows(ctx: Context, rows: list[Instance], tags: dict | None = None) 
     volumes = attachments.mappings_by_instance(ctx.session, ctx.account_id, ctx.region) if rows else {}
     nics = network_interfaces.for_instances(ctx, [r.id for r in rows if r.state != "terminated"])
     named = vpcs.dns_named(ctx.session, {r.vpc_id for r in rows})  # public DNS names given
-    return [_describe(r, tags.get(r.id, {}), names, volumes.get(r.id, []), nics.get(r.id, []), r.vpc_id in named)
-            for r in rows]
+    in_groups = placement_groups.names(ctx, {r.placement_group_id for r in rows})
+    return [_describe(r, tags.get(r.id, {}), names, volumes.get(r.id, []), nics.get(r.id, []), r.vpc_id in named,
+                      in_groups) for r in rows]
 
 
 def _reservations(ctx: Context, rows: list[Instance], tags: dict | None = None) -> list[dict]:
@@ -300,7 +303,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
     if max_count < min_count:
         raise InvalidParameterValue("MinCount must be less than or equal to MaxCount")
     token = p.get("ClientToken")
-    digest = _digest(p)
+    digest = _digest(p)  # of the request as sent (a template changed since does not make it another)
     if token:
         if len(token) > 64:
             raise InvalidParameterValue("The client token must be 64 characters or fewer")
@@ -311,9 +314,10 @@ def run_instances(ctx: Context, p: dict) -> dict:
             if prior[0].request_digest != digest:
                 raise IdempotentParameterMismatch()
             return _reservations(ctx, prior)[0]
+    system_tags = []
+    if p.get("LaunchTemplate"):
+        p, system_tags = launch_templates.for_launch(ctx, p)
     if not p.get("ImageId"):
-        if p.get("LaunchTemplate"):
-            raise Unsupported("Launch templates are not supported by this emulator yet.")
         raise MissingParameter("ImageId")
     image = images.launchable_image(ctx, p["ImageId"])
     images.note_launch(image)
@@ -365,6 +369,8 @@ def run_instances(ctx: Context, p: dict) -> dict:
     if len(addresses) < min_count:
         raise InsufficientFreeAddressesInSubnet(subnet.id, min_count)
     with_public = subnet.map_public_ip_on_launch if public is None else public
+    group_id, partitions = placement_groups.place(ctx, p.get("Placement") or {}, instance_type,
+                                                  subnet.availability_zone, len(addresses))
     reservation = new_id("r")
     now = utcnow()
     rows, taken, interfaces_made = [], set(), {}
@@ -389,6 +395,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
             block_device_mappings=[],
             monitoring="enabled" if (p.get("Monitoring") or {}).get("Enabled") else "disabled",
             metadata_options=metadata, cpu_credits=cpu_credits,
+            placement_group_id=group_id, partition_number=partitions[index],
             attributes={"DisableApiTermination": bool(p.get("DisableApiTermination")),
                         "DisableApiStop": bool(p.get("DisableApiStop")),
                         "InstanceInitiatedShutdownBehavior": behaviour,
@@ -403,6 +410,8 @@ def run_instances(ctx: Context, p: dict) -> dict:
     for row in rows:
         if tags:
             set_tags(ctx, row.id, tags)
+        if system_tags:
+            set_tags(ctx, row.id, system_tags, system=True)
         for eni_id in interfaces_made[row.id] if interface_tags else ():
             set_tags(ctx, eni_id, interface_tags)
         made[row.id] = block_devices.create(ctx, row, disks)
@@ -454,6 +463,8 @@ INSTANCE_FILTERS = {
     "group-id": lambda r: r.security_group_ids,
     "metadata-options.http-tokens": lambda r: {**DEFAULT_METADATA_OPTIONS, **(r.metadata_options or {})}["HttpTokens"],
     "metadata-options.http-endpoint": lambda r: {**DEFAULT_METADATA_OPTIONS, **(r.metadata_options or {})}["HttpEndpoint"],
+    "placement-group-id": lambda r: r.placement_group_id,
+    "placement-partition-number": lambda r: r.partition_number,
 }
 
 
@@ -487,7 +498,9 @@ INSTANCES = Resource("Reservations", _reservations, INSTANCE_FILTERS,
 def describe_instances(ctx: Context, p: dict) -> dict:
     rows = _rows(ctx, p.get("InstanceIds"))
     by_name = _group_name_filter(ctx, rows)
+    in_group = functools.cache(lambda: placement_groups.names(ctx, {r.placement_group_id for r in rows}))
     return describe(ctx, INSTANCES, p, rows, filters={"instance.group-name": by_name, "group-name": by_name,
+                                                      "placement-group-name": lambda r: in_group().get(r.placement_group_id),
                                                       "dns-name": _dns_name_filter(ctx, rows),
                                                       **network_interfaces.instance_filters(ctx, rows)})
 

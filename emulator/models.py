@@ -185,6 +185,9 @@ class Instance(Owned, Base):
     # Burstable types' CPU credit option ('standard' | 'unlimited'), set at launch; None: never
     # burstable (a later resize to a burstable type gets that type's default).
     cpu_credits: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Its placement group (pg-...) and, in a partition group, its partition (1-7).
+    placement_group_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    partition_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     __table_args__ = (
         UniqueConstraint("subnet_id", "private_ip", name="uq_instances_private_ip"),
         # One launch per ClientToken, even between API processes (NULL tokens are all distinct).
@@ -465,3 +468,38 @@ class NatGateway(Owned, Base):
     failure_message: Mapped[str | None] = mapped_column(String(255), nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     client_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class LaunchTemplate(Owned, Base):
+    """A launch template: a name and numbered versions (LaunchTemplateVersion), one of them the
+    default; `latest_version` is the highest that exists."""
+    __tablename__ = "launch_templates"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # lt-...
+    name: Mapped[str] = mapped_column(String(128))
+    default_version: Mapped[int] = mapped_column(Integer, default=1)
+    latest_version: Mapped[int] = mapped_column(Integer, default=1)
+    client_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    __table_args__ = (UniqueConstraint("account_id", "region", "name", name="uq_launch_templates_name"),)
+
+
+class LaunchTemplateVersion(Base):
+    """One version of a launch template: its data as the request gave it (the
+    RequestLaunchTemplateData shape, which is also the response's)."""
+    __tablename__ = "launch_template_versions"
+    template_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    description: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PlacementGroup(Owned, Base):
+    """A placement group: cluster (one zone), spread (at most 7 running instances per zone) or
+    partition (1-7 partitions). Names are unique per account and region."""
+    __tablename__ = "placement_groups"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # pg-...
+    name: Mapped[str] = mapped_column(String(255))
+    strategy: Mapped[str] = mapped_column(String(16))
+    partition_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    spread_level: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    __table_args__ = (UniqueConstraint("account_id", "region", "name", name="uq_placement_groups_name"),)

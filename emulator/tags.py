@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, func, select
 
 from .errors import (InvalidAMIIDNotFound, InvalidConversionTaskId, InvalidGroupNotFound, InvalidID,
                      InvalidInstanceIDNotFound, InvalidKeyPairNotFound, InvalidParameterValue,
@@ -14,9 +14,11 @@ from .errors import (InvalidAMIIDNotFound, InvalidConversionTaskId, InvalidGroup
 from .errors import (InvalidAllocationIDNotFound, InvalidDhcpOptionIDNotFound, InvalidInternetGatewayIDNotFound,
                      InvalidNatGatewayIDNotFound, InvalidNetworkAclIDNotFound, InvalidNetworkInterfaceIDNotFound,
                      InvalidRouteTableIDNotFound)
+from .errors import InvalidLaunchTemplateIdNotFound, InvalidPlacementGroupIdNotFound
 from .models import (Image, ImportImageTask, Instance, KeyPair, SecurityGroup, SecurityGroupRule, Snapshot, Subnet,
                      Tag, Volume, Vpc)
 from .models import Address, DhcpOptions, InternetGateway, NatGateway, NetworkAcl, NetworkInterface, RouteTable
+from .models import LaunchTemplate, PlacementGroup
 from .query import Resource, describe
 from .registry import Context, action
 
@@ -49,6 +51,8 @@ KINDS: dict[str, Kind] = {
     "nat": Kind("natgateway", NatGateway, InvalidNatGatewayIDNotFound),
     "vol": Kind("volume", Volume, InvalidVolumeNotFound),
     "snap": Kind("snapshot", Snapshot, InvalidSnapshotNotFound),
+    "lt": Kind("launch-template", LaunchTemplate, InvalidLaunchTemplateIdNotFound),
+    "pg": Kind("placement-group", PlacementGroup, InvalidPlacementGroupIdNotFound),
 }
 
 MAX_TAGS = 50
@@ -91,7 +95,7 @@ def tag_dict(tags: list[dict]) -> dict[str, str]:
     return {t["Key"]: t.get("Value") or "" for t in tags}
 
 
-def _check(tags: list[dict]) -> None:
+def _check(tags: list[dict], system: bool = False) -> None:
     for t in tags:
         key = t.get("Key")
         if key is None:
@@ -100,12 +104,13 @@ def _check(tags: list[dict]) -> None:
             raise InvalidParameterValue("Tag key exceeds the maximum length of 128 characters")
         if len(t.get("Value") or "") > 256:
             raise InvalidParameterValue("Tag value exceeds the maximum length of 256 characters")
-        if key.lower().startswith("aws:"):
+        if key.lower().startswith("aws:") and not system:
             raise InvalidParameterValue("Tag keys starting with 'aws:' are reserved for internal use")
 
 
-def set_tags(ctx: Context, resource_id: str, tags: list[dict]) -> None:
-    _check(tags)
+def set_tags(ctx: Context, resource_id: str, tags: list[dict], system: bool = False) -> None:
+    """`system`: tags AWS itself sets (aws:...), e.g. aws:ec2launchtemplate:id; a request never may."""
+    _check(tags, system)
     kind = kind_of(resource_id)
     existing = ctx.session.scalars(select(Tag).where(Tag.resource_id == resource_id,
                                                      Tag.account_id == ctx.account_id)).all()
@@ -174,10 +179,14 @@ def delete_tags(ctx: Context, p: dict) -> dict:
     _require_resources(ctx, ids)
     if any(t.get("Key") is None for t in p.get("Tags") or []):
         raise MissingParameter("Tag.Key")  # (found by the fuzz test: a 500 before)
+    if any(t["Key"].lower().startswith("aws:") for t in p.get("Tags") or []):
+        raise InvalidParameterValue("Tag keys starting with 'aws:' are reserved for internal use")
     for rid in ids:
         for t in p.get("Tags") or [None]:
             q = delete(Tag).where(Tag.resource_id == rid, Tag.account_id == ctx.account_id)
-            if t is not None:
+            if t is None:  # all of the user's tags; AWS's own (aws:...) stay
+                q = q.where(~func.lower(Tag.key).startswith("aws:"))
+            else:
                 q = q.where(Tag.key == t["Key"])
                 if t.get("Value") is not None:  # a value given must match, as AWS does
                     q = q.where(Tag.value == t["Value"])

@@ -27,6 +27,25 @@ def expect_error(code: str, call, *args, **kwargs) -> str:
     return message
 
 
+def aws_cli(server, *args: str):
+    """The AWS CLI (`aws ... --output json`) against `server` as the test account -> its parsed
+    JSON output (None when it prints nothing); a failure fails the test with its stderr."""
+    import json
+    import os
+    import subprocess
+
+    from .server import ACCESS_KEY, SECRET_KEY
+
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+               AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="", AWS_CONFIG_FILE="/dev/null",
+               AWS_SHARED_CREDENTIALS_FILE="/dev/null")
+    env.pop("AWS_PROFILE", None)
+    proc = subprocess.run(["aws", "--endpoint-url", server.endpoint, *args, "--output", "json"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout) if proc.stdout.strip() else None
+
+
 def tiny_image(ec2) -> str:
     images = ec2.describe_images(Owners=["ec2emu"], Filters=[{"Name": "name", "Values": ["ec2emu-tiny-*"]}])
     return images["Images"][0]["ImageId"]

@@ -1,18 +1,15 @@
 """Security groups and their rules, end to end with boto3 (and the AWS CLI once) against a real server."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import uuid
 
 import pytest
 
-from .helpers import error_of, tiny_image
+from .helpers import aws_cli, error_of, tiny_image
 from botocore.exceptions import ClientError
 
 from .conftest import OTHER_ACCESS_KEY, OTHER_ACCOUNT, OTHER_SECRET_KEY
-from .server import ACCESS_KEY, ACCOUNT, SECRET_KEY
+from .server import ACCOUNT
 
 
 def uniq(prefix: str = "sgtest") -> str:
@@ -533,15 +530,7 @@ def test_paging(server, ec2):
 
 def test_aws_cli_describe(server, ec2, group):
     ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[tcp(22, "198.51.100.0/24")])
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-               AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="", AWS_CONFIG_FILE="/dev/null",
-               AWS_SHARED_CREDENTIALS_FILE="/dev/null")
-    env.pop("AWS_PROFILE", None)
-    proc = subprocess.run(["aws", "--endpoint-url", server.endpoint, "ec2", "describe-security-groups",
-                           "--group-ids", group, "--output", "json"],
-                          capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    groups = json.loads(proc.stdout)["SecurityGroups"]
+    groups = aws_cli(server, "ec2", "describe-security-groups", "--group-ids", group)["SecurityGroups"]
     assert [g["GroupId"] for g in groups] == [group]
     assert groups[0]["IpPermissions"][0]["IpRanges"] == [{"CidrIp": "198.51.100.0/24"}]
 
