@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from urllib.parse import parse_qsl
 
@@ -11,8 +12,10 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from emulator.catalogue import REGIONS
+from emulator import instance_profiles, role_credentials
 from emulator.errors import (AuthFailure, EC2Error, InternalError, InvalidAction, InvalidRequest, MissingAction,
-                             UnsupportedOperation)
+                             RequestExpired, UnsupportedOperation)
+from emulator.instance_profiles import RoleCaller
 from emulator.service import Cloud
 
 from . import model, protocol, sts
@@ -35,17 +38,35 @@ class Api:
         self.config = cloud.config
         self.throttle = Throttle() if cloud.config.throttle else None
 
-    def authenticate(self, request: Request, raw_query: str, body: bytes, params: dict) -> tuple[str, str, str]:
-        """-> (account id, region, signing service: 'ec2', or 'sts' for api/sts.py)."""
+    def authenticate(self, request: Request, raw_query: str, body: bytes,
+                     params: dict) -> tuple[str, str, str, RoleCaller | None]:
+        """-> (account id, region, signing service: 'ec2', or 'sts' for api/sts.py, and the role
+        behind the request's credentials when they are an instance role's)."""
         headers = {k.lower(): v for k, v in request.headers.items()}
         host = headers.get("host", "")
+        role = None
         if self.config.auth:
+            token = headers.get("x-amz-security-token") or params.get("X-Amz-Security-Token") \
+                or params.get("SecurityToken")
+            sessions = {}
+
             def secret_for(key: str) -> str | None:
+                if key.startswith(role_credentials.PREFIX):  # an instance role's (temporary)
+                    found = role_credentials.open_session(self.config, key, token)
+                    if found is None:
+                        return None
+                    sessions[key] = found[0]
+                    return found[1]
                 cred = self.config.account_for(key)
                 return cred.secret_key if cred else None
             principal = verify_request(request.method, host, request.url.path, raw_query, headers,
                                        body, params, secret_for)
-            account = self.config.account_for(principal.access_key).account_id
+            session = sessions.get(principal.access_key)
+            if session is not None:
+                role = self._role(session)
+                account = role.account_id
+            else:
+                account = self.config.account_for(principal.access_key).account_id
             region, service = principal.region, principal.service
         else:  # relaxed mode: trust whatever key is named, default account otherwise
             key = params.get("AWSAccessKeyId") or _key_in_header(headers.get("authorization", ""))
@@ -55,16 +76,27 @@ class Api:
         region = region or _region_from_host(host) or self.config.default_region
         if region not in REGIONS:
             raise AuthFailure.region(region)
-        return account, region, service
+        return account, region, service, role
+
+    def _role(self, session: role_credentials.RoleSession) -> RoleCaller:
+        """The role a correctly signed request with temporary credentials acts as: refused once
+        they expired, and once their association ended (disassociated, instance terminated)."""
+        if session.expiry <= time.time():
+            raise RequestExpired()
+        with self.cloud.Session() as db:
+            role = instance_profiles.caller(db, session.association_id, session.instance_id)
+        if role is None:
+            raise AuthFailure()
+        return role
 
     def handle(self, request: Request, raw_query: str, body: bytes, request_id: str) -> tuple[int, bytes]:
         params = dict(parse_qsl(raw_query, keep_blank_values=True))
         if body and "form-urlencoded" in request.headers.get("content-type", "application/x-www-form-urlencoded"):
             params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         try:
-            account, region, service = self.authenticate(request, raw_query, body, params)
+            account, region, service, role = self.authenticate(request, raw_query, body, params)
             if service == "sts":
-                return sts.handle(params, account, request_id)
+                return sts.handle(params, account, request_id, role)
             action = params.get("Action")
             if not action:
                 raise MissingAction()

@@ -2,9 +2,10 @@
 (Ansible's ec2_security_group does before it touches a group). A request is STS's when its SigV4
 credential scope names the service `sts`; api/app.py dispatches it here, already authenticated.
 
-Every access key of this emulator is an account's own (root) key, so the caller is the account's
-root user: AWS answers `arn:aws:iam::ACCOUNT:root` with the account id as UserId (an IAM user would
-be `...:user/NAME` with an `AIDA...` id). Other STS actions answer STS's error XML.
+An account's own access key is its root user's: AWS answers `arn:aws:iam::ACCOUNT:root` with the
+account id as UserId (an IAM user would be `...:user/NAME` with an `AIDA...` id). An instance role's
+temporary credentials are the role assumed by the instance: `arn:aws:sts::ACCOUNT:assumed-role/
+ROLE/INSTANCE-ID`, UserId `AROA...:INSTANCE-ID`. Other STS actions answer STS's error XML.
 """
 from __future__ import annotations
 
@@ -23,14 +24,17 @@ def operation_names() -> frozenset[str]:
     return frozenset(botocore.session.get_session().get_service_model("sts").operation_names)
 
 
-def handle(params: dict, account_id: str, request_id: str) -> tuple[int, bytes]:
-    """-> (HTTP status, body) for an authenticated STS request."""
+def handle(params: dict, account_id: str, request_id: str, role=None) -> tuple[int, bytes]:
+    """-> (HTTP status, body) for an authenticated STS request (`role`: the instance role
+    behind temporary credentials, emulator.instance_profiles.RoleCaller)."""
     action = params.get("Action")
     try:
         if not action:
             raise MissingAction()
         if action == "GetCallerIdentity":
-            return 200, _caller_identity(account_id, request_id)
+            if role is not None:
+                return 200, _caller_identity(account_id, request_id, role.arn, role.user_id)
+            return 200, _caller_identity(account_id, request_id, f"arn:aws:iam::{account_id}:root", account_id)
         if action in operation_names():
             raise InvalidAction.worded(f"The action {action} is not implemented by this emulator "
                                        "(of STS, only GetCallerIdentity is).")
@@ -39,9 +43,9 @@ def handle(params: dict, account_id: str, request_id: str) -> tuple[int, bytes]:
         return exc.status, render_error(exc, request_id)
 
 
-def _caller_identity(account_id: str, request_id: str) -> bytes:
+def _caller_identity(account_id: str, request_id: str, arn: str, user_id: str) -> bytes:
     return (f'<GetCallerIdentityResponse xmlns="{XMLNS}"><GetCallerIdentityResult>'
-            f"<Arn>arn:aws:iam::{account_id}:root</Arn><UserId>{account_id}</UserId>"
+            f"<Arn>{escape(arn)}</Arn><UserId>{escape(user_id)}</UserId>"
             f"<Account>{account_id}</Account></GetCallerIdentityResult>"
             f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>"
             f"</GetCallerIdentityResponse>").encode()

@@ -54,6 +54,8 @@ class Config:
     # a key made once in <state_dir>/ebs-master.key (0600). Processes sharing one database (several
     # API processes, one host agent per zone) must share it: set it here then.
     ebs_master_key: str = ""
+    # How long an instance role's credentials live (AWS: 6 hours); new ones every sixth of it.
+    role_credentials_seconds: int = 6 * 3600
     # libvirt driver
     libvirt_uri: str = "qemu:///system"
     domain_type: str = "auto"  # 'kvm', 'qemu' (TCG), or 'auto': try KVM once, fall back to TCG

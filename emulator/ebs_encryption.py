@@ -51,6 +51,15 @@ def _master_key(config) -> bytes:
         return key
 
 
+def derived_key(config, purpose: str) -> bytes:
+    """A key for another of the emulator's secrets (e.g. instance role credentials), derived from
+    the master key: processes that share the master key (they must) share it too."""
+    import hashlib
+    import hmac
+
+    return hmac.new(_master_key(config), b"ec2emu:" + purpose.encode(), hashlib.sha256).digest()
+
+
 def _key_file(path: Path) -> bytes:
     """The master key file, made once: written whole under a temporary name, then linked into
     place (a second process racing to make it finds the first one's key, never half a file)."""

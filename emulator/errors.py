@@ -499,6 +499,10 @@ class IncorrectState(EC2Error):
         return cls(f"Snapshot '{snapshot_id}' is in the '{state}' state.")
 
     @classmethod
+    def existing_association(cls, instance_id: str) -> IncorrectState:
+        return cls(f"There is an existing association for instance {instance_id}")
+
+    @classmethod
     def not_cancellable(cls, task_id: str, status: str) -> IncorrectState:
         return cls(f"The import task {task_id} cannot be cancelled: it is {status}.")
 

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from hypervisor import DiskSpec, HostEvent, InstanceSpec
 from hypervisor.host import crash_point
 
-from . import (addresses, attachments, block_devices, ebs_encryption, firewall, images, keypairs, launch_templates,
-               network_interfaces, placement_groups, routing, security_groups, vpcs)
+from . import (addresses, attachments, block_devices, ebs_encryption, firewall, images, instance_profiles, keypairs,
+               launch_templates, network_interfaces, placement_groups, routing, security_groups, vpcs)
 from .addresses import allocate_public_ip, elastic_ip_of, instance_gone
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
 from .dns import private_dns_name, public_dns_name
@@ -130,7 +130,7 @@ def get_instance(ctx: Context, instance_id: str) -> Instance:
 # ---------------------------------------------------------------------------------- output
 
 def _describe(row: Instance, tags: dict, groups: dict[str, str], volumes: list[dict], nics: list[dict],
-              named: bool, placement_groups: dict[str, str]) -> dict:
+              named: bool, placement_groups: dict[str, str], profile: dict | None) -> dict:
     region = row.region
     alive = row.state != "terminated"
     public_dns = public_dns_name(region, row.public_ip) if named else ""
@@ -171,6 +171,7 @@ def _describe(row: Instance, tags: dict, groups: dict[str, str], volumes: list[d
                                   "EnableResourceNameDnsAAAARecord": False},
         "MaintenanceOptions": {"AutoRecovery": "default"},
         "CurrentInstanceBootMode": "legacy-bios", "BootMode": "legacy-bios",
+        "IamInstanceProfile": profile,
     }
     if row.state_reason_code:
         out["StateReason"] = {"Code": row.state_reason_code, "Message": row.state_reason_message}
@@ -191,8 +192,9 @@ def describe_rows(ctx: Context, rows: list[Instance], tags: dict | None = None) 
     nics = network_interfaces.for_instances(ctx, [r.id for r in rows if r.state != "terminated"])
     named = vpcs.dns_named(ctx.session, {r.vpc_id for r in rows})  # public DNS names given
     in_groups = placement_groups.names(ctx, {r.placement_group_id for r in rows})
+    profiles = instance_profiles.profiles_of(ctx, [r.id for r in rows if r.state != "terminated"])
     return [_describe(r, tags.get(r.id, {}), names, volumes.get(r.id, []), nics.get(r.id, []), r.vpc_id in named,
-                      in_groups) for r in rows]
+                      in_groups, profiles.get(r.id)) for r in rows]
 
 
 def _reservations(ctx: Context, rows: list[Instance], tags: dict | None = None) -> list[dict]:
@@ -354,6 +356,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
         raise InvalidParameterCombination("The parameter PrivateIpAddress cannot be used with MaxCount greater than 1")
     behaviour = p.get("InstanceInitiatedShutdownBehavior") or "stop"
     metadata = _metadata_options({}, p.get("MetadataOptions") or {})
+    profile = instance_profiles.profile_of(ctx, p["IamInstanceProfile"]) if p.get("IamInstanceProfile") else None
 
     live = ctx.session.scalar(select(func.count()).select_from(Instance).where(
         Instance.account_id == ctx.account_id, Instance.region == ctx.region,
@@ -412,6 +415,8 @@ def run_instances(ctx: Context, p: dict) -> dict:
             set_tags(ctx, row.id, tags)
         if system_tags:
             set_tags(ctx, row.id, system_tags, system=True)
+        if profile is not None:
+            instance_profiles.associate(ctx, row.id, profile)
         for eni_id in interfaces_made[row.id] if interface_tags else ():
             set_tags(ctx, eni_id, interface_tags)
         made[row.id] = block_devices.create(ctx, row, disks)

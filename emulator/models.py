@@ -503,3 +503,14 @@ class PlacementGroup(Owned, Base):
     partition_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     spread_level: Mapped[str | None] = mapped_column(String(16), nullable=True)
     __table_args__ = (UniqueConstraint("account_id", "region", "name", name="uq_placement_groups_name"),)
+
+
+class IamInstanceProfileAssociation(Owned, Base):
+    """An instance profile associated with an instance: associated -> disassociated (by
+    Disassociate, Replace or the instance's termination). At most one associated per instance.
+    There is no IAM here: the profile is its ARN, and its role has the profile's name."""
+    __tablename__ = "iam_instance_profile_associations"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # iip-assoc-...
+    instance_id: Mapped[str] = mapped_column(String(32), index=True)
+    arn: Mapped[str] = mapped_column(String(2048))
+    state: Mapped[str] = mapped_column(String(16), default="associated")

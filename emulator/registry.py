@@ -27,7 +27,8 @@ from .config import Config
 HANDLER_MODULES = ("addresses", "ebs_encryption", "firewall", "image_import", "images", "instance_types",
                    "instances", "keypairs", "regions", "security_groups", "snapshots", "tags", "volumes", "vpcs",
                    "internet_gateways", "route_tables", "dhcp_options", "network_acls", "network_interfaces",
-                   "routing", "nat_gateways", "launch_templates", "placement_groups")
+                   "routing", "nat_gateways", "launch_templates", "placement_groups",
+                   "instance_profiles")
 
 
 @dataclass

@@ -40,7 +40,7 @@ class Cloud:
             # Guests read their metadata from a listener opened inside each VPC's namespace as
             # the driver brings the namespace up.
             from metadata.server import MetadataServer
-            self.metadata = MetadataServer(self.Session, config.state_dir)
+            self.metadata = MetadataServer(self.Session, config.state_dir, config=config)
         # Host actions (boot, stop, plumbing) are durable tasks run after the commit, in order,
         # off the request path: RunInstances answers 'pending' at once, as AWS does.
         self.workers = [HostWorker(self.Session, lane, self.heal if lane == "guests" else None)

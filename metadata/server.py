@@ -103,8 +103,11 @@ def _accepting(sock: socket.socket) -> bool:
 
 
 class MetadataServer:
-    def __init__(self, session_factory, state_dir, port: int = 80):
+    def __init__(self, session_factory, state_dir, port: int = 80, config=None):
+        from emulator.config import Config
+
         self.session_factory = session_factory
+        self.config = config or Config(state_dir=str(state_dir))  # (role credentials' key)
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.port = port
@@ -176,6 +179,8 @@ class MetadataServer:
     def lookup(self, vpc_id: str, source_ip: str) -> InstanceFacts | None:
         from emulator.addresses import interface_elastic_ips
         from emulator.attachments import listed_devices
+        from emulator.instance_profiles import for_metadata
+        from emulator.role_credentials import issue
         from emulator.models import Instance, KeyPair, NetworkInterface, SecurityGroup, Subnet, Tag, Vpc
         from emulator.vpcs import gives_dns_names
 
@@ -216,7 +221,15 @@ class MetadataServer:
                     KeyPair.name == row.key_name)).first()
             tags = {t.key: t.value for t in session.scalars(select(Tag).where(Tag.resource_id == row.id))}
             volumes = listed_devices(session, row.id)
+            profile = for_metadata(session, row.id)
             session.expunge_all()
+        role = None
+        if profile is not None:
+            association_id, p = profile
+            credentials = issue(self.config, association_id, row.id, time.time())
+            role = {"name": p.name, "credentials": credentials,
+                    "info": {"Code": "Success", "LastUpdated": credentials["LastUpdated"],
+                             "InstanceProfileArn": p.arn, "InstanceProfileId": p.id}}
         return InstanceFacts(
             instance=row,
             vpc_cidrs=[vpc.cidr_block] if vpc else [],
@@ -224,7 +237,7 @@ class MetadataServer:
             security_groups=[(g, groups.get(g, "")) for g in row.security_group_ids or []],
             key_name=row.key_name if key else None,
             public_key=key.public_key if key else None,
-            tags=tags, volume_devices=volumes, interfaces=interfaces, dns_names=gives_dns_names(vpc))
+            tags=tags, volume_devices=volumes, interfaces=interfaces, dns_names=gives_dns_names(vpc), role=role)
 
     # ----------------------------------------------------------------------------- logging
 

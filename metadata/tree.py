@@ -66,6 +66,9 @@ class InstanceFacts:
     # instance's own public_ip aside). Empty: the primary alone, from the row.
     interfaces: list[dict] = field(default_factory=list)
     dns_names: bool = True              # its VPC gives public DNS names (both DNS attributes true)
+    # Its instance profile, if it has one: {"name": role name, "info": iam/info's members,
+    # "credentials": the role's current credentials (emulator/role_credentials.py)}.
+    role: dict | None = None
 
     @property
     def options(self) -> dict:
@@ -187,6 +190,9 @@ def meta_data(f: InstanceFacts) -> dict:
         tree["kernel-id"] = row.kernel_id
     if row.ramdisk_id:
         tree["ramdisk-id"] = row.ramdisk_id
+    if f.role:
+        tree["iam"] = {"info": json.dumps(f.role["info"], indent=2),
+                       "security-credentials": {f.role["name"]: json.dumps(f.role["credentials"], indent=2)}}
     if f.options.get("InstanceMetadataTags") == "enabled":
         tree["tags"] = {"instance": dict(f.tags)}
     return tree
