@@ -100,7 +100,8 @@ class Server:
         return self.start()
 
     def client(self, region: str = "us-east-1", access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY,
-               service: str = "ec2", **config):
+               service: str = "ec2", session_token: str | None = None, **config):
         return boto3.client(service, endpoint_url=self.endpoint, region_name=region,
                             aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+                            aws_session_token=session_token,
                             config=BotoConfig(**{"retries": {"max_attempts": 1}, **config}))

@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 import time
 
-import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 
 from emulator import db, role_credentials
 from emulator.config import Config
@@ -44,9 +42,8 @@ def _role_tree(metadata, inst: dict) -> dict | None:
 
 
 def _client(server, creds: dict, service: str = "ec2"):
-    return boto3.client(service, endpoint_url=server.endpoint, region_name="us-east-1",
-                        aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
-                        aws_session_token=creds["Token"], config=BotoConfig(retries={"max_attempts": 1}))
+    return server.client(service=service, access_key=creds["AccessKeyId"], secret_key=creds["SecretAccessKey"],
+                         session_token=creds["Token"])
 
 
 def test_associations_and_their_errors(ec2, image):
