@@ -18,7 +18,7 @@ from emulator.errors import (AuthFailure, EC2Error, InternalError, InvalidAction
 from emulator.instance_profiles import RoleCaller
 from emulator.service import Cloud
 
-from . import model, protocol, sts
+from . import admin, model, protocol, sts
 from .auth import verify_request
 from .throttle import Throttle
 
@@ -97,6 +97,10 @@ class Api:
             account, region, service, role = self.authenticate(request, raw_query, body, params)
             if service == "sts":
                 return sts.handle(params, account, request_id, role)
+            if request.url.path.rstrip("/") == admin.PATH:  # the emulator's own calls (api/admin.py)
+                name, inputs = admin.parse(params)
+                result = self.cloud.call(name, inputs, account, region, request_id)
+                return 200, protocol.render_output(params["Action"], None, result, request_id)
             action = params.get("Action")
             if not action:
                 raise MissingAction()

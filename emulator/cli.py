@@ -224,6 +224,36 @@ def _env(args) -> int:
     return 0
 
 
+def _spot_interrupt(args) -> int:
+    """The admin call InterruptSpotInstances (api/admin.py), signed with SigV4 as boto3 signs."""
+    import urllib.error
+    import urllib.request
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from api.admin import PATH
+    from emulator.config import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY
+
+    form = {"Action": "InterruptSpotInstances", "NoticeSeconds": str(args.notice),
+            **{f"InstanceId.{n}": iid for n, iid in enumerate([args.instance_id, *args.more], 1)}}
+    request = AWSRequest("POST", args.endpoint.rstrip("/") + PATH, data=form,
+                         headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    SigV4Auth(Credentials(args.access_key or DEFAULT_ACCESS_KEY, args.secret_key or DEFAULT_SECRET_KEY),
+              "ec2", args.region).add_auth(request)
+    prepared = request.prepare()
+    body = prepared.body.encode() if isinstance(prepared.body, str) else prepared.body
+    try:
+        urllib.request.urlopen(urllib.request.Request(prepared.url, data=body, headers=dict(prepared.headers),
+                                                      method="POST"), timeout=30)
+    except urllib.error.HTTPError as exc:  # the API's XML error
+        print(exc.read().decode(errors="replace"), file=sys.stderr)
+        return 1
+    print(f"ec2emu: interruption notice given; carried out in {args.notice} s")
+    return 0
+
+
 def _add_client_args(p) -> None:
     p.add_argument("instance_id")
     p.add_argument("--endpoint", default="http://127.0.0.1:8773")
@@ -268,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     _add_client_args(fwd)
     fwd.add_argument("ports", help="LOCAL[:REMOTE], e.g. 2222:22")
     fwd.set_defaults(fn=_port_forward)
+    spot = sub.add_parser("spot", help="Spot Instances").add_subparsers(dest="spot", required=True)
+    interrupt = spot.add_parser("interrupt", help="give Spot Instances an interruption notice (AWS's two minutes)")
+    _add_client_args(interrupt)
+    interrupt.add_argument("more", nargs="*", metavar="INSTANCE_ID", help="more instances")
+    interrupt.add_argument("--notice", type=int, default=120, help="seconds until the stop or termination")
+    interrupt.set_defaults(fn=_spot_interrupt)
     env = sub.add_parser("env", help='print the shell environment for clients: eval "$(ec2emu env)"')
     env.add_argument("--endpoint", help="the API's URL (default: http://HOST:PORT of the settings)")
     env.add_argument("--region", help="the region to act in (default: default_region)")

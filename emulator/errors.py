@@ -1029,3 +1029,19 @@ class InvalidPlacementGroupInUse(EC2Error):
 class InsufficientInstanceCapacity(EC2Error):
     code = "InsufficientInstanceCapacity"
     status = 500
+
+
+# ------------------------------------------------------------------------------ spot
+
+class SpotMaxPriceTooLow(EC2Error):
+    code = "SpotMaxPriceTooLow"
+
+
+class InvalidSpotInstanceRequestIDNotFound(NotFound):
+    code = "InvalidSpotInstanceRequestID.NotFound"
+    singular = "The spot instance request ID '{}' does not exist"
+
+
+class InvalidSpotInstanceRequestIDMalformed(Malformed):
+    code = "InvalidSpotInstanceRequestID.Malformed"
+    prefix = "sir"

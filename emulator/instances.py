@@ -21,7 +21,7 @@ from hypervisor import DiskSpec, HostEvent, InstanceSpec
 from hypervisor.host import crash_point
 
 from . import (addresses, attachments, block_devices, ebs_encryption, firewall, images, instance_profiles, keypairs,
-               launch_templates, network_interfaces, placement_groups, routing, security_groups, vpcs)
+               launch_templates, network_interfaces, placement_groups, routing, security_groups, spot, vpcs)
 from .addresses import allocate_public_ip, elastic_ip_of, instance_gone
 from .catalogue import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, REGIONS, vcpus_and_memory
 from .dns import private_dns_name, public_dns_name
@@ -172,6 +172,8 @@ def _describe(row: Instance, tags: dict, groups: dict[str, str], volumes: list[d
         "MaintenanceOptions": {"AutoRecovery": "default"},
         "CurrentInstanceBootMode": "legacy-bios", "BootMode": "legacy-bios",
         "IamInstanceProfile": profile,
+        "InstanceLifecycle": "spot" if row.spot_request_id else None,
+        "SpotInstanceRequestId": row.spot_request_id,
     }
     if row.state_reason_code:
         out["StateReason"] = {"Code": row.state_reason_code, "Message": row.state_reason_message}
@@ -299,6 +301,12 @@ def _network(ctx: Context, p: dict) -> tuple[Subnet, list[str] | None, list[str]
 
 @action("RunInstances")
 def run_instances(ctx: Context, p: dict) -> dict:
+    return launch(ctx, p)
+
+
+def launch(ctx: Context, p: dict, spot_request=None) -> dict:
+    """RunInstances; also how a Spot request is fulfilled (`spot_request`: the request the one
+    instance launched is for)."""
     min_count, max_count = p["MinCount"], p["MaxCount"]
     if min_count < 1:
         raise InvalidParameterValue.invalid(min_count, "minCount", "Must be at least 1.")
@@ -374,6 +382,8 @@ def run_instances(ctx: Context, p: dict) -> dict:
     with_public = subnet.map_public_ip_on_launch if public is None else public
     group_id, partitions = placement_groups.place(ctx, p.get("Placement") or {}, instance_type,
                                                   subnet.availability_zone, len(addresses))
+    planned = None if spot_request is not None else spot.plan(ctx, p.get("InstanceMarketOptions"), instance_type,
+                                                               subnet.availability_zone)
     reservation = new_id("r")
     now = utcnow()
     rows, taken, interfaces_made = [], set(), {}
@@ -408,6 +418,7 @@ def run_instances(ctx: Context, p: dict) -> dict:
         ctx.session.add(row)
         interfaces_made[row.id] = launch_nics.attach(ctx, row)
         rows.append(row)
+    spot.link(ctx, rows, planned, spot_request)
     ctx.session.flush()
     made = {}
     for row in rows:
@@ -460,7 +471,8 @@ INSTANCE_FILTERS = {
     "hypervisor": lambda r: "xen",
     "virtualization-type": lambda r: "hvm",
     "tenancy": lambda r: "default",
-    "instance-lifecycle": lambda r: None,
+    "instance-lifecycle": lambda r: "spot" if r.spot_request_id else None,
+    "spot-instance-request-id": lambda r: r.spot_request_id,
     "platform-details": lambda r: "Linux/UNIX",
     "state-reason-code": lambda r: r.state_reason_code,
     "state-reason-message": lambda r: r.state_reason_message,
@@ -559,6 +571,18 @@ def _user_initiated(row: Instance, state: str, now: datetime) -> None:
     row.state_reason_message = "Client.UserInitiatedShutdown: User initiated shutdown"
 
 
+def interrupt(ctx: Context, row: Instance, state: str, code: str, message: str, now: datetime) -> None:
+    """EC2 itself stops ('stopping') or terminates ('shutting-down') an instance (a Spot
+    interruption): AWS's service-initiated reason, and the host task a user's call would ask."""
+    row.state = state
+    row.state_transition_reason = f"Service initiated ({_gmt(now)})"
+    row.state_reason_code, row.state_reason_message = code, message
+    if state == "stopping":
+        ctx.host_task("instance.stop", row.id, row.availability_zone, force=False)
+    else:
+        ctx.host_task("instance.terminate", row.id, row.availability_zone)
+
+
 def _has_root_volume(session: Session, row: Instance) -> bool:
     """A volume is attached (or being attached) at the instance's root device name."""
     return session.scalar(select(VolumeAttachment.volume_id).where(
@@ -619,6 +643,10 @@ def stop_instances(ctx: Context, p: dict) -> dict:
                                        f"cannot be stopped.")
         if (row.attributes or {}).get("DisableApiStop") and row.state in ("pending", "running"):
             raise OperationNotPermitted(row.id, "stopped", "disableApiStop")
+        if spot.one_time(ctx.session, row):
+            raise UnsupportedOperation(f"You can't stop the Spot Instance '{row.id}' because it is associated with "
+                                       "a one-time Spot Instance request. You can only stop Spot Instances "
+                                       "associated with persistent Spot Instance requests.")
     now = utcnow()
     changes = []
     for row in rows:

@@ -188,6 +188,8 @@ class Instance(Owned, Base):
     # Its placement group (pg-...) and, in a partition group, its partition (1-7).
     placement_group_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     partition_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A Spot Instance's request (sir-...); None: on-demand.
+    spot_request_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     __table_args__ = (
         UniqueConstraint("subnet_id", "private_ip", name="uq_instances_private_ip"),
         # One launch per ClientToken, even between API processes (NULL tokens are all distinct).
@@ -514,3 +516,24 @@ class IamInstanceProfileAssociation(Owned, Base):
     instance_id: Mapped[str] = mapped_column(String(32), index=True)
     arn: Mapped[str] = mapped_column(String(2048))
     state: Mapped[str] = mapped_column(String(16), default="associated")
+
+
+class SpotInstanceRequest(Owned, Base):
+    """A Spot Instance request: one instance at a time. States as AWS's (open -> active ->
+    closed | cancelled | disabled, failed), with its status code and message. `interruption`: a
+    notice given ({"action": terminate|stop|hibernate, "time": ISO, "rebalance": ISO}), carried
+    out at its time (spot.py), then cleared."""
+    __tablename__ = "spot_instance_requests"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # sir-...
+    spot_price: Mapped[str] = mapped_column(String(32))  # the maximum price, as AWS shows it
+    request_type: Mapped[str] = mapped_column(String(16), default="one-time")
+    state: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    status_code: Mapped[str] = mapped_column(String(64), default="pending-evaluation")
+    status_message: Mapped[str] = mapped_column(String(255), default="")
+    status_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    instance_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    launch_spec: Mapped[dict] = mapped_column(JSON, default=dict)  # RunInstances' parameters
+    interruption_behavior: Mapped[str] = mapped_column(String(16), default="terminate")
+    launched_zone: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    interruption: Mapped[dict | None] = mapped_column(JSON, nullable=True)

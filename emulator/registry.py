@@ -28,7 +28,7 @@ HANDLER_MODULES = ("addresses", "ebs_encryption", "firewall", "image_import", "i
                    "instances", "keypairs", "regions", "security_groups", "snapshots", "tags", "volumes", "vpcs",
                    "internet_gateways", "route_tables", "dhcp_options", "network_acls", "network_interfaces",
                    "routing", "nat_gateways", "launch_templates", "placement_groups",
-                   "instance_profiles")
+                   "instance_profiles", "spot")
 
 
 @dataclass

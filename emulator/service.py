@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from hypervisor import make_driver, resolve_kind
 from hypervisor.host import crash_point
 
-from . import db, instances, regions
+from . import db, instances, regions, spot
 from .config import Config
 from .errors import DryRunOperation, EC2Error, IncorrectState, InvalidAction
 from .host_tasks import LANES, HostWorker
@@ -132,6 +132,8 @@ class Cloud:
             self.wake_workers()
         if self.metadata:
             self.metadata.heal()
+        if spot.sweep(self.host):  # Spot notices due, requests to fulfill
+            self.wake_workers()
 
     def wake_workers(self) -> None:
         for worker in self.workers:

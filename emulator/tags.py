@@ -14,11 +14,11 @@ from .errors import (InvalidAMIIDNotFound, InvalidConversionTaskId, InvalidGroup
 from .errors import (InvalidAllocationIDNotFound, InvalidDhcpOptionIDNotFound, InvalidInternetGatewayIDNotFound,
                      InvalidNatGatewayIDNotFound, InvalidNetworkAclIDNotFound, InvalidNetworkInterfaceIDNotFound,
                      InvalidRouteTableIDNotFound)
-from .errors import InvalidLaunchTemplateIdNotFound, InvalidPlacementGroupIdNotFound
+from .errors import InvalidLaunchTemplateIdNotFound, InvalidPlacementGroupIdNotFound, InvalidSpotInstanceRequestIDNotFound
 from .models import (Image, ImportImageTask, Instance, KeyPair, SecurityGroup, SecurityGroupRule, Snapshot, Subnet,
                      Tag, Volume, Vpc)
 from .models import Address, DhcpOptions, InternetGateway, NatGateway, NetworkAcl, NetworkInterface, RouteTable
-from .models import LaunchTemplate, PlacementGroup
+from .models import LaunchTemplate, PlacementGroup, SpotInstanceRequest
 from .query import Resource, describe
 from .registry import Context, action
 
@@ -53,6 +53,7 @@ KINDS: dict[str, Kind] = {
     "snap": Kind("snapshot", Snapshot, InvalidSnapshotNotFound),
     "lt": Kind("launch-template", LaunchTemplate, InvalidLaunchTemplateIdNotFound),
     "pg": Kind("placement-group", PlacementGroup, InvalidPlacementGroupIdNotFound),
+    "sir": Kind("spot-instances-request", SpotInstanceRequest, InvalidSpotInstanceRequestIDNotFound),
 }
 
 MAX_TAGS = 50

@@ -181,6 +181,7 @@ class MetadataServer:
         from emulator.attachments import listed_devices
         from emulator.instance_profiles import for_metadata
         from emulator.role_credentials import issue
+        from emulator.spot import for_metadata as spot_notice
         from emulator.models import Instance, KeyPair, NetworkInterface, SecurityGroup, Subnet, Tag, Vpc
         from emulator.vpcs import gives_dns_names
 
@@ -222,6 +223,7 @@ class MetadataServer:
             tags = {t.key: t.value for t in session.scalars(select(Tag).where(Tag.resource_id == row.id))}
             volumes = listed_devices(session, row.id)
             profile = for_metadata(session, row.id)
+            notice = spot_notice(session, row.id, row.spot_request_id)
             session.expunge_all()
         role = None
         if profile is not None:
@@ -237,7 +239,8 @@ class MetadataServer:
             security_groups=[(g, groups.get(g, "")) for g in row.security_group_ids or []],
             key_name=row.key_name if key else None,
             public_key=key.public_key if key else None,
-            tags=tags, volume_devices=volumes, interfaces=interfaces, dns_names=gives_dns_names(vpc), role=role)
+            tags=tags, volume_devices=volumes, interfaces=interfaces, dns_names=gives_dns_names(vpc), role=role,
+            spot_notice=notice)
 
     # ----------------------------------------------------------------------------- logging
 

@@ -69,6 +69,8 @@ class InstanceFacts:
     # Its instance profile, if it has one: {"name": role name, "info": iam/info's members,
     # "credentials": the role's current credentials (emulator/role_credentials.py)}.
     role: dict | None = None
+    # A Spot Instance's interruption notice ({"action", "time", "rebalance"}, ISO times), if given.
+    spot_notice: dict | None = None
 
     @property
     def options(self) -> dict:
@@ -97,6 +99,11 @@ def _zone_id(region: str, zone: str) -> str | None:
 
 def _iso(dt) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _plain(iso: str) -> str:
+    """An ISO time as IMDS writes it, to the second (2026-12-01T12:00:00Z)."""
+    return iso[:19] + "Z"
 
 
 def _block_devices(row, volume_devices: list[str]) -> dict:
@@ -157,7 +164,7 @@ def meta_data(f: InstanceFacts) -> dict:
         "hostname": local_name,
         "instance-action": "none",
         "instance-id": row.id,
-        "instance-life-cycle": "on-demand",
+        "instance-life-cycle": "spot" if getattr(row, "spot_request_id", None) else "on-demand",
         "instance-type": row.instance_type,
         "local-hostname": local_name,
         "local-ipv4": row.private_ip or "",
@@ -190,6 +197,12 @@ def meta_data(f: InstanceFacts) -> dict:
         tree["kernel-id"] = row.kernel_id
     if row.ramdisk_id:
         tree["ramdisk-id"] = row.ramdisk_id
+    if f.spot_notice:
+        n = f.spot_notice
+        tree["spot"] = {"instance-action": json.dumps({"action": n["action"], "time": _plain(n["time"])})}
+        if n["action"] == "terminate":
+            tree["spot"]["termination-time"] = _plain(n["time"])
+        tree["events"] = {"recommendations": {"rebalance": json.dumps({"noticeTime": _plain(n["rebalance"])})}}
     if f.role:
         tree["iam"] = {"info": json.dumps(f.role["info"], indent=2),
                        "security-credentials": {f.role["name"]: json.dumps(f.role["credentials"], indent=2)}}
