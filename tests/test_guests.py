@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from hypervisor.imagebuild import default_images_dir
 
@@ -329,6 +330,62 @@ echo "script-marker $(cat /var/lib/cloud/data/instance-id)" > /dev/console
 """
 
 
+# botocore's default credential chain in the guest, nothing configured: it finds the instance
+# role's credentials through the metadata service (IMDSv2: the instance requires tokens).
+BOTOCORE_CREDENTIALS = ("python3 -c 'import botocore.session as s; c = s.get_session().get_credentials()"
+                        ".get_frozen_credentials(); print(\"creds\", c.access_key, c.secret_key, c.token)'")
+
+
+def _role_credentials_work_from_the_guest(cloud, ec2, iid: str, pem, role: str) -> None:
+    """What botocore in the guest found works against the API from the host, as the instance's
+    account and assumed role; DisassociateIamInstanceProfile ends it at once."""
+    out = _ssh(cloud, iid, pem, BOTOCORE_CREDENTIALS, login="admin", timeout=60)
+    _, access_key, secret, token = next(line for line in out.splitlines() if line.startswith("creds ")).split()
+    assert access_key.startswith("ASIA")
+    creds = dict(access_key=access_key, secret_key=secret, session_token=token)
+    as_role = cloud.client(**creds)
+    assert as_role.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["InstanceId"] == iid
+    me = cloud.client(service="sts", **creds).get_caller_identity()
+    assert me["Arn"] == f"arn:aws:sts::123456789012:assumed-role/{role}/{iid}"
+    seen = [(r["method"], r["path"], r["status"]) for r in _metadata_log(cloud) if r["instance"] == iid]
+    assert ("PUT", "/latest/api/token", 200) in seen  # IMDSv2: a token first
+    assert ("GET", f"/latest/meta-data/iam/security-credentials/{role}", 200) in seen
+    assoc = ec2.describe_iam_instance_profile_associations(Filters=[{"Name": "instance-id", "Values": [iid]}])
+    ec2.disassociate_iam_instance_profile(AssociationId=assoc["IamInstanceProfileAssociations"][0]["AssociationId"])
+    with pytest.raises(ClientError) as refused:
+        as_role.describe_instances(InstanceIds=[iid])
+    assert refused.value.response["Error"]["Code"] == "AuthFailure"
+
+
+def test_a_spot_interruption_notice_reaches_the_guest_before_its_termination(cloud):
+    """`ec2emu spot interrupt`: the guest reads spot/instance-action (404 before the notice) and
+    the rebalance recommendation, while it still runs; at the notice's end it is terminated."""
+    ec2 = cloud.client()
+    key, pem = _key(ec2, cloud)
+    inst = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1, KeyName=key,
+                             InstanceMarketOptions={"MarketType": "spot"})["Instances"][0]
+    iid = inst["InstanceId"]
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+    ask = ("for p in spot/instance-action events/recommendations/rebalance instance-life-cycle; do"
+           " echo \"$p=$(timeout 5 wget -qO- http://169.254.169.254/latest/meta-data/$p || echo none)\"; done")
+    before = _ssh(cloud, iid, pem, ask)
+    assert "instance-life-cycle=spot" in before and "spot/instance-action=none" in before, before  # no notice yet
+    done = subprocess.run([sys.executable, "-m", "emulator.cli", "spot", "interrupt", iid, "--notice", "25",
+                           "--endpoint", cloud.endpoint], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    after = _ssh(cloud, iid, pem, ask)
+    action = json.loads(re.search(r"spot/instance-action=(\{.*\})", after).group(1))
+    assert action["action"] == "terminate" and action["time"].endswith("Z"), after
+    assert '"noticeTime"' in after
+    state = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state == "running"  # the guest read its notice while it ran
+    fast_waiter(ec2, "instance_terminated")(InstanceIds=[iid])
+    ended = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    assert ended["StateReason"]["Code"] == "Server.SpotInstanceTermination"
+    served = [r for r in _metadata_log(cloud) if r["instance"] == iid and r["path"].endswith("spot/instance-action")]
+    assert [r["status"] for r in served] == [404, 200]
+
+
 def test_cloud_init_image(cloud):
     ec2 = cloud.client()
     image = ec2.describe_images(Owners=["ec2emu"], Filters=[{"Name": "name", "Values": ["debian-12-cloudinit-*"]}])
@@ -336,9 +393,12 @@ def test_cloud_init_image(cloud):
     key, pem = _key(ec2, cloud)
     # t3.medium: 4 GiB, scaled to 512 MiB, which a systemd guest needs.
     # With an extra volume at launch (/dev/sdg): the Debian image's udev rule must name it, and
-    # one hot-plugged later (/dev/sdf), as Amazon Linux on Nitro names EBS disks.
+    # one hot-plugged later (/dev/sdf), as Amazon Linux on Nitro names EBS disks. With an
+    # instance role, and IMDSv2 required (botocore in the guest must use it).
+    role = unique("ci-role")
     iid = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.medium", KeyName=key,
-                            UserData=CLOUD_INIT_USER_DATA, BlockDeviceMappings=[
+                            UserData=CLOUD_INIT_USER_DATA, IamInstanceProfile={"Name": role},
+                            MetadataOptions={"HttpTokens": "required"}, BlockDeviceMappings=[
                                 {"DeviceName": "/dev/sdg", "Ebs": {"VolumeSize": 1}}])["Instances"][0]["InstanceId"]
     fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
     assert _console(ec2, iid, r"script-marker (\S+)", timeout=400).group(1) == iid
@@ -347,6 +407,7 @@ def test_cloud_init_image(cloud):
     assert final.group(1).startswith("DataSourceEc2")
     out = _ssh(cloud, iid, pem, "id -un; sudo cat /run/cloud-init/result.json", login="admin", timeout=120)
     assert out.split()[0] == "admin" and "DataSourceEc2" in out
+    _role_credentials_work_from_the_guest(cloud, ec2, iid, pem, role)
     inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
     at_launch = {m["DeviceName"]: m["Ebs"]["VolumeId"] for m in inst["BlockDeviceMappings"]}["/dev/sdg"]
     hot = ec2.create_volume(AvailabilityZone=inst["Placement"]["AvailabilityZone"], Size=1)["VolumeId"]

@@ -68,6 +68,13 @@ def test_cluster_groups_stay_in_one_zone_and_refuse_types_without_it(ec2, image)
         f"The placement group '{group}' is in use in another availability zone: us-east-1a"
     expect_error("InvalidParameterCombination", _run, ec2, image, group, zone="us-east-1a", type_="t2.micro")
     second = _run(ec2, image, group, zone="us-east-1a")
+    # A launch template's Placement.GroupName is the same rule's.
+    lt = ec2.create_launch_template(LaunchTemplateName=unique("lt"), LaunchTemplateData={
+        "ImageId": image, "InstanceType": "m5.large", "Placement": {"GroupName": group}})["LaunchTemplate"]
+    expect_error("InvalidPlacementGroup.InUse", ec2.run_instances, MinCount=1, MaxCount=1,
+                 LaunchTemplate={"LaunchTemplateId": lt["LaunchTemplateId"]}, Placement={"AvailabilityZone": "us-east-1c"})
+    second += ec2.run_instances(MinCount=1, MaxCount=1, LaunchTemplate={"LaunchTemplateId": lt["LaunchTemplateId"]},
+                                Placement={"AvailabilityZone": "us-east-1a"})["Instances"]
     listed = ec2.describe_instances(Filters=[{"Name": "placement-group-name", "Values": [group]}])
     assert sorted(i["InstanceId"] for r in listed["Reservations"] for i in r["Instances"]) == \
         sorted(i["InstanceId"] for i in first + second)
