@@ -101,22 +101,21 @@ def _current(session: Session, instance_id: str) -> Association | None:
 
 
 def profiles_of(ctx: Context, instance_ids) -> dict[str, dict]:
-    """instance id -> DescribeInstances' IamInstanceProfile {Arn, Id}: one query over the
-    account's associations (no IN list, however many instances a describe lists)."""
-    ids = set(instance_ids)
-    if not ids:
-        return {}
-    rows = ctx.session.execute(select(Association.instance_id, Association.arn).where(
-        Association.account_id == ctx.account_id, Association.region == ctx.region,
-        Association.state == "associated")).all()
-    return {iid: {"Arn": arn, "Id": Profile(arn).id} for iid, arn in rows if iid in ids}
+    """instance id -> DescribeInstances' IamInstanceProfile {Arn, Id}: one query per 500 ids."""
+    ids = list(dict.fromkeys(instance_ids))
+    out = {}
+    for start in range(0, len(ids), 500):
+        rows = ctx.session.execute(select(Association.instance_id, Association.arn).where(
+            Association.instance_id.in_(ids[start:start + 500]), Association.state == "associated")).all()
+        out.update((iid, {"Arn": arn, "Id": Profile(arn).id}) for iid, arn in rows)
+    return out
 
 
 def _instance(ctx: Context, instance_id: str) -> Instance:
     from .instances import get_instance
     row = get_instance(ctx, instance_id)
-    ctx.session.refresh(row, with_for_update=True)  # one association at a time per instance
-    return row
+    # one association at a time per instance: its row locked (instances are never deleted but expired)
+    return ctx.session.get(Instance, row.id, with_for_update=True, populate_existing=True) or row
 
 
 def _association(ctx: Context, association_id: str) -> Association:

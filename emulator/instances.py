@@ -353,7 +353,8 @@ def launch(ctx: Context, p: dict, spot_request=None) -> dict:
     if key_name:
         keypairs.get_by_name(ctx, key_name)
     _validate_user_data(p.get("UserData"))
-    refuse_other_tag_types(p.get("TagSpecifications"), {"instance", "volume", "network-interface"})
+    refuse_other_tag_types(p.get("TagSpecifications"), {"instance", "volume", "network-interface",
+                                                        "spot-instances-request"})
     tags = tag_specifications(p.get("TagSpecifications"), "instance")
     volume_tags = tag_specifications(p.get("TagSpecifications"), "volume")
     interface_tags = tag_specifications(p.get("TagSpecifications"), "network-interface")
@@ -382,8 +383,7 @@ def launch(ctx: Context, p: dict, spot_request=None) -> dict:
     with_public = subnet.map_public_ip_on_launch if public is None else public
     group_id, partitions = placement_groups.place(ctx, p.get("Placement") or {}, instance_type,
                                                   subnet.availability_zone, len(addresses))
-    planned = None if spot_request is not None else spot.plan(ctx, p.get("InstanceMarketOptions"), instance_type,
-                                                               subnet.availability_zone)
+    planned = None if spot_request is not None else spot.plan(ctx, p, instance_type, subnet.availability_zone)
     reservation = new_id("r")
     now = utcnow()
     rows, taken, interfaces_made = [], set(), {}
@@ -613,6 +613,7 @@ def start_instances(ctx: Context, p: dict) -> dict:
             row.state_transition_reason = ""
             row.state_reason_code = row.state_reason_message = None
             attachments.instance_started(ctx.session, row.id)  # its volumes now show in its metadata
+            spot.started(ctx.session, row)
             subnet = ctx.session.get(Subnet, row.subnet_id)
             if subnet is not None and subnet.map_public_ip_on_launch and not row.public_ip:
                 row.public_ip = allocate_public_ip(ctx, taken)  # AWS gives a new one at each start
@@ -653,6 +654,7 @@ def stop_instances(ctx: Context, p: dict) -> dict:
         previous = row.state
         if row.state in ("pending", "running"):
             _user_initiated(row, "stopping", now)
+            spot.user_stopped(ctx.session, row)
             ctx.host_task("instance.stop", row.id, row.availability_zone, force=bool(p.get("Force")))
         changes.append(_change(row, previous))
     return {"StoppingInstances": changes}

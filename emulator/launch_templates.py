@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from datetime import datetime
 
 from sqlalchemy import delete, func, select
 
@@ -27,6 +28,7 @@ from .ids import new_id, well_formed
 from .models import LaunchTemplate, LaunchTemplateVersion
 from .query import Resource, Selector, describe
 from .registry import Context, action
+from .times import iso8601
 from .tags import delete_all_tags, refuse_other_tag_types, set_tags, tag_dict, tag_list, tag_specifications
 
 NAME = re.compile(r"[a-zA-Z0-9().\-/_]{3,128}")
@@ -74,20 +76,29 @@ def get_template(ctx: Context, p: dict, both: str = "", lock: bool = False) -> L
     else:
         raise MissingParameter("launch template ID or launch template name")
     if lock:  # whoever adds or removes versions holds the template (numbers are drawn from it)
-        ctx.session.refresh(row, with_for_update=True)
+        row = ctx.session.get(LaunchTemplate, row.id, with_for_update=True, populate_existing=True)
+        if row is None:  # deleted meanwhile
+            raise InvalidLaunchTemplateIdNotFound(template_id or name)
     return row
 
 
-def _version_number(row: LaunchTemplate, version, for_describe: bool = False) -> int:
+def _number(text) -> int | None:
+    """A version number as a request writes it ('7'), else None ('²' and 20 digits too)."""
+    text = str(text).strip()
+    return int(text) if re.fullmatch(r"[0-9]{1,9}", text) and int(text) >= 1 else None
+
+
+def _version_number(row: LaunchTemplate, version) -> int:
     """A version as a request names it ($Latest, $Default, a number) -> its number."""
     text = str(version).strip() if version is not None else "$Default"
     if text == "$Latest":
         return row.latest_version
     if text == "$Default":
         return row.default_version
-    if not text.isdigit() or int(text) < 1:
+    number = _number(text)
+    if number is None:
         raise InvalidLaunchTemplateIdVersionNotFound(text, row.id)
-    return int(text)
+    return number
 
 
 def _version(ctx: Context, row: LaunchTemplate, version) -> LaunchTemplateVersion:
@@ -99,6 +110,18 @@ def _version(ctx: Context, row: LaunchTemplate, version) -> LaunchTemplateVersio
 
 
 # ------------------------------------------------------------------------------- data
+
+def jsonable(value):
+    """Request data as a JSON column keeps it: times (botocore's timestamps, e.g. SpotOptions'
+    ValidUntil) as ISO text; RunInstances parses them back from that."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return iso8601(value)
+    return value
+
 
 def _check_data(ctx: Context, data: dict) -> list[dict]:
     """Refuses what AWS refuses when a version is made; returns the Warning's errors: what
@@ -181,7 +204,7 @@ def create_launch_template(ctx: Context, p: dict) -> dict:
         if prior is not None:  # the same request again: the same template
             from .tags import tags_for
             return {"LaunchTemplate": _template_out(prior, tags_for(ctx, [prior.id])[prior.id])}
-    data = p["LaunchTemplateData"]
+    data = jsonable(p["LaunchTemplateData"])
     refuse_other_tag_types(p.get("TagSpecifications"), {"launch-template"})
     tags = tag_specifications(p.get("TagSpecifications"), "launch-template")
     if _by_name(ctx, name) is not None:
@@ -200,7 +223,7 @@ def create_launch_template(ctx: Context, p: dict) -> dict:
 @action("CreateLaunchTemplateVersion")
 def create_launch_template_version(ctx: Context, p: dict) -> dict:
     row = get_template(ctx, p, lock=True)
-    data = p["LaunchTemplateData"]
+    data = jsonable(p["LaunchTemplateData"])
     if p.get("SourceVersion") is not None:
         # The source's parameters, but those this request gives (each replaced whole).
         data = {**_version(ctx, row, p["SourceVersion"]).data, **data}
@@ -304,10 +327,11 @@ def describe_launch_template_versions(ctx: Context, p: dict) -> dict:
 
 @action("ModifyLaunchTemplate")
 def modify_launch_template(ctx: Context, p: dict) -> dict:
-    row = get_template(ctx, p, both="Either provide launch template ID or launch template name to modify the template.")
+    row = get_template(ctx, p, both="Either provide launch template ID or launch template name to modify the template.",
+                       lock=True)
     if p.get("DefaultVersion") is not None:
         text = str(p["DefaultVersion"])
-        number = int(text) if text.isdigit() else None
+        number = _number(text)
         if number is None or ctx.session.get(LaunchTemplateVersion, (row.id, number)) is None:
             raise InvalidLaunchTemplateIdVersionNotFound(text)
         row.default_version = number
@@ -335,7 +359,7 @@ def delete_launch_template_versions(ctx: Context, p: dict) -> dict:
     done, failed = [], []
     for text in p["Versions"]:
         ident = {"LaunchTemplateId": row.id, "LaunchTemplateName": row.name}
-        number = int(text) if str(text).isdigit() else None
+        number = _number(text)
         found = ctx.session.get(LaunchTemplateVersion, (row.id, number)) if number else None
         if found is None:
             failed.append({**ident, "VersionNumber": number, "ResponseError": {

@@ -61,6 +61,14 @@ def get_group(ctx: Context, name: str | None = None, group_id: str | None = None
     return row
 
 
+def _locked(ctx: Context, row: PlacementGroup) -> PlacementGroup:
+    """The group's row, locked (and re-read): launches into it and its deletion go one at a time."""
+    locked = ctx.session.get(PlacementGroup, row.id, with_for_update=True, populate_existing=True)
+    if locked is None:  # deleted meanwhile
+        raise InvalidPlacementGroupUnknown(row.name)
+    return locked
+
+
 @action("CreatePlacementGroup")
 def create_placement_group(ctx: Context, p: dict) -> dict:
     name = p.get("GroupName")
@@ -105,7 +113,7 @@ def _members(ctx: Context, row: PlacementGroup, zone: str | None = None):
 
 @action("DeletePlacementGroup")
 def delete_placement_group(ctx: Context, p: dict) -> dict:
-    row = get_group(ctx, p["GroupName"])
+    row = _locked(ctx, get_group(ctx, p["GroupName"]))  # a launch into it waits, or is waited for
     if ctx.session.scalar(select(func.count()).select_from(Instance).where(
             Instance.placement_group_id == row.id, Instance.state != "terminated")):
         raise InvalidPlacementGroupInUse.not_empty(row.name)
@@ -149,8 +157,7 @@ def place(ctx: Context, placement: dict, instance_type: str, zone: str, count: i
         if wanted_partition is not None:
             raise InvalidParameterCombination("PartitionNumber requires a partition placement group.")
         return None, [None] * count
-    row = get_group(ctx, name, group_id)
-    ctx.session.refresh(row, with_for_update=True)
+    row = _locked(ctx, get_group(ctx, name, group_id))
     supported = INSTANCE_TYPES[instance_type].get("PlacementGroupInfo", {}).get("SupportedStrategies", [])
     if row.strategy not in supported:
         raise InvalidParameterCombination(f"The instance type '{instance_type}' does not support the "

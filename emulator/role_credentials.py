@@ -88,8 +88,9 @@ def open_session(config, access_key: str, token: str | None) -> tuple[RoleSessio
     except (ValueError, UnicodeDecodeError):
         return None
     payload = f"{association_id}.{instance_id}.{expiry}"
-    if not hmac.compare_digest(mac, _b64(_digest(key, "token", payload))):
+    # Bytes, not str: compare_digest refuses a str with characters beyond ASCII (a 500 before).
+    if not hmac.compare_digest(mac.encode(), _b64(_digest(key, "token", payload)).encode()):
         return None
-    if not hmac.compare_digest(access_key, _access_key_id(key, token)):
+    if not hmac.compare_digest(access_key.encode(), _access_key_id(key, token).encode()):
         return None
     return RoleSession(association_id, instance_id, expiry_at), _secret(key, token)

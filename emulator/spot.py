@@ -17,23 +17,29 @@ a new instance when the price allows) or disabled (a stop: StartInstances brings
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import logging
+import re
 import secrets
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
 from .catalogue import INSTANCE_TYPES, REGIONS, vcpus_and_memory
-from .errors import (EC2Error, IncorrectInstanceState, InvalidParameterCombination, InvalidParameterValue,
+from .errors import (EC2Error, IncorrectInstanceState, InvalidNextToken, InvalidParameterCombination,
+                     InvalidParameterValue,
                      InvalidSpotInstanceRequestIDMalformed, InvalidSpotInstanceRequestIDNotFound, MissingParameter,
                      SpotMaxPriceTooLow, Unsupported)
 from .ids import well_formed
 from .models import Instance, SpotInstanceRequest, utcnow
-from .query import Resource, Selector, check_max_results, describe, paginate
+from .query import Resource, Selector, apply_filters, check_max_results, describe
 from .registry import Context, Host, action
 from .tags import refuse_other_tag_types, set_tags, tag_dict, tag_list, tag_specifications
 from .times import aware, iso8601
 
+log = logging.getLogger("ec2emu.spot")
 PRODUCTS = ("Linux/UNIX", "Linux/UNIX (Amazon VPC)")
 DEFAULT_NOTICE_SECONDS = 120
 LIVE = ("pending", "running")
@@ -92,9 +98,27 @@ def _check_behaviour(request_type: str, behaviour: str) -> None:
                                           "persistent Spot requests.")
 
 
-def plan(ctx: Context, options: dict | None, instance_type: str, zone: str) -> dict | None:
+# RunInstances' members that are not a Spot request's launch specification
+NOT_LAUNCHED = ("MinCount", "MaxCount", "ClientToken", "DryRun", "InstanceMarketOptions", "LaunchTemplate")
+
+
+def _time(value) -> datetime | None:
+    """A time as a request or a stored template gives it (datetime, or ISO text)."""
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        return aware(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+    except ValueError:
+        raise InvalidParameterValue.invalid(value, "ValidUntil") from None
+
+
+def plan(ctx: Context, p: dict, instance_type: str, zone: str) -> dict | None:
     """RunInstances' InstanceMarketOptions -> what its Spot requests will be (None: on-demand),
-    or AWS's refusal (SpotMaxPriceTooLow: RunInstances never waits for a price)."""
+    or AWS's refusal (SpotMaxPriceTooLow: RunInstances never waits for a price). A request keeps
+    the launch's parameters: a persistent one launches the same again."""
+    from .launch_templates import jsonable
+
+    options = p.get("InstanceMarketOptions")
     if not options:
         return None
     market = options.get("MarketType") or "spot"
@@ -109,7 +133,9 @@ def plan(ctx: Context, options: dict | None, instance_type: str, zone: str) -> d
     if max_price < current:
         raise SpotMaxPriceTooLow(_too_low(max_price, current))
     return {"max_price": max_price, "type": request_type, "behaviour": behaviour,
-            "valid_until": spot.get("ValidUntil")}
+            "valid_until": _time(spot.get("ValidUntil")),
+            "spec": jsonable({k: v for k, v in p.items() if k not in NOT_LAUNCHED}),
+            "tags": tag_specifications(p.get("TagSpecifications"), "spot-instances-request")}
 
 
 def link(ctx: Context, rows: list[Instance], planned: dict | None, request: SpotInstanceRequest | None = None) -> None:
@@ -124,9 +150,11 @@ def link(ctx: Context, rows: list[Instance], planned: dict | None, request: Spot
             req = SpotInstanceRequest(id=_new_id(), account_id=ctx.account_id, region=ctx.region,
                                       spot_price=_text(planned["max_price"]), request_type=planned["type"],
                                       interruption_behavior=planned["behaviour"], valid_until=planned["valid_until"],
-                                      launch_spec={"ImageId": row.image_id, "InstanceType": row.instance_type,
-                                                   "SubnetId": row.subnet_id, "KeyName": row.key_name})
+                                      launch_spec=planned["spec"])
             ctx.session.add(req)
+            ctx.session.flush()
+            if planned["tags"]:
+                set_tags(ctx, req.id, planned["tags"])
         req.state, req.status_code, req.status_time = "active", "fulfilled", now
         req.status_message = "Your spot request is fulfilled."
         req.instance_id, req.launched_zone, req.interruption = row.id, row.availability_zone, None
@@ -141,6 +169,21 @@ def one_time(session, row: Instance) -> bool:
     return req is not None and req.request_type == "one-time"
 
 
+def user_stopped(session, row: Instance) -> None:
+    """StopInstances of a persistent request's Spot Instance: the request is disabled, as AWS's."""
+    req = session.get(SpotInstanceRequest, row.spot_request_id) if row.spot_request_id else None
+    if req is not None and req.instance_id == row.id and req.state == "active":
+        _status(req, "disabled", "instance-stopped-by-user", "Spot Instance stopped due to user-initiated stop.")
+
+
+def started(session, row: Instance) -> None:
+    """StartInstances of a stopped Spot Instance (by its user, or after an interruption that
+    stopped it: on AWS EC2 itself restarts those when capacity returns): its request is active."""
+    req = session.get(SpotInstanceRequest, row.spot_request_id) if row.spot_request_id else None
+    if req is not None and req.instance_id == row.id and req.state == "disabled":
+        _status(req, "active", "fulfilled", "Your spot request is fulfilled.")
+
+
 def _zone_of(ctx: Context, spec: dict) -> str:
     from . import vpcs
     if spec.get("SubnetId"):
@@ -151,6 +194,13 @@ def _zone_of(ctx: Context, spec: dict) -> str:
     return vpcs.default_subnet(ctx, (spec.get("Placement") or {}).get("AvailabilityZone")).availability_zone
 
 
+def _status(req: SpotInstanceRequest, state: str, code: str, message: str) -> None:
+    """Set a request's state and status; its time moves only when something changed."""
+    message = message[:255]
+    if (req.state, req.status_code, req.status_message) != (state, code, message):
+        req.state, req.status_code, req.status_message, req.status_time = state, code, message, utcnow()
+
+
 def _fulfill(ctx: Context, req: SpotInstanceRequest) -> None:
     """Launch the request's instance if the price allows now; else it waits (price-too-low)."""
     from .instances import launch
@@ -159,10 +209,21 @@ def _fulfill(ctx: Context, req: SpotInstanceRequest) -> None:
     instance_type = spec.get("InstanceType") or "m1.small"
     current = price(instance_type, _zone_of(ctx, spec), utcnow())
     if float(req.spot_price) < current:
-        req.state, req.status_code = "open", "price-too-low"
-        req.status_message, req.status_time = _too_low(float(req.spot_price), current), utcnow()
+        _status(req, "open", "price-too-low", _too_low(float(req.spot_price), current))
         return
     launch(ctx, {**spec, "MinCount": 1, "MaxCount": 1}, spot_request=req)
+
+
+def _check_launch(ctx: Context, spec: dict) -> None:
+    """AWS's refusal of a launch specification that could never launch (a bad image, key, group,
+    subnet...), found by launching it and rolling that back: the same checks, none repeated here."""
+    from .instances import launch
+
+    savepoint = ctx.session.begin_nested()
+    try:
+        launch(ctx, {**spec, "MinCount": 1, "MaxCount": 1})
+    finally:
+        savepoint.rollback()
 
 
 # ------------------------------------------------------------------------------- handlers
@@ -189,7 +250,9 @@ def _out(req: SpotInstanceRequest, tags: dict | None) -> dict:
 
 @action("RequestSpotInstances")
 def request_spot_instances(ctx: Context, p: dict) -> dict:
-    spec = dict(p.get("LaunchSpecification") or {})
+    from .launch_templates import jsonable
+
+    spec = jsonable(dict(p.get("LaunchSpecification") or {}))
     if not spec.get("ImageId"):
         raise MissingParameter("LaunchSpecification.ImageId")
     if spec.get("SecurityGroups") is None and spec.get("SecurityGroupIds") is None:
@@ -205,7 +268,7 @@ def request_spot_instances(ctx: Context, p: dict) -> dict:
     count = p.get("InstanceCount") or 1
     if not 1 <= count <= 20:
         raise InvalidParameterValue.invalid(count, "InstanceCount", "It must be between 1 and 20.")
-    valid_until = p.get("ValidUntil")
+    valid_until = _time(p.get("ValidUntil"))
     if valid_until is not None and aware(valid_until) <= utcnow():
         raise InvalidParameterValue("The ValidUntil time must be in the future.")
     refuse_other_tag_types(p.get("TagSpecifications"), {"spot-instances-request"})
@@ -222,6 +285,8 @@ def request_spot_instances(ctx: Context, p: dict) -> dict:
         ctx.session.flush()
         set_tags(ctx, req.id, tags)
         _fulfill(ctx, req)
+        if req.state == "open" and not made:
+            _check_launch(ctx, spec)  # waiting for its price, but launchable when it comes
         made.append(req)
     ctx.session.flush()
     return {"SpotInstanceRequests": [_out(r, tag_dict(tags)) for r in made]}
@@ -287,10 +352,22 @@ def cancel_spot_instance_requests(ctx: Context, p: dict) -> dict:
     return {"CancelledSpotInstanceRequests": out}
 
 
+def _token(last: str) -> str:
+    return base64.urlsafe_b64encode(f"ec2emu1:{last}".encode()).decode()
+
+
+def _token_key(token: str) -> str:
+    try:
+        marker, _, last = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        marker = ""
+    if marker != "ec2emu1" or not last:
+        raise InvalidNextToken(token)
+    return last
+
+
 @action("DescribeSpotPriceHistory")
 def describe_spot_price_history(ctx: Context, p: dict) -> dict:
-    from .query import apply_filters
-
     check_max_results(p.get("MaxResults"), 1, 10000)
     now = utcnow()
     end = aware(p["EndTime"]) if p.get("EndTime") else now
@@ -308,24 +385,33 @@ def describe_spot_price_history(ctx: Context, p: dict) -> dict:
         if p["AvailabilityZone"] not in zones:
             raise InvalidParameterValue(f"Invalid availability zone: [{p['AvailabilityZone']}]")
         zones = [p["AvailabilityZone"]]
-    products = [d for d in (p.get("ProductDescriptions") or PRODUCTS) if d in PRODUCTS]
-    # One record per hour that began in the window, and the one in force at its start.
-    first = start.replace(minute=0, second=0, microsecond=0)
-    hours = []
+    products = sorted(d for d in (p.get("ProductDescriptions") or PRODUCTS) if d in PRODUCTS)
+    types, zones = sorted(types), sorted(zones)
+    spec = {"availability-zone": lambda r: r["AvailabilityZone"], "instance-type": lambda r: r["InstanceType"],
+            "product-description": lambda r: r["ProductDescription"], "spot-price": lambda r: r["SpotPrice"],
+            "timestamp": lambda r: r["Timestamp"]}
+    apply_filters([], p.get("Filters"), spec)  # an unknown filter is refused even with nothing to filter
+
+    def key(r: dict) -> str:  # newest first, then type, zone, product: the order rows are made in
+        return (f"{9999999999 - int(r['Timestamp'].timestamp()):010d}|{r['InstanceType']}|{r['AvailabilityZone']}"
+                f"|{r['ProductDescription']}")
+    after = _token_key(p["NextToken"]) if p.get("NextToken") else None
+    # One record per hour that began in the window (and the one in force at its start), made an
+    # hour at a time and only until the page is full: a 90-day window of every type is millions.
+    limit = p.get("MaxResults") or 1000
+    page: list[dict] = []
     h = end.replace(minute=0, second=0, microsecond=0)
-    while h >= first:
-        hours.append(h)
+    first = start.replace(minute=0, second=0, microsecond=0)
+    while h >= first and len(page) <= limit:
+        rows = [{"AvailabilityZone": z, "InstanceType": t, "ProductDescription": d,
+                 "SpotPrice": _text(price(t, z, h)), "Timestamp": h} for t in types for z in zones for d in products]
+        rows = apply_filters(rows, p.get("Filters"), spec)
+        page += [r for r in rows if after is None or key(r) > after][:limit + 1 - len(page)]
         h -= timedelta(hours=1)
-    rows = [{"AvailabilityZone": z, "InstanceType": t, "ProductDescription": d,
-             "SpotPrice": _text(price(t, z, h)), "Timestamp": h}
-            for h in hours for t in types for z in zones for d in products]
-    rows = apply_filters(rows, p.get("Filters"), {
-        "availability-zone": lambda r: r["AvailabilityZone"], "instance-type": lambda r: r["InstanceType"],
-        "product-description": lambda r: r["ProductDescription"], "spot-price": lambda r: r["SpotPrice"],
-        "timestamp": lambda r: r["Timestamp"]})
-    page, token = paginate(rows, p.get("MaxResults") or 1000, p.get("NextToken"),
-                           key=lambda r: f"{9999999999 - int(r['Timestamp'].timestamp()):010d}|{r['InstanceType']}"
-                                         f"|{r['AvailabilityZone']}|{r['ProductDescription']}")
+    token = None
+    if len(page) > limit:
+        page = page[:limit]
+        token = _token(key(page[-1]))
     return {"SpotPriceHistory": page, "NextToken": token}
 
 
@@ -337,14 +423,15 @@ def interrupt_spot_instances(ctx: Context, p: dict) -> None:
     Instances an interruption notice; the sweep carries it out `NoticeSeconds` later."""
     from .instances import get_instances
 
-    notice = int(p.get("NoticeSeconds") or DEFAULT_NOTICE_SECONDS)
+    text = str(p.get("NoticeSeconds") or DEFAULT_NOTICE_SECONDS)
+    notice = int(text) if re.fullmatch(r"[0-9]{1,5}", text) else -1
     if not 0 <= notice <= 3600:
         raise InvalidParameterValue.invalid(notice, "NoticeSeconds", "It must be between 0 and 3600.")
     now = utcnow()
     for row in get_instances(ctx, p["InstanceIds"]):
         req = ctx.session.get(SpotInstanceRequest, row.spot_request_id, with_for_update=True) \
             if row.spot_request_id else None
-        if req is None or req.instance_id != row.id:
+        if req is None or req.instance_id != row.id or req.state not in ("active", "cancelled"):
             raise InvalidParameterValue(f"The instance '{row.id}' is not a Spot Instance.")
         if row.state not in LIVE:
             raise IncorrectInstanceState.worded(f"The instance '{row.id}' is not in the 'running' state.")
@@ -389,65 +476,76 @@ def _carry_out(ctx: Context, req: SpotInstanceRequest, now: datetime) -> None:
     row = ctx.session.get(Instance, req.instance_id, with_for_update=True)
     if row is not None and row.state in LIVE:
         interrupt(ctx, row, "stopping" if action_ == "stop" else "shutting-down", *REASONS[action_], now)
-    req.state, req.status_code = AFTER[(req.request_type, action_)]
-    req.status_message = f"Your Spot Instance was {'stopped' if action_ == 'stop' else 'terminated'} " \
-                         f"because there was no Spot capacity available."
-    req.status_time, req.interruption = now, None
+    state, code = AFTER[(req.request_type, action_)]
+    _status(req, "cancelled" if req.state == "cancelled" else state, code,
+            f"Your Spot Instance was {'stopped' if action_ == 'stop' else 'terminated'} because there was no "
+            "Spot capacity available.")
+    req.interruption = None
     if req.state == "open":
         req.instance_id = None
 
 
+# What keeps a request open rather than failing it, when its launch is refused (AWS's statuses)
+WAITING = {"InsufficientInstanceCapacity": "capacity-not-available", "InstanceLimitExceeded": "capacity-not-available",
+           "InsufficientFreeAddressesInSubnet": "capacity-not-available",
+           "InvalidPlacementGroup.InUse": "placement-group-constraint"}
+
+
 def sweep(host: Host) -> bool:
     """The watchdog's round (every few seconds): carry out the notices that are due, move the
-    requests whose instance the user terminated, close expired ones, and fulfill the open ones
-    the price now allows. One transaction per request. -> whether host work was asked for."""
+    requests whose instance the user terminated, end expired ones, and fulfill the open ones
+    the price now allows. Only those rows are read; one transaction per request, whose failure
+    never stops the round. -> whether host work was asked for."""
     now = utcnow()
     wrote = False
     with host.Session() as session:
+        ending = select(Instance.id).where(Instance.state.in_(("shutting-down", "terminated")))
         due = session.scalars(select(SpotInstanceRequest.id).where(
-            SpotInstanceRequest.state.in_(("open", "active")))).all()
+            SpotInstanceRequest.interruption.is_not(None) | (SpotInstanceRequest.state == "open")
+            | ((SpotInstanceRequest.state == "active") & SpotInstanceRequest.instance_id.in_(ending)))).all()
     for req_id in due:
         with host.Session() as session:
             req = session.get(SpotInstanceRequest, req_id, with_for_update=True)
-            if req is None or req.state not in ("open", "active"):
+            if req is None:
                 continue
             ctx = host.context(session, req.account_id, req.region)
             try:
                 _step(ctx, req, now)
                 session.commit()
                 wrote = wrote or ctx.wrote_tasks
-            except EC2Error as exc:  # e.g. its image was deregistered since: the request fails
+            except EC2Error as exc:  # its launch was refused: wait (capacity) or fail (bad parameters)
                 session.rollback()
-                with host.Session() as s2:
-                    req = s2.get(SpotInstanceRequest, req_id)
-                    req.state, req.status_code, req.status_message = "failed", "bad-parameters", exc.message
-                    req.status_time = now
-                    s2.commit()
+                req = session.get(SpotInstanceRequest, req_id)
+                waiting = WAITING.get(exc.code)
+                _status(req, "open" if waiting else "failed", waiting or "bad-parameters", exc.message)
+                session.commit()
+            except Exception:  # noqa: BLE001 (a bug must not stop the other requests' round)
+                session.rollback()
+                log.exception("Spot request %s: its round failed", req_id)
     return wrote
 
 
 def _step(ctx: Context, req: SpotInstanceRequest, now: datetime) -> None:
-    if req.state == "active":
-        if req.interruption and aware(datetime.fromisoformat(req.interruption["time"].replace("Z", "+00:00"))) <= now:
+    if req.interruption:
+        if _time(req.interruption["time"]) <= now:
             _carry_out(ctx, req, now)
-            return
-        if req.interruption:
-            return
-        row = ctx.session.get(Instance, req.instance_id) if req.instance_id else None
-        if row is not None and row.state in ("shutting-down", "terminated"):
-            # The user terminated it: a one-time request is done; a persistent one launches again.
-            req.status_code, req.status_time = "instance-terminated-by-user", now
-            req.status_message = "Spot Instance terminated due to user-initiated termination."
-            if req.request_type == "one-time":
-                req.state = "closed"
-                return
-            req.state, req.instance_id = "open", None
-        else:
-            return
-    if req.valid_until is not None and aware(req.valid_until) <= now:
-        req.state, req.status_code, req.status_time = "closed", "schedule-expired", now
-        req.status_message = "Your Spot request has expired because it was not fulfilled before the specified date."
         return
-    if req.state == "open":
-        _fulfill(ctx, req)
+    if req.state == "active":
+        row = ctx.session.get(Instance, req.instance_id) if req.instance_id else None
+        if row is None or row.state not in ("shutting-down", "terminated"):
+            return
+        # The user terminated it: a one-time request is done; a persistent one launches again.
+        message = "Spot Instance terminated due to user-initiated termination."
+        if req.request_type == "one-time":
+            _status(req, "closed", "instance-terminated-by-user", message)
+            return
+        _status(req, "open", "instance-terminated-by-user", message)
+        req.instance_id = None
+    if req.state != "open":
+        return
+    if req.valid_until is not None and aware(req.valid_until) <= now:
+        _status(req, "cancelled", "schedule-expired",
+                "Your Spot request has expired because it was not fulfilled before the specified date.")
+        return
+    _fulfill(ctx, req)
 

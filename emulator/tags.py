@@ -117,7 +117,8 @@ def set_tags(ctx: Context, resource_id: str, tags: list[dict], system: bool = Fa
                                                      Tag.account_id == ctx.account_id)).all()
     current = {t.key: t for t in existing}
     new_keys = {t["Key"] for t in tags} - current.keys()
-    if len(current) + len(new_keys) > MAX_TAGS:
+    users = lambda keys: sum(1 for k in keys if not k.lower().startswith("aws:"))  # noqa: E731 (AWS's own: not counted)
+    if users(current) + users(new_keys) > MAX_TAGS:
         raise TagLimitExceeded(resource_id, MAX_TAGS)
     for t in tags:
         row = current.get(t["Key"])

@@ -109,6 +109,9 @@ def test_credentials_act_as_the_instance_until_the_association_ends(server, ec2,
     assert me["Account"] == "123456789012" and me["UserId"].startswith("AROA") and me["UserId"].endswith(":" + iid)
     # A tampered token, or the key with another token, is refused (positive control above).
     expect_error("AuthFailure", _client(server, {**creds, "Token": creds["Token"][:-2] + "AA"}).describe_regions)
+    import base64
+    odd = base64.urlsafe_b64encode("a.b.1.é".encode()).decode()  # not ASCII inside: refused, never a 500
+    expect_error("AuthFailure", _client(server, {**creds, "Token": odd}).describe_regions)
     # Expired credentials: RequestExpired.
     cfg = Config(state_dir=str(server.state_dir), database_url=server.database_url)
     assoc_id = ec2.describe_iam_instance_profile_associations(Filters=[{"Name": "instance-id", "Values": [iid]}])[

@@ -107,6 +107,15 @@ def test_errors_are_aws_own(ec2, image):
     assert expect_error("InvalidParameterCombination", ec2.modify_launch_template, LaunchTemplateId=lt_id,
                         LaunchTemplateName=name, DefaultVersion="1") == \
         "Either provide launch template ID or launch template name to modify the template."
+    # Odd versions and times (found by review: 500s before).
+    for odd in ("²", "99999999999999999999", "0", "-1"):
+        expect_error("InvalidLaunchTemplateId.VersionNotFound", ec2.describe_launch_template_versions,
+                     LaunchTemplateId=lt_id, Versions=[odd])
+    timed = _template(ec2, {"ImageId": image, "InstanceMarketOptions": {"MarketType": "spot", "SpotOptions": {
+        "SpotInstanceType": "one-time", "ValidUntil": "2099-01-01T00:00:00Z"}}})
+    data = ec2.describe_launch_template_versions(LaunchTemplateId=timed["LaunchTemplate"]["LaunchTemplateId"])[
+        "LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    assert data["InstanceMarketOptions"]["SpotOptions"]["ValidUntil"].year == 2099
     # Without a template: only $Latest and $Default of every template may be asked for.
     expect_error("MissingParameter", ec2.describe_launch_template_versions)
     expect_error("InvalidParameterValue", ec2.describe_launch_template_versions, Versions=["1"])

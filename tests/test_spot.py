@@ -99,6 +99,9 @@ def test_requests_fulfilled_or_open_by_price_and_cancelled(server, ec2, image):
                  SpotInstanceRequestIds=["sir-zz"])
     expect_error("InvalidParameterCombination", ec2.request_spot_instances, SpotPrice=HIGH,
                  InstanceInterruptionBehavior="stop", LaunchSpecification={"ImageId": image})
+    # Waiting for its price, but never launchable: refused at once (a bad image), not later.
+    expect_error("InvalidAMIID.NotFound", ec2.request_spot_instances, SpotPrice=LOW,
+                 LaunchSpecification={"ImageId": "ami-0123456789abcdef0", "InstanceType": "t3.micro"})
     # The AWS CLI asks the same.
     cli = aws_cli(server, "ec2", "describe-spot-instance-requests", "--spot-instance-request-ids",
                   out[0]["SpotInstanceRequestId"])
@@ -157,6 +160,9 @@ def test_an_interruption_terminates_after_its_notice(server, ec2, image):
     done = subprocess.run([sys.executable, "-m", "emulator.cli", "spot", "interrupt", plain, "--endpoint",
                            server.endpoint], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "is not a Spot Instance" in done.stderr
+    bad = subprocess.run([sys.executable, "-m", "emulator.cli", "spot", "interrupt", iid, "--notice", "-5",
+                          "--endpoint", server.endpoint], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "InvalidParameterValue" in bad.stderr
     ec2.terminate_instances(InstanceIds=[plain])
 
 
@@ -180,13 +186,21 @@ def test_a_persistent_request_stops_and_is_disabled(server, ec2, image):
 
 
 def test_a_persistent_request_launches_again_after_a_termination(ec2, image):
-    req = ec2.request_spot_instances(SpotPrice=HIGH, Type="persistent", LaunchSpecification={
-        "ImageId": image, "InstanceType": "t3.micro"})["SpotInstanceRequests"][0]
-    first = req["InstanceId"]
+    group = ec2.create_security_group(GroupName=f"spot-{image[-6:]}-{datetime.now().timestamp():.0f}",
+                                      Description="spot")["GroupId"]
+    first = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro", SecurityGroupIds=[group],
+                              InstanceMarketOptions={"MarketType": "spot", "SpotOptions": {
+                                  "SpotInstanceType": "persistent"}}, TagSpecifications=[
+                                  {"ResourceType": "spot-instances-request", "Tags": [{"Key": "k", "Value": "v"}]}])
+    first = first["Instances"][0]["InstanceId"]
+    req = _req(ec2, _inst(ec2, first)["SpotInstanceRequestId"])
+    assert req["Tags"] == [{"Key": "k", "Value": "v"}]
     ec2.terminate_instances(InstanceIds=[first])
     again = eventually(lambda: (r := _req(ec2, req["SpotInstanceRequestId"])).get("InstanceId") not in (None, first)
                        and r, "a new instance for the request", within=30)
     assert again["State"] == "active"
-    assert _inst(ec2, again["InstanceId"])["SpotInstanceRequestId"] == req["SpotInstanceRequestId"]
+    relaunched = _inst(ec2, again["InstanceId"])
+    assert relaunched["SpotInstanceRequestId"] == req["SpotInstanceRequestId"]
+    assert [g["GroupId"] for g in relaunched["SecurityGroups"]] == [group]  # the same launch again
     ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=[req["SpotInstanceRequestId"]])
     ec2.terminate_instances(InstanceIds=[again["InstanceId"]])
