@@ -44,6 +44,28 @@ _event_loop_started = False
 _event_loop_lock = threading.Lock()
 
 
+class _Background:
+    """A call run on its own thread; `result()` waits for it (and raises what it raised)."""
+
+    def __init__(self, fn, *args):
+        self._value, self._error = None, None
+        self._thread = threading.Thread(target=self._run, args=(fn, *args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, *args) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller)
+            self._error = exc
+
+    def result(self, quiet: bool = False):
+        """Its value, once it returned; what it raised is raised (`quiet`: None instead)."""
+        self._thread.join()
+        if self._error is not None and not quiet:
+            raise self._error
+        return self._value
+
+
 def _start_event_loop() -> None:
     """libvirt delivers domain events only through a registered event loop, run in a thread.
     It must be registered before the first connection is opened."""
@@ -264,19 +286,10 @@ class LibvirtDriver(Driver):
                 run(["qemu-img", "create", "-q", "-f", "qcow2", str(partial), str(disk.size_gib * GIB)])
                 os.replace(partial, path)
         marks.append(("disks", time.monotonic()))
-        with self.network.locked():  # its VPC (re)made and the port plugged in one go
-            self.ensure_vpc(spec.vpc())
-            bridge = self.network.plug(spec.instance_id, spec.vpc_id, spec.subnet_id, spec.mac_address,
-                                       spec.private_ip, spec.hostname, spec.secondary_ips,
-                                       source_dest_check=spec.source_dest_check)
-            for nic in spec.interfaces:
-                self._plug_interface(spec.instance_id, nic)
-            if spec.public_ip:
-                self.map_address(spec.vpc_id, spec.public_ip, spec.private_ip, spec.public_hostname)
-        marks.append(("network", time.monotonic()))
+        # Defined before its network exists: the definition only names the port's bridge.
         dom = self._domain(spec.instance_id)
         if dom is None:
-            dom = self.conn.defineXML(self.domain_xml(spec, root, bridge))
+            dom = self.conn.defineXML(self.domain_xml(spec, root, root_bridge_name(spec.instance_id)))
         elif not dom.isActive():
             for disk in spec.disks:  # encrypted volumes: their keys (libvirt keeps them in memory
                 if disk.key is not None:  # only), and their chains may have merged while it was off
@@ -285,8 +298,28 @@ class LibvirtDriver(Driver):
         for nic in spec.interfaces:  # attached while it had no definition yet (or lost from it)
             self._define_nic(dom, nic, libvirt.VIR_DOMAIN_XML_INACTIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
         marks.append(("definition", time.monotonic()))
-        if not dom.isActive():
-            if self._restore(spec, dom):
+        # A restore needs no network until its NICs are plugged: it runs while the port is made
+        # (each takes a few tenths of a second; the guest waits for its NIC either way).
+        restoring = _Background(self._restore, spec, dom) if not dom.isActive() else None
+        try:
+            with self.network.locked():  # its VPC (re)made and the port plugged in one go
+                self.ensure_vpc(spec.vpc())
+                self.network.plug(spec.instance_id, spec.vpc_id, spec.subnet_id, spec.mac_address,
+                                  spec.private_ip, spec.hostname, spec.secondary_ips,
+                                  source_dest_check=spec.source_dest_check)
+                for nic in spec.interfaces:
+                    self._plug_interface(spec.instance_id, nic)
+                if spec.public_ip:
+                    self.map_address(spec.vpc_id, spec.public_ip, spec.private_ip, spec.public_hostname)
+        except BaseException:
+            if restoring is not None and restoring.result(quiet=True):  # restored, but with no network
+                with self._lock:
+                    self._terminating.add(spec.instance_id)  # its STOPPED event is not news
+                dom.destroy()
+            raise
+        marks.append(("network", time.monotonic()))
+        if restoring is not None:
+            if restoring.result() and self._plug_restored(spec, dom):
                 marks.append(("restore", time.monotonic()))
             else:
                 dom.create()  # the STARTED event reports RUNNING
@@ -323,9 +356,9 @@ class LibvirtDriver(Driver):
 
     def _restore(self, spec: InstanceSpec, dom) -> bool:
         """Start the defined, inactive domain from a checkpoint (hypervisor/checkpoints.py):
-        restore a copy named for it, then hot-plug the NICs and disks the checkpoint lacks.
-        False where there is no checkpoint for its kind (one is then built in the background
-        for the next) or the restore failed: the caller boots it cold."""
+        restore a copy named for it (then `_plug_restored` hot-plugs the NICs and disks the
+        checkpoint lacks). False where there is no checkpoint for its kind (one is then built in
+        the background for the next) or the restore failed: the caller boots it cold."""
         key = self._checkpoint_key(spec)
         if key is None:
             return False
@@ -354,8 +387,18 @@ class LibvirtDriver(Driver):
             return False
         finally:
             copy.unlink(missing_ok=True)
-        try:  # what the checkpoint lacks: the NICs (the guest waits for eth0), the other disks
-            for device in [*devices.iterfind("interface"), *(d for d in disks if d is not root[0])]:
+        log.info("%s restored from checkpoint %s in %.2f s", spec.instance_id, key, time.monotonic() - started)
+        return True
+
+    def _plug_restored(self, spec: InstanceSpec, dom) -> bool:
+        """Hot-plug into a restored guest what its checkpoint lacks: the NICs (the guest waits
+        for eth0; their ports exist now) and the disks but the root. False, the guest destroyed,
+        when one cannot be plugged: the caller boots it cold."""
+        persistent = fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        devices = persistent.find("devices")
+        disks = [d for d in devices.iterfind("disk") if d.find("target").get("dev") != "vda"]
+        try:
+            for device in [*devices.iterfind("interface"), *disks]:
                 dom.attachDeviceFlags(tostring(device, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_LIVE)
         except libvirt.libvirtError as exc:
             log.warning("%s: restored, but a device could not be plugged (%s): booting it cold",
@@ -364,7 +407,6 @@ class LibvirtDriver(Driver):
                 self._terminating.add(spec.instance_id)  # its STOPPED event is not news
             dom.destroy()
             return False
-        log.info("%s restored from checkpoint %s in %.2f s", spec.instance_id, key, time.monotonic() - started)
         return True
 
     def stop(self, instance_id: str, force: bool = False) -> None:
