@@ -118,10 +118,14 @@ def _instance(ctx: Context, instance_id: str) -> Instance:
     return ctx.session.get(Instance, row.id, with_for_update=True, populate_existing=True) or row
 
 
+def _no_association(association_id: str) -> InvalidAssociationIDNotFound:
+    return InvalidAssociationIDNotFound.worded(f"An invalid association-id of '{association_id}' was given")
+
+
 def _association(ctx: Context, association_id: str) -> Association:
     row = ctx.session.get(Association, association_id)
     if row is None or row.account_id != ctx.account_id or row.region != ctx.region:
-        raise InvalidAssociationIDNotFound.worded(f"An invalid association-id of '{association_id}' was given")
+        raise _no_association(association_id)
     return row
 
 
@@ -138,15 +142,22 @@ def associate_iam_instance_profile(ctx: Context, p: dict) -> dict:
     return {"IamInstanceProfileAssociation": _out(row, inst.state, "associating")}
 
 
+def _end(ctx: Context, association_id: str) -> tuple[Association, Instance]:
+    """End an association that holds (Replace, Disassociate): -> it and its instance, whose row
+    is locked first (as Associate locks it), then the association read again."""
+    row = _association(ctx, association_id)
+    inst = _instance(ctx, row.instance_id)
+    ctx.session.refresh(row)
+    if _state(row, inst.state) != "associated":
+        raise _no_association(row.id)
+    row.state = "disassociated"
+    return row, inst
+
+
 @action("ReplaceIamInstanceProfileAssociation")
 def replace_iam_instance_profile_association(ctx: Context, p: dict) -> dict:
     profile = profile_of(ctx, p.get("IamInstanceProfile"))
-    old = _association(ctx, p["AssociationId"])
-    inst = _instance(ctx, old.instance_id)
-    ctx.session.refresh(old)
-    if _state(old, inst.state) != "associated":
-        raise InvalidAssociationIDNotFound.worded(f"An invalid association-id of '{old.id}' was given")
-    old.state = "disassociated"
+    _, inst = _end(ctx, p["AssociationId"])
     row = associate(ctx, inst.id, profile)
     ctx.session.flush()
     return {"IamInstanceProfileAssociation": _out(row, inst.state, "associating")}
@@ -154,12 +165,7 @@ def replace_iam_instance_profile_association(ctx: Context, p: dict) -> dict:
 
 @action("DisassociateIamInstanceProfile")
 def disassociate_iam_instance_profile(ctx: Context, p: dict) -> dict:
-    row = _association(ctx, p["AssociationId"])
-    inst = _instance(ctx, row.instance_id)
-    ctx.session.refresh(row)
-    if _state(row, inst.state) != "associated":
-        raise InvalidAssociationIDNotFound.worded(f"An invalid association-id of '{row.id}' was given")
-    row.state = "disassociated"
+    row, inst = _end(ctx, p["AssociationId"])
     return {"IamInstanceProfileAssociation": _out(row, inst.state, "disassociating")}
 
 
@@ -189,7 +195,7 @@ def describe_iam_instance_profile_associations(ctx: Context, p: dict) -> dict:
         have = {a.id for a, _ in rows}
         missing = [w for w in wanted if w not in have]
         if missing:
-            raise InvalidAssociationIDNotFound.worded(f"An invalid association-id of '{missing[0]}' was given")
+            raise _no_association(missing[0])
         rows = [(a, s) for a, s in rows if a.id in set(wanted)]
     return describe(ctx, ASSOCIATIONS, p, [_Row(a, s) for a, s in rows])
 

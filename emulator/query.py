@@ -133,24 +133,35 @@ def apply_filters(rows: Iterable, filters: list[dict] | None, spec: dict[str, Ge
     return rows
 
 
-def paginate(rows: list, max_results: int | None, next_token: str | None,
+def next_token(last_key) -> str:
+    """The NextToken of a page whose last row has this paging key."""
+    return base64.urlsafe_b64encode(f"ec2emu1:{last_key}".encode()).decode()
+
+
+def token_key(token: str) -> str:
+    """The paging key a NextToken names (rows after it come next), or AWS's InvalidNextToken."""
+    try:
+        marker, _, last = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        marker = ""
+    if marker != "ec2emu1":
+        raise InvalidNextToken(token) from None
+    return last
+
+
+def paginate(rows: list, max_results: int | None, next_token_: str | None,
              key: Getter = lambda r: r.id) -> tuple[list, str | None]:
     """Rows must already be in a stable order (by key), max_results within bounds
     (`check_max_results`). The token names the last key served."""
     start = 0
-    if next_token:
-        try:
-            marker, _, last = base64.urlsafe_b64decode(next_token.encode()).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            marker = ""
-        if marker != "ec2emu1":
-            raise InvalidNextToken(next_token) from None
+    if next_token_:
+        last = token_key(next_token_)
         start = next((i for i, r in enumerate(rows) if key(r) > last), len(rows))
     if max_results is None:
         return rows[start:], None
     page = rows[start:start + max_results]
     if start + max_results < len(rows):
-        return page, base64.urlsafe_b64encode(f"ec2emu1:{key(page[-1])}".encode()).decode()
+        return page, next_token(key(page[-1]))
     return page, None
 
 

@@ -17,8 +17,6 @@ a new instance when the price allows) or disabled (a stop: StartInstances brings
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import logging
 import re
@@ -28,13 +26,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from .catalogue import INSTANCE_TYPES, REGIONS, vcpus_and_memory
-from .errors import (EC2Error, IncorrectInstanceState, InvalidNextToken, InvalidParameterCombination,
-                     InvalidParameterValue,
+from .errors import (EC2Error, IncorrectInstanceState, InvalidParameterCombination, InvalidParameterValue,
                      InvalidSpotInstanceRequestIDMalformed, InvalidSpotInstanceRequestIDNotFound, MissingParameter,
                      SpotMaxPriceTooLow, Unsupported)
 from .ids import well_formed
 from .models import Instance, SpotInstanceRequest, utcnow
-from .query import Resource, Selector, apply_filters, check_max_results, describe
+from .query import Resource, Selector, apply_filters, check_max_results, describe, next_token, token_key
 from .registry import Context, Host, action
 from .tags import refuse_other_tag_types, set_tags, tag_dict, tag_list, tag_specifications
 from .times import aware, iso8601
@@ -352,20 +349,6 @@ def cancel_spot_instance_requests(ctx: Context, p: dict) -> dict:
     return {"CancelledSpotInstanceRequests": out}
 
 
-def _token(last: str) -> str:
-    return base64.urlsafe_b64encode(f"ec2emu1:{last}".encode()).decode()
-
-
-def _token_key(token: str) -> str:
-    try:
-        marker, _, last = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        marker = ""
-    if marker != "ec2emu1" or not last:
-        raise InvalidNextToken(token)
-    return last
-
-
 @action("DescribeSpotPriceHistory")
 def describe_spot_price_history(ctx: Context, p: dict) -> dict:
     check_max_results(p.get("MaxResults"), 1, 10000)
@@ -395,7 +378,7 @@ def describe_spot_price_history(ctx: Context, p: dict) -> dict:
     def key(r: dict) -> str:  # newest first, then type, zone, product: the order rows are made in
         return (f"{9999999999 - int(r['Timestamp'].timestamp()):010d}|{r['InstanceType']}|{r['AvailabilityZone']}"
                 f"|{r['ProductDescription']}")
-    after = _token_key(p["NextToken"]) if p.get("NextToken") else None
+    after = token_key(p["NextToken"]) if p.get("NextToken") else None
     # One record per hour that began in the window (and the one in force at its start), made an
     # hour at a time and only until the page is full: a 90-day window of every type is millions.
     limit = p.get("MaxResults") or 1000
@@ -411,7 +394,7 @@ def describe_spot_price_history(ctx: Context, p: dict) -> dict:
     token = None
     if len(page) > limit:
         page = page[:limit]
-        token = _token(key(page[-1]))
+        token = next_token(key(page[-1]))
     return {"SpotPriceHistory": page, "NextToken": token}
 
 
