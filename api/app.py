@@ -18,7 +18,7 @@ from emulator.errors import (AuthFailure, EC2Error, InternalError, InvalidAction
 from emulator.instance_profiles import RoleCaller
 from emulator.service import Cloud
 
-from . import admin, model, protocol, sts
+from . import admin, console, model, protocol, sts
 from .auth import verify_request
 from .throttle import Throttle
 
@@ -139,6 +139,7 @@ def _scope_service(auth: str) -> str | None:
 def create_app(cloud: Cloud) -> FastAPI:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     api = Api(cloud)
+    app.include_router(console.router(cloud))  # /console/... (before the EC2 endpoint's any-path route)
 
     # Any path: AWS serves "/", Eucalyptus-era clients (libcloud, euca2ools) post to /services/Eucalyptus.
     @app.api_route("/{path:path}", methods=["GET", "POST"])

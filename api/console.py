@@ -1,0 +1,228 @@
+"""The web console at /console/ (issue 11, first part): sign-in, a dashboard of counts, and the
+instances page (a list that follows state changes without reloading, a launch form, stop,
+start, reboot, terminate). Served by the API's own process.
+
+Every action is an EC2 request made the API's way: the form becomes the operation's Query
+parameters, parsed by the same protocol layer (api/protocol.py) and run by the same handler in
+the same transaction (Cloud.call), so a rule is never written twice and errors are AWS's own
+messages, shown to the person.
+
+Sign-in takes an access key and its secret (the account's configured credentials). The session
+is a cookie: `account.access-key.expiry` under an HMAC (a key derived from the master key),
+HttpOnly, SameSite=Strict, Path=/console. Every change (POST) carries a CSRF token, an HMAC of
+the session, checked before anything runs. Pages are server-side templates (Jinja2) with a
+little JavaScript; nothing is fetched from elsewhere, so it works offline.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+import uuid
+from pathlib import Path
+
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from emulator.catalogue import REGIONS
+from emulator.ebs_encryption import derived_key
+from emulator.errors import EC2Error
+from emulator.service import Cloud
+
+from . import model, protocol
+
+COOKIE = "ec2emu_console"
+SESSION_SECONDS = 12 * 3600
+TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "console_templates"),
+                        autoescape=select_autoescape(["html"]))
+ACTIONS = {"stop": "StopInstances", "start": "StartInstances", "reboot": "RebootInstances",
+           "terminate": "TerminateInstances"}
+
+
+class Console:
+    def __init__(self, cloud: Cloud):
+        self.cloud = cloud
+        self.key = derived_key(cloud.config, "console-session")
+
+    # ---------------------------------------------------------------------------- sessions
+
+    def _mac(self, text: str) -> str:
+        return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()
+
+    def session_cookie(self, account_id: str, access_key: str) -> str:
+        value = f"{account_id}.{access_key}.{int(time.time()) + SESSION_SECONDS}"
+        return f"{value}.{self._mac(value)}"
+
+    def account(self, request: Request) -> str | None:
+        """The signed-in account, if the request's cookie is a valid, unexpired session whose
+        access key is still configured for that account."""
+        cookie = request.cookies.get(COOKIE, "")
+        try:
+            account_id, access_key, expiry, mac = cookie.rsplit(".", 3)
+        except ValueError:
+            return None
+        if not hmac.compare_digest(mac.encode(), self._mac(f"{account_id}.{access_key}.{expiry}").encode()):
+            return None
+        cred = self.cloud.config.account_for(access_key)
+        if not expiry.isdigit() or int(expiry) < time.time() or cred is None or cred.account_id != account_id:
+            return None
+        return account_id
+
+    def csrf(self, request: Request) -> str:
+        return self._mac("csrf:" + request.cookies.get(COOKIE, ""))
+
+    def csrf_ok(self, request: Request, token: str) -> bool:
+        return bool(request.cookies.get(COOKIE)) and hmac.compare_digest(token.encode(), self.csrf(request).encode())
+
+    # ---------------------------------------------------------------------------- EC2 calls
+
+    def call(self, action: str, flat: dict[str, str], account_id: str, region: str) -> dict:
+        """One EC2 request, as the API runs it: Query parameters parsed by the operation's
+        shape, then its handler in its own transaction. EC2Error: AWS's refusal."""
+        op = model.operation(action)
+        inputs = protocol.parse_input(op.input_shape, flat)
+        return self.cloud.call(action, inputs, account_id, region, str(uuid.uuid4())) or {}
+
+    def counts(self, account_id: str, region: str) -> dict[str, int]:
+        def n(action: str, member: str, flat=None) -> int:
+            return len(self.call(action, flat or {}, account_id, region).get(member) or [])
+        instances = [i for r in self.call("DescribeInstances", {}, account_id, region).get("Reservations") or []
+                     for i in r["Instances"]]
+        return {"Instances": len(instances),
+                "Running instances": sum(1 for i in instances if i["State"]["Name"] == "running"),
+                "Volumes": n("DescribeVolumes", "Volumes"),
+                "Snapshots": n("DescribeSnapshots", "Snapshots", {"Owner.1": "self"}),
+                "Images (yours)": n("DescribeImages", "Images", {"Owner.1": "self"}),
+                "Key pairs": n("DescribeKeyPairs", "KeyPairs"),
+                "Security groups": n("DescribeSecurityGroups", "SecurityGroups"),
+                "VPCs": n("DescribeVpcs", "Vpcs"), "Subnets": n("DescribeSubnets", "Subnets"),
+                "Elastic IPs": n("DescribeAddresses", "Addresses")}
+
+    def instances(self, account_id: str, region: str) -> list[dict]:
+        rows = []
+        for r in self.call("DescribeInstances", {}, account_id, region).get("Reservations") or []:
+            for i in r["Instances"]:
+                name = next((t["Value"] for t in i.get("Tags") or [] if t["Key"] == "Name"), "")
+                rows.append({"id": i["InstanceId"], "name": name, "state": i["State"]["Name"],
+                             "type": i["InstanceType"], "image": i["ImageId"],
+                             "zone": i["Placement"]["AvailabilityZone"],
+                             "private_ip": i.get("PrivateIpAddress") or "", "public_ip": i.get("PublicIpAddress") or ""})
+        return rows
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A POSTed form (application/x-www-form-urlencoded), as the EC2 endpoint reads its own."""
+    return dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _region(request: Request, default: str) -> str:
+    region = request.query_params.get("region") or default
+    return region if region in REGIONS else default
+
+
+def router(cloud: Cloud) -> APIRouter:
+    console = Console(cloud)
+    r = APIRouter(prefix="/console")
+
+    def page(name: str, request: Request, status: int = 200, **values) -> HTMLResponse:
+        html = TEMPLATES.get_template(name).render(request=request, regions=sorted(REGIONS), **values)
+        return HTMLResponse(html, status_code=status, headers={
+            "Cache-Control": "no-store", "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                                       "script-src 'self' 'unsafe-inline'"})
+
+    def signed_in(request: Request):
+        account_id = console.account(request)
+        region = _region(request, cloud.config.default_region)
+        return account_id, region
+
+    @r.get("")
+    def bare() -> Response:
+        return RedirectResponse("/console/", status_code=307)
+
+    @r.get("/")
+    def dashboard(request: Request) -> Response:
+        account_id, region = signed_in(request)
+        if account_id is None:
+            return page("signin.html", request)
+        return page("dashboard.html", request, account=account_id, region=region, csrf=console.csrf(request),
+                    counts=console.counts(account_id, region))
+
+    @r.post("/sign-in")
+    async def sign_in(request: Request) -> Response:
+        form = await _form(request)
+        cred = cloud.config.account_for(form.get("access_key", "").strip())
+        if cred is None or not hmac.compare_digest(cred.secret_key.encode(), form.get("secret_key", "").encode()):
+            return page("signin.html", request, status=401,
+                        error="AWS was not able to validate the provided access credentials")
+        answer = RedirectResponse("/console/", status_code=303)
+        answer.set_cookie(COOKIE, console.session_cookie(cred.account_id, cred.access_key), httponly=True,
+                          samesite="strict", path="/console", max_age=SESSION_SECONDS)
+        return answer
+
+    @r.post("/sign-out")
+    async def sign_out(request: Request) -> Response:
+        if not console.csrf_ok(request, (await _form(request)).get("csrf", "")):
+            return Response("refused: no valid CSRF token", status_code=403)
+        answer = RedirectResponse("/console/", status_code=303)
+        answer.delete_cookie(COOKIE, path="/console")
+        return answer
+
+    @r.get("/instances")
+    def instances(request: Request, error: str = "") -> Response:
+        account_id, region = signed_in(request)
+        if account_id is None:
+            return RedirectResponse("/console/", status_code=303)
+        images = console.call("DescribeImages", {"Owner.1": "self", "Owner.2": "ec2emu"}, account_id, region)
+        keys = console.call("DescribeKeyPairs", {}, account_id, region)
+        return page("instances.html", request, account=account_id, region=region, error=error,
+                    instances=console.instances(account_id, region), csrf=console.csrf(request),
+                    images=[i for i in images.get("Images") or [] if i.get("ImageType", "machine") == "machine"],
+                    key_pairs=[k["KeyName"] for k in keys.get("KeyPairs") or []])
+
+    @r.get("/api/instances")
+    def instances_json(request: Request) -> Response:
+        account_id, region = signed_in(request)
+        if account_id is None:
+            return JSONResponse({"error": "not signed in"}, status_code=401)
+        return JSONResponse({"instances": console.instances(account_id, region)},
+                            headers={"Cache-Control": "no-store"})
+
+    def _act(request: Request, csrf: str, action: str, flat: dict[str, str]) -> Response:
+        account_id, region = signed_in(request)
+        if account_id is None:
+            return RedirectResponse("/console/", status_code=303)
+        if not console.csrf_ok(request, csrf):
+            return Response("refused: no valid CSRF token", status_code=403)
+        back = f"/console/instances?region={region}"
+        try:
+            console.call(action, flat, account_id, region)
+        except EC2Error as exc:  # AWS's words, shown to the person
+            return page("instances.html", request, status=exc.status, account=account_id, region=region,
+                        error=f"{exc.code}: {exc.message}", instances=console.instances(account_id, region),
+                        csrf=console.csrf(request), images=[], key_pairs=[])
+        return RedirectResponse(back, status_code=303)
+
+    @r.post("/instances/launch")
+    async def launch(request: Request) -> Response:
+        form = await _form(request)
+        count = form.get("count") or "1"
+        flat = {"ImageId": form.get("image_id", ""), "InstanceType": form.get("instance_type") or "t2.micro",
+                "MinCount": count, "MaxCount": count}
+        if form.get("key_name"):
+            flat["KeyName"] = form["key_name"]
+        if form.get("user_data"):
+            flat["UserData"] = base64.b64encode(form["user_data"].encode()).decode()
+        return _act(request, form.get("csrf", ""), "RunInstances", flat)
+
+    @r.post("/instances/{instance_id}/{verb}")
+    async def instance_action(request: Request, instance_id: str, verb: str) -> Response:
+        if verb not in ACTIONS:
+            return Response("unknown action", status_code=404)
+        return _act(request, (await _form(request)).get("csrf", ""), ACTIONS[verb], {"InstanceId.1": instance_id})
+
+    return r
