@@ -41,6 +41,28 @@ TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "console
                         autoescape=select_autoescape(["html"]))
 ACTIONS = {"stop": "StopInstances", "start": "StartInstances", "reboot": "RebootInstances",
            "terminate": "TerminateInstances"}
+# What the resource pages' forms may ask (POST /console/do/<Action>, the form's fields being the
+# operation's own Query parameters): the page each goes back to.
+DO = {"CreateKeyPair": "key-pairs", "ImportKeyPair": "key-pairs", "DeleteKeyPair": "key-pairs",
+      "CreateSecurityGroup": "security-groups", "DeleteSecurityGroup": "security-groups",
+      "AuthorizeSecurityGroupIngress": "security-groups", "RevokeSecurityGroupIngress": "security-groups",
+      "CreateVolume": "volumes", "DeleteVolume": "volumes", "AttachVolume": "volumes", "DetachVolume": "volumes",
+      "CreateSnapshot": "volumes", "DeleteSnapshot": "volumes",
+      "CreateVpc": "network", "DeleteVpc": "network", "CreateSubnet": "network", "DeleteSubnet": "network",
+      "AllocateAddress": "network", "ReleaseAddress": "network", "AssociateAddress": "network",
+      "DisassociateAddress": "network", "DeregisterImage": "images"}
+# page -> [(title, Describe action, its parameters, output member)]
+PAGES = {
+    "key-pairs": [("Key pairs", "DescribeKeyPairs", {}, "KeyPairs")],
+    "security-groups": [("Security groups", "DescribeSecurityGroups", {}, "SecurityGroups")],
+    "volumes": [("Volumes", "DescribeVolumes", {}, "Volumes"),
+                ("Snapshots", "DescribeSnapshots", {"Owner.1": "self"}, "Snapshots")],
+    "network": [("VPCs", "DescribeVpcs", {}, "Vpcs"), ("Subnets", "DescribeSubnets", {}, "Subnets"),
+                ("Route tables", "DescribeRouteTables", {}, "RouteTables"),
+                ("Internet gateways", "DescribeInternetGateways", {}, "InternetGateways"),
+                ("Elastic IPs", "DescribeAddresses", {}, "Addresses")],
+    "images": [("Images", "DescribeImages", {"Owner.1": "self", "Owner.2": "ec2emu"}, "Images")],
+}
 
 
 class Console:
@@ -224,5 +246,44 @@ def router(cloud: Cloud) -> APIRouter:
         if verb not in ACTIONS:
             return Response("unknown action", status_code=404)
         return _act(request, (await _form(request)).get("csrf", ""), ACTIONS[verb], {"InstanceId.1": instance_id})
+
+    def _resources(request: Request, name: str, account_id: str, region: str, error: str = "",
+                   status: int = 200) -> Response:
+        sections = [(title, member, console.call(action, flat, account_id, region).get(member) or [])
+                    for title, action, flat, member in PAGES[name]]
+        zones = [z.name for z in REGIONS[region].zones]
+        return page(f"{name}.html", request, status=status, account=account_id, region=region, error=error,
+                    csrf=console.csrf(request), sections=sections, zones=zones,
+                    instances=console.instances(account_id, region) if name in ("volumes", "network") else [])
+
+    @r.get("/{name}")
+    def resources(request: Request, name: str) -> Response:
+        account_id, region = signed_in(request)
+        if account_id is None:
+            return RedirectResponse("/console/", status_code=303)
+        if name not in PAGES:
+            return Response("no such page", status_code=404)
+        return _resources(request, name, account_id, region)
+
+    @r.post("/do/{action}")
+    async def do(request: Request, action: str) -> Response:
+        """A resource page's form: the fields are the operation's own Query parameters."""
+        account_id, region = signed_in(request)
+        if account_id is None:
+            return RedirectResponse("/console/", status_code=303)
+        form = await _form(request)
+        if not console.csrf_ok(request, form.pop("csrf", "")):
+            return Response("refused: no valid CSRF token", status_code=403)
+        if action not in DO:
+            return Response("not an action of the console", status_code=404)
+        flat = {k: v for k, v in form.items() if v != ""}
+        try:
+            result = console.call(action, flat, account_id, region)
+        except EC2Error as exc:  # AWS's words, shown on the page the form was on
+            return _resources(request, DO[action], account_id, region, f"{exc.code}: {exc.message}", exc.status)
+        if action == "CreateKeyPair":  # the private key, once: a download, never stored
+            return Response(result["KeyMaterial"], media_type="application/x-pem-file", headers={
+                "Content-Disposition": f'attachment; filename="{result["KeyName"]}.pem"', "Cache-Control": "no-store"})
+        return RedirectResponse(f"/console/{DO[action]}?region={region}", status_code=303)
 
     return r

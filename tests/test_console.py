@@ -110,3 +110,89 @@ def test_errors_are_aws_own_and_accounts_stay_apart(server, ec2):
     assert web.post(server.endpoint + f"/console/instances/{mine}/stop", data={"csrf": _csrf(listed)},
                     allow_redirects=False, timeout=30).status_code == 403
     ec2.terminate_instances(InstanceIds=[mine])
+
+
+def _do(web, server, action: str, csrf: str, **fields):
+    return web.post(server.endpoint + f"/console/do/{action}", data={"csrf": csrf, **fields}, allow_redirects=False,
+                    timeout=30)
+
+
+def test_key_pairs_groups_volumes_and_network_pages(server, ec2):
+    web = _signed_in(server)
+    csrf = _csrf(web.get(server.endpoint + "/console/key-pairs", timeout=30).text)
+    # A key pair: its private key is the answer's download, once.
+    name = f"console-{csrf[:8]}"
+    pem = _do(web, server, "CreateKeyPair", csrf, KeyName=name, KeyType="ed25519")
+    assert pem.status_code == 200 and f'filename="{name}.pem"' in pem.headers["content-disposition"]
+    assert pem.text.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert ec2.describe_key_pairs(KeyNames=[name])["KeyPairs"][0]["KeyType"] == "ed25519"
+    assert f'data-name="{name}"' in web.get(server.endpoint + "/console/key-pairs", timeout=30).text
+    assert _do(web, server, "DeleteKeyPair", "0" * 64, KeyName=name).status_code == 403  # no valid token
+    assert _do(web, server, "DeleteKeyPair", csrf, KeyName=name).status_code == 303
+    assert not ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [name]}])["KeyPairs"]
+    assert _do(web, server, "TerminateInstances", csrf).status_code == 404  # not one of the console's actions
+    # A security group's rule editor: add a rule, see it, remove it.
+    group = ec2.create_security_group(GroupName=name, Description="console")["GroupId"]
+    assert _do(web, server, "AuthorizeSecurityGroupIngress", csrf, GroupId=group, **{
+        "IpPermissions.1.IpProtocol": "tcp", "IpPermissions.1.FromPort": "8080", "IpPermissions.1.ToPort": "8080",
+        "IpPermissions.1.IpRanges.1.CidrIp": "198.51.100.0/24"}).status_code == 303
+    rules = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
+    assert rules[0]["FromPort"] == 8080 and rules[0]["IpRanges"] == [{"CidrIp": "198.51.100.0/24"}]
+    page = web.get(server.endpoint + "/console/security-groups", timeout=30).text
+    assert "198.51.100.0/24" in page and group in page
+    assert _do(web, server, "RevokeSecurityGroupIngress", csrf, GroupId=group, **{
+        "IpPermissions.1.IpProtocol": "tcp", "IpPermissions.1.FromPort": "8080", "IpPermissions.1.ToPort": "8080",
+        "IpPermissions.1.IpRanges.1.CidrIp": "198.51.100.0/24"}).status_code == 303
+    assert not ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
+    # AWS's refusal, shown on the page the form was on.
+    refused = _do(web, server, "AuthorizeSecurityGroupIngress", csrf, GroupId=group, **{
+        "IpPermissions.1.IpProtocol": "tcp", "IpPermissions.1.FromPort": "22", "IpPermissions.1.ToPort": "22",
+        "IpPermissions.1.IpRanges.1.CidrIp": "not-a-cidr"})
+    assert refused.status_code == 400 and 'id="error"' in refused.text and "InvalidParameterValue" in refused.text
+    ec2.delete_security_group(GroupId=group)
+    # A volume: create, attach to a running instance, snapshot, detach.
+    iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    zone = inst["Placement"]["AvailabilityZone"]
+    before = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
+    assert _do(web, server, "CreateVolume", csrf, AvailabilityZone=zone, Size="1", VolumeType="gp3").status_code == 303
+    vol = ({v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]} - before).pop()
+    eventually(lambda: ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["State"] == "available", "available")
+    eventually(lambda: _state(web, server, iid) == "running", "running")
+    assert _do(web, server, "AttachVolume", csrf, VolumeId=vol, InstanceId=iid, Device="/dev/sdf").status_code == 303
+    eventually(lambda: ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["State"] == "in-use", "attached")
+    assert _do(web, server, "CreateSnapshot", csrf, VolumeId=vol).status_code == 303
+    page = web.get(server.endpoint + "/console/volumes", timeout=30).text
+    assert f'data-id="{vol}"' in page and iid in page
+    snap = ec2.describe_snapshots(Filters=[{"Name": "volume-id", "Values": [vol]}])["Snapshots"][0]["SnapshotId"]
+    assert f'data-id="{snap}"' in page
+    assert _do(web, server, "DetachVolume", csrf, VolumeId=vol).status_code == 303
+    eventually(lambda: ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["State"] == "available", "detached")
+    # The network page lists the default VPC and its subnets; an Elastic IP is allocated.
+    page = web.get(server.endpoint + "/console/network", timeout=30).text
+    default_vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    assert f'data-id="{default_vpc}"' in page
+    addresses = len(ec2.describe_addresses()["Addresses"])
+    assert _do(web, server, "AllocateAddress", csrf, Domain="vpc").status_code == 303
+    assert len(ec2.describe_addresses()["Addresses"]) == addresses + 1
+    for path in ("images", "instances", ""):
+        assert web.get(server.endpoint + f"/console/{path}", timeout=30).status_code == 200
+    ec2.terminate_instances(InstanceIds=[iid])
+
+
+def test_a_rule_without_ports_is_removed_from_the_editor(server, ec2):
+    """The default group's own rule (all protocols, a group as its source) has no ports: its
+    remove form must not send any (found by review)."""
+    web = _signed_in(server)
+    group = ec2.create_security_group(GroupName=f"noports-{id(web)}", Description="x")["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[
+        {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group}]}])
+    page = web.get(server.endpoint + "/console/security-groups", timeout=30).text
+    section = page[page.index(f'data-id="{group}"'):]
+    form = re.search(r'<form method="post" action="/console/do/RevokeSecurityGroupIngress[^"]*"[^>]*>(.*?)</form>',
+                     section, re.S).group(1)
+    fields = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form))
+    assert "IpPermissions.1.FromPort" not in fields and fields["IpPermissions.1.Groups.1.GroupId"] == group
+    assert _do(web, server, "RevokeSecurityGroupIngress", fields.pop("csrf"), **fields).status_code == 303
+    assert not ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
+    ec2.delete_security_group(GroupId=group)
