@@ -31,6 +31,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from emulator.catalogue import REGIONS
 from emulator.ebs_encryption import derived_key
 from emulator.errors import EC2Error
+from emulator.query import COUNT_ONLY
 from emulator.service import Cloud
 
 from . import model, protocol
@@ -39,6 +40,7 @@ COOKIE = "ec2emu_console"
 SESSION_SECONDS = 12 * 3600
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "console_templates"),
                         autoescape=select_autoescape(["html"]))
+PAGE_SIZE = 50
 ACTIONS = {"stop": "StopInstances", "start": "StartInstances", "reboot": "RebootInstances",
            "terminate": "TerminateInstances"}
 # What the resource pages' forms may ask (POST /console/do/<Action>, the form's fields being the
@@ -55,8 +57,8 @@ DO = {"CreateKeyPair": "key-pairs", "ImportKeyPair": "key-pairs", "DeleteKeyPair
 PAGES = {
     "key-pairs": [("Key pairs", "DescribeKeyPairs", {}, "KeyPairs")],
     "security-groups": [("Security groups", "DescribeSecurityGroups", {}, "SecurityGroups")],
-    "volumes": [("Volumes", "DescribeVolumes", {}, "Volumes"),
-                ("Snapshots", "DescribeSnapshots", {"Owner.1": "self"}, "Snapshots")],
+    "volumes": [("Volumes", "DescribeVolumes", {"MaxResults": str(PAGE_SIZE)}, "Volumes"),
+                ("Snapshots", "DescribeSnapshots", {"Owner.1": "self", "MaxResults": str(PAGE_SIZE)}, "Snapshots")],
     "network": [("VPCs", "DescribeVpcs", {}, "Vpcs"), ("Subnets", "DescribeSubnets", {}, "Subnets"),
                 ("Route tables", "DescribeRouteTables", {}, "RouteTables"),
                 ("Internet gateways", "DescribeInternetGateways", {}, "InternetGateways"),
@@ -102,38 +104,41 @@ class Console:
 
     # ---------------------------------------------------------------------------- EC2 calls
 
-    def call(self, action: str, flat: dict[str, str], account_id: str, region: str) -> dict:
+    def call(self, action: str, flat: dict[str, str], account_id: str, region: str, count: bool = False) -> dict:
         """One EC2 request, as the API runs it: Query parameters parsed by the operation's
-        shape, then its handler in its own transaction. EC2Error: AWS's refusal."""
+        shape, then its handler in its own transaction. EC2Error: AWS's refusal. `count`: a
+        Describe's number of rows only (query.COUNT_ONLY: selected and filtered, not rendered)."""
         op = model.operation(action)
         inputs = protocol.parse_input(op.input_shape, flat)
+        if count:
+            inputs[COUNT_ONLY] = True
         return self.cloud.call(action, inputs, account_id, region, str(uuid.uuid4())) or {}
 
     def counts(self, account_id: str, region: str) -> dict[str, int]:
-        def n(action: str, member: str, flat=None) -> int:
-            return len(self.call(action, flat or {}, account_id, region).get(member) or [])
-        instances = [i for r in self.call("DescribeInstances", {}, account_id, region).get("Reservations") or []
-                     for i in r["Instances"]]
-        return {"Instances": len(instances),
-                "Running instances": sum(1 for i in instances if i["State"]["Name"] == "running"),
-                "Volumes": n("DescribeVolumes", "Volumes"),
-                "Snapshots": n("DescribeSnapshots", "Snapshots", {"Owner.1": "self"}),
-                "Images (yours)": n("DescribeImages", "Images", {"Owner.1": "self"}),
-                "Key pairs": n("DescribeKeyPairs", "KeyPairs"),
-                "Security groups": n("DescribeSecurityGroups", "SecurityGroups"),
-                "VPCs": n("DescribeVpcs", "Vpcs"), "Subnets": n("DescribeSubnets", "Subnets"),
-                "Elastic IPs": n("DescribeAddresses", "Addresses")}
+        def n(action: str, flat=None) -> int:
+            return self.call(action, flat or {}, account_id, region, count=True)[COUNT_ONLY]
+        return {"Instances": n("DescribeInstances"),
+                "Running instances": n("DescribeInstances", {"Filter.1.Name": "instance-state-name",
+                                                             "Filter.1.Value.1": "running"}),
+                "Volumes": n("DescribeVolumes"), "Snapshots": n("DescribeSnapshots", {"Owner.1": "self"}),
+                "Images (yours)": n("DescribeImages", {"Owner.1": "self"}), "Key pairs": n("DescribeKeyPairs"),
+                "Security groups": n("DescribeSecurityGroups"), "VPCs": n("DescribeVpcs"),
+                "Subnets": n("DescribeSubnets"), "Elastic IPs": n("DescribeAddresses")}
 
-    def instances(self, account_id: str, region: str) -> list[dict]:
+    def instances(self, account_id: str, region: str, token: str = "") -> tuple[list[dict], str]:
+        """A page of the account's instances (PAGE_SIZE, as AWS's console shows them) and the
+        next page's token."""
+        flat = {"MaxResults": str(PAGE_SIZE), **({"NextToken": token} if token else {})}
+        answer = self.call("DescribeInstances", flat, account_id, region)
         rows = []
-        for r in self.call("DescribeInstances", {}, account_id, region).get("Reservations") or []:
+        for r in answer.get("Reservations") or []:
             for i in r["Instances"]:
                 name = next((t["Value"] for t in i.get("Tags") or [] if t["Key"] == "Name"), "")
                 rows.append({"id": i["InstanceId"], "name": name, "state": i["State"]["Name"],
                              "type": i["InstanceType"], "image": i["ImageId"],
                              "zone": i["Placement"]["AvailabilityZone"],
                              "private_ip": i.get("PrivateIpAddress") or "", "public_ip": i.get("PublicIpAddress") or ""})
-        return rows
+        return rows, answer.get("NextToken") or ""
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -194,25 +199,31 @@ def router(cloud: Cloud) -> APIRouter:
         answer.delete_cookie(COOKIE, path="/console")
         return answer
 
-    @r.get("/instances")
-    def instances(request: Request, error: str = "") -> Response:
-        account_id, region = signed_in(request)
-        if account_id is None:
-            return RedirectResponse("/console/", status_code=303)
+    def instances_page(request: Request, account_id: str, region: str, error: str = "", status: int = 200):
+        token = request.query_params.get("page", "")
+        rows, next_token = console.instances(account_id, region, token)
         images = console.call("DescribeImages", {"Owner.1": "self", "Owner.2": "ec2emu"}, account_id, region)
         keys = console.call("DescribeKeyPairs", {}, account_id, region)
-        return page("instances.html", request, account=account_id, region=region, error=error,
-                    instances=console.instances(account_id, region), csrf=console.csrf(request),
+        return page("instances.html", request, status=status, account=account_id, region=region, error=error,
+                    instances=rows, next_token=next_token, token=token, csrf=console.csrf(request),
                     images=[i for i in images.get("Images") or [] if i.get("ImageType", "machine") == "machine"],
                     key_pairs=[k["KeyName"] for k in keys.get("KeyPairs") or []])
 
+    @r.get("/instances")
+    def instances(request: Request) -> Response:
+        account_id, region = signed_in(request)
+        if account_id is None:
+            return RedirectResponse("/console/", status_code=303)
+        return instances_page(request, account_id, region)
+
     @r.get("/api/instances")
     def instances_json(request: Request) -> Response:
+        """The page's instances, polled by its script (the same page: `page`, its token)."""
         account_id, region = signed_in(request)
         if account_id is None:
             return JSONResponse({"error": "not signed in"}, status_code=401)
-        return JSONResponse({"instances": console.instances(account_id, region)},
-                            headers={"Cache-Control": "no-store"})
+        rows, _ = console.instances(account_id, region, request.query_params.get("page", ""))
+        return JSONResponse({"instances": rows}, headers={"Cache-Control": "no-store"})
 
     def _act(request: Request, csrf: str, action: str, flat: dict[str, str]) -> Response:
         account_id, region = signed_in(request)
@@ -224,9 +235,7 @@ def router(cloud: Cloud) -> APIRouter:
         try:
             console.call(action, flat, account_id, region)
         except EC2Error as exc:  # AWS's words, shown to the person
-            return page("instances.html", request, status=exc.status, account=account_id, region=region,
-                        error=f"{exc.code}: {exc.message}", instances=console.instances(account_id, region),
-                        csrf=console.csrf(request), images=[], key_pairs=[])
+            return instances_page(request, account_id, region, f"{exc.code}: {exc.message}", exc.status)
         return RedirectResponse(back, status_code=303)
 
     @r.post("/instances/launch")
@@ -253,8 +262,7 @@ def router(cloud: Cloud) -> APIRouter:
                     for title, action, flat, member in PAGES[name]]
         zones = [z.name for z in REGIONS[region].zones]
         return page(f"{name}.html", request, status=status, account=account_id, region=region, error=error,
-                    csrf=console.csrf(request), sections=sections, zones=zones,
-                    instances=console.instances(account_id, region) if name in ("volumes", "network") else [])
+                    csrf=console.csrf(request), sections=sections, zones=zones)
 
     @r.get("/{name}")
     def resources(request: Request, name: str) -> Response:

@@ -22,11 +22,16 @@ def mapping(a: VolumeAttachment) -> dict:
                                             "DeleteOnTermination": a.delete_on_termination}}
 
 
-def mappings_by_instance(session: Session, account_id: str, region: str) -> dict[str, list[dict]]:
-    """instance id -> its attached volumes' mappings, for a whole describe page in one query (an
-    account has far fewer attachments than a describe has instances)."""
+def mappings_by_instance(session: Session, account_id: str, region: str,
+                         instance_ids: list[str] | None = None) -> dict[str, list[dict]]:
+    """instance id -> its attached volumes' mappings, for a whole describe page in one query:
+    of the page's instances when it names at most 500 (every instance has its root volume, so a
+    page of 50 must not read the account's thousands), else of the whole account."""
+    q = _OF_SCOPE
+    if instance_ids is not None and len(instance_ids) <= 500:
+        q = q.where(VolumeAttachment.instance_id.in_(instance_ids))
     out: dict[str, list[dict]] = defaultdict(list)
-    for a in session.scalars(_OF_SCOPE.order_by(VolumeAttachment.attach_time, VolumeAttachment.device),
+    for a in session.scalars(q.order_by(VolumeAttachment.attach_time, VolumeAttachment.device),
                              {"account": account_id, "region": region}):
         out[a.instance_id].append(mapping(a))
     return out

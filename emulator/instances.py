@@ -190,7 +190,8 @@ def describe_rows(ctx: Context, rows: list[Instance], tags: dict | None = None) 
     tags = tags_for(ctx, [r.id for r in rows]) if tags is None else tags
     group_ids = {g for r in rows for g in r.security_group_ids}
     names = security_groups.group_names(ctx, group_ids)
-    volumes = attachments.mappings_by_instance(ctx.session, ctx.account_id, ctx.region) if rows else {}
+    volumes = attachments.mappings_by_instance(ctx.session, ctx.account_id, ctx.region, [r.id for r in rows]) \
+        if rows else {}
     nics = network_interfaces.for_instances(ctx, [r.id for r in rows if r.state != "terminated"])
     named = vpcs.dns_named(ctx.session, {r.vpc_id for r in rows})  # public DNS names given
     in_groups = placement_groups.names(ctx, {r.placement_group_id for r in rows})

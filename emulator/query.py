@@ -216,6 +216,11 @@ def _tag_filter(name: str | None) -> bool:
     return bool(name) and (name.startswith("tag:") or name in ("tag-key", "tag-value"))
 
 
+# A Describe request's internal member (never on the wire: no Query parameter parses into it):
+# answer only the number of rows selected and filtered.
+COUNT_ONLY = "ec2emu:CountOnly"
+
+
 def describe(ctx, res: Resource, p: dict, rows: Iterable, *, keep: Callable[[Any], bool] | None = None,
              filters: dict[str, Getter] | None = None) -> dict:
     """The whole Describe answer from rows the handler fetched (in `res.key` order): bounds, then
@@ -240,6 +245,8 @@ def describe(ctx, res: Resource, p: dict, rows: Iterable, *, keep: Callable[[Any
             tags = tags_for(ctx, [r.id for r in rows])
         spec = {**res.filters, **filters} if filters else res.filters
         rows = apply_filters(rows, wanted, spec, (lambda r: tags[r.id]) if res.tagged else None)
+    if p.get(COUNT_ONLY):  # how many rows the request selects, nothing rendered (the web console's counts)
+        return {res.output: [], COUNT_ONLY: len(rows)}
     if res.max_results is None:
         page, token = rows, None
     else:
