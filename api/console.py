@@ -117,10 +117,7 @@ class Console:
     def counts(self, account_id: str, region: str) -> dict[str, int]:
         def n(action: str, flat=None) -> int:
             return self.call(action, flat or {}, account_id, region, count=True)[COUNT_ONLY]
-        return {"Instances": n("DescribeInstances"),
-                "Running instances": n("DescribeInstances", {"Filter.1.Name": "instance-state-name",
-                                                             "Filter.1.Value.1": "running"}),
-                "Volumes": n("DescribeVolumes"), "Snapshots": n("DescribeSnapshots", {"Owner.1": "self"}),
+        return {"Instances": n("DescribeInstances"), "Volumes": n("DescribeVolumes"), "Snapshots": n("DescribeSnapshots", {"Owner.1": "self"}),
                 "Images (yours)": n("DescribeImages", {"Owner.1": "self"}), "Key pairs": n("DescribeKeyPairs"),
                 "Security groups": n("DescribeSecurityGroups"), "VPCs": n("DescribeVpcs"),
                 "Subnets": n("DescribeSubnets"), "Elastic IPs": n("DescribeAddresses")}
