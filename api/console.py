@@ -213,6 +213,22 @@ def router(cloud: Cloud) -> APIRouter:
             return RedirectResponse("/console/", status_code=303)
         return instances_page(request, account_id, region)
 
+    @r.get("/instances/{instance_id}")
+    def instance_details(request: Request, instance_id: str) -> Response:
+        """One instance: its addresses, metadata options, and its console output (GetConsoleOutput)."""
+        account_id, region = signed_in(request)
+        if account_id is None:
+            return RedirectResponse("/console/", status_code=303)
+        try:
+            found = console.call("DescribeInstances", {"InstanceId.1": instance_id}, account_id, region)
+            output = console.call("GetConsoleOutput", {"InstanceId": instance_id}, account_id, region)
+        except EC2Error as exc:
+            return page("base.html", request, status=exc.status, account=account_id, region=region,
+                        csrf=console.csrf(request), error=f"{exc.code}: {exc.message}")
+        text = base64.b64decode(output.get("Output") or "").decode("utf-8", "replace")
+        return page("instance.html", request, account=account_id, region=region, csrf=console.csrf(request),
+                    i=found["Reservations"][0]["Instances"][0], console_output=text)
+
     @r.get("/api/instances")
     def instances_json(request: Request) -> Response:
         """The page's instances, polled by its script (the same page: `page`, its token)."""

@@ -2,7 +2,8 @@
 # Installs what ec2emu needs on a Debian 12 machine, as root. Idempotent.
 #   scripts/install-deps.sh          the emulator: QEMU, libvirt, the network tools, the Python package
 #   scripts/install-deps.sh --test   and what the tests need (PostgreSQL, awscli, libcloud, hypothesis,
-#                                    Ansible, node with the pinned AWS SDK for JavaScript in tests/js)
+#                                    Ansible, node with the pinned AWS SDK for JavaScript in tests/js,
+#                                    Chromium and Selenium for the web console)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
@@ -13,6 +14,7 @@ debs=(python3 python3-pip python3-venv python3-dev gcc pkg-config
       busybox-static e2fsprogs cpio kmod mmdebstrap)                                 # image building
 if [ "${1:-}" = "--test" ]; then
   debs+=(postgresql putty-tools openssl)  # putty-tools: the PPK check
+  debs+=(chromium chromium-driver)  # the web console's browser tests (Selenium drives Debian's Chromium)
   # node and npm for tests/js: Debian's, unless a node is already there (nodesource's bundles npm)
   command -v node >/dev/null || debs+=(nodejs)
   command -v npm >/dev/null || debs+=(npm)
