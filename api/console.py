@@ -15,16 +15,18 @@ little JavaScript; nothing is fetched from elsewhere, so it works offline.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import time
 import uuid
 from pathlib import Path
 
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -36,6 +38,7 @@ from emulator.service import Cloud
 
 from . import model, protocol
 
+log = logging.getLogger("ec2emu.console")
 COOKIE = "ec2emu_console"
 SESSION_SECONDS = 12 * 3600
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "console_templates"),
@@ -228,6 +231,66 @@ def router(cloud: Cloud) -> APIRouter:
         text = base64.b64decode(output.get("Output") or "").decode("utf-8", "replace")
         return page("instance.html", request, account=account_id, region=region, csrf=console.csrf(request),
                     i=found["Reservations"][0]["Instances"][0], console_output=text)
+
+    @r.get("/instances/{instance_id}/serial")
+    def serial_page(request: Request, instance_id: str) -> Response:
+        """The instance's serial console, in the browser (as AWS's EC2 Serial Console)."""
+        account_id, region = signed_in(request)
+        if account_id is None:
+            return RedirectResponse("/console/", status_code=303)
+        answer = page("serial.html", request, account=account_id, region=region, csrf=console.csrf(request),
+                      instance_id=instance_id)
+        host = request.headers.get("host", "")
+        answer.headers["Content-Security-Policy"] += f"; connect-src 'self' ws://{host} wss://{host}"
+        return answer
+
+    @r.websocket("/instances/{instance_id}/serial/ws")
+    async def serial(ws: WebSocket, instance_id: str) -> None:
+        """Bytes both ways between the browser and the guest's serial port (Driver.open_serial).
+        Only for the signed-in account's running instance, and only from this site's own pages:
+        a browser sends the session cookie with any site's WebSocket, so the Origin must be ours."""
+        account_id = console.account(ws)
+        region = _region(ws, cloud.config.default_region)
+        host = ws.headers.get("host", "")
+        if account_id is None or ws.headers.get("origin") not in (f"http://{host}", f"https://{host}"):
+            await ws.close(code=1008)  # policy violation
+            return
+        try:
+            found = console.call("DescribeInstances", {"InstanceId.1": instance_id}, account_id, region)
+            state = found["Reservations"][0]["Instances"][0]["State"]["Name"]
+            if state != "running":
+                raise LookupError(f"{instance_id} is {state}")
+            port = cloud.driver.open_serial(instance_id)
+        except (EC2Error, LookupError, NotImplementedError) as exc:
+            await ws.accept()
+            await ws.send_text(f"\r\n[ec2emu: no serial console: {getattr(exc, 'message', exc)}]\r\n")
+            await ws.close()
+            return
+        await ws.accept()
+
+        async def guest_to_browser() -> None:
+            while True:
+                data = await asyncio.to_thread(port.read, 0.5)
+                if data:
+                    await ws.send_text(data.decode("utf-8", "replace"))
+
+        async def browser_to_guest() -> None:
+            while True:
+                text = await ws.receive_text()
+                await asyncio.to_thread(port.write, text.encode())
+
+        tasks = [asyncio.create_task(guest_to_browser()), asyncio.create_task(browser_to_guest())]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+        for t in done:  # the browser went (WebSocketDisconnect) or the guest's port did (EOFError)
+            if not isinstance(t.exception(), (WebSocketDisconnect, EOFError, type(None))):
+                log.warning("serial console of %s: %s", instance_id, t.exception())
+        port.close()
+        try:
+            await ws.close()
+        except RuntimeError:  # already closed by the browser
+            pass
 
     @r.get("/api/instances")
     def instances_json(request: Request) -> Response:

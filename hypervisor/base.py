@@ -201,6 +201,23 @@ class FirewallPort:
 
 # ------------------------------------------------------------------------------------- driver
 
+class SerialConsole:
+    """A guest's serial port, opened by Driver.open_serial. One reader and one writer thread may
+    use it at once."""
+
+    def read(self, timeout: float) -> bytes:
+        """What the guest wrote since the last read, waiting up to `timeout` seconds for something;
+        b'' if nothing came. EOFError once the port is gone (the guest stopped)."""
+        raise NotImplementedError
+
+    def write(self, data: bytes) -> None:
+        """Type `data` into the guest's port."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Let go of the port (the guest runs on)."""
+
+
 class Driver:
     """The host's side of the cloud. Methods raise NotImplementedError where a driver lacks a
     capability; every other failure raises (the emulator records it) unless the contract says
@@ -267,6 +284,12 @@ class Driver:
     def console_output(self, instance_id: str) -> bytes:
         """The tail (up to 64 KiB) of the guest's serial console; b'' if there is none."""
         return b""
+
+    def open_serial(self, instance_id: str) -> "SerialConsole":
+        """The running guest's serial port, both ways (the web console's interactive terminal,
+        as AWS's EC2 Serial Console): what the guest writes is read, what is written is typed.
+        LookupError if the guest is not running; NotImplementedError where the driver has none."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """Release the driver's connections and timers. Guests, networks and disks stay."""

@@ -15,13 +15,14 @@ import copy
 import ipaddress
 import json
 import os
+import queue
 import threading
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from .base import (Driver, FirewallPort, HostEvent, InstanceSpec, InterfaceSpec, Listener,
-                   SecurityGroupRules, SubnetAcl, VpcSpec)
+                   SecurityGroupRules, SerialConsole, SubnetAcl, VpcSpec)
 from .domainxml import LETTERS, device_letter
 from .nftables import firewall_state
 
@@ -294,6 +295,14 @@ class NoneDriver(Driver):
             lines = (self.host["guests"].get(instance_id) or {}).get("console", [])
             return "".join(line + "\n" for line in lines).encode()
 
+    def open_serial(self, instance_id: str) -> "PretendSerial":
+        """See Driver.open_serial: a pretend terminal (see PretendSerial)."""
+        with self._lock:
+            guest = self.host["guests"].get(instance_id)
+            if guest is None or guest["state"] != "running":
+                raise LookupError(f"{instance_id} is not running")
+        return PretendSerial(instance_id)
+
     def close(self) -> None:
         with self._lock:
             for t in self._timers:
@@ -540,3 +549,46 @@ class NoneDriver(Driver):
         for sid in [s for s, snap in self.host["snapshots"].items()
                     if snap["deleted"] and f"snapshot:{s}" not in used]:
             del self.host["snapshots"][sid]
+
+
+class PretendSerial(SerialConsole):
+    """The none driver's serial port: a login prompt, then a shell that echoes what is typed and
+    answers `echo WORDS` and `hostname` (the contract's documentation, and what the web console's
+    tests type into)."""
+
+    def __init__(self, instance_id: str):
+        self.instance_id = instance_id
+        self._out = queue.Queue()
+        self._line = ""
+        self._out.put(f"\r\nec2emu-none {instance_id} ttyS0\r\n\r\n$ ".encode())
+
+    def read(self, timeout: float) -> bytes:
+        try:
+            data = self._out.get(timeout=timeout)
+        except queue.Empty:
+            return b""
+        while not self._out.empty():
+            data += self._out.get_nowait()
+        return data
+
+    def write(self, data: bytes) -> None:
+        for ch in data.decode("utf-8", "replace"):
+            if ch in "\r\n":
+                self._out.put(b"\r\n" + self._answer(self._line.strip()) + b"$ ")
+                self._line = ""
+            elif ch in "\x7f\b":
+                if self._line:
+                    self._line = self._line[:-1]
+                    self._out.put(b"\b \b")
+            else:
+                self._line += ch
+                self._out.put(ch.encode())
+
+    def _answer(self, command: str) -> bytes:
+        if not command:
+            return b""
+        if command == "hostname":
+            return f"{self.instance_id}\r\n".encode()
+        if command == "echo" or command.startswith("echo "):
+            return (command[5:] + "\r\n").encode()
+        return f"sh: {command.split()[0]}: not found\r\n".encode()

@@ -196,3 +196,48 @@ def test_a_rule_without_ports_is_removed_from_the_editor(server, ec2):
     assert _do(web, server, "RevokeSecurityGroupIngress", fields.pop("csrf"), **fields).status_code == 303
     assert not ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
     ec2.delete_security_group(GroupId=group)
+
+
+def _ws(server, web, iid: str, origin: str | None = None):
+    from websockets.sync.client import connect
+    cookie = "; ".join(f"{k}={v}" for k, v in web.cookies.items())
+    url = server.endpoint.replace("http://", "ws://") + f"/console/instances/{iid}/serial/ws"
+    return connect(url, additional_headers={"Cookie": cookie, "Origin": origin or server.endpoint},
+                   open_timeout=10)
+
+
+def _read_until(conn, text: str, within: float = 10) -> str:
+    import time
+    seen, deadline = "", time.monotonic() + within
+    while text not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{text!r} not seen in {seen!r}"
+        seen += conn.recv(timeout=left)
+    return seen
+
+
+def test_the_serial_console_over_a_websocket(server, ec2):
+    """Typed into the guest's serial port and answered (the none driver's pretend terminal);
+    refused to another site's page (its Origin), to a forged session and for another account's
+    instance."""
+    web = _signed_in(server)
+    iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    eventually(lambda: _state(web, server, iid) == "running", "running")
+    assert 'id="terminal"' in web.get(server.endpoint + f"/console/instances/{iid}/serial", timeout=30).text
+    with _ws(server, web, iid) as conn:
+        assert "ttyS0" in _read_until(conn, "$ ")
+        conn.send("echo hello from the browser\r")
+        assert "hello from the browser\r\n$ " in _read_until(conn, "browser\r\n$ ")
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    for refused in (lambda: _ws(server, web, iid, origin="http://elsewhere.example"),
+                    lambda: _ws(server, requests.Session(), iid)):
+        try:
+            with refused() as conn:
+                conn.recv(timeout=5)
+            raise AssertionError("a refused serial console answered")
+        except (ConnectionClosed, InvalidStatus):
+            pass
+    other = _signed_in(server, OTHER_ACCESS_KEY, OTHER_SECRET_KEY)
+    with _ws(server, other, iid) as conn:
+        assert "no serial console: The instance ID" in _read_until(conn, "]")
+    ec2.terminate_instances(InstanceIds=[iid])

@@ -3,7 +3,7 @@ against a running server (none driver). Sign in (a wrong secret refused), launch
 the form and watch it reach `running` without reloading, read its console output, stop and
 terminate it; add and remove a security-group rule; create a volume and attach it; a second
 account sees none of the first's. It also makes the README's screenshots (docs/console/).
-Not yet here: the interactive serial console."""
+The serial console is typed into (the none driver's pretend terminal; a real guest's is next)."""
 from __future__ import annotations
 
 import shutil
@@ -48,6 +48,22 @@ def _sign_in(browser, server, access_key=ACCESS_KEY, secret_key=SECRET_KEY) -> N
     browser.find_element(_by("ID"), "access_key").send_keys(access_key)
     browser.find_element(_by("ID"), "secret_key").send_keys(secret_key)
     browser.find_element(_by("ID"), "sign-in").click()
+    # Wait for the answer (a dashboard, or the refusal): the session cookie comes with it.
+    _wait(browser, lambda b: b.find_elements(_by("ID"), "error") or b.find_elements(_by("ID"), "sign-out"),
+          "the sign-in's answer")
+
+
+def _wait(browser, check, what: str, within: float = 15):
+    """check(browser) until it is true: a click that submits a form loads a new page, and an
+    element found meanwhile may belong to the old one (stale), so those tries do not count."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(browser, within, ignored_exceptions=(StaleElementReferenceException,
+                                                              NoSuchElementException)).until(check, what)
+
+
+def _text(browser, element_id: str) -> str:
+    return browser.find_element(_by("ID"), element_id).text
 
 
 def _shot(browser, name: str) -> None:
@@ -57,11 +73,12 @@ def _shot(browser, name: str) -> None:
 
 def test_sign_in_launch_follow_and_end_an_instance(server, ec2, browser):
     _sign_in(browser, server, secret_key="wrong")
-    assert "not able to validate" in browser.find_element(_by("ID"), "error").text
+    _wait(browser, lambda b: "not able to validate" in _text(b, "error"), "the refusal")
     _sign_in(browser, server)
-    assert browser.find_element(_by("TAG_NAME"), "h1").text.startswith("Dashboard")
+    _wait(browser, lambda b: b.find_element(_by("TAG_NAME"), "h1").text.startswith("Dashboard"), "the dashboard")
     _shot(browser, "dashboard")
     browser.get(server.endpoint + "/console/instances")
+    _wait(browser, lambda b: b.find_element(_by("ID"), "image_id"), "the launch form")
     image = tiny_image(ec2)
     from selenium.webdriver.support.ui import Select
     Select(browser.find_element(_by("ID"), "image_id")).select_by_value(image)
@@ -71,21 +88,32 @@ def test_sign_in_launch_follow_and_end_an_instance(server, ec2, browser):
     iid = eventually(lambda: ({i["InstanceId"] for r in ec2.describe_instances()["Reservations"]
                                for i in r["Instances"]} - before), "the launched instance").pop()
     row = f'tr[data-id="{iid}"] td.state'
-    assert browser.find_element(_by("CSS_SELECTOR"), row).text == "pending"  # as launched
+
+    def state(b) -> str:
+        return b.find_element(_by("CSS_SELECTOR"), row).text
+    assert _wait(browser, lambda b: state(b), "its row") == "pending"  # as launched
     marker = browser.execute_script("window.notReloaded = 1; return window.notReloaded")
-    eventually(lambda: browser.find_element(_by("CSS_SELECTOR"), row).text == "running",
-               "running shown without a reload", within=30)
+    _wait(browser, lambda b: state(b) == "running", "running shown without a reload", within=30)
     assert browser.execute_script("return window.notReloaded") == marker  # the same page, never reloaded
     _shot(browser, "instances")
     browser.find_element(_by("LINK_TEXT"), iid).click()
-    eventually(lambda: "ec2emu-none: boot" in browser.find_element(_by("ID"), "console-output").text
-               or browser.refresh(), "its console output", within=30)
+    _wait(browser, lambda b: "ec2emu-none: boot" in _text(b, "console-output") or b.refresh(), "its console output",
+          within=30)
     _shot(browser, "instance")
+    # Its serial console: typed into, answered (the none driver's pretend terminal).
+    _wait(browser, lambda b: b.find_element(_by("ID"), "serial-link"), "the link").click()
+    _wait(browser, lambda b: _text(b, "status") == "connected", "connected")
+    _wait(browser, lambda b: "$ " in _text(b, "terminal"), "a prompt")
+    from selenium.webdriver.common.keys import Keys
+    browser.find_element(_by("ID"), "terminal").send_keys("echo typed in chromium" + Keys.ENTER)
+    _wait(browser, lambda b: "\ntyped in chromium\n" in _text(b, "terminal"), "the answer")
+    _shot(browser, "serial-console")
     browser.get(server.endpoint + "/console/instances")
-    browser.find_element(_by("CSS_SELECTOR"), f'tr[data-id="{iid}"] button[name="stop"]').click()
-    eventually(lambda: browser.find_element(_by("CSS_SELECTOR"), row).text == "stopped", "stopped", within=30)
+    _wait(browser, lambda b: b.find_element(_by("CSS_SELECTOR"), f'tr[data-id="{iid}"] button[name="stop"]'),
+          "the stop button").click()
+    _wait(browser, lambda b: state(b) == "stopped", "stopped", within=30)
     browser.find_element(_by("CSS_SELECTOR"), f'tr[data-id="{iid}"] button[name="terminate"]').click()
-    eventually(lambda: browser.find_element(_by("CSS_SELECTOR"), row).text == "terminated", "terminated", within=30)
+    _wait(browser, lambda b: state(b) == "terminated", "terminated", within=30)
 
 
 def test_a_rule_and_a_volume_from_the_browser(server, ec2, browser):
@@ -99,30 +127,36 @@ def test_a_rule_and_a_volume_from_the_browser(server, ec2, browser):
     browser.find_element(_by("CSS_SELECTOR"), f'{section} input[name="IpPermissions.1.IpRanges.1.CidrIp"]').send_keys(
         "203.0.113.0/24")
     browser.find_element(_by("CSS_SELECTOR"), f"{section} form.add-rule button").click()
-    rules = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
+    rules = eventually(lambda: ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"],
+                       "the rule added")
     assert rules[0]["FromPort"] == 443 and rules[0]["IpRanges"] == [{"CidrIp": "203.0.113.0/24"}]
+    _wait(browser, lambda b: b.find_element(_by("CSS_SELECTOR"), f"{section} tr.rule"), "the rule shown")
     _shot(browser, "security-groups")
     browser.find_element(_by("CSS_SELECTOR"), f"{section} tr.rule button").click()
-    assert not ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"]
+    eventually(lambda: not ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"],
+               "the rule removed")
     # A volume in the instance's zone, attached to it.
     zone = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["Placement"]["AvailabilityZone"]
     eventually(lambda: ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
                == "running", "running")
     browser.get(server.endpoint + "/console/volumes")
     from selenium.webdriver.support.ui import Select
-    Select(browser.find_element(_by("NAME"), "AvailabilityZone")).select_by_visible_text(zone)
+    Select(_wait(browser, lambda b: b.find_element(_by("NAME"), "AvailabilityZone"), "the form")
+           ).select_by_visible_text(zone)
     before = {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]}
     browser.find_element(_by("ID"), "create-volume").click()
     vol = eventually(lambda: {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]} - before, "a volume").pop()
     eventually(lambda: ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["State"] == "available", "available")
     browser.get(server.endpoint + "/console/volumes")
-    browser.find_element(_by("CSS_SELECTOR"), f'tr[data-id="{vol}"] input[name="InstanceId"]').send_keys(iid)
+    _wait(browser, lambda b: b.find_element(_by("CSS_SELECTOR"), f'tr[data-id="{vol}"] input[name="InstanceId"]'),
+          "the volume's row").send_keys(iid)
     browser.find_element(_by("CSS_SELECTOR"), f'tr[data-id="{vol}"] form button').click()
     eventually(lambda: ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["State"] == "in-use", "attached")
     _shot(browser, "volumes")
     # The other account signs in and sees none of it.
     _sign_in(browser, server, OTHER_ACCESS_KEY, OTHER_SECRET_KEY)
+    _wait(browser, lambda b: b.find_element(_by("TAG_NAME"), "h1").text.startswith("Dashboard"), "signed in")
     for path, mine in (("instances", iid), ("volumes", vol), ("security-groups", group)):
         browser.get(server.endpoint + f"/console/{path}")
-        assert mine not in browser.page_source
+        assert "account 210987654321" in browser.page_source and mine not in browser.page_source
     ec2.terminate_instances(InstanceIds=[iid])
