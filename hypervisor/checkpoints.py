@@ -44,7 +44,7 @@ from xml.etree.ElementTree import Element, fromstring, tostring
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when what a checkpoint holds changes: old files are then never used
+FORMAT = 2  # bump when what a checkpoint holds changes: old files are then never used (2: a pty serial)
 FLAG = "ec2emu.checkpoint"
 MARKER = b"ec2emu-initrd: checkpoint entropy="
 BUILD_TIMEOUT = 60.0  # seconds for the boot to reach the marker (a busy 2-core machine: ~5 s)
@@ -113,9 +113,17 @@ def instance_xml(saved_xml: str, *, name: str, uuid_: str, title: str, console_l
     for entry in d.iterfind("sysinfo/system/entry"):
         if entry.get("name") in ("serial", "uuid"):
             entry.text = uuid_
-    for device in ("serial", "console"):  # (libvirt writes the serial port's file as both)
-        for source in d.iterfind(f"devices/{device}/source"):
-            source.set("path", console_log)
+    for device in ("serial", "console"):  # (libvirt writes the serial port as both)
+        for dev in d.iterfind(f"devices/{device}"):
+            if dev.get("type") == "pty":  # the restore makes a new pty; its output goes to our log
+                dev.attrib.pop("tty", None)
+                for source in dev.findall("source"):
+                    dev.remove(source)
+                for log_ in dev.iterfind("log"):
+                    log_.set("file", console_log)
+            else:
+                for source in dev.iterfind("source"):
+                    source.set("path", console_log)
     devices = d.find("devices")
     old = [x for x in devices.iterfind("disk") if x.find("target").get("dev") == "vda"]
     if len(old) != 1:

@@ -81,8 +81,10 @@ def domain(spec: DomainSpec) -> str:
         devices.append(fromstring(xml))
     if spec.bridge is not None:
         devices.append(nic_element(spec.mac, spec.bridge, 0))
-    serial = _el(devices, "serial", type="file")
-    _el(serial, "source", path=spec.console_log, append="on")
+    # A pty (the web console's serial console types into it: Driver.open_serial), its output
+    # also logged to the console file (GetConsoleOutput) by virtlogd.
+    serial = _el(devices, "serial", type="pty")
+    _el(serial, "log", file=spec.console_log, append="on")
     _el(serial, "target", port="0")
     rng = _el(devices, "rng", model="virtio")
     _el(rng, "backend", "/dev/urandom", model="random")

@@ -99,3 +99,23 @@ def test_a_timed_out_build_is_tried_again_later_other_refusals_stay(tmp_path):
         os.utime(tmp_path / f"{k}.unsupported", (old, old))
     assert store.unsupported("k1") is None and store.unsupported("k2")
     assert store.unsupported("k3") is None
+
+
+def test_a_pty_serial_gets_the_instances_log_and_a_new_pty():
+    """The serial port is a pty (the web console types into it) logged to the console file: the
+    restore makes a new pty (the checkpoint's is dropped) and logs to the instance's file."""
+    saved = SAVED.replace(
+        "<serial type='file'><source path='/ckpt/console.log' append='on'/></serial>",
+        "<serial type='pty'><source path='/dev/pts/7'/><log file='/ckpt/console.log' append='on'/>"
+        "<target port='0'/></serial>").replace(
+        "<console type='file'><source path='/ckpt/console.log' append='on'/></console>",
+        "<console type='pty' tty='/dev/pts/7'><source path='/dev/pts/7'/><log file='/ckpt/console.log' "
+        "append='on'/><target type='serial' port='0'/></console>")
+    root = fromstring("<disk type='file' device='disk'><source file='/state/i-1/root.qcow2'/>"
+                      "<target dev='vda' bus='virtio'/></disk>")
+    d = fromstring(checkpoints.instance_xml(saved, name="i-1", uuid_="ec2bbbbb-1111-1111-1111-111111111111",
+                                            title="t", console_log="/state/i-1/console.log", root_disk=root))
+    for device in ("serial", "console"):
+        (dev,) = d.iterfind(f"devices/{device}")
+        assert dev.get("type") == "pty" and dev.find("source") is None and dev.get("tty") is None
+        assert dev.find("log").get("file") == "/state/i-1/console.log"

@@ -386,6 +386,38 @@ def test_a_spot_interruption_notice_reaches_the_guest_before_its_termination(clo
     assert [r["status"] for r in served] == [404, 200]
 
 
+SERIAL_PASSWORD = "serial-Pw-42"
+
+
+def test_the_web_consoles_serial_console_logs_in_to_a_real_guest(cloud):
+    """The web console's serial console on a libvirt guest: its getty on ttyS0 answers through
+    the WebSocket; ec2-user logs in with the password its user data set, runs a command and
+    reads the answer; root may not log in there."""
+    from .test_console import _read_until, _signed_in, _ws
+
+    ec2 = cloud.client()
+    user_data = ("#!/bin/sh\nsed -i \"s|^ec2-user:[^:]*:|ec2-user:$(mkpasswd -m sha512 "
+                 f"{SERIAL_PASSWORD}):|\" /etc/shadow\necho password-set\n")
+    iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1,
+                            UserData=user_data)["Instances"][0]["InstanceId"]
+    fast_waiter(ec2, "instance_running")(InstanceIds=[iid])
+    _console(ec2, iid, r"user-data done rc=0")
+    web = _signed_in(cloud)
+    with _ws(cloud, web, iid) as conn:
+        conn.send("\r")
+        _read_until(conn, "login: ", within=30)
+        conn.send("root\r")  # refused before any password (negative control: ec2-user below)
+        assert "log in as ec2-user" in _read_until(conn, "log in as ec2-user", within=30)
+        _read_until(conn, "login: ", within=30)
+        conn.send("ec2-user\r")
+        _read_until(conn, "Password: ", within=30)
+        conn.send(SERIAL_PASSWORD + "\r")
+        conn.send("echo serial-ok-$((6*7)) $(id -un | tr a-z A-Z)\r")  # the answer, not the echo of it
+        _read_until(conn, "serial-ok-42 EC2-USER", within=30)
+        conn.send("exit\r")
+    ec2.terminate_instances(InstanceIds=[iid])
+
+
 def test_cloud_init_image(cloud):
     ec2 = cloud.client()
     image = ec2.describe_images(Owners=["ec2emu"], Filters=[{"Name": "name", "Values": ["debian-12-cloudinit-*"]}])
