@@ -141,9 +141,13 @@ class Console:
         return rows, answer.get("NextToken") or ""
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def _pairs(request: Request) -> list[tuple[str, str]]:
     """A POSTed form (application/x-www-form-urlencoded), as the EC2 endpoint reads its own."""
-    return dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+    return parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    return dict(await _pairs(request))
 
 
 def _region(request: Request, default: str) -> str:
@@ -204,10 +208,13 @@ def router(cloud: Cloud) -> APIRouter:
         rows, next_token = console.instances(account_id, region, token)
         images = console.call("DescribeImages", {"Owner.1": "self", "Owner.2": "ec2emu"}, account_id, region)
         keys = console.call("DescribeKeyPairs", {}, account_id, region)
+        groups = console.call("DescribeSecurityGroups", {}, account_id, region)
+        subnets = console.call("DescribeSubnets", {}, account_id, region)
         return page("instances.html", request, status=status, account=account_id, region=region, error=error,
                     instances=rows, next_token=next_token, token=token, csrf=console.csrf(request),
                     images=[i for i in images.get("Images") or [] if i.get("ImageType", "machine") == "machine"],
-                    key_pairs=[k["KeyName"] for k in keys.get("KeyPairs") or []])
+                    key_pairs=[k["KeyName"] for k in keys.get("KeyPairs") or []],
+                    groups=groups.get("SecurityGroups") or [], subnets=subnets.get("Subnets") or [])
 
     @r.get("/instances")
     def instances(request: Request) -> Response:
@@ -316,7 +323,8 @@ def router(cloud: Cloud) -> APIRouter:
 
     @r.post("/instances/launch")
     async def launch(request: Request) -> Response:
-        form = await _form(request)
+        pairs = await _pairs(request)
+        form = dict(pairs)
         count = form.get("count") or "1"
         flat = {"ImageId": form.get("image_id", ""), "InstanceType": form.get("instance_type") or "t2.micro",
                 "MinCount": count, "MaxCount": count}
@@ -324,6 +332,10 @@ def router(cloud: Cloud) -> APIRouter:
             flat["KeyName"] = form["key_name"]
         if form.get("user_data"):
             flat["UserData"] = base64.b64encode(form["user_data"].encode()).decode()
+        if form.get("subnet_id"):
+            flat["SubnetId"] = form["subnet_id"]
+        groups = [v for k, v in pairs if k == "security_group_id" and v]
+        flat.update((f"SecurityGroupId.{n}", g) for n, g in enumerate(groups, 1))
         return _act(request, form.get("csrf", ""), "RunInstances", flat)
 
     @r.post("/instances/{instance_id}/{verb}")

@@ -241,3 +241,23 @@ def test_the_serial_console_over_a_websocket(server, ec2):
     with _ws(server, other, iid) as conn:
         assert "no serial console: The instance ID" in _read_until(conn, "]")
     ec2.terminate_instances(InstanceIds=[iid])
+
+
+def test_the_launch_form_takes_a_subnet_and_security_groups(server, ec2):
+    web = _signed_in(server)
+    page = web.get(server.endpoint + "/console/instances", timeout=30).text
+    vpc = ec2.create_vpc(CidrBlock="10.77.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.77.1.0/24", AvailabilityZone="us-east-1b")["Subnet"]["SubnetId"]
+    a = ec2.create_security_group(GroupName="console-a", Description="a", VpcId=vpc)["GroupId"]
+    b = ec2.create_security_group(GroupName="console-b", Description="b", VpcId=vpc)["GroupId"]
+    page = web.get(server.endpoint + "/console/instances", timeout=30).text
+    assert subnet in page and a in page and b in page  # offered by the form
+    before = {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+    done = web.post(server.endpoint + "/console/instances/launch", data=[
+        ("csrf", _csrf(page)), ("image_id", tiny_image(ec2)), ("subnet_id", subnet),
+        ("security_group_id", a), ("security_group_id", b)], allow_redirects=False, timeout=30)
+    assert done.status_code == 303
+    (iid,) = {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]} - before
+    inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    assert inst["SubnetId"] == subnet and sorted(g["GroupId"] for g in inst["SecurityGroups"]) == sorted([a, b])
+    ec2.terminate_instances(InstanceIds=[iid])
