@@ -1,6 +1,7 @@
-"""The web console at /console/ (issue 11, first part): sign-in, a dashboard of counts, and the
-instances page (a list that follows state changes without reloading, a launch form, stop,
-start, reboot, terminate). Served by the API's own process.
+"""The web console at /console/ (issue 11): sign-in, a dashboard of counts, the instances page
+(a list that follows state changes without reloading, a launch form, stop, start, reboot,
+terminate, details, the serial console), and a page for each kind of resource. Served by the
+API's own process.
 
 Every action is an EC2 request made the API's way: the form becomes the operation's Query
 parameters, parsed by the same protocol layer (api/protocol.py) and run by the same handler in
@@ -10,7 +11,8 @@ messages, shown to the person.
 Sign-in takes an access key and its secret (the account's configured credentials). The session
 is a cookie: `account.access-key.expiry` under an HMAC (a key derived from the master key),
 HttpOnly, SameSite=Strict, Path=/console. Every change (POST) carries a CSRF token, an HMAC of
-the session, checked before anything runs. Pages are server-side templates (Jinja2) with a
+the session, checked before anything runs; the sign-in, which has no session yet, checks the
+Origin instead. Pages are server-side templates (Jinja2) with a
 little JavaScript; nothing is fetched from elsewhere, so it works offline.
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -150,6 +152,22 @@ async def _form(request: Request) -> dict[str, str]:
     return dict(await _pairs(request))
 
 
+def _link(request: Request, param: str, value: str) -> str:
+    """This page's address with `param` set to value (dropped when empty), other parameters kept."""
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != param]
+    if value:
+        query.append((param, value))
+    return request.url.path + ("?" + urlencode(query) if query else "")
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a POST comes from this site's own page, or from no browser page at all (no
+    Origin: curl). The sign-in needs it: it has no session yet for a CSRF token to hang on, and
+    a form on another site could otherwise sign a person's browser in to the attacker's account."""
+    origin, host = request.headers.get("origin"), request.headers.get("host", "")
+    return origin is None or origin in (f"http://{host}", f"https://{host}")
+
+
 def _region(request: Request, default: str) -> str:
     region = request.query_params.get("region") or default
     return region if region in REGIONS else default
@@ -185,6 +203,8 @@ def router(cloud: Cloud) -> APIRouter:
 
     @r.post("/sign-in")
     async def sign_in(request: Request) -> Response:
+        if not _same_origin(request):
+            return Response("refused: a sign-in from another site's page", status_code=403)
         form = await _form(request)
         cred = cloud.config.account_for(form.get("access_key", "").strip())
         if cred is None or not hmac.compare_digest(cred.secret_key.encode(), form.get("secret_key", "").encode()):
@@ -346,11 +366,20 @@ def router(cloud: Cloud) -> APIRouter:
 
     def _resources(request: Request, name: str, account_id: str, region: str, error: str = "",
                    status: int = 200) -> Response:
-        sections = [(title, member, console.call(action, flat, account_id, region).get(member) or [])
-                    for title, action, flat, member in PAGES[name]]
+        """A resource page: each section's Describe. A paged one (MaxResults) shows the page its
+        query parameter `<Member>-page` names, and links to the first and the next page, keeping
+        the other sections' pages."""
+        sections, pagers = [], {}
+        for title, action, flat, member in PAGES[name]:
+            param = f"{member}-page"
+            token = request.query_params.get(param, "") if "MaxResults" in flat else ""
+            answer = console.call(action, {**flat, **({"NextToken": token} if token else {})}, account_id, region)
+            sections.append((title, member, answer.get(member) or []))
+            pagers[member] = {"first": _link(request, param, "") if token else "",
+                              "next": _link(request, param, answer["NextToken"]) if answer.get("NextToken") else ""}
         zones = [z.name for z in REGIONS[region].zones]
         return page(f"{name}.html", request, status=status, account=account_id, region=region, error=error,
-                    csrf=console.csrf(request), sections=sections, zones=zones)
+                    csrf=console.csrf(request), sections=sections, zones=zones, pagers=pagers)
 
     @r.get("/{name}")
     def resources(request: Request, name: str) -> Response:
@@ -359,7 +388,11 @@ def router(cloud: Cloud) -> APIRouter:
             return RedirectResponse("/console/", status_code=303)
         if name not in PAGES:
             return Response("no such page", status_code=404)
-        return _resources(request, name, account_id, region)
+        try:
+            return _resources(request, name, account_id, region)
+        except EC2Error as exc:  # a page token that is not one (InvalidNextToken)
+            return page("base.html", request, status=exc.status, account=account_id, region=region,
+                        csrf=console.csrf(request), error=f"{exc.code}: {exc.message}")
 
     @r.post("/do/{action}")
     async def do(request: Request, action: str) -> Response:

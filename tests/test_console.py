@@ -1,8 +1,9 @@
-"""The web console (/console/), first part, over HTTP against a running server (none driver):
-sign-in and its session cookie, CSRF on every change, the dashboard's counts, the instances
+"""The web console (/console/) over HTTP against a running server (none driver): sign-in and its
+session cookie (and login CSRF), CSRF on every change, the dashboard's counts, the instances
 page (the JSON it polls follows state changes; launch, stop, terminate through the same handlers
-as the API, AWS's errors shown), and accounts kept apart. Browser tests come with the rest of
-issue 11."""
+as the API, AWS's errors shown), the resource pages and their paging, the serial console's
+WebSocket, and accounts kept apart. The browser's tests are test_console_browser.py; a real
+guest's serial console is test_guests.py's."""
 from __future__ import annotations
 
 import re
@@ -42,6 +43,13 @@ def test_sign_in_and_its_cookie(server):
                           allow_redirects=False, timeout=30)
     cookie = right.headers["set-cookie"]
     assert right.status_code == 303 and "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
+    # A sign-in posted from another site's page is refused (login CSRF); from ours it is not.
+    other = requests.post(server.endpoint + "/console/sign-in", data={"access_key": ACCESS_KEY, "secret_key": SECRET_KEY},
+                          headers={"Origin": "http://attacker.example"}, allow_redirects=False, timeout=30)
+    assert other.status_code == 403 and "set-cookie" not in other.headers
+    ours = requests.post(server.endpoint + "/console/sign-in", data={"access_key": ACCESS_KEY, "secret_key": SECRET_KEY},
+                         headers={"Origin": server.endpoint}, allow_redirects=False, timeout=30)
+    assert ours.status_code == 303 and "set-cookie" in ours.headers
     web = requests.Session()
     web.cookies.update(right.cookies)
     assert "Dashboard" in web.get(server.endpoint + "/console/", timeout=30).text
@@ -261,3 +269,25 @@ def test_the_launch_form_takes_a_subnet_and_security_groups(server, ec2):
     inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
     assert inst["SubnetId"] == subnet and sorted(g["GroupId"] for g in inst["SecurityGroups"]) == sorted([a, b])
     ec2.terminate_instances(InstanceIds=[iid])
+
+
+def test_volumes_are_paged_fifty_at_a_time(server):
+    """More than a page of volumes (in a region of their own): 50 on the first page, the rest on
+    the next, each once; the next page keeps the region; a token that is not one is AWS's error."""
+    region = "eu-north-1"
+    ec2 = server.client(region=region)
+    made = {ec2.create_volume(AvailabilityZone=f"{region}a", Size=1)["VolumeId"] for _ in range(53)}
+    web = _signed_in(server)
+    first = web.get(server.endpoint + f"/console/volumes?region={region}", timeout=30).text
+    ids = re.findall(r'<tr data-id="(vol-[0-9a-f]+)"', first)
+    assert len(ids) == 50
+    link = re.search(r'id="next-Volumes" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    assert f"region={region}" in link and 'id="next-Snapshots"' not in first  # no snapshots here: one page
+    second = web.get(server.endpoint + link, timeout=30).text
+    rest = re.findall(r'<tr data-id="(vol-[0-9a-f]+)"', second)
+    assert len(rest) == 3 and set(ids) | set(rest) == made and 'id="next-Volumes"' not in second
+    assert "First page" in second
+    bad = web.get(server.endpoint + f"/console/volumes?region={region}&Volumes-page=not-a-token", timeout=30)
+    assert bad.status_code == 400 and "InvalidNextToken: Invalid NextToken value" in bad.text
+    for vid in made:
+        ec2.delete_volume(VolumeId=vid)

@@ -3,9 +3,11 @@ against a running server (none driver). Sign in (a wrong secret refused), launch
 the form and watch it reach `running` without reloading, read its console output, stop and
 terminate it; add and remove a security-group rule; create a volume and attach it; a second
 account sees none of the first's. It also makes the README's screenshots (docs/console/).
-The serial console is typed into (the none driver's pretend terminal; a real guest's is next)."""
+The serial console is typed into here on the none driver's pretend terminal; a real guest's
+getty is logged in to from Chromium in test_guests.py."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -19,8 +21,9 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SHOTS = ROOT / "docs" / "console"
 
 
-@pytest.fixture(scope="module")
-def browser():
+@contextlib.contextmanager
+def open_browser():
+    """Headless Chromium under Selenium, quit on leaving."""
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.skip("Debian's chromium and chromium-driver are not installed (scripts/install-deps.sh --test)")
     webdriver = pytest.importorskip("selenium.webdriver")
@@ -32,9 +35,17 @@ def browser():
                 "--window-size=1280,900", "--no-first-run", "--disable-extensions"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
+    try:
+        driver.set_page_load_timeout(60)
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with open_browser() as driver:
+        yield driver
 
 
 def _by(kind: str):

@@ -415,7 +415,30 @@ def test_the_web_consoles_serial_console_logs_in_to_a_real_guest(cloud):
         conn.send("echo serial-ok-$((6*7)) $(id -un | tr a-z A-Z)\r")  # the answer, not the echo of it
         _read_until(conn, "serial-ok-42 EC2-USER", within=30)
         conn.send("exit\r")
+    _serial_console_in_chromium(cloud, iid)
     ec2.terminate_instances(InstanceIds=[iid])
+
+
+def _serial_console_in_chromium(cloud, iid: str) -> None:
+    """The same login as a person makes it: headless Chromium signs in to the web console, opens
+    the instance's serial console, and types into the terminal; the guest's shell answers there."""
+    from selenium.webdriver.common.keys import Keys
+
+    from .test_console_browser import _by, _sign_in, _text, _wait, open_browser
+    with open_browser() as browser:
+        _sign_in(browser, cloud)
+        browser.get(cloud.endpoint + f"/console/instances/{iid}/serial")
+        _wait(browser, lambda b: _text(b, "status") == "connected", "connected")
+        terminal = browser.find_element(_by("ID"), "terminal")
+        terminal.send_keys(Keys.ENTER)
+        _wait(browser, lambda b: _text(b, "terminal").rstrip().endswith("login:"), "the getty's prompt", within=30)
+        terminal.send_keys("ec2-user" + Keys.ENTER)
+        _wait(browser, lambda b: _text(b, "terminal").rstrip().endswith("Password:"), "the password prompt", within=30)
+        terminal.send_keys(SERIAL_PASSWORD + Keys.ENTER)
+        terminal.send_keys("echo typed-in-chromium-$((6*7)) $(id -un)" + Keys.ENTER)
+        _wait(browser, lambda b: "\ntyped-in-chromium-42 ec2-user\n" in _text(b, "terminal"), "the guest's answer",
+              within=30)
+        terminal.send_keys("exit" + Keys.ENTER)
 
 
 def test_cloud_init_image(cloud):
@@ -440,6 +463,20 @@ def test_cloud_init_image(cloud):
     out = _ssh(cloud, iid, pem, "id -un; sudo cat /run/cloud-init/result.json", login="admin", timeout=120)
     assert out.split()[0] == "admin" and "DataSourceEc2" in out
     _role_credentials_work_from_the_guest(cloud, ec2, iid, pem, role)
+    # Its serial console (systemd's serial-getty on ttyS0, from console=ttyS0) takes a login once
+    # the user has a password, which the Debian image, as AWS's, does not give anyone.
+    from .test_console import _read_until, _signed_in, _ws
+    _ssh(cloud, iid, pem, f"echo admin:{SERIAL_PASSWORD} | sudo chpasswd", login="admin")
+    with _ws(cloud, _signed_in(cloud), iid) as conn:
+        conn.send("\r")
+        _read_until(conn, "login: ", within=60)
+        conn.send("admin\r")
+        _read_until(conn, "Password: ", within=30)
+        conn.send(SERIAL_PASSWORD + "\r")
+        _read_until(conn, "$ ", within=60)
+        conn.send("echo serial-ok-$((6*7)) $(id -un)\r")
+        _read_until(conn, "serial-ok-42 admin", within=60)
+        conn.send("exit\r")
     inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
     at_launch = {m["DeviceName"]: m["Ebs"]["VolumeId"] for m in inst["BlockDeviceMappings"]}["/dev/sdg"]
     hot = ec2.create_volume(AvailabilityZone=inst["Placement"]["AvailabilityZone"], Size=1)["VolumeId"]
