@@ -46,6 +46,9 @@ SESSION_SECONDS = 12 * 3600
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "console_templates"),
                         autoescape=select_autoescape(["html"]))
 PAGE_SIZE = 50
+# xterm.js, the serial console's terminal, as scripts/install_xterm.py installs it.
+XTERM = Path(__file__).parent / "console_static" / "xterm"
+STATIC = {"xterm.js": "text/javascript", "xterm.css": "text/css"}
 ACTIONS = {"stop": "StopInstances", "start": "StartInstances", "reboot": "RebootInstances",
            "terminate": "TerminateInstances"}
 # What the resource pages' forms may ask (POST /console/do/<Action>, the form's fields being the
@@ -270,6 +273,14 @@ def router(cloud: Cloud) -> APIRouter:
         host = request.headers.get("host", "")
         answer.headers["Content-Security-Policy"] += f"; connect-src 'self' ws://{host} wss://{host}"
         return answer
+
+    @r.get("/static/{name}")
+    def static(name: str) -> Response:
+        """xterm.js and its stylesheet, served here: the console fetches nothing from elsewhere."""
+        if name not in STATIC or not (XTERM / name).is_file():
+            return Response("not installed (scripts/install_xterm.py)", status_code=404)
+        return Response((XTERM / name).read_bytes(), media_type=STATIC[name],
+                        headers={"Cache-Control": "public, max-age=3600"})
 
     @r.websocket("/instances/{instance_id}/serial/ws")
     async def serial(ws: WebSocket, instance_id: str) -> None:

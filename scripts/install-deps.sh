@@ -39,6 +39,9 @@ else
   .venv/bin/pip install -q -e ".${extras}"
 fi
 
+# The web console's serial terminal: xterm.js, the npm registry's package, pinned by its sha512.
+"$PY" scripts/install_xterm.py
+
 if [ "${1:-}" = "--test" ]; then
   # The AWS SDK for JavaScript v3, exactly as package-lock.json pins it (tests/test_js_sdk.py).
   (cd tests/js && npm ci --no-audit --no-fund --loglevel=error >/dev/null)

@@ -232,6 +232,11 @@ def test_the_serial_console_over_a_websocket(server, ec2):
     iid = ec2.run_instances(ImageId=tiny_image(ec2), MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     eventually(lambda: _state(web, server, iid) == "running", "running")
     assert 'id="terminal"' in web.get(server.endpoint + f"/console/instances/{iid}/serial", timeout=30).text
+    # Its terminal, xterm.js, comes from this server (installed by scripts/install_xterm.py).
+    script = requests.get(server.endpoint + "/console/static/xterm.js", timeout=30)
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert "Terminal" in script.text and len(script.content) > 100_000
+    assert requests.get(server.endpoint + "/console/static/VERSION", timeout=30).status_code == 404  # only those two
     with _ws(server, web, iid) as conn:
         assert "ttyS0" in _read_until(conn, "$ ")
         conn.send("echo hello from the browser\r")

@@ -3,8 +3,8 @@ against a running server (none driver). Sign in (a wrong secret refused), launch
 the form and watch it reach `running` without reloading, read its console output, stop and
 terminate it; add and remove a security-group rule; create a volume and attach it; a second
 account sees none of the first's. It also makes the README's screenshots (docs/console/).
-The serial console is typed into here on the none driver's pretend terminal; a real guest's
-getty is logged in to from Chromium in test_guests.py."""
+The serial console (xterm.js) is typed into here on the none driver's pretend terminal; a real
+guest's getty is logged in to from Chromium in test_guests.py, which makes that screenshot."""
 from __future__ import annotations
 
 import contextlib
@@ -77,7 +77,20 @@ def _text(browser, element_id: str) -> str:
     return browser.find_element(_by("ID"), element_id).text
 
 
-def _shot(browser, name: str) -> None:
+def terminal_text(browser) -> str:
+    """What the serial console's terminal (xterm.js) shows, scrollback included: a line a row."""
+    return browser.execute_script(
+        "const b = window.serialTerminal.buffer.active, lines = [];"
+        "for (let i = 0; i < b.length; i++) lines.push(b.getLine(i).translateToString(true));"
+        "return lines.join('\\n');")
+
+
+def type_into_terminal(browser, keys: str) -> None:
+    """Keys typed into the terminal, as a person does: xterm.js takes them in its hidden textarea."""
+    browser.find_element(_by("CSS_SELECTOR"), "#terminal textarea").send_keys(keys)
+
+
+def shot(browser, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SHOTS / f"{name}.png"))
 
@@ -87,7 +100,7 @@ def test_sign_in_launch_follow_and_end_an_instance(server, ec2, browser):
     _wait(browser, lambda b: "not able to validate" in _text(b, "error"), "the refusal")
     _sign_in(browser, server)
     _wait(browser, lambda b: b.find_element(_by("TAG_NAME"), "h1").text.startswith("Dashboard"), "the dashboard")
-    _shot(browser, "dashboard")
+    shot(browser, "dashboard")
     browser.get(server.endpoint + "/console/instances")
     _wait(browser, lambda b: b.find_element(_by("ID"), "image_id"), "the launch form")
     image = tiny_image(ec2)
@@ -106,19 +119,18 @@ def test_sign_in_launch_follow_and_end_an_instance(server, ec2, browser):
     marker = browser.execute_script("window.notReloaded = 1; return window.notReloaded")
     _wait(browser, lambda b: state(b) == "running", "running shown without a reload", within=30)
     assert browser.execute_script("return window.notReloaded") == marker  # the same page, never reloaded
-    _shot(browser, "instances")
+    shot(browser, "instances")
     browser.find_element(_by("LINK_TEXT"), iid).click()
     _wait(browser, lambda b: "ec2emu-none: boot" in _text(b, "console-output") or b.refresh(), "its console output",
           within=30)
-    _shot(browser, "instance")
+    shot(browser, "instance")
     # Its serial console: typed into, answered (the none driver's pretend terminal).
     _wait(browser, lambda b: b.find_element(_by("ID"), "serial-link"), "the link").click()
     _wait(browser, lambda b: _text(b, "status") == "connected", "connected")
-    _wait(browser, lambda b: "$ " in _text(b, "terminal"), "a prompt")
+    _wait(browser, lambda b: "$ " in terminal_text(b), "a prompt")
     from selenium.webdriver.common.keys import Keys
-    browser.find_element(_by("ID"), "terminal").send_keys("echo typed in chromium" + Keys.ENTER)
-    _wait(browser, lambda b: "\ntyped in chromium\n" in _text(b, "terminal"), "the answer")
-    _shot(browser, "serial-console")
+    type_into_terminal(browser, "echo typed in chromium" + Keys.ENTER)
+    _wait(browser, lambda b: "\ntyped in chromium\n" in terminal_text(b), "the answer")
     browser.get(server.endpoint + "/console/instances")
     _wait(browser, lambda b: b.find_element(_by("CSS_SELECTOR"), f'tr[data-id="{iid}"] button[name="stop"]'),
           "the stop button").click()
@@ -142,7 +154,7 @@ def test_a_rule_and_a_volume_from_the_browser(server, ec2, browser):
                        "the rule added")
     assert rules[0]["FromPort"] == 443 and rules[0]["IpRanges"] == [{"CidrIp": "203.0.113.0/24"}]
     _wait(browser, lambda b: b.find_element(_by("CSS_SELECTOR"), f"{section} tr.rule"), "the rule shown")
-    _shot(browser, "security-groups")
+    shot(browser, "security-groups")
     browser.find_element(_by("CSS_SELECTOR"), f"{section} tr.rule button").click()
     eventually(lambda: not ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"],
                "the rule removed")
@@ -163,7 +175,7 @@ def test_a_rule_and_a_volume_from_the_browser(server, ec2, browser):
           "the volume's row").send_keys(iid)
     browser.find_element(_by("CSS_SELECTOR"), f'tr[data-id="{vol}"] form button').click()
     eventually(lambda: ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["State"] == "in-use", "attached")
-    _shot(browser, "volumes")
+    shot(browser, "volumes")
     # The other account signs in and sees none of it.
     _sign_in(browser, server, OTHER_ACCESS_KEY, OTHER_SECRET_KEY)
     _wait(browser, lambda b: b.find_element(_by("TAG_NAME"), "h1").text.startswith("Dashboard"), "signed in")

@@ -424,21 +424,22 @@ def _serial_console_in_chromium(cloud, iid: str) -> None:
     the instance's serial console, and types into the terminal; the guest's shell answers there."""
     from selenium.webdriver.common.keys import Keys
 
-    from .test_console_browser import _by, _sign_in, _text, _wait, open_browser
+    from .test_console_browser import (_sign_in, _text, _wait, open_browser, shot, terminal_text,
+                                       type_into_terminal)
     with open_browser() as browser:
         _sign_in(browser, cloud)
         browser.get(cloud.endpoint + f"/console/instances/{iid}/serial")
         _wait(browser, lambda b: _text(b, "status") == "connected", "connected")
-        terminal = browser.find_element(_by("ID"), "terminal")
-        terminal.send_keys(Keys.ENTER)
-        _wait(browser, lambda b: _text(b, "terminal").rstrip().endswith("login:"), "the getty's prompt", within=30)
-        terminal.send_keys("ec2-user" + Keys.ENTER)
-        _wait(browser, lambda b: _text(b, "terminal").rstrip().endswith("Password:"), "the password prompt", within=30)
-        terminal.send_keys(SERIAL_PASSWORD + Keys.ENTER)
-        terminal.send_keys("echo typed-in-chromium-$((6*7)) $(id -un)" + Keys.ENTER)
-        _wait(browser, lambda b: "\ntyped-in-chromium-42 ec2-user\n" in _text(b, "terminal"), "the guest's answer",
+        type_into_terminal(browser, Keys.ENTER)
+        _wait(browser, lambda b: terminal_text(b).rstrip().endswith("login:"), "the getty's prompt", within=30)
+        type_into_terminal(browser, "ec2-user" + Keys.ENTER)
+        _wait(browser, lambda b: terminal_text(b).rstrip().endswith("Password:"), "the password prompt", within=30)
+        type_into_terminal(browser, SERIAL_PASSWORD + Keys.ENTER)
+        type_into_terminal(browser, "echo typed-in-chromium-$((6*7)) $(id -un)" + Keys.ENTER)
+        _wait(browser, lambda b: "\ntyped-in-chromium-42 ec2-user\n" in terminal_text(b), "the guest's answer",
               within=30)
-        terminal.send_keys("exit" + Keys.ENTER)
+        shot(browser, "serial-console")  # the README's: a real guest's getty
+        type_into_terminal(browser, "exit" + Keys.ENTER)
 
 
 def test_cloud_init_image(cloud):
