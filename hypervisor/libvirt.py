@@ -343,12 +343,22 @@ class LibvirtDriver(Driver):
         for nic in spec.interfaces:  # attached while it had no definition yet (or lost from it)
             self._define_nic(dom, nic, libvirt.VIR_DOMAIN_XML_INACTIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
         marks.append(("definition", time.monotonic()))
-        # A restore needs no network until its NICs are plugged: it runs while the port is made
-        # (each takes a few tenths of a second; the guest waits for its NIC either way).
-        restoring = _Background(self._restore, spec, dom) if not dom.isActive() else None
+        # The guest is started while its ports are made (each takes a few tenths of a second),
+        # and runs only once they are whole: a restore needs no network until its NICs are
+        # plugged (the guest waits for its NIC); a cold boot starts paused, its taps in their
+        # ports' bridges (made first), and is resumed after.
+        restoring = booting = None
+        if not dom.isActive():
+            saved = self._checkpoint_for(spec)
+            if saved is not None:
+                restoring = _Background(self._restore, spec, dom, *saved)
+            else:
+                for port_id in (spec.instance_id, *(nic.port_id for nic in spec.interfaces)):
+                    self.network.port_bridge(port_id)
+                booting = _Background(dom.createWithFlags, libvirt.VIR_DOMAIN_START_PAUSED)
         try:
             with self.network.locked():  # its VPC (re)made and the port plugged in one go
-                self.ensure_vpc(spec.vpc())
+                self.ensure_vpc(spec.vpc(), repair=False)
                 self.network.plug(spec.instance_id, spec.vpc_id, spec.subnet_id, spec.mac_address,
                                   spec.private_ip, spec.hostname, spec.secondary_ips,
                                   source_dest_check=spec.source_dest_check)
@@ -357,22 +367,32 @@ class LibvirtDriver(Driver):
                 if spec.public_ip:
                     self.map_address(spec.vpc_id, spec.public_ip, spec.private_ip, spec.public_hostname)
         except BaseException:
-            if restoring is not None and restoring.result(quiet=True):  # restored, but with no network
+            restored = restoring is not None and restoring.result(quiet=True)
+            started = booting is not None and booting.result(quiet=True) is not None
+            if restored or started:  # a guest, but with no network
                 with self._lock:
                     self._terminating.add(spec.instance_id)  # its STOPPED event is not news
                 dom.destroy()
             raise
         marks.append(("network", time.monotonic()))
-        if restoring is not None:
-            if restoring.result() and self._plug_restored(spec, dom):
+        if restoring is not None or booting is not None:
+            if restoring is not None and restoring.result() and self._plug_restored(spec, dom):
                 marks.append(("restore", time.monotonic()))
-            else:
+            elif booting is not None:
+                booting.result()  # what the start raised, as dom.create() would
+                try:
+                    self._disable_tap_ipv6(dom)  # before the guest's first frame
+                    dom.resume()
+                except BaseException:
+                    with self._lock:
+                        self._terminating.add(spec.instance_id)  # its STOPPED event is not news
+                    dom.destroy()
+                    raise
+                marks.append(("boot", time.monotonic()))
+            else:  # the restore failed
                 dom.create()  # the STARTED event reports RUNNING
                 marks.append(("boot", time.monotonic()))
-            for tap in domainxml.tap_devices(dom.XMLDesc()):
-                # The tap lives in the root namespace: without this it would get an IPv6
-                # link-local address and speak neighbour discovery onto the guest's link.
-                disable_ipv6(tap)
+            self._disable_tap_ipv6(dom)
             log.info("%s started in %.2f s: %s", spec.instance_id, marks[-1][1] - marks[0][1],
                      ", ".join(f"{what} {t - marks[i][1]:.2f}" for i, (what, t) in enumerate(marks[1:])))
         else:
@@ -399,18 +419,22 @@ class LibvirtDriver(Driver):
             root_disk=placeholder, bridge=None, mac="", console_log=console_log, kernel=spec.kernel_path,
             initrd=spec.ramdisk_path, tb_cache_mib=self.config.tcg_tb_cache_mib, cmdline=self.CHECKPOINT_CMDLINE))
 
-    def _restore(self, spec: InstanceSpec, dom) -> bool:
-        """Start the defined, inactive domain from a checkpoint (hypervisor/checkpoints.py):
-        restore a copy named for it (then `_plug_restored` hot-plugs the NICs and disks the
-        checkpoint lacks). False where there is no checkpoint for its kind (one is then built in
-        the background for the next) or the restore failed: the caller boots it cold."""
+    def _checkpoint_for(self, spec: InstanceSpec) -> tuple[str, Path] | None:
+        """(key, file) of the built checkpoint `spec` can be restored from. None where it boots
+        cold: its kind has none (one is then built in the background, for the next) or cannot."""
         key = self._checkpoint_key(spec)
         if key is None:
-            return False
+            return None
         saved = self.checkpoints.ready(key)
         if saved is None:
             self.checkpoints.build_soon(key, lambda *a: self._checkpoint_domain(spec, *a))
-            return False
+            return None
+        return key, saved
+
+    def _restore(self, spec: InstanceSpec, dom, key: str, saved: Path) -> bool:
+        """Start the defined, inactive domain from checkpoint `key` (hypervisor/checkpoints.py):
+        restore a copy named for it (then `_plug_restored` hot-plugs the NICs and disks the
+        checkpoint lacks). False where the restore failed: the caller boots it cold."""
         persistent = fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         devices = persistent.find("devices")
         disks = list(devices.iterfind("disk"))
@@ -434,6 +458,13 @@ class LibvirtDriver(Driver):
             copy.unlink(missing_ok=True)
         log.info("%s restored from checkpoint %s in %.2f s", spec.instance_id, key, time.monotonic() - started)
         return True
+
+    @staticmethod
+    def _disable_tap_ipv6(dom) -> None:
+        """The taps live in the root namespace: without this each would get an IPv6 link-local
+        address and speak neighbour discovery onto the guest's link."""
+        for tap in domainxml.tap_devices(dom.XMLDesc()):
+            disable_ipv6(tap)
 
     def _plug_restored(self, spec: InstanceSpec, dom) -> bool:
         """Hot-plug into a restored guest what its checkpoint lacks: the NICs (the guest waits
@@ -630,9 +661,10 @@ class LibvirtDriver(Driver):
 
     # ----------------------------------------------------------------------------- networks
 
-    def ensure_vpc(self, vpc: VpcSpec) -> None:
-        """See Driver.ensure_vpc. Then vpc_ready(vpc id, namespace) (its metadata listener)."""
-        namespace = self.network.ensure(vpc)
+    def ensure_vpc(self, vpc: VpcSpec, repair: bool = True) -> None:
+        """See Driver.ensure_vpc. Then vpc_ready(vpc id, namespace) (its metadata listener).
+        repair=False: Network.ensure's quick look (an instance's start)."""
+        namespace = self.network.ensure(vpc, repair=repair)
         if self.vpc_ready:
             self.vpc_ready(vpc.vpc_id, namespace)
 

@@ -17,6 +17,16 @@ def links(ns: str | None) -> dict[str, dict]:
     return {link["ifname"]: link for link in json.loads(out or "[]")}
 
 
+def link(ns: str | None, name: str) -> dict | None:
+    """One link (as `links` gives it), or None where there is none of that name."""
+    out = ip(ns, "-j", "-d", "link", "show", "dev", name, check=False)
+    try:
+        found = json.loads(out or "[]")
+    except ValueError:  # ip's "Device ... does not exist." (stderr) leaves no JSON
+        return None
+    return found[0] if found else None
+
+
 def kind(link: dict | None) -> str | None:
     return (link or {}).get("linkinfo", {}).get("info_kind")
 

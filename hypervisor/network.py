@@ -148,6 +148,7 @@ class Network:
         self.store = VpcStore(state_dir)
         self.state_dir = self.store.root
         self.prefix = prefix
+        self._made: dict[str, tuple] = {}  # vpc id -> the arguments its last ensure_vpc made it whole with
 
     def locked(self):
         """Hold the plumbing lock across several calls (it is reentrant)."""
@@ -182,6 +183,7 @@ class Network:
         """Create or repair a VPC's namespace, bridges, internet link, dnsmasq and rules.
         Returns the namespace name."""
         with self.locked():
+            self._made.pop(vpc_id, None)
             st = self.store.load(vpc_id) or {"vpc_id": vpc_id, "ports": {}, "nat": {}, "public_names": {}}
             st.update(region=region, subnets=_subnets(subnets), dns_domain=dns_domain,
                       public_dns_domain=public_dns_domain, dhcp_domain=dhcp_domain, dns_support=dns_support,
@@ -194,11 +196,36 @@ class Network:
             for instance_id, port in st["ports"].items():  # repair ports of a rebuilt namespace
                 if port["subnet_id"] in st["subnets"]:
                     self._plumb_port(ns, instance_id, port["subnet_id"], root_links, ns_links)
+            self._made[vpc_id] = (region, tuple(st["subnets"].items()), dns_domain, public_dns_domain,
+                                  dhcp_domain, dns_support, dns_names)
             return ns
 
-    def ensure(self, vpc: VpcSpec) -> str:
-        return self.ensure_vpc(vpc.vpc_id, vpc.region, vpc.subnets, vpc.dns_domain, vpc.public_dns_domain,
-                               vpc.dhcp_domain, vpc.dns_support, vpc.dns_names)
+    def ensure(self, vpc: VpcSpec, repair: bool = True) -> str:
+        """ensure_vpc for `vpc`. repair=False (an instance's start): where this process made the
+        VPC whole with the same arguments and its namespace, dnsmasq, subnet bridges and
+        internet link are still there, nothing more is done. The whole repair re-plumbs every
+        port of the VPC: tenths of a second, and more with each instance."""
+        args = (vpc.region, tuple(_subnets(vpc.subnets).items()), vpc.dns_domain, vpc.public_dns_domain,
+                vpc.dhcp_domain, vpc.dns_support, vpc.dns_names)
+        with self.locked():
+            if not repair and self._made.get(vpc.vpc_id) == args and self._whole(vpc.vpc_id, args[1]):
+                return self.namespace_of(vpc.vpc_id)
+            return self.ensure_vpc(vpc.vpc_id, vpc.region, vpc.subnets, vpc.dns_domain, vpc.public_dns_domain,
+                                   vpc.dhcp_domain, vpc.dns_support, vpc.dns_names)
+
+    def _whole(self, vpc_id: str, subnets) -> bool:
+        """A cheap look (one `ip` call) at what a port needs of its VPC: the namespace, its
+        dnsmasq, each subnet's bridge up, and the internet link."""
+        ns = self.namespace_of(vpc_id)
+        if not host.netns_exists(ns) or (subnets and not self._dnsmasq(vpc_id).running()):
+            return False
+        try:
+            have = links.links(ns)
+        except HostError:
+            return False
+        wanted = [subnet_bridge_name(subnet_id) for subnet_id, _cidr in subnets]
+        return IGW_IFNAME in have and all(
+            links.kind(have.get(br)) == "bridge" and "UP" in have[br].get("flags", []) for br in wanted)
 
     def _plumb_vpc(self, st: dict) -> None:
         vpc_id = st["vpc_id"]
@@ -375,6 +402,7 @@ class Network:
         shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)  # the internet namespace's resolv.conf
 
     def _remove_vpc(self, vpc_id: str) -> None:
+        self._made.pop(vpc_id, None)
         st = self.store.load(vpc_id) or {"ports": {}}
         for instance_id in st.get("ports", {}):
             self._remove_root_devices(instance_id)
@@ -418,17 +446,28 @@ class Network:
             self._plumb_port(ns, instance_id, subnet_id, links.links(None), links.links(ns))
             return root_bridge_name(instance_id)
 
-    def _plumb_port(self, ns: str, instance_id: str, subnet_id: str, root_links: dict,
-                    ns_links: dict) -> None:
-        q, qv, qp = root_bridge_name(instance_id), root_veth_name(instance_id), port_name(instance_id)
-        alias = self._alias(instance_id)
-        link = root_links.get(q)
+    def port_bridge(self, instance_id: str) -> str:
+        """The port's root-namespace bridge, made now if it is not there (down, and joined to
+        nothing until `plug`): a guest's tap can be put in it before the port is whole."""
+        q = root_bridge_name(instance_id)
+        with self.locked():
+            self._port_bridge(q, links.link(None, q))
+        return q
+
+    @staticmethod
+    def _port_bridge(q: str, link) -> None:
         if link is not None and links.kind(link) != "bridge":
             links.del_link(None, q)
             link = None
         if link is None:
             links.ip(None, "link", "add", q, "type", "bridge", "stp_state", "0")
         disable_ipv6(q)
+
+    def _plumb_port(self, ns: str, instance_id: str, subnet_id: str, root_links: dict,
+                    ns_links: dict) -> None:
+        q, qv, qp = root_bridge_name(instance_id), root_veth_name(instance_id), port_name(instance_id)
+        alias = self._alias(instance_id)
+        self._port_bridge(q, root_links.get(q))
         links.ip(None, "link", "set", q, "alias", alias)
         if not links.pair_ok(root_links.get(qv), ns_links.get(qp)):
             links.del_link(None, qv)

@@ -410,3 +410,32 @@ def test_ensure_vpc_rebuilds_a_lost_namespace_with_its_ports(make_network):
     net.ensure_vpc(vpc, "us-east-1", [(sa, "10.9.0.0/24")])
     assert g.run("busybox", "ping", "-c", "1", "-W", "2", "10.9.0.1", check=False).returncode == 0
     assert g.dhcp()["ip"] == "10.9.0.4"
+
+
+def test_an_instances_start_looks_at_its_vpc_and_repairs_only_what_is_broken(make_network, monkeypatch):
+    """ensure(repair=False), as an instance's start calls it: a VPC this process made whole with
+    the same spec is not re-plumbed (the full repair re-plumbs every port: tenths of a second);
+    a subnet bridge gone, a killed dnsmasq or a changed spec each bring the full repair back."""
+    net = make_network()
+    vpc, sa, sb = rid("vpc"), rid("subnet"), rid("subnet")
+    spec = VpcSpec(vpc, ((sa, "10.7.0.0/24"),))
+    ns = net.ensure(spec)
+    full = []
+    real = net.ensure_vpc
+    monkeypatch.setattr(net, "ensure_vpc", lambda *a, **k: full.append(a) or real(*a, **k))
+    assert net.ensure(spec, repair=False) == ns and full == []  # whole: nothing done
+    assert net.ensure(spec) == ns and len(full) == 1  # repair=True: always the full one
+    bridge = next(b for b in json.loads(sh("ip", "-n", ns, "-j", "link", "show", "type", "bridge").stdout))["ifname"]
+    sh("ip", "-n", ns, "link", "del", bridge)
+    net.ensure(spec, repair=False)
+    assert len(full) == 2 and bridge in sh("ip", "-n", ns, "link", "show", "up").stdout  # repaired
+    for p in _dnsmasqs_of(net):
+        os.kill(p.pid, 9)
+    deadline = time.monotonic() + 10
+    while _dnsmasqs_of(net) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    net.ensure(spec, repair=False)
+    assert len(full) == 3 and _dnsmasqs_of(net)
+    wider = VpcSpec(vpc, ((sa, "10.7.0.0/24"), (sb, "10.7.1.0/24")))
+    net.ensure(wider, repair=False)
+    assert len(full) == 4 and net.ensure(wider, repair=False) == ns and len(full) == 4
