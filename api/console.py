@@ -179,6 +179,8 @@ def _region(request: Request, default: str) -> str:
 def router(cloud: Cloud) -> APIRouter:
     console = Console(cloud)
     r = APIRouter(prefix="/console")
+    for name in TEMPLATES.list_templates():  # compiled now, not in a person's first request of each page
+        TEMPLATES.get_template(name)
 
     def page(name: str, request: Request, status: int = 200, **values) -> HTMLResponse:
         html = TEMPLATES.get_template(name).render(request=request, regions=sorted(REGIONS), **values)
