@@ -216,16 +216,19 @@ class Network:
     def _whole(self, vpc_id: str, subnets) -> bool:
         """A cheap look (one `ip` call) at what a port needs of its VPC: the namespace, its
         dnsmasq, each subnet's bridge up, and the internet link."""
-        ns = self.namespace_of(vpc_id)
-        if not host.netns_exists(ns) or (subnets and not self._dnsmasq(vpc_id).running()):
+        if not self._alive(vpc_id, subnets):
             return False
         try:
-            have = links.links(ns)
+            have = links.links(self.namespace_of(vpc_id))
         except HostError:
             return False
         wanted = [subnet_bridge_name(subnet_id) for subnet_id, _cidr in subnets]
         return IGW_IFNAME in have and all(
             links.kind(have.get(br)) == "bridge" and "UP" in have[br].get("flags", []) for br in wanted)
+
+    def _alive(self, vpc_id: str, subnets) -> bool:
+        """Its namespace is there, and its dnsmasq runs where it has subnets to serve."""
+        return host.netns_exists(self.namespace_of(vpc_id)) and (not subnets or self._dnsmasq(vpc_id).running())
 
     def _plumb_vpc(self, st: dict) -> None:
         vpc_id = st["vpc_id"]
@@ -284,8 +287,7 @@ class Network:
                 st = self.store.load(vpc_id)
                 if not st or not st.get("ports"):
                     continue
-                if (not host.netns_exists(self.namespace_of(vpc_id))
-                        or (st["subnets"] and not self._dnsmasq(vpc_id).running())):
+                if not self._alive(vpc_id, st["subnets"]):
                     self.ensure_vpc(vpc_id, st["region"], st["subnets"].items(), st.get("dns_domain", ""),
                                     st.get("public_dns_domain", ""), st.get("dhcp_domain", ""),
                                     st.get("dns_support", True), st.get("dns_names", True))
