@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,6 +36,17 @@ def migrate(url: str) -> None:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def lock_for_write(session: Session) -> None:
+    """Take the database's write lock now, before reading what this transaction will change.
+    PostgreSQL locks the rows a transaction reads FOR UPDATE; SQLite ignores FOR UPDATE, and
+    pysqlite begins a transaction only at its first write, so a read-modify-write there could
+    undo a commit made between its read and its write (a guest's RUNNING event turned a
+    TerminateInstances' shutting-down back into running). SQLite: BEGIN IMMEDIATE, which waits
+    (the busy timeout) for the writer in progress; elsewhere nothing."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("BEGIN IMMEDIATE"))
 
 
 def _alembic_config(url: str):

@@ -143,6 +143,7 @@ class Cloud:
         """A driver's event (any thread): record it; host work it calls for is a task."""
         try:
             with self.Session() as session:
+                db.lock_for_write(session)  # the state it reads is the state it changes
                 follow_up = instances.apply_hypervisor_event(session, instance_id, state)
                 session.commit()
             if follow_up:

@@ -206,3 +206,55 @@ def test_a_subnet_without_enough_free_addresses(server):
     assert code == "InsufficientFreeAddressesInSubnet" and subnet["SubnetId"] in message
     assert ec2.describe_instances()["Reservations"] == []
     assert ec2.describe_subnets(SubnetIds=[subnet["SubnetId"]])["Subnets"][0]["AvailableIpAddressCount"] == 4091
+
+
+def _read_then_write(url: str, lock: bool) -> str:
+    """A writer holds SQLite's write lock (its UPDATE made, not yet committed) while another
+    transaction reads the row and writes from what it read, as a guest's event does; returns
+    the row's state at the end: the first writer's (right) or the second's (an undone commit)."""
+    from sqlalchemy import text
+
+    from emulator import db
+    engine = db.make_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, state TEXT)")
+        conn.exec_driver_sql("DELETE FROM t")
+        conn.exec_driver_sql("INSERT INTO t VALUES (1, 'pending')")
+    Session = db.session_factory(engine)
+    first_wrote, done = threading.Event(), threading.Event()
+
+    def terminate() -> None:
+        with Session() as s:
+            s.execute(text("UPDATE t SET state = 'shutting-down' WHERE id = 1"))
+            first_wrote.set()
+            time.sleep(0.5)  # the other transaction reads and waits meanwhile
+            s.commit()
+        done.set()
+    t = threading.Thread(target=terminate)
+    t.start()
+    first_wrote.wait(5)
+    with Session() as s:
+        if lock:
+            db.lock_for_write(s)
+        # FOR UPDATE, as the event's session.get(..., with_for_update=True): PostgreSQL's lock
+        # (SQLite does not know the clause; SQLAlchemy leaves it out there, and so does this).
+        sql = "SELECT state FROM t WHERE id = 1" + ("" if url.startswith("sqlite") else " FOR UPDATE")
+        state = s.execute(text(sql)).scalar()
+        if state == "pending":  # the guest's RUNNING event: pending -> running
+            s.execute(text("UPDATE t SET state = 'running' WHERE id = 1"))
+        s.commit()
+    t.join()
+    with engine.connect() as conn:
+        final = conn.exec_driver_sql("SELECT state FROM t WHERE id = 1").scalar()
+    engine.dispose()
+    return final
+
+
+def test_a_read_then_write_waits_for_the_writer_in_progress(tmp_path):
+    """db.lock_for_write (a hypervisor event's transaction takes it): on SQLite the event reads
+    the state only once the TerminateInstances in progress has committed, so it cannot turn
+    shutting-down back into running. Positive control: without it, on SQLite, it does."""
+    url = fresh_database_url() or f"sqlite:///{tmp_path}/rw.sqlite"
+    assert _read_then_write(url, lock=True) == "shutting-down"
+    if url.startswith("sqlite"):
+        assert _read_then_write(url, lock=False) == "running"  # the hazard the lock removes
