@@ -370,9 +370,7 @@ class LibvirtDriver(Driver):
             restored = restoring is not None and restoring.result(quiet=True)
             started = booting is not None and booting.result(quiet=True) is not None
             if restored or started:  # a guest, but with no network
-                with self._lock:
-                    self._terminating.add(spec.instance_id)  # its STOPPED event is not news
-                dom.destroy()
+                self._destroy_unstarted(spec.instance_id, dom)
             raise
         marks.append(("network", time.monotonic()))
         if restoring is not None or booting is not None:
@@ -384,15 +382,14 @@ class LibvirtDriver(Driver):
                     self._disable_tap_ipv6(dom)  # before the guest's first frame
                     dom.resume()
                 except BaseException:
-                    with self._lock:
-                        self._terminating.add(spec.instance_id)  # its STOPPED event is not news
-                    dom.destroy()
+                    self._destroy_unstarted(spec.instance_id, dom)
                     raise
                 marks.append(("boot", time.monotonic()))
             else:  # the restore failed
                 dom.create()  # the STARTED event reports RUNNING
                 marks.append(("boot", time.monotonic()))
-            self._disable_tap_ipv6(dom)
+            if booting is None:  # (a resumed boot's taps were done before it ran)
+                self._disable_tap_ipv6(dom)
             log.info("%s started in %.2f s: %s", spec.instance_id, marks[-1][1] - marks[0][1],
                      ", ".join(f"{what} {t - marks[i][1]:.2f}" for i, (what, t) in enumerate(marks[1:])))
         else:
@@ -459,6 +456,13 @@ class LibvirtDriver(Driver):
         log.info("%s restored from checkpoint %s in %.2f s", spec.instance_id, key, time.monotonic() - started)
         return True
 
+    def _destroy_unstarted(self, instance_id: str, dom) -> None:
+        """Destroy a guest whose start failed after libvirt started it; its STOPPED event is not
+        news (the start's failure is)."""
+        with self._lock:
+            self._terminating.add(instance_id)
+        dom.destroy()
+
     @staticmethod
     def _disable_tap_ipv6(dom) -> None:
         """The taps live in the root namespace: without this each would get an IPv6 link-local
@@ -479,9 +483,7 @@ class LibvirtDriver(Driver):
         except libvirt.libvirtError as exc:
             log.warning("%s: restored, but a device could not be plugged (%s): booting it cold",
                         spec.instance_id, exc)
-            with self._lock:
-                self._terminating.add(spec.instance_id)  # its STOPPED event is not news
-            dom.destroy()
+            self._destroy_unstarted(spec.instance_id, dom)
             return False
         return True
 

@@ -107,6 +107,11 @@ def _subnets(subnets: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {sid: str(ipaddress.ip_network(cidr)) for sid, cidr in subnets}
 
 
+def _made_with(region: str, subnets: Iterable[tuple[str, str]], *rest) -> tuple:
+    """What Network._made remembers of ensure_vpc's arguments (subnets normalised, as stored)."""
+    return (region, tuple(_subnets(subnets).items()), *rest)
+
+
 def _port(p: PortSpec) -> dict:
     out = {"subnet_id": p.subnet_id, "mac": p.mac.lower(), "ip": p.ip, "hostname": p.hostname}
     if p.secondary_ips:
@@ -196,8 +201,8 @@ class Network:
             for instance_id, port in st["ports"].items():  # repair ports of a rebuilt namespace
                 if port["subnet_id"] in st["subnets"]:
                     self._plumb_port(ns, instance_id, port["subnet_id"], root_links, ns_links)
-            self._made[vpc_id] = (region, tuple(st["subnets"].items()), dns_domain, public_dns_domain,
-                                  dhcp_domain, dns_support, dns_names)
+            self._made[vpc_id] = _made_with(region, st["subnets"].items(), dns_domain, public_dns_domain,
+                                            dhcp_domain, dns_support, dns_names)
             return ns
 
     def ensure(self, vpc: VpcSpec, repair: bool = True) -> str:
@@ -205,8 +210,8 @@ class Network:
         VPC whole with the same arguments and its namespace, dnsmasq, subnet bridges and
         internet link are still there, nothing more is done. The whole repair re-plumbs every
         port of the VPC: tenths of a second, and more with each instance."""
-        args = (vpc.region, tuple(_subnets(vpc.subnets).items()), vpc.dns_domain, vpc.public_dns_domain,
-                vpc.dhcp_domain, vpc.dns_support, vpc.dns_names)
+        args = _made_with(vpc.region, vpc.subnets, vpc.dns_domain, vpc.public_dns_domain, vpc.dhcp_domain,
+                          vpc.dns_support, vpc.dns_names)
         with self.locked():
             if not repair and self._made.get(vpc.vpc_id) == args and self._whole(vpc.vpc_id, args[1]):
                 return self.namespace_of(vpc.vpc_id)
